@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+/// @title FederatedLedger
+/// @notice Pins every federated-learning update and every global model by its SHA-256 so that each
+///         model version can be traced, and re-derived, from the chain alone.
+/// @dev Storage holds only what a check needs: roles, one packed slot + base hash per round, one
+///      slot per submission, one slot per committed model. Everything auditors read but no check
+///      needs (sample counts, reasons, Merkle roots, metadata hashes, parents) lives in indexed events.
+///      Nothing loops over nodes or updates: finalizing costs the same for 1 or 5,000 updates.
+contract FederatedLedger {
+    // ------------------------------------------------------------------ types
+
+    /// @dev Lifecycle of a round. `None` is the zero value of a round never opened.
+    enum RoundState {
+        None,
+        Open,
+        Finalized,
+        Abandoned
+    }
+
+    /// @dev Two slots: the base model hash, then deadline + minUpdates + state packed in one slot.
+    struct Round {
+        bytes32 baseModelHash;
+        uint64 deadline;
+        uint32 minUpdates;
+        RoundState state;
+    }
+
+    /// @dev One slot: a committed model's place in the lineage (parent and roots are in events).
+    struct ModelVersion {
+        uint64 version;
+        uint64 round;
+        uint32 includedCount;
+        bool committed;
+    }
+
+    /// @dev One slot: the highest round opened and the number of committed model versions.
+    struct Counters {
+        uint64 lastRound;
+        uint64 versionCount;
+    }
+
+    uint8 private constant ROLE_NODE = 1;
+    uint8 private constant ROLE_AGGREGATOR = 2;
+
+    // ------------------------------------------------------------------ errors
+
+    /// @notice The caller is not the admin.
+    error LedgerNotAdmin(address account);
+    /// @notice The caller does not hold the aggregator role.
+    error LedgerNotAggregator(address account);
+    /// @notice The caller is not a registered (and unrevoked) node.
+    error LedgerNotNode(address account);
+    /// @notice The zero address was given where an account is required.
+    error LedgerZeroAddress();
+    /// @notice A zero hash was given where a SHA-256 digest is required.
+    error LedgerZeroHash();
+    /// @notice The node is already registered.
+    error LedgerNodeAlreadyRegistered(address node);
+    /// @notice The aggregator role is already in the requested state.
+    error LedgerAggregatorUnchanged(address account, bool enabled);
+    /// @notice The genesis model was already committed.
+    error LedgerGenesisAlreadyCommitted(bytes32 genesisHash);
+    /// @notice Rounds are numbered 1, 2, 3, ... with no gaps.
+    error LedgerRoundOutOfOrder(uint256 expected, uint256 round);
+    /// @notice The previous round must be finalized or abandoned before the next opens.
+    error LedgerRoundStillOpen(uint256 round);
+    /// @notice The model hash is not a committed version.
+    error LedgerModelNotCommitted(bytes32 modelHash);
+    /// @notice The model hash is already a committed version (versions are unique).
+    error LedgerModelAlreadyCommitted(bytes32 modelHash);
+    /// @notice The deadline is not in the future.
+    error LedgerDeadlineNotInFuture(uint64 deadline, uint256 nowTimestamp);
+    /// @notice minUpdates must be at least one.
+    error LedgerZeroMinUpdates();
+    /// @notice The round is not open.
+    error LedgerRoundNotOpen(uint256 round);
+    /// @notice The round's submission deadline has passed.
+    error LedgerDeadlinePassed(uint256 round, uint64 deadline);
+    /// @notice The node already submitted an update in this round.
+    error LedgerAlreadySubmitted(uint256 round, address node);
+    /// @notice An update must be trained on at least one sample.
+    error LedgerZeroSamples();
+    /// @notice The node has no submission in this round.
+    error LedgerNoSubmission(uint256 round, address node);
+    /// @notice The node's submission in this round was already rejected.
+    error LedgerAlreadyRejected(uint256 round, address node);
+    /// @notice A rejection needs a non-zero reason code.
+    error LedgerZeroReason();
+    /// @notice Before the deadline a round finalizes only with at least minUpdates included updates.
+    error LedgerTooFewUpdates(uint256 round, uint32 includedCount, uint32 minUpdates);
+    /// @notice The round's deadline has not passed yet.
+    error LedgerDeadlineNotPassed(uint256 round, uint64 deadline);
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice The admin role moved to a new account.
+    event AdminTransferred(address indexed previousAdmin, address indexed newAdmin);
+    /// @notice The aggregator role was granted (`enabled`) or removed.
+    event AggregatorSet(address indexed account, bool enabled);
+    /// @notice A node may now submit updates.
+    event NodeRegistered(address indexed node);
+    /// @notice A node may no longer submit updates; its past submissions stay on record.
+    event NodeRevoked(address indexed node);
+    /// @notice A new model version is part of the lineage. Genesis is version 0, round 0, parent 0.
+    /// @param round the round that produced it (0 for genesis)
+    /// @param modelHash SHA-256 of the model's canonical safetensors bytes
+    /// @param parentHash the round's base model (0 for genesis)
+    /// @param version position in the lineage, 0-based
+    /// @param includedRoot Merkle root of the included update hashes (see verifyInclusion)
+    /// @param includedCount number of updates merged into it
+    /// @param metadataHash SHA-256 of the JSON blob naming the aggregation rule and metrics
+    event ModelCommitted(
+        uint256 indexed round,
+        bytes32 indexed modelHash,
+        bytes32 indexed parentHash,
+        uint64 version,
+        bytes32 includedRoot,
+        uint32 includedCount,
+        bytes32 metadataHash
+    );
+    /// @notice A round opened on a committed base model.
+    event RoundOpened(uint256 indexed round, bytes32 indexed baseModelHash, uint64 deadline, uint32 minUpdates);
+    /// @notice A registered node pinned its update for a round.
+    event UpdateSubmitted(uint256 indexed round, address indexed node, bytes32 indexed updateHash, uint64 numSamples);
+    /// @notice The aggregator refused a submitted update; `reasonCode` says why (see the client's RejectReason).
+    event UpdateRejected(uint256 indexed round, address indexed node, bytes32 indexed updateHash, uint16 reasonCode);
+    /// @notice A round closed without a new model (e.g. every update was rejected).
+    event RoundAbandoned(uint256 indexed round, uint16 reasonCode);
+
+    // ------------------------------------------------------------------ storage
+
+    address private _admin;
+    Counters private _counters;
+    bytes32 private _genesisHash;
+    mapping(address account => uint8 roles) private _roles;
+    mapping(uint256 round => Round) private _rounds;
+    mapping(uint256 round => mapping(address node => bytes32 updateHash)) private _submissions;
+    mapping(uint256 round => mapping(address node => uint16 reasonCode)) private _rejections;
+    mapping(bytes32 modelHash => ModelVersion) private _models;
+
+    // ------------------------------------------------------------------ modifiers
+
+    modifier onlyAdmin() {
+        _checkAdmin();
+        _;
+    }
+
+    modifier onlyAggregator() {
+        _checkAggregator();
+        _;
+    }
+
+    /// @notice Deploys the ledger; the deployer becomes admin and an aggregator.
+    constructor() {
+        _admin = msg.sender;
+        _roles[msg.sender] = ROLE_AGGREGATOR;
+        emit AdminTransferred(address(0), msg.sender);
+        emit AggregatorSet(msg.sender, true);
+    }
+
+    // ------------------------------------------------------------------ roles
+
+    /// @notice Hands the admin role to `newAdmin`.
+    /// @dev Requires the caller to be admin and `newAdmin` non-zero. Emits AdminTransferred.
+    function transferAdmin(address newAdmin) external onlyAdmin {
+        if (newAdmin == address(0)) revert LedgerZeroAddress();
+        address previous = _admin;
+        _admin = newAdmin;
+        emit AdminTransferred(previous, newAdmin);
+    }
+
+    /// @notice Grants or removes the aggregator role (open rounds, reject, finalize, abandon).
+    /// @dev Requires the caller to be admin; reverts if nothing would change. Emits AggregatorSet.
+    function setAggregator(address account, bool enabled) external onlyAdmin {
+        if (account == address(0)) revert LedgerZeroAddress();
+        uint8 roles = _roles[account];
+        if (((roles & ROLE_AGGREGATOR) != 0) == enabled) revert LedgerAggregatorUnchanged(account, enabled);
+        _roles[account] = enabled ? roles | ROLE_AGGREGATOR : roles & ~ROLE_AGGREGATOR;
+        emit AggregatorSet(account, enabled);
+    }
+
+    /// @notice Lets `node` submit updates from now on (a revoked node can be registered again).
+    /// @dev Requires the caller to be admin and the node not currently registered. Emits NodeRegistered.
+    function registerNode(address node) external onlyAdmin {
+        if (node == address(0)) revert LedgerZeroAddress();
+        uint8 roles = _roles[node];
+        if ((roles & ROLE_NODE) != 0) revert LedgerNodeAlreadyRegistered(node);
+        _roles[node] = roles | ROLE_NODE;
+        emit NodeRegistered(node);
+    }
+
+    /// @notice Stops `node` from submitting; what it submitted before stays on record.
+    /// @dev Requires the caller to be admin and the node registered. Emits NodeRevoked.
+    function revokeNode(address node) external onlyAdmin {
+        uint8 roles = _roles[node];
+        if ((roles & ROLE_NODE) == 0) revert LedgerNotNode(node);
+        _roles[node] = roles & ~ROLE_NODE;
+        emit NodeRevoked(node);
+    }
+
+    // ------------------------------------------------------------------ lineage
+
+    /// @notice Commits the genesis model as version 0; every later version descends from it.
+    /// @dev Requires the aggregator role; only once. Emits ModelCommitted with round 0 and parent 0.
+    /// @param modelHash SHA-256 of the genesis model's canonical bytes
+    /// @param metadataHash SHA-256 of the JSON blob describing how genesis was made (architecture, seed)
+    function commitGenesis(bytes32 modelHash, bytes32 metadataHash) external onlyAggregator {
+        if (modelHash == bytes32(0)) revert LedgerZeroHash();
+        if (_counters.versionCount != 0) revert LedgerGenesisAlreadyCommitted(_genesisHash);
+        _genesisHash = modelHash;
+        _commitModel(0, modelHash, bytes32(0), bytes32(0), 0, metadataHash);
+    }
+
+    /// @notice Opens round `round` for submissions until `deadline` (unix seconds, inclusive).
+    /// @dev Requires the aggregator role; rounds are numbered 1, 2, ... and the previous one must be
+    ///      closed; `baseModelHash` must be a committed version. Emits RoundOpened.
+    /// @param minUpdates how many included updates let the round finalize before its deadline
+    function openRound(uint256 round, bytes32 baseModelHash, uint64 deadline, uint32 minUpdates)
+        external
+        onlyAggregator
+    {
+        Counters memory counters = _counters;
+        uint256 expected = uint256(counters.lastRound) + 1;
+        if (round != expected) revert LedgerRoundOutOfOrder(expected, round);
+        if (counters.lastRound != 0 && _rounds[counters.lastRound].state == RoundState.Open) {
+            revert LedgerRoundStillOpen(counters.lastRound);
+        }
+        if (!_models[baseModelHash].committed) revert LedgerModelNotCommitted(baseModelHash);
+        // slither-disable-next-line timestamp
+        if (deadline <= block.timestamp) revert LedgerDeadlineNotInFuture(deadline, block.timestamp);
+        if (minUpdates == 0) revert LedgerZeroMinUpdates();
+
+        _counters.lastRound = uint64(round);
+        _rounds[round] = Round({
+            baseModelHash: baseModelHash, deadline: deadline, minUpdates: minUpdates, state: RoundState.Open
+        });
+        emit RoundOpened(round, baseModelHash, deadline, minUpdates);
+    }
+
+    /// @notice Pins the caller's update for `round` by its SHA-256.
+    /// @dev Requires a registered node, an open round before its deadline, and no earlier submission
+    ///      by this node in this round. One storage slot written. Emits UpdateSubmitted.
+    /// @param updateHash SHA-256 of the update's canonical safetensors bytes
+    /// @param numSamples how many local samples trained it (the FedAvg weight)
+    function submitUpdate(uint256 round, bytes32 updateHash, uint64 numSamples) external {
+        if ((_roles[msg.sender] & ROLE_NODE) == 0) revert LedgerNotNode(msg.sender);
+        if (updateHash == bytes32(0)) revert LedgerZeroHash();
+        if (numSamples == 0) revert LedgerZeroSamples();
+        _checkOpenBeforeDeadline(round);
+        if (_submissions[round][msg.sender] != bytes32(0)) revert LedgerAlreadySubmitted(round, msg.sender);
+        _submissions[round][msg.sender] = updateHash;
+        emit UpdateSubmitted(round, msg.sender, updateHash, numSamples);
+    }
+
+    /// @notice Records that `node`'s update in `round` failed verification, with a reason code.
+    /// @dev Requires the aggregator role, an open round, a submission by `node`, not yet rejected,
+    ///      and a non-zero reason. Emits UpdateRejected.
+    function rejectUpdate(uint256 round, address node, uint16 reasonCode) external onlyAggregator {
+        if (reasonCode == 0) revert LedgerZeroReason();
+        if (_rounds[round].state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        bytes32 updateHash = _submissions[round][node];
+        if (updateHash == bytes32(0)) revert LedgerNoSubmission(round, node);
+        if (_rejections[round][node] != 0) revert LedgerAlreadyRejected(round, node);
+        _rejections[round][node] = reasonCode;
+        emit UpdateRejected(round, node, updateHash, reasonCode);
+    }
+
+    /// @notice Closes `round` by committing the aggregated model as the next version.
+    /// @dev Requires the aggregator role and an open round; before the deadline at least minUpdates
+    ///      must be included, after it at least one. Costs the same for any `includedCount`: the
+    ///      included set is committed by its Merkle root. Emits ModelCommitted.
+    /// @param modelHash SHA-256 of the new global model's canonical bytes
+    /// @param includedRoot Merkle root of the included update hashes (see verifyInclusion)
+    /// @param includedCount number of included updates
+    /// @param metadataHash SHA-256 of the JSON blob naming the rule and the evaluation metrics
+    function finalizeRound(
+        uint256 round,
+        bytes32 modelHash,
+        bytes32 includedRoot,
+        uint32 includedCount,
+        bytes32 metadataHash
+    ) external onlyAggregator {
+        Round storage r = _rounds[round];
+        if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        if (modelHash == bytes32(0) || includedRoot == bytes32(0)) revert LedgerZeroHash();
+        uint32 needed = r.minUpdates;
+        // slither-disable-next-line timestamp
+        if (block.timestamp > r.deadline) needed = 1;
+        if (includedCount < needed) revert LedgerTooFewUpdates(round, includedCount, needed);
+        r.state = RoundState.Finalized;
+        _commitModel(round, modelHash, r.baseModelHash, includedRoot, includedCount, metadataHash);
+    }
+
+    /// @notice Closes `round` without a new model, after its deadline (e.g. every update was rejected).
+    /// @dev Requires the aggregator role, an open round and a passed deadline. Emits RoundAbandoned.
+    function abandonRound(uint256 round, uint16 reasonCode) external onlyAggregator {
+        Round storage r = _rounds[round];
+        if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        // slither-disable-next-line timestamp
+        if (block.timestamp <= r.deadline) revert LedgerDeadlineNotPassed(round, r.deadline);
+        r.state = RoundState.Abandoned;
+        emit RoundAbandoned(round, reasonCode);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The current admin.
+    function admin() external view returns (address) {
+        return _admin;
+    }
+
+    /// @notice Whether `account` may submit updates.
+    function isNode(address account) external view returns (bool) {
+        return (_roles[account] & ROLE_NODE) != 0;
+    }
+
+    /// @notice Whether `account` holds the aggregator role.
+    function isAggregator(address account) external view returns (bool) {
+        return (_roles[account] & ROLE_AGGREGATOR) != 0;
+    }
+
+    /// @notice The genesis model hash (zero until committed).
+    function genesisHash() external view returns (bytes32) {
+        return _genesisHash;
+    }
+
+    /// @notice The highest round opened so far (0 if none) and the number of committed versions.
+    function counters() external view returns (uint64 lastRound, uint64 versionCount) {
+        Counters memory c = _counters;
+        return (c.lastRound, c.versionCount);
+    }
+
+    /// @notice A round's base model, deadline, minUpdates and state (all zero if never opened).
+    function getRound(uint256 round)
+        external
+        view
+        returns (bytes32 baseModelHash, uint64 deadline, uint32 minUpdates, RoundState state)
+    {
+        Round memory r = _rounds[round];
+        return (r.baseModelHash, r.deadline, r.minUpdates, r.state);
+    }
+
+    /// @notice The update hash `node` submitted in `round` (zero if none).
+    function submissionOf(uint256 round, address node) external view returns (bytes32) {
+        return _submissions[round][node];
+    }
+
+    /// @notice The reason code `node`'s update in `round` was rejected with (zero if not rejected).
+    function rejectionOf(uint256 round, address node) external view returns (uint16) {
+        return _rejections[round][node];
+    }
+
+    /// @notice Where `modelHash` sits in the lineage; `committed` is false for unknown hashes.
+    function modelOf(bytes32 modelHash)
+        external
+        view
+        returns (bool committed, uint64 version, uint64 round, uint32 includedCount)
+    {
+        ModelVersion memory m = _models[modelHash];
+        return (m.committed, m.version, m.round, m.includedCount);
+    }
+
+    /// @notice Checks a Merkle proof that `updateHash` is one of the leaves under `root`.
+    /// @dev Leaf = sha256(0x00 ‖ updateHash); inner node = sha256(0x01 ‖ min(a, b) ‖ max(a, b)).
+    ///      The domain bytes keep a leaf from passing as an inner node; sorted pairs need no side bits.
+    function verifyInclusion(bytes32 root, bytes32 updateHash, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        bytes32 node = sha256(abi.encodePacked(bytes1(0x00), updateHash));
+        for (uint256 i = 0; i < proof.length; ++i) {
+            bytes32 sibling = proof[i];
+            node = node < sibling
+                ? sha256(abi.encodePacked(bytes1(0x01), node, sibling))
+                : sha256(abi.encodePacked(bytes1(0x01), sibling, node));
+        }
+        return node == root;
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _checkAdmin() private view {
+        if (msg.sender != _admin) revert LedgerNotAdmin(msg.sender);
+    }
+
+    function _checkAggregator() private view {
+        if ((_roles[msg.sender] & ROLE_AGGREGATOR) == 0) revert LedgerNotAggregator(msg.sender);
+    }
+
+    function _checkOpenBeforeDeadline(uint256 round) private view {
+        Round storage r = _rounds[round];
+        if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        // slither-disable-next-line timestamp
+        if (block.timestamp > r.deadline) revert LedgerDeadlinePassed(round, r.deadline);
+    }
+
+    function _commitModel(
+        uint256 round,
+        bytes32 modelHash,
+        bytes32 parentHash,
+        bytes32 includedRoot,
+        uint32 includedCount,
+        bytes32 metadataHash
+    ) private {
+        if (_models[modelHash].committed) revert LedgerModelAlreadyCommitted(modelHash);
+        uint64 version = _counters.versionCount;
+        _counters.versionCount = version + 1;
+        _models[modelHash] =
+            ModelVersion({version: version, round: uint64(round), includedCount: includedCount, committed: true});
+        emit ModelCommitted(round, modelHash, parentHash, version, includedRoot, includedCount, metadataHash);
+    }
+}
