@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "ledger.contracts_cli",
     "ledger.devnet",
     "ledger.deploy",
+    "ledger.walkthrough",
     "ledger.bench",
 )
 

@@ -1,0 +1,39 @@
+"""Connecting to a chain: a JSON-RPC endpoint (anvil, geth, an L2) or the in-process py-evm chain."""
+
+from __future__ import annotations
+
+import time
+
+from web3 import Web3
+
+from ledger.errors import LedgerError
+
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+
+
+class ChainUnavailable(LedgerError):
+    """No chain answered at the given endpoint."""
+
+
+def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0) -> Web3:
+    """An HTTP connection that has answered eth_chainId at least once (polled up to `timeout`)."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            w3.eth.chain_id
+            return w3
+        except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "not there yet"
+            if time.monotonic() >= deadline:
+                raise ChainUnavailable(
+                    f"no chain answers at {rpc_url} ({type(exc).__name__}); "
+                    "start one with `fedledger devnet start`"
+                ) from exc
+            time.sleep(0.1)
+
+
+def in_process() -> Web3:
+    """A private py-evm chain inside this process (tests and `--chain memory`)."""
+    from web3 import EthereumTesterProvider
+
+    return Web3(EthereumTesterProvider())

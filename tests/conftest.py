@@ -1,0 +1,45 @@
+"""Shared test helpers; the chain fixtures come from the installed `ledger.testing` plugin."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+
+def h(label: str) -> str:
+    """A placeholder SHA-256 (hex) for contract tests that need distinct hashes."""
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+@pytest.fixture
+def genesis_hash(ledger_admin) -> str:
+    genesis = h("genesis")
+    ledger_admin.commit_genesis(genesis, h("genesis-metadata"))
+    return genesis
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def anvil_devnet(tmp_path, monkeypatch):
+    """A real anvil on a free port with its state in a temp dir; stopped even if the test fails."""
+    from ledger.devnet import Devnet, anvil_binary
+
+    try:
+        anvil_binary()
+    except Exception as exc:  # the devnet tests need `make setup`; say so instead of erroring
+        pytest.fail(f"anvil is missing: {exc}")
+    monkeypatch.setenv("FEDLEDGER_VAR", str(tmp_path / "var"))
+    devnet = Devnet(port=free_port(), state_dir=tmp_path / "var" / "devnet")
+    devnet.start()
+    try:
+        yield devnet
+    finally:
+        devnet.stop()
