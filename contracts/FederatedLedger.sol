@@ -221,13 +221,12 @@ contract FederatedLedger {
         external
         onlyAggregator
     {
-        Counters memory counters = _counters;
-        uint256 expected = uint256(counters.lastRound) + 1;
+        uint64 lastRound = _counters.lastRound;
+        uint256 expected = uint256(lastRound) + 1;
         if (round != expected) revert LedgerRoundOutOfOrder(expected, round);
-        if (counters.lastRound != 0 && _rounds[counters.lastRound].state == RoundState.Open) {
-            revert LedgerRoundStillOpen(counters.lastRound);
-        }
+        if (lastRound != 0 && _rounds[lastRound].state == RoundState.Open) revert LedgerRoundStillOpen(lastRound);
         if (!_models[baseModelHash].committed) revert LedgerModelNotCommitted(baseModelHash);
+        // Deadlines are minutes to hours away; a validator's few seconds of timestamp drift do not matter.
         // slither-disable-next-line timestamp
         if (deadline <= block.timestamp) revert LedgerDeadlineNotInFuture(deadline, block.timestamp);
         if (minUpdates == 0) revert LedgerZeroMinUpdates();
@@ -286,6 +285,7 @@ contract FederatedLedger {
         if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
         if (modelHash == bytes32(0) || includedRoot == bytes32(0)) revert LedgerZeroHash();
         uint32 needed = r.minUpdates;
+        // Deadlines are minutes to hours away; a validator's few seconds of timestamp drift do not matter.
         // slither-disable-next-line timestamp
         if (block.timestamp > r.deadline) needed = 1;
         if (includedCount < needed) revert LedgerTooFewUpdates(round, includedCount, needed);
@@ -298,6 +298,7 @@ contract FederatedLedger {
     function abandonRound(uint256 round, uint16 reasonCode) external onlyAggregator {
         Round storage r = _rounds[round];
         if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        // Deadlines are minutes to hours away; a validator's few seconds of timestamp drift do not matter.
         // slither-disable-next-line timestamp
         if (block.timestamp <= r.deadline) revert LedgerDeadlineNotPassed(round, r.deadline);
         r.state = RoundState.Abandoned;
@@ -393,6 +394,7 @@ contract FederatedLedger {
     function _checkOpenBeforeDeadline(uint256 round) private view {
         Round storage r = _rounds[round];
         if (r.state != RoundState.Open) revert LedgerRoundNotOpen(round);
+        // Deadlines are minutes to hours away; a validator's few seconds of timestamp drift do not matter.
         // slither-disable-next-line timestamp
         if (block.timestamp > r.deadline) revert LedgerDeadlinePassed(round, r.deadline);
     }

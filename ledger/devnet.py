@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.devkeys import DEV_ACCOUNT_COUNT
 from ledger.paths import DEVNET_DIR, var_dir
 
 HOST = "127.0.0.1"  # never expose the dev keys' chain beyond this machine
@@ -259,6 +260,7 @@ class Devnet:
             "--chain-id", str(CHAIN_ID),
             "--state", str(self.state_file),
             "--state-interval", "1",
+            "--accounts", str(DEV_ACCOUNT_COUNT),
             # Errors still reach the log; the banner (dev private keys) and per-call lines do not.
             "--quiet",
         ]  # fmt: skip

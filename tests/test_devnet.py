@@ -18,7 +18,7 @@ from web3 import Web3
 
 import ledger.devnet
 from ledger.cli import main
-from ledger.devkeys import DEV_ADDRESSES, dev_account
+from ledger.devkeys import DEV_ACCOUNT_COUNT, dev_account, dev_addresses
 from ledger.devnet import CHAIN_ID, AnvilNotFound, Devnet, DevnetError, anvil_binary
 
 TRANSFER_WEI = 123_456_789
@@ -96,8 +96,8 @@ def test_dev_keys_are_the_accounts_anvil_funds(devnet: Devnet) -> None:
 
     accounts = Web3(Web3.HTTPProvider(devnet.rpc_url)).eth.accounts
 
-    assert [dev_account(i).address for i in range(10)] == accounts
-    assert DEV_ADDRESSES == set(accounts)
+    assert [dev_account(i).address for i in range(DEV_ACCOUNT_COUNT)] == accounts
+    assert dev_addresses() == set(accounts)
 
 
 @pytest.mark.devnet
@@ -214,4 +214,4 @@ def test_missing_binary_says_run_make_setup(
 def test_dev_account_derivation_is_bounded() -> None:
     assert dev_account(0).address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
     with pytest.raises(ValueError):
-        dev_account(10)
+        dev_account(DEV_ACCOUNT_COUNT)

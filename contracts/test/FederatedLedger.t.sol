@@ -1,0 +1,1058 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {FederatedLedger} from "../FederatedLedger.sol";
+import {Vm, vm} from "./Vm.sol";
+
+/// @dev Assertions and fixtures shared by every suite: a ledger whose admin and only aggregator is the
+///      test contract, a committed genesis, and two registered nodes.
+abstract contract LedgerTestBase {
+    error AssertionFailed(string what);
+    error AssertEqUint(string what, uint256 got, uint256 want);
+    error AssertEqBytes32(string what, bytes32 got, bytes32 want);
+    error AssertEqAddress(string what, address got, address want);
+
+    uint256 internal constant START = 1_700_000_000;
+    uint64 internal constant WINDOW = 1 hours;
+    bytes32 internal constant GENESIS = keccak256("genesis model");
+    bytes32 internal constant GENESIS_META = keccak256("genesis metadata");
+    bytes32 internal constant MODEL_1 = keccak256("model 1");
+    bytes32 internal constant META_1 = keccak256("metadata 1");
+    bytes32 internal constant ROOT_1 = keccak256("included root 1");
+    bytes32 internal constant UPDATE_A = keccak256("update a");
+    bytes32 internal constant UPDATE_B = keccak256("update b");
+    address internal constant NODE_A = address(0xA11CE);
+    address internal constant NODE_B = address(0xB0B);
+    address internal constant OUTSIDER = address(0xBAD);
+
+    FederatedLedger internal ledger;
+
+    function setUp() public virtual {
+        vm.warp(START);
+        ledger = new FederatedLedger();
+        ledger.commitGenesis(GENESIS, GENESIS_META);
+        ledger.registerNode(NODE_A);
+        ledger.registerNode(NODE_B);
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    /// @dev Opens the next round on `base`, closing for submissions WINDOW seconds from now.
+    function _openNext(bytes32 base, uint32 minUpdates) internal returns (uint256 round, uint64 deadline) {
+        (uint64 lastRound,) = ledger.counters();
+        round = uint256(lastRound) + 1;
+        deadline = uint64(block.timestamp) + WINDOW;
+        ledger.openRound(round, base, deadline, minUpdates);
+    }
+
+    function _submit(address node, uint256 round, bytes32 updateHash, uint64 numSamples) internal {
+        vm.prank(node);
+        ledger.submitUpdate(round, updateHash, numSamples);
+    }
+
+    function _expectEmit() internal {
+        vm.expectEmit(true, true, true, true, address(ledger));
+    }
+
+    function _versionCount() internal view returns (uint64 versionCount) {
+        (, versionCount) = ledger.counters();
+    }
+
+    function _state(uint256 round) internal view returns (FederatedLedger.RoundState state) {
+        (,,, state) = ledger.getRound(round);
+    }
+
+    function _nonZero(bytes32 value) internal pure returns (bytes32) {
+        return value == bytes32(0) ? bytes32(uint256(1)) : value;
+    }
+
+    /// @dev forge-std's bound(), reimplemented: maps `x` into [lo, hi] without rejecting inputs.
+    function _bound(uint256 x, uint256 lo, uint256 hi) internal pure returns (uint256) {
+        return lo + x % (hi - lo + 1);
+    }
+
+    /// @dev Every aggregator-only function reverts LedgerNotAggregator(caller) for `caller`.
+    function _assertAggregatorOnly(address caller) internal {
+        bytes memory err = abi.encodeWithSelector(FederatedLedger.LedgerNotAggregator.selector, caller);
+        vm.startPrank(caller);
+        vm.expectRevert(err);
+        ledger.commitGenesis(MODEL_1, META_1);
+        vm.expectRevert(err);
+        ledger.openRound(1, GENESIS, uint64(block.timestamp) + WINDOW, 1);
+        vm.expectRevert(err);
+        ledger.rejectUpdate(1, NODE_A, 1);
+        vm.expectRevert(err);
+        ledger.finalizeRound(1, MODEL_1, ROOT_1, 1, META_1);
+        vm.expectRevert(err);
+        ledger.abandonRound(1, 1);
+        vm.stopPrank();
+    }
+
+    /// @dev Every admin-only function reverts LedgerNotAdmin(caller) for `caller`.
+    function _assertAdminOnly(address caller, address target) internal {
+        bytes memory err = abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, caller);
+        vm.startPrank(caller);
+        vm.expectRevert(err);
+        ledger.registerNode(target);
+        vm.expectRevert(err);
+        ledger.revokeNode(target);
+        vm.expectRevert(err);
+        ledger.setAggregator(target, true);
+        vm.expectRevert(err);
+        ledger.setAggregator(target, false);
+        vm.expectRevert(err);
+        ledger.transferAdmin(target);
+        vm.stopPrank();
+    }
+    function assertTrue(bool condition, string memory what) internal pure {
+        if (!condition) revert AssertionFailed(what);
+    }
+
+    function assertEq(uint256 got, uint256 want, string memory what) internal pure {
+        if (got != want) revert AssertEqUint(what, got, want);
+    }
+
+    function assertEq(bytes32 got, bytes32 want, string memory what) internal pure {
+        if (got != want) revert AssertEqBytes32(what, got, want);
+    }
+
+    function assertEq(address got, address want, string memory what) internal pure {
+        if (got != want) revert AssertEqAddress(what, got, want);
+    }
+}
+
+/// @notice Unit tests: each function's effect, its event with arguments, and each error with arguments.
+contract FederatedLedgerTest is LedgerTestBase {
+    // ------------------------------------------------------------------ roles
+
+    function test_constructor_makesDeployerAdminAndAggregator() public {
+        vm.recordLogs();
+        FederatedLedger fresh = new FederatedLedger();
+        bytes32[] memory adminTopics = vm.getRecordedLogs()[0].topics;
+        assertEq(adminTopics[0], FederatedLedger.AdminTransferred.selector, "first event");
+        assertEq(adminTopics[1], bytes32(0), "previous admin");
+        assertEq(adminTopics[2], bytes32(uint256(uint160(address(this)))), "new admin");
+        assertEq(fresh.admin(), address(this), "admin");
+        assertTrue(fresh.isAggregator(address(this)), "deployer is aggregator");
+        assertTrue(!fresh.isNode(address(this)), "deployer is not a node");
+        assertEq(fresh.genesisHash(), bytes32(0), "no genesis yet");
+    }
+
+    function test_constructor_emitsAggregatorSet() public {
+        vm.recordLogs();
+        FederatedLedger fresh = new FederatedLedger();
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 2, "constructor events");
+        assertEq(logs[1].emitter, address(fresh), "emitter");
+        assertEq(logs[1].topics[0], FederatedLedger.AggregatorSet.selector, "second event");
+        assertEq(logs[1].topics[1], bytes32(uint256(uint160(address(this)))), "account");
+        assertTrue(abi.decode(logs[1].data, (bool)), "enabled");
+    }
+
+    function test_transferAdmin_movesRoleAndEmits() public {
+        _expectEmit();
+        emit FederatedLedger.AdminTransferred(address(this), OUTSIDER);
+        ledger.transferAdmin(OUTSIDER);
+        assertEq(ledger.admin(), OUTSIDER, "admin");
+
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, address(this)));
+        ledger.registerNode(address(0xC0FFEE));
+        vm.prank(OUTSIDER);
+        ledger.registerNode(address(0xC0FFEE));
+    }
+
+    function test_transferAdmin_revertsOnZeroAddress() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroAddress.selector));
+        ledger.transferAdmin(address(0));
+    }
+
+    function test_setAggregator_grantsAndRemovesAndEmits() public {
+        _expectEmit();
+        emit FederatedLedger.AggregatorSet(OUTSIDER, true);
+        ledger.setAggregator(OUTSIDER, true);
+        assertTrue(ledger.isAggregator(OUTSIDER), "granted");
+
+        _expectEmit();
+        emit FederatedLedger.AggregatorSet(OUTSIDER, false);
+        ledger.setAggregator(OUTSIDER, false);
+        assertTrue(!ledger.isAggregator(OUTSIDER), "removed");
+    }
+
+    function test_setAggregator_revertsWhenUnchanged() public {
+        vm.expectRevert(
+            abi.encodeWithSelector(FederatedLedger.LedgerAggregatorUnchanged.selector, OUTSIDER, false)
+        );
+        ledger.setAggregator(OUTSIDER, false);
+        vm.expectRevert(
+            abi.encodeWithSelector(FederatedLedger.LedgerAggregatorUnchanged.selector, address(this), true)
+        );
+        ledger.setAggregator(address(this), true);
+    }
+
+    function test_setAggregator_revertsOnZeroAddress() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroAddress.selector));
+        ledger.setAggregator(address(0), true);
+    }
+
+    function test_roles_areIndependent() public {
+        ledger.setAggregator(NODE_A, true);
+        ledger.revokeNode(NODE_A);
+        assertTrue(ledger.isAggregator(NODE_A), "revoking the node role keeps the aggregator role");
+        ledger.registerNode(NODE_A);
+        ledger.setAggregator(NODE_A, false);
+        assertTrue(ledger.isNode(NODE_A), "removing the aggregator role keeps the node role");
+    }
+
+    function test_registerNode_emitsAndGrantsRole() public {
+        _expectEmit();
+        emit FederatedLedger.NodeRegistered(OUTSIDER);
+        ledger.registerNode(OUTSIDER);
+        assertTrue(ledger.isNode(OUTSIDER), "registered");
+    }
+
+    function test_registerNode_revertsWhenAlreadyRegistered() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNodeAlreadyRegistered.selector, NODE_A));
+        ledger.registerNode(NODE_A);
+    }
+
+    function test_registerNode_revertsOnZeroAddress() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroAddress.selector));
+        ledger.registerNode(address(0));
+    }
+
+    function test_revokeNode_emitsAndStopsSubmissionsButKeepsRecord() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 10);
+
+        _expectEmit();
+        emit FederatedLedger.NodeRevoked(NODE_A);
+        ledger.revokeNode(NODE_A);
+        assertTrue(!ledger.isNode(NODE_A), "revoked");
+        assertEq(ledger.submissionOf(round, NODE_A), UPDATE_A, "past submission stays on record");
+
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotNode.selector, NODE_A));
+        ledger.submitUpdate(round, UPDATE_B, 10);
+    }
+
+    function test_revokeNode_revertsForUnregistered() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotNode.selector, OUTSIDER));
+        ledger.revokeNode(OUTSIDER);
+    }
+
+    function test_revokedNode_canBeRegisteredAgain() public {
+        ledger.revokeNode(NODE_A);
+        _expectEmit();
+        emit FederatedLedger.NodeRegistered(NODE_A);
+        ledger.registerNode(NODE_A);
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        assertEq(ledger.submissionOf(round, NODE_A), UPDATE_A, "submission");
+    }
+
+    // ------------------------------------------------------------------ genesis
+
+    function test_commitGenesis_emitsVersionZero() public {
+        FederatedLedger fresh = new FederatedLedger();
+        vm.expectEmit(true, true, true, true, address(fresh));
+        emit FederatedLedger.ModelCommitted(0, GENESIS, bytes32(0), 0, bytes32(0), 0, GENESIS_META);
+        fresh.commitGenesis(GENESIS, GENESIS_META);
+
+        assertEq(fresh.genesisHash(), GENESIS, "genesis hash");
+        (bool committed, uint64 version, uint64 round, uint32 includedCount) = fresh.modelOf(GENESIS);
+        assertTrue(committed, "committed");
+        assertEq(version, 0, "version");
+        assertEq(round, 0, "round");
+        assertEq(includedCount, 0, "includedCount");
+        (uint64 lastRound, uint64 versionCount) = fresh.counters();
+        assertEq(lastRound, 0, "lastRound");
+        assertEq(versionCount, 1, "versionCount");
+    }
+
+    function test_commitGenesis_revertsWhenAlreadyCommitted() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerGenesisAlreadyCommitted.selector, GENESIS));
+        ledger.commitGenesis(MODEL_1, META_1);
+    }
+
+    function test_commitGenesis_revertsOnZeroHash() public {
+        FederatedLedger fresh = new FederatedLedger();
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        fresh.commitGenesis(bytes32(0), GENESIS_META);
+    }
+
+    // ------------------------------------------------------------------ openRound
+
+    function test_openRound_emitsAndStoresRound() public {
+        uint64 deadline = uint64(START) + WINDOW;
+        _expectEmit();
+        emit FederatedLedger.RoundOpened(1, GENESIS, deadline, 3);
+        ledger.openRound(1, GENESIS, deadline, 3);
+
+        (bytes32 base, uint64 storedDeadline, uint32 minUpdates, FederatedLedger.RoundState state) =
+            ledger.getRound(1);
+        assertEq(base, GENESIS, "base");
+        assertEq(storedDeadline, deadline, "deadline");
+        assertEq(minUpdates, 3, "minUpdates");
+        assertTrue(state == FederatedLedger.RoundState.Open, "state Open");
+        (uint64 lastRound,) = ledger.counters();
+        assertEq(lastRound, 1, "lastRound");
+    }
+
+    function test_openRound_revertsOutOfOrder() public {
+        uint64 deadline = uint64(START) + WINDOW;
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundOutOfOrder.selector, 1, 2));
+        ledger.openRound(2, GENESIS, deadline, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundOutOfOrder.selector, 1, 0));
+        ledger.openRound(0, GENESIS, deadline, 1);
+    }
+
+    function test_openRound_revertsWhilePreviousOpen() public {
+        (, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundStillOpen.selector, 1));
+        ledger.openRound(2, GENESIS, deadline, 1);
+    }
+
+    function test_openRound_revertsOnUncommittedBase() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerModelNotCommitted.selector, MODEL_1));
+        ledger.openRound(1, MODEL_1, uint64(START) + WINDOW, 1);
+    }
+
+    function test_openRound_revertsWhenDeadlineNotInFuture() public {
+        vm.expectRevert(
+            abi.encodeWithSelector(FederatedLedger.LedgerDeadlineNotInFuture.selector, uint64(START), START)
+        );
+        ledger.openRound(1, GENESIS, uint64(START), 1);
+    }
+
+    function test_openRound_revertsOnZeroMinUpdates() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroMinUpdates.selector));
+        ledger.openRound(1, GENESIS, uint64(START) + WINDOW, 0);
+    }
+
+    function test_openRound_buildsOnTheLatestVersion() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+        (uint256 next,) = _openNext(MODEL_1, 1);
+        (bytes32 base,,,) = ledger.getRound(next);
+        assertEq(base, MODEL_1, "round 2 base");
+    }
+
+    // ------------------------------------------------------------------ submitUpdate
+
+    function test_submitUpdate_emitsAndStores() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _expectEmit();
+        emit FederatedLedger.UpdateSubmitted(round, NODE_A, UPDATE_A, 42);
+        _submit(NODE_A, round, UPDATE_A, 42);
+        assertEq(ledger.submissionOf(round, NODE_A), UPDATE_A, "stored");
+        assertEq(ledger.submissionOf(round, NODE_B), bytes32(0), "other node untouched");
+    }
+
+    function test_submitUpdate_acceptedAtDeadlineExactly() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.warp(deadline);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        assertEq(ledger.submissionOf(round, NODE_A), UPDATE_A, "inclusive deadline");
+    }
+
+    function test_submitUpdate_revertsAfterDeadline() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.warp(uint256(deadline) + 1);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerDeadlinePassed.selector, round, deadline));
+        ledger.submitUpdate(round, UPDATE_A, 1);
+    }
+
+    function test_submitUpdate_revertsOnSecondSubmission() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerAlreadySubmitted.selector, round, NODE_A));
+        ledger.submitUpdate(round, UPDATE_B, 1);
+    }
+
+    function test_submitUpdate_revertsForOutsider() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotNode.selector, OUTSIDER));
+        ledger.submitUpdate(round, UPDATE_A, 1);
+    }
+
+    function test_submitUpdate_revertsOnZeroHash() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        ledger.submitUpdate(round, bytes32(0), 1);
+    }
+
+    function test_submitUpdate_revertsOnZeroSamples() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroSamples.selector));
+        ledger.submitUpdate(round, UPDATE_A, 0);
+    }
+
+    function test_submitUpdate_revertsOnRoundNeverOpened() public {
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, 1));
+        ledger.submitUpdate(1, UPDATE_A, 1);
+    }
+
+    // ------------------------------------------------------------------ rejectUpdate
+
+    function test_rejectUpdate_emitsWithSubmittedHash() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        _expectEmit();
+        emit FederatedLedger.UpdateRejected(round, NODE_A, UPDATE_A, 7);
+        ledger.rejectUpdate(round, NODE_A, 7);
+        assertEq(ledger.rejectionOf(round, NODE_A), 7, "reason");
+    }
+
+    function test_rejectUpdate_allowedAfterDeadlineWhileOpen() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        vm.warp(uint256(deadline) + 1 days);
+        ledger.rejectUpdate(round, NODE_A, 2);
+        assertEq(ledger.rejectionOf(round, NODE_A), 2, "reason");
+    }
+
+    function test_rejectUpdate_revertsOnZeroReason() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroReason.selector));
+        ledger.rejectUpdate(round, NODE_A, 0);
+    }
+
+    function test_rejectUpdate_revertsWithoutSubmission() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNoSubmission.selector, round, NODE_B));
+        ledger.rejectUpdate(round, NODE_B, 1);
+    }
+
+    function test_rejectUpdate_revertsWhenAlreadyRejected() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        ledger.rejectUpdate(round, NODE_A, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerAlreadyRejected.selector, round, NODE_A));
+        ledger.rejectUpdate(round, NODE_A, 2);
+    }
+
+    function test_rejectUpdate_revertsOnClosedRound() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round));
+        ledger.rejectUpdate(round, NODE_A, 1);
+    }
+
+    // ------------------------------------------------------------------ finalizeRound
+
+    function test_finalizeRound_emitsWithParentAndNextVersion() public {
+        (uint256 round,) = _openNext(GENESIS, 2);
+        _expectEmit();
+        emit FederatedLedger.ModelCommitted(round, MODEL_1, GENESIS, 1, ROOT_1, 2, META_1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 2, META_1);
+
+        (bool committed, uint64 version, uint64 modelRound, uint32 includedCount) = ledger.modelOf(MODEL_1);
+        assertTrue(committed, "committed");
+        assertEq(version, 1, "version");
+        assertEq(modelRound, round, "round");
+        assertEq(includedCount, 2, "includedCount");
+        assertEq(_versionCount(), 2, "versionCount");
+        assertTrue(_state(round) == FederatedLedger.RoundState.Finalized, "state Finalized");
+    }
+
+    function test_finalizeRound_beforeDeadlineNeedsMinUpdates() public {
+        (uint256 round,) = _openNext(GENESIS, 3);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerTooFewUpdates.selector, round, 2, 3));
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 2, META_1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 3, META_1);
+    }
+
+    function test_finalizeRound_atDeadlineStillNeedsMinUpdates() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 3);
+        vm.warp(deadline);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerTooFewUpdates.selector, round, 1, 3));
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+    }
+
+    function test_finalizeRound_afterDeadlineNeedsOne() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 3);
+        vm.warp(uint256(deadline) + 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerTooFewUpdates.selector, round, 0, 1));
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 0, META_1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+    }
+
+    function test_finalizeRound_revertsOnZeroModelOrRoot() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        ledger.finalizeRound(round, bytes32(0), ROOT_1, 1, META_1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        ledger.finalizeRound(round, MODEL_1, bytes32(0), 1, META_1);
+    }
+
+    function test_finalizeRound_revertsOnAlreadyCommittedModel() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerModelAlreadyCommitted.selector, GENESIS));
+        ledger.finalizeRound(round, GENESIS, ROOT_1, 1, META_1);
+    }
+
+    function test_finalizeRound_closesTheRound() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        _submit(NODE_A, round, UPDATE_A, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+
+        bytes memory notOpen = abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round);
+        vm.prank(NODE_B);
+        vm.expectRevert(notOpen);
+        ledger.submitUpdate(round, UPDATE_B, 1);
+        vm.expectRevert(notOpen);
+        ledger.finalizeRound(round, keccak256("model 2"), ROOT_1, 1, META_1);
+        vm.expectRevert(notOpen);
+        ledger.abandonRound(round, 1);
+    }
+
+    function test_finalizeRound_revertsOnRoundNeverOpened() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, 5));
+        ledger.finalizeRound(5, MODEL_1, ROOT_1, 1, META_1);
+    }
+
+    // ------------------------------------------------------------------ abandonRound
+
+    function test_abandonRound_emitsAfterDeadlineAndLetsNextRoundOpen() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.warp(uint256(deadline) + 1);
+        _expectEmit();
+        emit FederatedLedger.RoundAbandoned(round, 3);
+        ledger.abandonRound(round, 3);
+        assertTrue(_state(round) == FederatedLedger.RoundState.Abandoned, "state Abandoned");
+        assertEq(_versionCount(), 1, "no new version");
+
+        (uint256 next,) = _openNext(GENESIS, 1);
+        assertEq(next, round + 1, "next round opens");
+    }
+
+    function test_abandonRound_revertsUntilDeadlinePassed() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        bytes memory notPassed =
+            abi.encodeWithSelector(FederatedLedger.LedgerDeadlineNotPassed.selector, round, deadline);
+        vm.expectRevert(notPassed);
+        ledger.abandonRound(round, 1);
+        vm.warp(deadline);
+        vm.expectRevert(notPassed);
+        ledger.abandonRound(round, 1);
+    }
+
+    function test_abandonRound_revertsOnRoundNeverOpened() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, 1));
+        ledger.abandonRound(1, 1);
+    }
+
+    // ------------------------------------------------------------------ access control
+
+    function test_aggregatorFunctions_revertForNode() public {
+        _assertAggregatorOnly(NODE_A);
+    }
+
+    function test_adminFunctions_revertForAggregatorThatIsNotAdmin() public {
+        ledger.setAggregator(OUTSIDER, true);
+        _assertAdminOnly(OUTSIDER, NODE_A);
+    }
+}
+
+/// @notice Fuzz tests of the rules every input must obey.
+contract FederatedLedgerFuzzTest is LedgerTestBase {
+    function testFuzz_submit_exactlyOncePerOpenRound(
+        address node,
+        bytes32 first,
+        bytes32 second,
+        uint64 samples,
+        uint8 rounds
+    ) public {
+        vm.assume(node != address(0));
+        first = _nonZero(first);
+        second = _nonZero(second);
+        samples = uint64(_bound(samples, 1, type(uint64).max));
+        if (!ledger.isNode(node)) ledger.registerNode(node);
+
+        uint256 roundCount = _bound(rounds, 1, 4);
+        for (uint256 i = 0; i < roundCount; ++i) {
+            (uint256 round,) = _openNext(GENESIS, 1);
+            _submit(node, round, first, samples);
+            vm.prank(node);
+            vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerAlreadySubmitted.selector, round, node));
+            ledger.submitUpdate(round, second, samples);
+            assertEq(ledger.submissionOf(round, node), first, "first submission kept");
+            ledger.finalizeRound(round, keccak256(abi.encode("model", round)), ROOT_1, 1, META_1);
+        }
+    }
+
+    function testFuzz_submit_unregisteredOrRevokedNeverSubmits(
+        address caller,
+        bool registerThenRevoke,
+        bytes32 updateHash,
+        uint64 samples
+    ) public {
+        vm.assume(caller != address(0));
+        (uint256 round,) = _openNext(GENESIS, 1);
+        if (ledger.isNode(caller)) {
+            ledger.revokeNode(caller);
+        } else if (registerThenRevoke) {
+            ledger.registerNode(caller);
+            ledger.revokeNode(caller);
+        }
+        vm.prank(caller);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotNode.selector, caller));
+        ledger.submitUpdate(round, updateHash, samples);
+        assertEq(ledger.submissionOf(round, caller), bytes32(0), "nothing stored");
+    }
+
+    function testFuzz_aggregatorFunctions_revertForNonAggregators(address caller) public {
+        vm.assume(caller != address(this));
+        _assertAggregatorOnly(caller);
+    }
+
+    function testFuzz_adminFunctions_revertForNonAdmins(address caller, address target) public {
+        vm.assume(caller != address(this));
+        _assertAdminOnly(caller, target);
+    }
+
+    function testFuzz_submit_revertsAfterDeadline(uint64 window, uint64 lateBy) public {
+        uint64 deadline = uint64(START + _bound(window, 1, 365 days));
+        ledger.openRound(1, GENESIS, deadline, 1);
+        vm.warp(uint256(deadline) + _bound(lateBy, 1, 100 * 365 days));
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerDeadlinePassed.selector, 1, deadline));
+        ledger.submitUpdate(1, UPDATE_A, 1);
+    }
+
+    function testFuzz_submit_acceptedUpToDeadline(uint64 window, uint64 elapsed) public {
+        uint64 deadline = uint64(START + _bound(window, 1, 365 days));
+        ledger.openRound(1, GENESIS, deadline, 1);
+        vm.warp(_bound(elapsed, START, deadline));
+        _submit(NODE_A, 1, UPDATE_A, 1);
+        assertEq(ledger.submissionOf(1, NODE_A), UPDATE_A, "accepted");
+    }
+
+    function testFuzz_finalize_needsMinUpdatesBeforeDeadlineAndOneAfter(
+        uint32 minUpdates,
+        uint32 includedCount,
+        uint64 elapsed
+    ) public {
+        minUpdates = uint32(_bound(minUpdates, 1, type(uint32).max));
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, minUpdates);
+        vm.warp(_bound(elapsed, START, uint256(deadline) + WINDOW));
+        uint32 needed = block.timestamp > deadline ? 1 : minUpdates;
+
+        if (includedCount < needed) {
+            vm.expectRevert(
+                abi.encodeWithSelector(FederatedLedger.LedgerTooFewUpdates.selector, round, includedCount, needed)
+            );
+            ledger.finalizeRound(round, MODEL_1, ROOT_1, includedCount, META_1);
+            assertTrue(_state(round) == FederatedLedger.RoundState.Open, "still open");
+        } else {
+            _expectEmit();
+            emit FederatedLedger.ModelCommitted(round, MODEL_1, GENESIS, 1, ROOT_1, includedCount, META_1);
+            ledger.finalizeRound(round, MODEL_1, ROOT_1, includedCount, META_1);
+            assertTrue(_state(round) == FederatedLedger.RoundState.Finalized, "finalized");
+        }
+    }
+
+    function testFuzz_finalize_leavesRoundClosedToSubmissions(address node, uint64 elapsed, bytes32 updateHash)
+        public
+    {
+        vm.assume(node != address(0));
+        if (!ledger.isNode(node)) ledger.registerNode(node);
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+        vm.warp(_bound(elapsed, START, deadline));
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round));
+        ledger.submitUpdate(round, _nonZero(updateHash), 1);
+    }
+
+    /// @dev Each bit of `plan` picks finalize (1) or abandon (0) for one round.
+    function testFuzz_versionCount_incrementsByExactlyOnePerFinalize(uint256 plan, uint8 rounds) public {
+        uint256 roundCount = _bound(rounds, 1, 24);
+        bytes32 head = GENESIS;
+        uint64 expectedVersions = 1;
+        for (uint256 i = 0; i < roundCount; ++i) {
+            (uint256 round, uint64 deadline) = _openNext(head, 1);
+            vm.warp(uint256(deadline) + 1);
+            if ((plan >> i) & 1 == 1) {
+                bytes32 model = keccak256(abi.encode("model", round));
+                ledger.finalizeRound(round, model, ROOT_1, 1, META_1);
+                (, uint64 version,,) = ledger.modelOf(model);
+                assertEq(version, expectedVersions, "version number");
+                head = model;
+                ++expectedVersions;
+            } else {
+                ledger.abandonRound(round, 1);
+            }
+            (uint64 lastRound, uint64 versionCount) = ledger.counters();
+            assertEq(lastRound, round, "lastRound");
+            assertEq(versionCount, expectedVersions, "versionCount");
+        }
+    }
+}
+
+/// @notice verifyInclusion against trees built here with the scheme the Python side uses:
+///         leaves = update hashes deduplicated and sorted ascending; level 0 = sha256(0x00 ‖ h);
+///         next level pairs (i, i+1) as sha256(0x01 ‖ min ‖ max); an odd last node moves up unchanged.
+contract FederatedLedgerMerkleTest is LedgerTestBase {
+    function test_verifyInclusion_matchesReferenceVector() public view {
+        // Reference vector, also computed by a plain Python (hashlib) implementation of the scheme:
+        // updates = [sha256(b"update-1"), ..., sha256(b"update-5")].
+        bytes32 root = 0x0b0584e04e71fec9e155c4eb0d39d40156e48b23cc069e5ce812c0d9e134dadf;
+        bytes32[] memory updates = new bytes32[](5);
+        for (uint256 k = 0; k < 5; ++k) {
+            updates[k] = sha256(abi.encodePacked("update-", bytes1(uint8(0x31 + k))));
+        }
+        assertEq(updates[0], 0xbf411db9a172dfea83a4de5e271392cbeac2eeca58271266e8248fd9f3b931d6, "update-1");
+        assertEq(_root(updates), root, "root built here");
+
+        bytes32[] memory proof = new bytes32[](3);
+        proof[0] = 0xc9251e906c6dd456126afe4644271e266abded644e48cb9baa11fd2faec1b4d3;
+        proof[1] = 0x233b0f4bbefe706b24a96b2504bc103488e601583c34c82768cc0a790e6cc9a5;
+        proof[2] = 0x7769285b5f988bd7fecdbf3e6b80cd0a61b3fa23a1370711f78bec02821fc21d;
+        assertTrue(ledger.verifyInclusion(root, updates[0], proof), "update-1 proof");
+
+        // update-5 is the largest hash: the odd node carried up two levels, so its proof has one sibling.
+        bytes32[] memory carried = new bytes32[](1);
+        carried[0] = 0xb6909e7e16b02ec9da7689ff51500dc683eaf8b160bd3c9deeedd64baa7ce683;
+        assertTrue(ledger.verifyInclusion(root, updates[4], carried), "update-5 proof");
+        assertTrue(!ledger.verifyInclusion(root, updates[3], carried), "wrong leaf for proof");
+    }
+
+    function test_verifyInclusion_singleLeafRootIsItsLeafNode() public view {
+        bytes32 root = sha256(abi.encodePacked(bytes1(0x00), UPDATE_A));
+        assertTrue(ledger.verifyInclusion(root, UPDATE_A, new bytes32[](0)), "single leaf");
+        assertTrue(!ledger.verifyInclusion(UPDATE_A, UPDATE_A, new bytes32[](0)), "raw hash is not a leaf node");
+    }
+
+    function test_verifyInclusion_innerNodeCannotPassAsUpdate() public view {
+        bytes32[] memory updates = new bytes32[](2);
+        updates[0] = UPDATE_A;
+        updates[1] = UPDATE_B;
+        bytes32 root = _root(updates);
+        assertTrue(!ledger.verifyInclusion(root, root, new bytes32[](0)), "root as leaf");
+    }
+
+    function testFuzz_verifyInclusion_acceptsEveryLeafRejectsTampering(uint256 seed, uint8 size, uint8 bit)
+        public
+        view
+    {
+        uint256 n = _bound(size, 1, 48);
+        // Draw from n / 2 + 1 values so most sets hold duplicates, which the scheme drops.
+        bytes32[] memory updates = new bytes32[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            updates[i] = sha256(abi.encode(seed, i % (n / 2 + 1)));
+        }
+        bytes32[] memory leaves = _sortedUnique(updates);
+        bytes32[][] memory levels = _levels(leaves);
+        bytes32 root = levels[levels.length - 1][0];
+
+        for (uint256 i = 0; i < leaves.length; ++i) {
+            bytes32[] memory proof = _proof(levels, i);
+            assertTrue(ledger.verifyInclusion(root, leaves[i], proof), "genuine proof");
+
+            bytes32 tampered = leaves[i] ^ bytes32(uint256(1) << bit);
+            assertTrue(!ledger.verifyInclusion(root, tampered, proof), "tampered leaf");
+            if (proof.length > 0) {
+                proof[i % proof.length] ^= bytes32(uint256(1) << bit);
+                assertTrue(!ledger.verifyInclusion(root, leaves[i], proof), "tampered proof");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ reference tree
+
+    function _root(bytes32[] memory updates) internal pure returns (bytes32) {
+        bytes32[][] memory levels = _levels(_sortedUnique(updates));
+        return levels[levels.length - 1][0];
+    }
+
+    /// @dev Insertion sort then drop repeats: fine for the few dozen leaves a test builds.
+    function _sortedUnique(bytes32[] memory values) internal pure returns (bytes32[] memory unique) {
+        bytes32[] memory sorted = new bytes32[](values.length);
+        for (uint256 i = 0; i < values.length; ++i) {
+            bytes32 v = values[i];
+            uint256 j = i;
+            while (j > 0 && sorted[j - 1] > v) {
+                sorted[j] = sorted[j - 1];
+                --j;
+            }
+            sorted[j] = v;
+        }
+        unique = new bytes32[](sorted.length);
+        uint256 count = 0;
+        for (uint256 i = 0; i < sorted.length; ++i) {
+            if (count == 0 || unique[count - 1] != sorted[i]) unique[count++] = sorted[i];
+        }
+        assembly ("memory-safe") {
+            mstore(unique, count)
+        }
+    }
+
+    /// @dev levels[0] are the leaf nodes; the last level holds the root alone.
+    function _levels(bytes32[] memory leaves) internal pure returns (bytes32[][] memory levels) {
+        uint256 depth = 1;
+        for (uint256 width = leaves.length; width > 1; width = (width + 1) / 2) ++depth;
+        levels = new bytes32[][](depth);
+        levels[0] = new bytes32[](leaves.length);
+        for (uint256 i = 0; i < leaves.length; ++i) {
+            levels[0][i] = sha256(abi.encodePacked(bytes1(0x00), leaves[i]));
+        }
+        for (uint256 d = 1; d < depth; ++d) {
+            bytes32[] memory below = levels[d - 1];
+            bytes32[] memory level = new bytes32[]((below.length + 1) / 2);
+            for (uint256 i = 0; i < level.length; ++i) {
+                uint256 left = 2 * i;
+                if (left + 1 == below.length) {
+                    level[i] = below[left];
+                } else {
+                    (bytes32 a, bytes32 b) = below[left] < below[left + 1]
+                        ? (below[left], below[left + 1])
+                        : (below[left + 1], below[left]);
+                    level[i] = sha256(abi.encodePacked(bytes1(0x01), a, b));
+                }
+            }
+            levels[d] = level;
+        }
+    }
+
+    /// @dev Siblings bottom-up, skipping levels where the node was carried up without one.
+    function _proof(bytes32[][] memory levels, uint256 index) internal pure returns (bytes32[] memory proof) {
+        proof = new bytes32[](levels.length);
+        uint256 count = 0;
+        for (uint256 d = 0; d + 1 < levels.length; ++d) {
+            uint256 sibling = index ^ 1;
+            if (sibling < levels[d].length) proof[count++] = levels[d][sibling];
+            index /= 2;
+        }
+        assembly ("memory-safe") {
+            mstore(proof, count)
+        }
+    }
+}
+
+/// @notice Drives the ledger with random sequences of calls and checks each outcome, success or the exact
+///         revert, against a plain model of the rules. Every call it makes must match the model, so the
+///         campaign runs with fail_on_revert: a mismatch anywhere fails the invariant run.
+contract LedgerHandler {
+    error OutcomeMismatch(string call, bytes expected, bool succeeded, bytes returned);
+
+    struct RoundModel {
+        FederatedLedger.RoundState state;
+        uint64 deadline;
+        uint32 minUpdates;
+    }
+
+    FederatedLedger public immutable ledger;
+    address[4] internal _nodes = [address(0xA1), address(0xA2), address(0xA3), address(0xA4)];
+
+    uint256 public now_ = 1_700_000_000;
+    uint64 public lastRound;
+    uint64 public versionCount;
+    bytes32 public head;
+    mapping(address node => bool) public isNode;
+    mapping(uint256 round => RoundModel) public rounds;
+    mapping(uint256 round => mapping(address node => bytes32)) public submissionOf;
+    mapping(uint256 round => mapping(address node => uint16)) public rejectionOf;
+    /// @dev How many calls succeeded, to see that a campaign reaches past the guards.
+    uint256 public acceptedSubmissions;
+    uint256 public finalizedRounds;
+
+    constructor() {
+        vm.warp(now_);
+        ledger = new FederatedLedger();
+        head = keccak256("handler genesis");
+        ledger.commitGenesis(head, bytes32(0));
+        versionCount = 1;
+    }
+
+    function nodeCount() external pure returns (uint256) {
+        return 4;
+    }
+
+    function nodeAt(uint256 i) external view returns (address) {
+        return _nodes[i];
+    }
+
+    // ------------------------------------------------------------------ actions
+
+    function warp(uint32 seconds_) external {
+        now_ += seconds_ % (2 hours);
+        vm.warp(now_);
+    }
+
+    function toggleNode(uint8 nodeSeed) external {
+        address node = _nodes[nodeSeed % 4];
+        vm.warp(now_);
+        if (isNode[node]) ledger.revokeNode(node);
+        else ledger.registerNode(node);
+        isNode[node] = !isNode[node];
+    }
+
+    function openNext(uint32 windowSeed, uint8 minSeed) external {
+        vm.warp(now_);
+        uint256 round = uint256(lastRound) + 1;
+        uint64 deadline = uint64(now_ + 1 + windowSeed % (3 hours));
+        uint32 minUpdates = uint32(1 + minSeed % 4);
+        bytes memory expected;
+        if (lastRound != 0 && rounds[lastRound].state == FederatedLedger.RoundState.Open) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundStillOpen.selector, lastRound);
+        }
+        (bool ok, bytes memory returned) =
+            address(ledger).call(abi.encodeCall(FederatedLedger.openRound, (round, head, deadline, minUpdates)));
+        _check("openRound", expected, ok, returned);
+        if (ok) {
+            lastRound = uint64(round);
+            rounds[round] = RoundModel(FederatedLedger.RoundState.Open, deadline, minUpdates);
+        }
+    }
+
+    /// @dev `roundBack` aims some submissions at earlier (closed) rounds or at round 0.
+    function submit(uint8 nodeSeed, uint8 roundBack, bytes32 updateHash, uint64 numSamples) external {
+        vm.warp(now_);
+        address node = _nodes[nodeSeed % 4];
+        uint256 round = lastRound > roundBack % 3 ? lastRound - roundBack % 3 : 0;
+        updateHash = updateHash == bytes32(0) ? bytes32(uint256(1)) : updateHash;
+        numSamples = numSamples == 0 ? 1 : numSamples;
+        RoundModel memory r = rounds[round];
+        bytes memory expected;
+        if (!isNode[node]) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerNotNode.selector, node);
+        } else if (r.state != FederatedLedger.RoundState.Open) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round);
+        } else if (now_ > r.deadline) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerDeadlinePassed.selector, round, r.deadline);
+        } else if (submissionOf[round][node] != bytes32(0)) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerAlreadySubmitted.selector, round, node);
+        }
+        vm.prank(node);
+        (bool ok, bytes memory returned) =
+            address(ledger).call(abi.encodeCall(FederatedLedger.submitUpdate, (round, updateHash, numSamples)));
+        _check("submitUpdate", expected, ok, returned);
+        if (ok) {
+            submissionOf[round][node] = updateHash;
+            ++acceptedSubmissions;
+        }
+    }
+
+    function reject(uint8 nodeSeed, uint16 reasonCode) external {
+        vm.warp(now_);
+        address node = _nodes[nodeSeed % 4];
+        uint256 round = lastRound;
+        reasonCode = reasonCode == 0 ? 1 : reasonCode;
+        bytes memory expected;
+        if (rounds[round].state != FederatedLedger.RoundState.Open) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round);
+        } else if (submissionOf[round][node] == bytes32(0)) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerNoSubmission.selector, round, node);
+        } else if (rejectionOf[round][node] != 0) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerAlreadyRejected.selector, round, node);
+        }
+        (bool ok, bytes memory returned) =
+            address(ledger).call(abi.encodeCall(FederatedLedger.rejectUpdate, (round, node, reasonCode)));
+        _check("rejectUpdate", expected, ok, returned);
+        if (ok) rejectionOf[round][node] = reasonCode;
+    }
+
+    function finalize(uint8 countSeed) external {
+        vm.warp(now_);
+        uint256 round = lastRound;
+        uint32 includedCount = countSeed % 6;
+        bytes32 model = keccak256(abi.encode("handler model", round, versionCount));
+        RoundModel memory r = rounds[round];
+        uint32 needed = now_ > r.deadline ? 1 : r.minUpdates;
+        bytes memory expected;
+        if (r.state != FederatedLedger.RoundState.Open) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round);
+        } else if (includedCount < needed) {
+            expected =
+                abi.encodeWithSelector(FederatedLedger.LedgerTooFewUpdates.selector, round, includedCount, needed);
+        }
+        (bool ok, bytes memory returned) = address(ledger).call(
+            abi.encodeCall(FederatedLedger.finalizeRound, (round, model, bytes32(uint256(1)), includedCount, 0))
+        );
+        _check("finalizeRound", expected, ok, returned);
+        if (ok) {
+            rounds[round].state = FederatedLedger.RoundState.Finalized;
+            head = model;
+            ++versionCount;
+            ++finalizedRounds;
+        }
+    }
+
+    function abandon(uint16 reasonCode) external {
+        vm.warp(now_);
+        uint256 round = lastRound;
+        RoundModel memory r = rounds[round];
+        bytes memory expected;
+        if (r.state != FederatedLedger.RoundState.Open) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round);
+        } else if (now_ <= r.deadline) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerDeadlineNotPassed.selector, round, r.deadline);
+        }
+        (bool ok, bytes memory returned) =
+            address(ledger).call(abi.encodeCall(FederatedLedger.abandonRound, (round, reasonCode)));
+        _check("abandonRound", expected, ok, returned);
+        if (ok) rounds[round].state = FederatedLedger.RoundState.Abandoned;
+    }
+
+    function _check(string memory call, bytes memory expected, bool ok, bytes memory returned) internal pure {
+        bool matches = expected.length == 0 ? ok : (!ok && keccak256(returned) == keccak256(expected));
+        if (!matches) revert OutcomeMismatch(call, expected, ok, returned);
+    }
+}
+
+/// @notice Stateful invariants: after any sequence of handler calls the ledger's storage equals the model's.
+contract FederatedLedgerInvariantTest is LedgerTestBase {
+    LedgerHandler internal handler;
+
+    function setUp() public override {
+        handler = new LedgerHandler();
+        ledger = handler.ledger();
+    }
+
+    /// @dev Forge fuzzes only the handler (not the ledger directly).
+    function targetContracts() public view returns (address[] memory targets) {
+        targets = new address[](1);
+        targets[0] = address(handler);
+    }
+
+    function invariant_countersMatchModel() public view {
+        (uint64 lastRound, uint64 versionCount) = ledger.counters();
+        assertEq(lastRound, handler.lastRound(), "lastRound");
+        assertEq(versionCount, handler.versionCount(), "versionCount");
+        (bool committed,,,) = ledger.modelOf(handler.head());
+        assertTrue(committed, "head is committed");
+    }
+
+    function invariant_roundsSubmissionsAndRejectionsMatchModel() public view {
+        uint256 lastRound = handler.lastRound();
+        uint256 nodes = handler.nodeCount();
+        for (uint256 round = 0; round <= lastRound; ++round) {
+            (FederatedLedger.RoundState wantState, uint64 wantDeadline, uint32 wantMin) = handler.rounds(round);
+            (, uint64 deadline, uint32 minUpdates, FederatedLedger.RoundState state) = ledger.getRound(round);
+            assertTrue(state == wantState, "round state");
+            assertEq(deadline, wantDeadline, "deadline");
+            assertEq(minUpdates, wantMin, "minUpdates");
+            for (uint256 i = 0; i < nodes; ++i) {
+                address node = handler.nodeAt(i);
+                assertEq(ledger.submissionOf(round, node), handler.submissionOf(round, node), "submission");
+                assertEq(ledger.rejectionOf(round, node), handler.rejectionOf(round, node), "rejection");
+            }
+        }
+    }
+
+    function invariant_nodeRolesMatchModel() public view {
+        for (uint256 i = 0; i < handler.nodeCount(); ++i) {
+            address node = handler.nodeAt(i);
+            assertTrue(ledger.isNode(node) == handler.isNode(node), "node role");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+"""Why an update was refused: the uint16 codes the chain records in `UpdateRejected(reasonCode)`.
+
+The numbers are part of the on-chain record, so they never change meaning; new reasons take new
+numbers. 0 is never used, so an unset slot cannot be read as a reason.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RejectReason(IntEnum):
+    """A rejection code shared by the aggregator, the contract's events and the audit API."""
+
+    HASH_MISMATCH = 1
+    MISSING_BLOB = 2
+    MALFORMED = 3
+    NAME_MISMATCH = 4
+    SHAPE_MISMATCH = 5
+    DTYPE_MISMATCH = 6
+    NON_FINITE = 7
+    NORM_TOO_LARGE = 8
+    TOO_LARGE = 9
+
+    @property
+    def description(self) -> str:
+        """One line for people reading an audit trail."""
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS: dict[RejectReason, str] = {
+    RejectReason.HASH_MISMATCH: "the fetched bytes do not hash to the update hash on chain",
+    RejectReason.MISSING_BLOB: "no blob with the update hash could be fetched",
+    RejectReason.MALFORMED: "the blob is not a valid safetensors file",
+    RejectReason.NAME_MISMATCH: "tensor names differ from the base model's",
+    RejectReason.SHAPE_MISMATCH: "a tensor's shape differs from the base model's",
+    RejectReason.DTYPE_MISMATCH: "a tensor is not float32",
+    RejectReason.NON_FINITE: "a tensor holds NaN or infinity",
+    RejectReason.NORM_TOO_LARGE: "the update moves the model further (L2 norm) than the bound allows",
+    RejectReason.TOO_LARGE: "the blob exceeds the size limit",
+}
+
+
+class AbandonReason(IntEnum):
+    """Why a round closed without a model: the uint16 code in `RoundAbandoned(reasonCode)`."""
+
+    NO_SUBMISSIONS = 1
+    NO_VALID_UPDATES = 2

@@ -1,0 +1,158 @@
+"""Content-addressed artifact stores: blobs named by their SHA-256, re-hashed on every read.
+
+A store is a cache of what the chain pins, never trusted on its own: it refuses bytes whose hash
+is not their name, and `get` re-hashes what it read, so a file altered on disk (or in transit,
+for remote stores) is caught before anyone deserializes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ledger.hashing import is_sha256_hex, sha256_hex
+
+
+class ArtifactStoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class InvalidArtifactName(ArtifactStoreError, ValueError):
+    """A name that is not 64 lowercase hex characters (so it can never name a path elsewhere)."""
+
+
+class ArtifactNotFound(ArtifactStoreError, LookupError):
+    """No blob with this hash in the store."""
+
+
+class ArtifactTooLarge(ArtifactStoreError):
+    """A blob over the store's size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"artifact is {size} bytes, over the store's {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class HashMismatch(ArtifactStoreError):
+    """Bytes whose SHA-256 is not the name they were stored or fetched under."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"bytes hash to {actual}, not {expected}: refusing them (altered or wrong blob)")
+        self.expected = expected
+        self.actual = actual
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """What edge nodes and the aggregator need from any store (local folder, HTTP, S3)."""
+
+    def put(self, data: bytes) -> str:
+        """Stores `data` and returns its SHA-256 hex, the name it is stored under."""
+        ...
+
+    def put_as(self, name: str, data: bytes) -> None:
+        """Stores `data` under `name`; `HashMismatch` if `name` is not the bytes' SHA-256."""
+        ...
+
+    def get(self, name: str) -> bytes:
+        """The bytes named `name`, re-hashed: `HashMismatch` if altered, `ArtifactNotFound` if absent."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether a blob named `name` is present (its integrity is checked only by `get`)."""
+        ...
+
+
+def check_name(name: object) -> str:
+    """`name` if it is a canonical SHA-256 hex digest, else `InvalidArtifactName`."""
+    if not is_sha256_hex(name):
+        raise InvalidArtifactName(f"artifact names are 64 lowercase hex characters, got {name!r}")
+    return name
+
+
+class LocalArtifactStore:
+    """A folder of blobs at `root/<first 2 hex>/<64 hex>`; writes are atomic and durable.
+
+    Sharding keeps directories small; the temp-file-then-`os.replace` write means readers see
+    either no file or the whole file, even if the writer crashes.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    def path_for(self, name: str) -> Path:
+        """Where the blob named `name` lives (whether or not it exists)."""
+        check_name(name)
+        return self.root / name[:2] / name
+
+    def put(self, data: bytes) -> str:
+        name = sha256_hex(data)
+        self._write(name, data)
+        return name
+
+    def put_as(self, name: str, data: bytes) -> None:
+        check_name(name)
+        actual = sha256_hex(data)
+        if actual != name:
+            raise HashMismatch(expected=name, actual=actual)
+        self._write(name, data)
+
+    def get(self, name: str) -> bytes:
+        path = self.path_for(name)
+        try:
+            with path.open("rb") as blob:
+                size = os.fstat(blob.fileno()).st_size
+                if size > self.max_bytes:
+                    raise ArtifactTooLarge(size, self.max_bytes)
+                # Read one byte past the limit: the file may grow between fstat and read.
+                data = blob.read(self.max_bytes + 1)
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {name} under {self.root}") from None
+        if len(data) > self.max_bytes:
+            raise ArtifactTooLarge(len(data), self.max_bytes)
+        actual = sha256_hex(data)
+        if actual != name:
+            raise HashMismatch(expected=name, actual=actual)
+        return data
+
+    def exists(self, name: str) -> bool:
+        return self.path_for(name).is_file()
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Atomically (re)writes the blob; rewriting an existing name also repairs a damaged copy."""
+        if len(data) > self.max_bytes:
+            raise ArtifactTooLarge(len(data), self.max_bytes)
+        path = self.path_for(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:8]}-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                os.fchmod(tmp.fileno(), 0o644)
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Makes the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

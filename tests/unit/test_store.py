@@ -1,0 +1,123 @@
+"""The local content-addressed store: names are hashes, writes are atomic, reads are re-hashed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ledger.hashing import sha256_hex
+from ledger.store import (
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactTooLarge,
+    HashMismatch,
+    InvalidArtifactName,
+    LocalArtifactStore,
+)
+
+BLOB = b"model bytes"
+BLOB_HASH = sha256_hex(BLOB)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "artifacts", max_bytes=1024)
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+def test_put_names_the_blob_by_its_sha256_in_a_sharded_folder(store: LocalArtifactStore) -> None:
+    name = store.put(BLOB)
+
+    assert name == BLOB_HASH
+    assert _files(store.root) == [f"{BLOB_HASH[:2]}/{BLOB_HASH}"]
+    assert store.get(name) == BLOB
+    assert store.exists(name)
+    assert isinstance(store, ArtifactStore)
+
+
+def test_putting_the_same_bytes_twice_keeps_one_file(store: LocalArtifactStore) -> None:
+    store.put(BLOB)
+    store.put_as(BLOB_HASH, BLOB)
+
+    assert _files(store.root) == [f"{BLOB_HASH[:2]}/{BLOB_HASH}"]
+
+
+def test_failed_write_leaves_neither_blob_nor_temp_file(
+    store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+
+    with pytest.raises(OSError, match="disk gone"):
+        store.put(BLOB)
+    assert _files(store.root) == []
+    assert not store.exists(BLOB_HASH)
+
+
+def test_put_as_refuses_bytes_whose_hash_differs_from_the_name(store: LocalArtifactStore) -> None:
+    with pytest.raises(HashMismatch) as caught:
+        store.put_as(sha256_hex(b"something else"), BLOB)
+
+    assert caught.value.actual == BLOB_HASH
+    assert _files(store.root) == []
+
+
+def test_file_altered_on_disk_fails_the_read(store: LocalArtifactStore) -> None:
+    name = store.put(BLOB)
+    store.path_for(name).write_bytes(b"model bytez")
+
+    with pytest.raises(HashMismatch) as caught:
+        store.get(name)
+
+    assert (caught.value.expected, caught.value.actual) == (name, sha256_hex(b"model bytez"))
+
+
+def test_missing_blob_is_not_found(store: LocalArtifactStore) -> None:
+    assert not store.exists(BLOB_HASH)
+    with pytest.raises(ArtifactNotFound):
+        store.get(BLOB_HASH)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../" + BLOB_HASH[3:],
+        "/etc/passwd",
+        BLOB_HASH.upper(),
+        "0x" + BLOB_HASH,
+        BLOB_HASH[:-1],
+        BLOB_HASH + "0",
+        "",
+        "..",
+        None,
+    ],
+)
+def test_names_that_are_not_canonical_hashes_are_refused(store: LocalArtifactStore, name: object) -> None:
+    for call in (store.get, store.exists, store.path_for, lambda n: store.put_as(n, BLOB)):
+        with pytest.raises(InvalidArtifactName):
+            call(name)
+
+
+def test_blobs_over_the_limit_are_refused_on_write_and_read(store: LocalArtifactStore) -> None:
+    big = b"x" * 1025
+    with pytest.raises(ArtifactTooLarge, match="1025 bytes"):
+        store.put(big)
+
+    path = store.path_for(sha256_hex(big))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(big)  # planted behind the store's back
+    with pytest.raises(ArtifactTooLarge):
+        store.get(sha256_hex(big))
+
+
+def test_exactly_the_limit_is_accepted(store: LocalArtifactStore) -> None:
+    blob = b"y" * 1024
+
+    assert store.get(store.put(blob)) == blob
