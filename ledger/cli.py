@@ -20,6 +20,11 @@ COMMAND_MODULES = (
     "ledger.deploy",
     "ledger.walkthrough",
     "ledger.bench",
+    "ledger.api.serve",
+    "edge_node.cli",
+    "aggregator.cli",
+    "ledger.demo",
+    "ledger.audit_cli",
 )
 
 
@@ -46,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -1,0 +1,43 @@
+"""Demo-only misbehaving nodes, so the demo and tests can show the aggregator catching them.
+
+`tamper_at_rest` alters the node's blob in the store's folder after the chain accepted its hash;
+`poison_transform` submits NaN weights in odd rounds and hugely scaled weights in even ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from ledger.store import LocalArtifactStore
+
+POISON_SCALE = 1.0e4
+
+
+def tamper_at_rest(artifacts_dir: Path) -> Callable[[str, bytes], None]:
+    """After submitting, flip one byte of the stored blob, as an attacker with disk access would."""
+
+    def tamper(update_hash: str, blob: bytes) -> None:
+        path = LocalArtifactStore(artifacts_dir, max_bytes=len(blob) + 1).path_for(update_hash)
+        altered = bytearray(blob)
+        altered[-1] ^= 0xFF
+        path.write_bytes(bytes(altered))
+
+    return tamper
+
+
+def poison_transform() -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    calls = {"count": 0}
+
+    def poison(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        calls["count"] += 1
+        if calls["count"] % 2 == 1:
+            first = sorted(weights)[0]
+            poisoned = {name: tensor.clone() for name, tensor in weights.items()}
+            poisoned[first].view(-1)[0] = float("nan")
+            return poisoned
+        return {name: tensor * POISON_SCALE for name, tensor in weights.items()}
+
+    return poison

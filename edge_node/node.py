@@ -1,0 +1,136 @@
+"""An edge node's part in a round: verify the base model against the chain, train, pin the update.
+
+The data never leaves the node: only the trained weights are serialized (canonical safetensors),
+stored content-addressed, and pinned on chain by their SHA-256 with the node's own key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from ledger import errors
+from ledger.client import LedgerClient, RoundState
+from ledger.data import Shard
+from ledger.hashing import sha256_hex
+from ledger.serialization import deserialize_tensors, serialize_tensors
+from ledger.store import ArtifactStore
+
+from edge_node.training import train_local
+
+log = logging.getLogger(__name__)
+
+# Called with (update_hash, blob) after the chain accepted the submission; the demo uses it to
+# play a node that alters its blob at rest. Honest nodes pass None.
+AfterSubmit = Callable[[str, bytes], None]
+# Called on the trained weights before serialization; the demo uses it to play a poisoner.
+Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.05
+    seed: int = 0
+
+
+class Outcome(Enum):
+    SUBMITTED = "submitted"
+    ALREADY_SUBMITTED = "already submitted"
+    ROUND_CLOSED = "round closed"
+
+
+@dataclass(frozen=True)
+class Participation:
+    round: int
+    outcome: Outcome
+    update_hash: str | None = None
+    num_samples: int = 0
+    train_seconds: float = 0.0
+    store_seconds: float = 0.0
+    chain_seconds: float = 0.0
+
+
+class EdgeNode:
+    """One data owner: its chain client (its key), a store, its private shard."""
+
+    def __init__(
+        self,
+        client: LedgerClient,
+        store: ArtifactStore,
+        shard: Shard,
+        config: TrainingConfig = TrainingConfig(),
+        *,
+        max_model_bytes: int,
+        transform: Transform | None = None,
+        after_submit: AfterSubmit | None = None,
+    ) -> None:
+        if client.account is None:
+            raise ValueError("an edge node needs a signing account")
+        self.client = client
+        self.store = store
+        self.shard = shard
+        self.config = config
+        self.max_model_bytes = max_model_bytes
+        self.transform = transform
+        self.after_submit = after_submit
+
+    @property
+    def address(self) -> str:
+        return self.client.account.address  # type: ignore[union-attr]
+
+    def participate(self, round_number: int) -> Participation:
+        """Train on the round's base model and submit; a closed or already-answered round is not an error."""
+        info = self.client.get_round(round_number)
+        if info.state is not RoundState.OPEN:
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        if self.client.submission_of(round_number, self.address) is not None:
+            return Participation(round_number, Outcome.ALREADY_SUBMITTED)
+        assert info.base_model_hash is not None
+        started = time.perf_counter()
+        base = self.fetch_base(info.base_model_hash)
+        fetched = time.perf_counter()
+        seed = self.config.seed * 1_000_003 + round_number
+        weights = train_local(
+            base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
+        )
+        if self.transform is not None:
+            weights = self.transform(weights)
+        trained = time.perf_counter()
+        blob = serialize_tensors(weights)
+        update_hash = self.store.put(blob)
+        stored = time.perf_counter()
+        try:
+            self.client.submit_update(round_number, update_hash, len(self.shard))
+        except errors.AlreadySubmitted:
+            return Participation(round_number, Outcome.ALREADY_SUBMITTED)
+        except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
+            log.info("round %d closed before %s could submit: %s", round_number, self.address, exc)
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        submitted = time.perf_counter()
+        if self.after_submit is not None:
+            self.after_submit(update_hash, blob)
+        return Participation(
+            round=round_number,
+            outcome=Outcome.SUBMITTED,
+            update_hash=update_hash,
+            num_samples=len(self.shard),
+            train_seconds=trained - fetched,
+            store_seconds=(fetched - started) + (stored - trained),
+            chain_seconds=submitted - stored,
+        )
+
+    def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:
+        """The base model's tensors, only if its bytes hash to what the chain recorded."""
+        blob = self.store.get(base_hash)  # stores re-hash on read; check again: never trust a store
+        if sha256_hex(blob) != base_hash:
+            from ledger.store import HashMismatch
+
+            raise HashMismatch(base_hash, sha256_hex(blob))
+        return deserialize_tensors(blob, max_bytes=self.max_model_bytes)

@@ -1,0 +1,62 @@
+"""`create_app(config)`: the ledger service's Flask app, one blueprint per area.
+
+The app holds its collaborators in `app.extensions["fedledger"]` (a `Services` object): the
+artifact store and a read-only ledger client. Tests build the app with their own (temp store,
+in-process chain) through the same factory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ledger.client import LedgerClient
+from ledger.store import ArtifactStore
+
+
+@dataclass
+class Services:
+    store: ArtifactStore
+    ledger: LedgerClient | None
+    max_artifact_bytes: int
+
+
+def services(app: Flask | None = None) -> Services:
+    from flask import current_app
+
+    return (app or current_app).extensions["fedledger"]
+
+
+def create_app(
+    *,
+    store: ArtifactStore,
+    ledger: LedgerClient | None,
+    max_artifact_bytes: int,
+    config: dict[str, Any] | None = None,
+) -> Flask:
+    app = Flask("fedledger")
+    app.config.update(MAX_CONTENT_LENGTH=max_artifact_bytes, JSON_SORT_KEYS=False)
+    if config:
+        app.config.update(config)
+    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_artifact_bytes=max_artifact_bytes)
+
+    from ledger.api.artifacts import blueprint as artifacts_blueprint
+
+    app.register_blueprint(artifacts_blueprint)
+
+    from ledger.api.page import blueprint as page_blueprint
+    from ledger.api.verify import blueprint as verify_blueprint
+
+    app.register_blueprint(verify_blueprint)
+    app.register_blueprint(page_blueprint)
+
+    @app.errorhandler(HTTPException)
+    def _json_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        response = jsonify(error=exc.name, detail=exc.description)
+        response.status_code = exc.code or 500
+        return response
+
+    return app

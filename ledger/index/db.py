@@ -1,0 +1,138 @@
+"""The index database: engines, sessions, Alembic migrations and the schema check everyone runs first.
+
+Any SQLAlchemy URL works (SQLite file by default, PostgreSQL via FEDLEDGER_DATABASE_URL). The
+migration scripts live in the top-level `migrations/` folder and are found from the package, so
+`fedledger db upgrade` works from any directory. The API and the indexer call `check_schema`
+and refuse an out-of-date database instead of failing later on a missing column.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.errors import LedgerError
+from ledger.paths import PROJECT_ROOT
+
+
+class SchemaOutOfDate(LedgerError):
+    """The database's schema revision is not the one this code was written for."""
+
+
+def migrations_dir() -> Path:
+    """The Alembic script folder: `migrations/` beside the package (source tree or installed)."""
+    source_tree = PROJECT_ROOT / "migrations"
+    if (source_tree / "env.py").is_file():
+        return source_tree
+    spec = importlib.util.find_spec("migrations")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "env.py").is_file():
+                return Path(location)
+    raise SchemaOutOfDate(f"the migration scripts are missing (looked in {source_tree}): reinstall fedledger")
+
+
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    """An engine for `database_url`; for SQLite, creates the folder and turns on foreign keys and WAL."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL lets the API read while the indexer writes; a busy timeout instead of "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work commits at the end of the block, or rolls back on any exception."""
+    with factory() as session, session.begin():
+        yield session
+
+
+# --------------------------------------------------------------------------- Alembic
+
+
+def alembic_config(engine: Engine | None = None, database_url: str | None = None) -> Any:
+    """A programmatic Alembic config (no alembic.ini needed); env.py uses the given engine's connection."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if database_url is not None:
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "migrations/ has no revisions"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str = "-1") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(engine), revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise `SchemaOutOfDate` (saying what to run) unless the database is at the code's revision."""
+    expected = head_revision()
+    actual = current_revision(engine)
+    if actual != expected:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no fedledger schema" if actual is None else f"is at schema revision {actual}"
+        raise SchemaOutOfDate(
+            f"the index database {where} {state}, this fedledger needs {expected}: "
+            "run `fedledger db upgrade` (with the same FEDLEDGER_DATABASE_URL)"
+        )
+
+
+def open_index(database_url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine and session factory for an up-to-date index database (`SchemaOutOfDate` otherwise)."""
+    engine = make_engine(database_url)
+    try:
+        check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, session_factory(engine)
