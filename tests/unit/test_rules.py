@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from aggregator.rules import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
+from ledger.aggregation import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
 from ledger.hashing import sha256_hex
 from ledger.model import build_model, state_tensors
 from ledger.serialization import serialize_tensors

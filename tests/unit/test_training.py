@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from aggregator.rules import Update, fedavg
+from ledger.aggregation import Update, fedavg
 from edge_node.training import train_local
 from ledger.data import DigitsSplit, split_shards
 from ledger.hashing import sha256_hex
