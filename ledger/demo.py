@@ -161,7 +161,8 @@ def _run_anvil(args: argparse.Namespace) -> int:
         aggregator_command += ["--round-seconds", str(args.round_seconds)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
         children.append(aggregator)
-        if aggregator.wait() != 0:
+        _watch(aggregator, children[1:-1], logs)
+        if aggregator.returncode != 0:
             raise CommandError(f"the aggregator failed (exit {aggregator.returncode}); node logs in {logs}")
         for child in children[1:-1]:
             try:
@@ -180,6 +181,17 @@ def _run_anvil(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
     return 0
+
+
+def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[bytes]], logs: Path) -> None:
+    """Wait for the aggregator, saying at once when a node process dies instead of going silent."""
+    reported: set[int] = set()
+    while aggregator.poll() is None:
+        for index, node in enumerate(nodes):
+            if index not in reported and node.poll() not in (None, 0):
+                reported.add(index)
+                print(f"node {index} exited with code {node.returncode}: see {logs / f'node-{index}.log'}", flush=True)
+        time.sleep(0.2)
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -1,0 +1,202 @@
+"""Federated rounds on the in-process chain: honest merges, every kind of bad update, deadlines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from aggregator.coordinator import Aggregator, AggregatorConfig
+from edge_node.misbehaviour import poison_transform, tamper_at_rest
+from edge_node.node import EdgeNode, Outcome, TrainingConfig
+from ledger import events
+from ledger.aggregation import RULES, Update, aggregate
+from ledger.client import RoundState
+from ledger.data import load_digits_split, split_shards
+from ledger.hashing import sha256_hex
+from ledger.merkle import merkle_root
+from ledger.reasons import AbandonReason, RejectReason
+from ledger.rounds import round_rejections
+from ledger.serialization import deserialize_tensors, serialize_tensors
+from ledger.store import LocalArtifactStore
+
+MAX_BYTES = 1 << 20  # the MLP is ~19 KB: room for honest updates, not for a 2 MB one
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.set_num_threads(1)
+    split = load_digits_split(seed=0)
+    return split, split_shards(split.train, 5, iid=True, seed=0)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalArtifactStore(tmp_path / "artifacts", max_bytes=4 * MAX_BYTES)
+
+
+def make_aggregator(chain, store, digits, **config):
+    split, _ = digits
+    config.setdefault("min_updates", 3)
+    config.setdefault("max_update_bytes", MAX_BYTES)
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(**config))
+    aggregator.ensure_genesis()
+    return aggregator
+
+
+def make_nodes(chain, store, digits, hooks=None):
+    hooks = hooks or {}
+    _, shards = digits
+    return [
+        EdgeNode(client, store, shard, TrainingConfig(epochs=2, seed=i), max_model_bytes=MAX_BYTES, **hooks.get(i, {}))
+        for i, (client, shard) in enumerate(zip(chain.nodes, shards))
+    ]
+
+
+def test_honest_rounds_commit_a_lineage_that_fedavg_reproduces(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits)
+    nodes = make_nodes(ledger_chain, store, digits)
+    results = []
+    for _ in range(2):
+        info = aggregator.open_round()
+        assert [n.participate(info.round).outcome for n in nodes] == [Outcome.SUBMITTED] * 5
+        results.append(aggregator.close_round(info.round))
+    second = results[1]
+    assert (len(second.included), second.rejected) == (5, ())
+    assert second.base_model_hash == results[0].model_hash
+    assert ledger_chain.admin.model_of(second.model_hash).version == 2
+    assert ledger_chain.admin.get_round(2).state is RoundState.FINALIZED
+    # Re-derive round 2 from the chain's events and the stored blobs alone.
+    updates = [
+        Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES))
+        for s in second.included
+    ]
+    assert sha256_hex(serialize_tensors(aggregate("fedavg", updates))) == second.model_hash
+    committed = [e for e in ledger_chain.admin.events(event_type=events.ModelCommitted) if e.round == 2][0]
+    assert committed.included_root == merkle_root([bytes.fromhex(s.update_hash) for s in second.included]).hex()
+    assert second.accuracy > results[0].accuracy > 0.5
+
+
+def test_tampered_and_poisoned_updates_are_rejected_on_chain_and_the_round_commits(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits)
+    nodes = make_nodes(
+        ledger_chain,
+        store,
+        digits,
+        {1: {"after_submit": tamper_at_rest(store.root)}, 3: {"transform": poison_transform()}},
+    )
+    expected = {1: RejectReason.HASH_MISMATCH, 3: RejectReason.NON_FINITE}
+    for round_expectation in (expected, {1: RejectReason.HASH_MISMATCH, 3: RejectReason.NORM_TOO_LARGE}):
+        info = aggregator.open_round()
+        for node in nodes:
+            node.participate(info.round)
+        result = aggregator.close_round(info.round)
+        assert result.committed and len(result.included) == 3
+        recorded = {e.node: e.reason_code for e in round_rejections(ledger_chain.admin, info.round)}
+        assert recorded == {nodes[i].address: int(reason) for i, reason in round_expectation.items()}
+        for index, reason in round_expectation.items():
+            assert ledger_chain.admin.rejection_of(info.round, nodes[index].address) == reason
+
+
+def _submit_raw(node_client, store, round_number, blob, num_samples=100):
+    update_hash = sha256_hex(blob)
+    store.root.joinpath(update_hash[:2]).mkdir(parents=True, exist_ok=True)
+    store.path_for(update_hash).write_bytes(blob)  # bypass the store's size limit, as a hostile node would
+    node_client.submit_update(round_number, update_hash, num_samples)
+    return update_hash
+
+
+def test_wrong_shape_non_safetensors_oversized_and_missing_blobs_are_rejected(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1)
+    honest = make_nodes(ledger_chain, store, digits)[0]
+    info = aggregator.open_round()
+    honest.participate(info.round)
+    base = deserialize_tensors(store.get(info.base_model_hash), max_bytes=MAX_BYTES)
+    wrong_shape = {name: torch.zeros(tensor.shape[0] + 1, *tensor.shape[1:]) for name, tensor in base.items()}
+    buffer = __import__("io").BytesIO()
+    torch.save({"weights": torch.zeros(3)}, buffer)  # a pickle: must never be loaded
+    clients = ledger_chain.nodes
+    _submit_raw(clients[1], store, info.round, serialize_tensors(wrong_shape))
+    _submit_raw(clients[2], store, info.round, buffer.getvalue())
+    _submit_raw(clients[3], store, info.round, b"\0" * (2 * MAX_BYTES))
+    clients[4].submit_update(info.round, sha256_hex(b"never uploaded"), 10)
+    result = aggregator.close_round(info.round)
+    assert result.committed and [s.node for s in result.included] == [honest.address]
+    reasons = {e.node: RejectReason(e.reason_code) for e in round_rejections(ledger_chain.admin, info.round)}
+    assert reasons == {
+        clients[1].account.address: RejectReason.SHAPE_MISMATCH,
+        clients[2].account.address: RejectReason.MALFORMED,
+        clients[3].account.address: RejectReason.TOO_LARGE,
+        clients[4].account.address: RejectReason.MISSING_BLOB,
+    }
+
+
+def test_node_twice_and_closed_round_are_outcomes_not_crashes(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1)
+    node = make_nodes(ledger_chain, store, digits)[0]
+    info = aggregator.open_round()
+    assert node.participate(info.round).outcome is Outcome.SUBMITTED
+    assert node.participate(info.round).outcome is Outcome.ALREADY_SUBMITTED
+    aggregator.close_round(info.round)
+    assert node.participate(info.round).outcome is Outcome.ROUND_CLOSED
+
+
+def test_deadline_closes_the_round_with_the_updates_that_arrived(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=5, round_seconds=120)
+    nodes = make_nodes(ledger_chain, store, digits)
+    info = aggregator.open_round()
+    for node in nodes[:3]:  # two nodes never answer
+        node.participate(info.round)
+    ledger_chain.advance_time(121)
+    arrived = aggregator.wait_for_submissions(info.round)  # returns at once: the deadline passed
+    assert len(arrived) == 3
+    result = aggregator.close_round(info.round)
+    assert result.committed and len(result.included) == 3
+    assert nodes[4].participate(info.round).outcome is Outcome.ROUND_CLOSED
+
+
+def test_round_with_only_bad_updates_is_abandoned_after_the_deadline(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1, round_seconds=60)
+    info = aggregator.open_round()
+    ledger_chain.nodes[0].submit_update(info.round, sha256_hex(b"missing"), 1)
+    ledger_chain.advance_time(61)
+    result = aggregator.close_round(info.round)
+    assert not result.committed
+    assert ledger_chain.admin.get_round(info.round).state is RoundState.ABANDONED
+    abandoned = ledger_chain.admin.events(event_type=events.RoundAbandoned)
+    assert [(e.round, e.reason_code) for e in abandoned] == [(info.round, AbandonReason.NO_VALID_UPDATES)]
+
+
+RULE_PARAMS = {"fedavg": {}, "coordinate_median": {}, "trimmed_mean": {"trim_ratio": 0.2}, "krum": {"num_byzantine": 1}}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_gives_the_same_committed_bytes_twice_and_in_another_process(ledger_chain, store, digits, rule):
+    aggregator = make_aggregator(ledger_chain, store, digits, rule=rule, rule_params=RULE_PARAMS[rule])
+    nodes = make_nodes(ledger_chain, store, digits)
+    info = aggregator.open_round()
+    for node in nodes:
+        node.participate(info.round)
+    result = aggregator.close_round(info.round)
+    hashes = [s.update_hash for s in result.included]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from ledger.aggregation import Update, aggregate
+        from ledger.hashing import sha256_hex
+        from ledger.serialization import deserialize_tensors, serialize_tensors
+        from ledger.store import LocalArtifactStore
+        store = LocalArtifactStore(Path({str(store.root)!r}), max_bytes={MAX_BYTES})
+        samples = {dict((s.update_hash, s.num_samples) for s in result.included)!r}
+        updates = [Update(h, samples[h], deserialize_tensors(store.get(h), max_bytes={MAX_BYTES})) for h in reversed({hashes!r})]
+        print(sha256_hex(serialize_tensors(aggregate({rule!r}, updates, **{RULE_PARAMS[rule]!r}))))
+        """
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert other.stdout.strip() == result.model_hash
+    again = [Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES)) for s in result.included]
+    assert sha256_hex(serialize_tensors(aggregate(rule, again, **RULE_PARAMS[rule]))) == result.model_hash
