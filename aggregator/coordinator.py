@@ -1,10 +1,12 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated; every refusal is recorded on chain with its reason.
-The merge is a pure rule from `ledger.aggregation`; the new model and a metadata blob naming the
-rule and metrics are stored, and both hashes are committed with the Merkle root of the included
-updates. Failures are results: a round with no valid update is abandoned on chain, not crashed.
+blob is fetched, re-hashed and validated (`aggregator.verification`, pipelined over the cores);
+every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
+from `ledger.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
+model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
+with the Merkle root of the included updates. Failures are results: a round with no valid update
+is abandoned on chain, not crashed.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ledger import events
-from ledger.aggregation import Update, aggregate
 from ledger.client import LedgerClient, RoundInfo, RoundState
 from ledger.data import Shard
 from ledger.merkle import merkle_root
@@ -28,9 +28,10 @@ from ledger.model import MODEL_NAME, build_model, evaluate, load_state, state_te
 from ledger.reasons import AbandonReason, RejectReason
 from ledger.rounds import active_nodes, chain_now, committed_models, poll_until, round_submissions
 from ledger.serialization import deserialize_tensors, serialize_tensors
-from ledger.store import ArtifactNotFound, ArtifactStore, ArtifactTooLarge, HashMismatch
+from ledger.store import ArtifactStore
 
-from aggregator.validate import Accepted, Rejected, validate_blob
+from aggregator import verification
+from aggregator.verification import Limits, RoundIntake, Verified
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,11 @@ class AggregatorConfig:
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
     model_seed: int = 0
-    workers: int = 2
+    workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
 
-
-@dataclass(frozen=True)
-class Verified:
-    """One submission after fetch + re-hash + validation."""
-
-    submission: events.UpdateSubmitted
-    verdict: Accepted | Rejected
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
 
 
 @dataclass(frozen=True)
@@ -135,27 +132,35 @@ class Aggregator:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
-        verified = self.verify_all(round_number, base)
+        # Verification and (for FedAvg) the merge itself happen here, update by update.
+        intake = verification.verify_and_merge(
+            self.store,
+            round_submissions(self.client, round_number),
+            base,
+            self.config.limits,
+            rule=self.config.rule,
+            rule_params=self.config.rule_params,
+            workers=self.config.workers,
+        )
         timings["verify"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        rejected = [(v.submission, v.verdict.reason, v.verdict.detail) for v in verified if isinstance(v.verdict, Rejected)]
-        for submission, reason, detail in rejected:
+        for submission, reason, detail in intake.rejected:
             if self.client.rejection_of(round_number, submission.node) == 0:
                 log.info("round %d: rejecting %s from %s: %s (%s)", round_number, submission.update_hash, submission.node, reason.name, detail)
                 self.client.reject_update(round_number, submission.node, reason)
-        accepted = [v for v in verified if isinstance(v.verdict, Accepted)]
         timings["chain"] = time.perf_counter() - started
 
-        if len(accepted) < info.min_updates and not self.deadline_passed(info):
+        if len(intake.accepted) < info.min_updates and not self.deadline_passed(info):
             # Too few valid updates to close early: the chain only allows it after the deadline.
             wait_started = time.perf_counter()
             poll_until(lambda: self.deadline_passed(info), timeout=info.deadline - time.time() + 30, what="the deadline")
             timings["wait_deadline"] = time.perf_counter() - wait_started
-            return self.close_round(round_number) if self._new_submissions(round_number, verified) else self._finish(
-                info, accepted, rejected, timings
+            seen = len(intake.accepted) + len(intake.rejected)
+            return self.close_round(round_number) if self._new_submissions(round_number, seen) else self._finish(
+                info, intake, timings
             )
-        return self._finish(info, accepted, rejected, timings)
+        return self._finish(info, intake, timings)
 
     def run_round(self) -> RoundResult:
         info = self.open_round()
@@ -165,49 +170,36 @@ class Aggregator:
     # ---------------------------------------------------------------- verification
 
     def verify_all(self, round_number: int, base: Mapping[str, torch.Tensor]) -> list[Verified]:
+        """Every submission of the round verified, in chain order (accepted verdicts hold the tensors)."""
         submissions = round_submissions(self.client, round_number)
-        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
-            return list(pool.map(lambda s: self.verify(s, base), submissions))
+        verdicts = dict(
+            verification.verified_in_merge_order(
+                self.store, submissions, base, self.config.limits, workers=self.config.workers
+            )
+        )
+        return [verdicts[index] for index in range(len(submissions))]
 
     def verify(self, submission: events.UpdateSubmitted, base: Mapping[str, torch.Tensor]) -> Verified:
         """Fetch, re-hash and validate one update; every failure becomes a `Rejected` verdict."""
-        try:
-            blob = self.store.get(submission.update_hash)
-        except HashMismatch as exc:
-            return Verified(submission, Rejected(RejectReason.HASH_MISMATCH, str(exc)))
-        except ArtifactNotFound as exc:
-            return Verified(submission, Rejected(RejectReason.MISSING_BLOB, str(exc)))
-        except ArtifactTooLarge as exc:
-            return Verified(submission, Rejected(RejectReason.TOO_LARGE, str(exc)))
-        verdict = validate_blob(blob, base, max_bytes=self.config.max_update_bytes, max_norm=self.config.max_norm)
-        return Verified(submission, verdict)
+        return verification.verify(self.store, submission, base, self.config.limits)
 
-    def _new_submissions(self, round_number: int, verified: list[Verified]) -> bool:
-        return len(round_submissions(self.client, round_number)) > len(verified)
+    def _new_submissions(self, round_number: int, seen: int) -> bool:
+        return len(round_submissions(self.client, round_number)) > seen
 
     # ---------------------------------------------------------------- commit
 
-    def _finish(
-        self,
-        info: RoundInfo,
-        accepted: list[Verified],
-        rejected: list[tuple[events.UpdateSubmitted, RejectReason, str]],
-        timings: dict[str, float],
-    ) -> RoundResult:
+    def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
         assert info.base_model_hash is not None
+        accepted, rejected = intake.accepted, intake.rejected
         if not accepted:
             reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
             self.client.abandon_round(info.round, reason)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), tuple(rejected), None, None, None, timings)
+            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
 
         started = time.perf_counter()
-        updates = [
-            Update(update_hash=v.submission.update_hash, num_samples=v.submission.num_samples, tensors=v.verdict.tensors)  # type: ignore[union-attr]
-            for v in accepted
-        ]
-        weights = aggregate(self.config.rule, updates, **self.config.rule_params)
+        weights = intake.weights()
         accuracy = self._evaluate(weights)
         timings["aggregate"] = time.perf_counter() - started
 
@@ -219,7 +211,7 @@ class Aggregator:
             architecture=MODEL_NAME,
             rule=self.config.rule,
             rule_params=self.config.rule_params,
-            included=[IncludedUpdate(v.submission.update_hash, v.submission.node, v.submission.num_samples) for v in accepted],
+            included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
         )
@@ -227,14 +219,14 @@ class Aggregator:
         timings["store"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        included_hashes = [bytes.fromhex(v.submission.update_hash) for v in accepted]
+        included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
         self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
         timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
         return RoundResult(
             round=info.round,
             base_model_hash=info.base_model_hash,
-            included=tuple(v.submission for v in accepted),
-            rejected=tuple(rejected),
+            included=accepted,
+            rejected=rejected,
             model_hash=model_hash,
             metadata_hash=metadata_hash,
             accuracy=accuracy,

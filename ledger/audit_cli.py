@@ -43,7 +43,8 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         ledger = ledger_client(args, account=None)
         if not ledger.w3.eth.get_code(ledger.address):
-            raise CommandError(f"no contract at {ledger.address} on chain {ledger.chain_id}: check --contract / --rpc-url")
+            where = f"{ledger.address} on chain {ledger.chain_id}"
+            raise CommandError(f"no contract at {where}: check --contract / --rpc-url")
         facts = read_chain_facts(ledger, model_hash)
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc

@@ -13,20 +13,14 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-BENCH_MODULES = ("ledger.bench_gas",)
+BENCH_MODULES = ("ledger.bench_gas", "ledger.index.bench", "aggregator.bench")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark and print its figures as JSON")
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_bench(sub)
+        importlib.import_module(name).add_bench(sub)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ledger.walkthrough",
     "ledger.bench",
     "ledger.api.serve",
+    "ledger.index.cli",
     "edge_node.cli",
     "aggregator.cli",
     "ledger.demo",
@@ -37,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.add_commands(subparsers)
+        importlib.import_module(name).add_commands(subparsers)
     return parser
 
 

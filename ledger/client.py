@@ -18,6 +18,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
+from ledger import hashing
 from ledger.artifact import load_artifact
 from ledger.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
 from ledger.events import LedgerEvent, fetch_events
@@ -72,18 +73,10 @@ class Counters:
 
 
 def to_bytes32(value: HashLike) -> bytes:
-    """Accept a hash as 32 bytes or 64 hex chars (with or without 0x)."""
+    """Accept a hash as 32 raw bytes or as digest text (see ledger.hashing)."""
     if isinstance(value, (bytes, bytearray)):
-        raw = bytes(value)
-    else:
-        text = value[2:] if value.startswith(("0x", "0X")) else value
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError as exc:
-            raise ValueError(f"not a hex hash: {value!r}") from exc
-    if len(raw) != 32:
-        raise ValueError(f"a hash must be 32 bytes, got {len(raw)}")
-    return raw
+        return hashing.to_bytes32(bytes(value).hex())
+    return hashing.to_bytes32(value)
 
 
 def _hash_or_none(raw: bytes) -> str | None:

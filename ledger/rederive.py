@@ -13,8 +13,7 @@ The judging (`rederive`) touches nothing but the store it is given.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -29,6 +28,7 @@ from ledger.merkle import merkle_root
 from ledger.metadata import FORMAT
 from ledger.model import MODEL_NAME, build_model, state_tensors
 from ledger.rounds import committed_models
+from ledger.safe_json import UntrustedJsonError, parse_untrusted_json
 from ledger.serialization import MalformedArtifact, deserialize_tensors, serialize_tensors
 from ledger.store import ArtifactNotFound, ArtifactStore, ArtifactStoreError, HashMismatch
 
@@ -53,7 +53,8 @@ class FindingKind(str, Enum):
     REJECTED_INCLUDED = "rejected_included"  # the chain recorded a rejection of an update the model includes
     REJECTIONS_MISMATCH = "rejections_mismatch"  # the metadata's rejected list differs from the chain's
     ARCHITECTURE_UNKNOWN = "architecture_unknown"  # this build cannot rebuild the named model
-    UPDATE_MALFORMED = "update_malformed"  # an update blob is not canonical safetensors or does not fit the base
+    BLOB_MALFORMED = "blob_malformed"  # a model or update blob is not canonical safetensors
+    SHAPE_MISMATCH = "shape_mismatch"  # an update's tensor names or shapes differ from its base model's
     RULE_UNKNOWN = "rule_unknown"  # the metadata names an aggregation rule this build does not have
     AGGREGATION_FAILED = "aggregation_failed"  # the rule refused the recorded parameters or updates
     REDERIVED_MISMATCH = "rederived_mismatch"  # re-running the recorded recipe gives other bytes
@@ -104,7 +105,10 @@ class Verdict:
         """One line for people: what was re-derived and whether it matched."""
         if self.ok:
             if self.kind == "genesis":
-                return f"version {self.version} (genesis) rebuilt from its architecture and seed: hash matches the chain"
+                return (
+                    f"version {self.version} (genesis) rebuilt from its architecture and seed: "
+                    "hash matches the chain"
+                )
             rule = self.rule["name"] if self.rule else "?"
             return (
                 f"version {self.version} re-derived from {len(self.updates)} updates with {rule}: "
@@ -199,21 +203,39 @@ def _rederive_genesis(audit: _Audit) -> None:
         return
     if metadata.get("kind") != "genesis":
         audit.find(
-            FindingKind.METADATA_MISMATCH, audit.metadata_subject, "metadata",
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
             "the chain records a genesis version (no parent) but the metadata is not a genesis record",
-            expected="genesis", actual=metadata.get("kind"),
+            expected="genesis",
+            actual=metadata.get("kind"),
         )
         return
     seed = metadata.get("seed")
     if type(seed) is not int:
         audit.find(
-            FindingKind.METADATA_MALFORMED, audit.metadata_subject, "metadata",
-            "a genesis record needs an integer seed", expected="int", actual=repr(seed),
+            FindingKind.METADATA_MALFORMED,
+            audit.metadata_subject,
+            "metadata",
+            "a genesis record needs an integer seed",
+            expected="int",
+            actual=repr(seed),
         )
         return
     if not audit.known_architecture(metadata):
         return
-    audit.rederived_hash = sha256_hex(serialize_tensors(state_tensors(build_model(seed))))
+    try:
+        weights = state_tensors(build_model(seed))
+    except (ValueError, RuntimeError, OverflowError) as exc:  # torch refuses seeds outside 64 bits
+        audit.find(
+            FindingKind.METADATA_MALFORMED,
+            audit.metadata_subject,
+            "metadata",
+            f"the genesis seed cannot seed the model: {exc}",
+            actual=str(seed),
+        )
+        return
+    audit.rederived_hash = sha256_hex(serialize_tensors(weights))
     audit.compare_rederived(f"rebuilding {metadata['architecture']} from seed {seed}")
 
 
@@ -227,7 +249,9 @@ def _rederive_round(audit: _Audit, facts: ChainFacts) -> None:
     parent_tensors = None
     if parent is None or parent.version >= version.version:
         audit.find(
-            FindingKind.PARENT_MISSING, parent_hash, "parent",
+            FindingKind.PARENT_MISSING,
+            parent_hash,
+            "parent",
             f"the parent of version {version.version} is not an earlier committed version on this ledger",
         )
     else:
@@ -263,17 +287,22 @@ def _rederive_round(audit: _Audit, facts: ChainFacts) -> None:
 
     if recipe.rule_name not in RULES:
         audit.find(
-            FindingKind.RULE_UNKNOWN, recipe.rule_name, "rule",
+            FindingKind.RULE_UNKNOWN,
+            recipe.rule_name,
+            "rule",
             f"the metadata names rule {recipe.rule_name!r}, which this build cannot run",
-            expected=sorted(RULES), actual=recipe.rule_name,
+            expected=sorted(RULES),
+            actual=recipe.rule_name,
         )
         return
     try:
         weights = aggregate(recipe.rule_name, updates, **recipe.rule_params)
         rederived = serialize_tensors(weights)
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
-            FindingKind.AGGREGATION_FAILED, recipe.rule_name, "rule",
+            FindingKind.AGGREGATION_FAILED,
+            recipe.rule_name,
+            "rule",
             f"{recipe.rule_name} with params {dict(recipe.rule_params)} refused the recorded updates: {exc}",
         )
         return
@@ -314,7 +343,7 @@ def _parse_round_metadata(audit: _Audit, metadata: Mapping[str, Any]) -> _Recipe
         rule_name=rule["name"],
         rule_params=rule["params"],
         included=tuple(_Included(u["update_hash"], u["node"], u["num_samples"]) for u in metadata["included"]),
-        rejected=tuple((r["update_hash"], r["node"], r["reason_code"]) for r in metadata["rejected"]),
+        rejected=tuple((r["update_hash"], r["node"], r["reason_code"]) for r in metadata.get("rejected", [])),
     )
 
 
@@ -361,28 +390,42 @@ def _check_against_chain(audit: _Audit, recipe: _Recipe, facts: ChainFacts) -> N
     meta = audit.metadata_subject
     if recipe.round != version.round:
         audit.find(
-            FindingKind.METADATA_MISMATCH, meta, "metadata", "the metadata names another round than the chain",
-            expected=version.round, actual=recipe.round,
+            FindingKind.METADATA_MISMATCH,
+            meta,
+            "metadata",
+            "the metadata names another round than the chain",
+            expected=version.round,
+            actual=recipe.round,
         )
     if recipe.base_model != version.parent_hash:
         audit.find(
-            FindingKind.METADATA_MISMATCH, meta, "metadata", "the metadata names another base model than the chain's parent",
-            expected=version.parent_hash, actual=recipe.base_model,
+            FindingKind.METADATA_MISMATCH,
+            meta,
+            "metadata",
+            "the metadata names another base model than the chain's parent",
+            expected=version.parent_hash,
+            actual=recipe.base_model,
         )
 
     hashes = [item.update_hash for item in recipe.included]
     if len(hashes) != version.included_count:
         audit.find(
-            FindingKind.COUNT_MISMATCH, meta, "metadata",
+            FindingKind.COUNT_MISMATCH,
+            meta,
+            "metadata",
             f"the metadata names {len(hashes)} included updates, the chain recorded {version.included_count}",
-            expected=version.included_count, actual=len(hashes),
+            expected=version.included_count,
+            actual=len(hashes),
         )
     root = merkle_root(bytes.fromhex(h) for h in hashes).hex()
     if root != version.included_root:
         audit.find(
-            FindingKind.ROOT_MISMATCH, meta, "metadata",
+            FindingKind.ROOT_MISMATCH,
+            meta,
+            "metadata",
             "the Merkle root of the metadata's included updates is not the root committed on chain",
-            expected=version.included_root, actual=root,
+            expected=version.included_root,
+            actual=root,
         )
 
     submitted = {event.update_hash: event for event in facts.submissions}
@@ -391,41 +434,57 @@ def _check_against_chain(audit: _Audit, recipe: _Recipe, facts: ChainFacts) -> N
         event = submitted.get(item.update_hash)
         if event is None:
             audit.find(
-                FindingKind.NOT_SUBMITTED, item.update_hash, "update",
+                FindingKind.NOT_SUBMITTED,
+                item.update_hash,
+                "update",
                 f"no node submitted this update in round {version.round}",
             )
             continue
         if event.node.lower() != item.node.lower():
             audit.find(
-                FindingKind.SUBMISSION_MISMATCH, item.update_hash, "update",
+                FindingKind.SUBMISSION_MISMATCH,
+                item.update_hash,
+                "update",
                 "the metadata credits this update to another node than the one that signed its submission",
-                expected=event.node, actual=item.node,
+                expected=event.node,
+                actual=item.node,
             )
         if event.num_samples != item.num_samples:
             audit.find(
-                FindingKind.SUBMISSION_MISMATCH, item.update_hash, "update",
+                FindingKind.SUBMISSION_MISMATCH,
+                item.update_hash,
+                "update",
                 "the metadata's sample count differs from the one the node submitted on chain",
-                expected=event.num_samples, actual=item.num_samples,
+                expected=event.num_samples,
+                actual=item.num_samples,
             )
         rejection = rejected_nodes.get(event.node)
         if rejection is not None:
             audit.find(
-                FindingKind.REJECTED_INCLUDED, item.update_hash, "update",
+                FindingKind.REJECTED_INCLUDED,
+                item.update_hash,
+                "update",
                 f"the chain records this update as rejected (reason {rejection.reason_code}) yet it is included",
-                expected="not rejected", actual=rejection.reason_code,
+                expected="not rejected",
+                actual=rejection.reason_code,
             )
 
     on_chain = sorted((event.update_hash, event.node.lower(), event.reason_code) for event in facts.rejections)
     claimed = sorted((h, node.lower(), code) for h, node, code in recipe.rejected)
     if on_chain != claimed:
         audit.find(
-            FindingKind.REJECTIONS_MISMATCH, meta, "metadata",
+            FindingKind.REJECTIONS_MISMATCH,
+            meta,
+            "metadata",
             "the metadata's rejected updates differ from the rejections recorded on chain",
-            expected=[list(item) for item in on_chain], actual=[list(item) for item in claimed],
+            expected=[list(item) for item in on_chain],
+            actual=[list(item) for item in claimed],
         )
 
 
 # --------------------------------------------------------------------------- plumbing
+
+
 
 
 @dataclass
@@ -444,7 +503,9 @@ class _Audit:
     def metadata_subject(self) -> str:
         return self.version.metadata_hash or "(none)"
 
-    def find(self, kind: FindingKind, subject: str, role: str, detail: str, *, expected: Any = None, actual: Any = None) -> None:
+    def find(
+        self, kind: FindingKind, subject: str, role: str, detail: str, *, expected: Any = None, actual: Any = None
+    ) -> None:
         self.findings.append(Finding(kind, subject, role, detail, expected, actual))
 
     def fetch(self, name: str, role: str) -> bytes | None:
@@ -456,9 +517,12 @@ class _Audit:
             return None
         except HashMismatch as exc:
             self.find(
-                FindingKind.HASH_MISMATCH, name, role,
+                FindingKind.HASH_MISMATCH,
+                name,
+                role,
                 f"the stored {role} blob was altered: its bytes no longer hash to its name",
-                expected=name, actual=exc.actual,
+                expected=name,
+                actual=exc.actual,
             )
             return None
         except ArtifactStoreError as exc:
@@ -467,9 +531,12 @@ class _Audit:
         actual = sha256_hex(data)
         if actual != name:
             self.find(
-                FindingKind.HASH_MISMATCH, name, role,
+                FindingKind.HASH_MISMATCH,
+                name,
+                role,
                 f"the store served {role} bytes that do not hash to the requested name",
-                expected=name, actual=actual,
+                expected=name,
+                actual=actual,
             )
             return None
         return data
@@ -478,7 +545,7 @@ class _Audit:
         try:
             return deserialize_tensors(blob, max_bytes=self.max_bytes)
         except MalformedArtifact as exc:
-            self.find(FindingKind.UPDATE_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
+            self.find(FindingKind.BLOB_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
             return None
 
     def fits(self, name: str, tensors: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
@@ -487,8 +554,12 @@ class _Audit:
         if shapes == expected:
             return True
         self.find(
-            FindingKind.UPDATE_MALFORMED, name, "update", "the update's tensor names or shapes differ from its base model's",
-            expected={k: list(v) for k, v in expected.items()}, actual={k: list(v) for k, v in shapes.items()},
+            FindingKind.SHAPE_MISMATCH,
+            name,
+            "update",
+            "the update's tensor names or shapes differ from its base model's",
+            expected={k: list(v) for k, v in expected.items()},
+            actual={k: list(v) for k, v in shapes.items()},
         )
         return False
 
@@ -496,21 +567,28 @@ class _Audit:
         """The version's metadata as a JSON object in our format, or None after recording why not."""
         metadata_hash = self.version.metadata_hash
         if metadata_hash is None:
-            self.find(FindingKind.METADATA_MALFORMED, "(none)", "metadata", "the chain records no metadata hash for this version")
+            self.find(
+                FindingKind.METADATA_MALFORMED, "(none)", "metadata", "the chain records no metadata hash for it"
+            )
             return None
         blob = self.fetch(metadata_hash, "metadata")
         if blob is None:
             return None
         try:
-            metadata = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            self.find(FindingKind.METADATA_MALFORMED, metadata_hash, "metadata", f"the metadata is not UTF-8 JSON: {exc}")
+            metadata = parse_untrusted_json(blob)
+        except UntrustedJsonError as exc:
+            detail = f"the metadata is not usable JSON: {exc}"
+            self.find(FindingKind.METADATA_MALFORMED, metadata_hash, "metadata", detail)
             return None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             actual = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
             self.find(
-                FindingKind.METADATA_MALFORMED, metadata_hash, "metadata", f"the metadata is not a {FORMAT} object",
-                expected=FORMAT, actual=actual,
+                FindingKind.METADATA_MALFORMED,
+                metadata_hash,
+                "metadata",
+                f"the metadata is not a {FORMAT} object",
+                expected=FORMAT,
+                actual=actual,
             )
             return None
         return metadata
@@ -520,18 +598,24 @@ class _Audit:
         if architecture in _ARCHITECTURES:
             return True
         self.find(
-            FindingKind.ARCHITECTURE_UNKNOWN, str(architecture), "architecture",
+            FindingKind.ARCHITECTURE_UNKNOWN,
+            str(architecture),
+            "architecture",
             f"the metadata names architecture {architecture!r}, which this build cannot rebuild",
-            expected=sorted(_ARCHITECTURES), actual=architecture,
+            expected=sorted(_ARCHITECTURES),
+            actual=architecture,
         )
         return False
 
     def compare_rederived(self, how: str) -> None:
         if self.rederived_hash != self.version.model_hash:
             self.find(
-                FindingKind.REDERIVED_MISMATCH, self.version.model_hash, "model",
+                FindingKind.REDERIVED_MISMATCH,
+                self.version.model_hash,
+                "model",
                 f"{how} gives a model whose SHA-256 is not the one committed on chain",
-                expected=self.version.model_hash, actual=self.rederived_hash,
+                expected=self.version.model_hash,
+                actual=self.rederived_hash,
             )
 
     def verdict(self) -> Verdict:

@@ -11,7 +11,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
+
+import numpy as np
 
 from ledger.hashing import is_sha256_hex, sha256_hex
 
@@ -64,6 +66,15 @@ class ArtifactStore(Protocol):
 
     def exists(self, name: str) -> bool:
         """Whether a blob named `name` is present (its integrity is checked only by `get`)."""
+        ...
+
+
+@runtime_checkable
+class BufferedArtifactStore(ArtifactStore, Protocol):
+    """A store that can also hand out a blob in a private buffer, for large blobs parsed in place."""
+
+    def get_buffer(self, name: str) -> memoryview:
+        """As `get` (same checks and errors), as a read-only view of a buffer no one else holds."""
         ...
 
 
@@ -122,6 +133,32 @@ class LocalArtifactStore:
             raise HashMismatch(expected=name, actual=actual)
         return data
 
+    def get_buffer(self, name: str) -> memoryview:
+        """As `get`, read into a numpy buffer instead of a new `bytes` object.
+
+        For a 100 MB update this is most of the read's cost: a fresh `bytes` is faulted in 4 KiB
+        page by page, while numpy asks the kernel for huge pages (2 MiB) for large arrays, so the
+        kernel takes ~500x fewer faults. The buffer is private to the caller, so the bytes that
+        were hashed are the bytes the caller parses.
+        """
+        path = self.path_for(name)
+        try:
+            with path.open("rb", buffering=0) as blob:
+                size = os.fstat(blob.fileno()).st_size
+                if size > self.max_bytes:
+                    raise ArtifactTooLarge(size, self.max_bytes)
+                buffer = np.empty(size + 1, dtype=np.uint8)  # one byte spare: to see a file that grew
+                filled = _read_into(blob, memoryview(buffer))
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {name} under {self.root}") from None
+        if filled > size:  # it grew between fstat and read: `get` handles it (and its limit)
+            return memoryview(self.get(name))
+        data = memoryview(buffer)[:filled].toreadonly()
+        actual = sha256_hex(data)
+        if actual != name:
+            raise HashMismatch(expected=name, actual=actual)
+        return data
+
     def exists(self, name: str) -> bool:
         return self.path_for(name).is_file()
 
@@ -144,6 +181,17 @@ class LocalArtifactStore:
                 os.unlink(tmp_name)
             raise
         _fsync_dir(path.parent)
+
+
+def _read_into(blob: BinaryIO, buffer: memoryview) -> int:
+    """Fills `buffer` from `blob` until it is full or the file ends; returns the bytes read."""
+    filled = 0
+    while filled < len(buffer):
+        count = blob.readinto(buffer[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
 
 
 def _fsync_dir(directory: Path) -> None:

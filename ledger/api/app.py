@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, jsonify
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from ledger.client import LedgerClient
@@ -36,7 +37,15 @@ def create_app(
     ledger: LedgerClient | None,
     max_artifact_bytes: int,
     config: dict[str, Any] | None = None,
+    database_url: str | None = None,
+    index_sessions: sessionmaker[Session] | None = None,
 ) -> Flask:
+    """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
+    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`)."""
+    if database_url is not None and index_sessions is None:
+        from ledger.index.db import open_index
+
+        _engine, index_sessions = open_index(database_url)
     app = Flask("fedledger")
     app.config.update(MAX_CONTENT_LENGTH=max_artifact_bytes, JSON_SORT_KEYS=False)
     if config:
@@ -52,6 +61,11 @@ def create_app(
 
     app.register_blueprint(verify_blueprint)
     app.register_blueprint(page_blueprint)
+
+    from ledger.api import db, v1
+
+    db.init_app(app, index_sessions)
+    v1.register(app)
 
     @app.errorhandler(HTTPException)
     def _json_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -1,12 +1,30 @@
-"""`/`: the audit page, a static HTML/JS/CSS client of the JSON API (no build step, no CDN)."""
+"""`/`: the audit page, plain HTML/CSS/JS over the JSON API; every asset ships in `ledger/api/static/`.
+
+No build step and nothing from a CDN: the page draws its lineage graph and accuracy chart as inline
+SVG with its own script. A strict Content-Security-Policy keeps it that way (only same-origin
+scripts, styles and requests), and the script writes chain-supplied text with `textContent` only.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
-blueprint = Blueprint("page", __name__, static_folder="static", static_url_path="/static")
+blueprint = Blueprint("page", __name__, static_folder="static", static_url_path="/assets")
+
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @blueprint.get("/")
 def audit_page() -> Response:
-    return current_app.send_static_file("index.html") if False else blueprint.send_static_file("index.html")
+    return blueprint.send_static_file("index.html")
+
+
+@blueprint.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", _CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response

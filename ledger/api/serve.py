@@ -136,6 +136,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help=f"worker threads (default {DEFAULT_THREADS})"
     )
+    serve.add_argument(
+        "--database-url",
+        default=None,
+        help="SQL index for /api/v1 (default: $FEDLEDGER_DATABASE_URL, else var/index.sqlite if it exists)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -172,7 +177,15 @@ def _serve(args: argparse.Namespace) -> int:
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 
-    app = create_app(store=store, ledger=ledger, max_artifact_bytes=settings.max_artifact_bytes)
+    from ledger.index.db import SchemaOutOfDate, service_database_url
+
+    database_url = service_database_url(args.database_url)
+    try:
+        app = create_app(
+            store=store, ledger=ledger, max_artifact_bytes=settings.max_artifact_bytes, database_url=database_url
+        )
+    except SchemaOutOfDate as exc:  # refuse to serve an index the code cannot read
+        raise CommandError(str(exc)) from exc
     try:
         server = create_server(
             app,
@@ -188,6 +201,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fedledger api on http://{listen_host}:{listen_port}")
     print(f"  ledger {ledger.address} on chain {ledger.chain_id} via {settings.rpc_url}")
     print(f"  artifacts in {settings.artifacts_dir} (limit {settings.max_artifact_bytes} bytes)")
+    if database_url is None:
+        print("  audit API off: no index database (run `fedledger db upgrade` and `fedledger index run`)")
+    else:
+        from sqlalchemy.engine import make_url
+
+        print(f"  audit API /api/v1 from {make_url(database_url).render_as_string(hide_password=True)}")
     # SIGTERM (service managers, containers) stops like Ctrl-C: waitress's run() catches SystemExit
     # and shuts its worker threads down.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

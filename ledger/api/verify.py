@@ -2,8 +2,9 @@
 
 The answer comes from the chain and the blob store, never from the SQL index: the chain says what
 was committed, the store's bytes are re-hashed and the recorded rule is re-run (`ledger.rederive`).
-400 for a malformed hash, 404 for a hash that is not a committed version, 503 when the chain cannot
-be read; otherwise 200 with the verdict, whether or not the version verified.
+Hashes are taken as the rest of /api/v1 takes them (0x optional, any case). 400 for a malformed
+hash, 404 for a hash that is not a committed version, 503 when the chain cannot be read; otherwise
+200 with the verdict, whether or not the version verified.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask import Blueprint, Response, jsonify
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ledger.api.app import services
-from ledger.hashing import is_sha256_hex
+from ledger.api.v1.common import hash_arg
 from ledger.rederive import read_chain_facts, rederive
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,7 @@ def _problem(status: int, detail: str, **fields: Any) -> Response:
 @blueprint.get("/models/<model_hash>/verify")
 def verify_model(model_hash: str) -> Response:
     """The verdict JSON (`Verdict.to_json`): `verified`, `summary`, `findings`, and what was re-derived."""
-    if not is_sha256_hex(model_hash):
-        return _problem(400, f"a model hash is 64 lowercase hex characters (a SHA-256), got {model_hash!r}")
+    model_hash = hash_arg(model_hash, "model hash")  # 400 unless a SHA-256; 0x and upper case accepted
     found = services()
     if found.ledger is None:
         return _problem(503, "this service has no ledger configured, so there is no record to verify against")

@@ -1,14 +1,13 @@
 """The index database: engines, sessions, Alembic migrations and the schema check everyone runs first.
 
 Any SQLAlchemy URL works (SQLite file by default, PostgreSQL via FEDLEDGER_DATABASE_URL). The
-migration scripts live in the top-level `migrations/` folder and are found from the package, so
-`fedledger db upgrade` works from any directory. The API and the indexer call `check_schema`
+migration scripts ship inside the package (`ledger/index/migrations/`), so `fedledger db upgrade`
+works from any directory and from an installed wheel. The API and the indexer call `check_schema`
 and refuse an out-of-date database instead of failing later on a missing column.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,24 +18,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.errors import LedgerError
-from ledger.paths import PROJECT_ROOT
+
+# The Alembic scripts ship inside the package, so an installed wheel can migrate too.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 class SchemaOutOfDate(LedgerError):
     """The database's schema revision is not the one this code was written for."""
-
-
-def migrations_dir() -> Path:
-    """The Alembic script folder: `migrations/` beside the package (source tree or installed)."""
-    source_tree = PROJECT_ROOT / "migrations"
-    if (source_tree / "env.py").is_file():
-        return source_tree
-    spec = importlib.util.find_spec("migrations")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            if (Path(location) / "env.py").is_file():
-                return Path(location)
-    raise SchemaOutOfDate(f"the migration scripts are missing (looked in {source_tree}): reinstall fedledger")
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
@@ -80,7 +68,7 @@ def alembic_config(engine: Engine | None = None, database_url: str | None = None
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if database_url is not None:
         config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["engine"] = engine
@@ -125,6 +113,23 @@ def check_schema(engine: Engine) -> None:
             f"the index database {where} {state}, this fedledger needs {expected}: "
             "run `fedledger db upgrade` (with the same FEDLEDGER_DATABASE_URL)"
         )
+
+
+def service_database_url(explicit: str | None) -> str | None:
+    """The index the API serves from: `explicit`, else $FEDLEDGER_DATABASE_URL (each must then be
+    current), else the default SQLite file only if it exists; None means no audit API (blobs only)."""
+    import os
+
+    from ledger.config import Settings
+
+    if explicit:
+        return explicit
+    if os.environ.get("FEDLEDGER_DATABASE_URL"):
+        return os.environ["FEDLEDGER_DATABASE_URL"]
+    default = make_url(Settings().database_url)
+    if default.get_backend_name() == "sqlite" and default.database and Path(default.database).is_file():
+        return default.render_as_string(hide_password=False)
+    return None
 
 
 def open_index(database_url: str) -> tuple[Engine, sessionmaker[Session]]:

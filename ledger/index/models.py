@@ -151,6 +151,8 @@ class ModelVersion(Base):
     model_hash: Mapped[Sha256Hex] = mapped_column(unique=True)
     parent_hash: Mapped[Optional[Sha256Hex]] = mapped_column(ForeignKey("model_versions.model_hash"), index=True)
     round: Mapped[int] = mapped_column(BigInteger, index=True)  # 0 for genesis, which has no round row
+    # Ancestors between this version and genesis (0 for genesis): a lineage's length without walking it.
+    depth: Mapped[int] = mapped_column(BigInteger)
     included_root: Mapped[Optional[Sha256Hex]]
     included_count: Mapped[int] = mapped_column(BigInteger)
     metadata_hash: Mapped[Optional[Sha256Hex]]

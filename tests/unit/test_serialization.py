@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save as raw_safetensors_save
@@ -19,6 +20,7 @@ from ledger.serialization import (
     canonical_json,
     deserialize_tensors,
     serialize_tensors,
+    tensor_views,
 )
 
 LIMIT = 1 << 20
@@ -152,3 +154,70 @@ def test_canonical_json_is_sorted_compact_utf8() -> None:
 def test_canonical_json_refuses_ambiguous_values(value: object) -> None:
     with pytest.raises(ValueError, match=r"non-finite|keys must be strings"):
         canonical_json(value)
+
+
+# ---------------------------------------------------------------------------------- tensor_views
+
+
+def _raw_blob(entries: dict, body: bytes, *, prefix: bytes = b"") -> bytes:
+    """A blob with exactly this header (padded to 8 bytes like safetensors) and body."""
+    header = prefix + json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + body
+
+
+def _outcome(read, data: bytes) -> object:  # type: ignore[no-untyped-def]
+    """What a reader makes of `data`: the tensors as lists, or the class of its refusal."""
+    try:
+        tensors = read(data, max_bytes=LIMIT)
+    except MalformedArtifact as exc:
+        return type(exc)
+    return {name: (tuple(t.shape), t.dtype, t.tolist()) for name, t in tensors.items()}
+
+
+F32 = "F32"
+FOUR = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(serialize_tensors({"b": torch.randn(3), "a": torch.randn(2, 5), "s": torch.tensor(7.0)}), id="canonical"),
+        pytest.param(serialize_tensors({"e": torch.zeros(0, 3), "x": torch.ones(2)}), id="canonical-empty-tensor"),
+        pytest.param(
+            _raw_blob({"a": {"dtype": F32, "shape": [2], "data_offsets": [8, 16]}, "b": {"dtype": F32, "shape": [2], "data_offsets": [0, 8]}}, FOUR),
+            id="offsets-not-in-name-order",
+        ),
+        pytest.param(
+            _raw_blob({"__metadata__": {"k": "v"}, "a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR),
+            id="with-metadata",
+        ),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": F32, "shape": [1], "data_offsets": [12, 16]}}, FOUR), id="gap"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [3], "data_offsets": [0, 12]}, "b": {"dtype": F32, "shape": [2], "data_offsets": [8, 16]}}, FOUR), id="overlap"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [3], "data_offsets": [0, 12]}}, FOUR), id="trailing-bytes"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR[:12]), id="truncated"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [3], "data_offsets": [0, 16]}}, FOUR), id="shape-disagrees"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [4, 20]}}, FOUR), id="not-from-zero"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [-16, 0]}}, FOUR), id="negative-offset"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4.0], "data_offsets": [0, 16]}}, FOUR), id="float-shape"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [True, 4], "data_offsets": [0, 16]}}, FOUR), id="bool-shape"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16, 16]}}, FOUR), id="three-offsets"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4]}}, FOUR), id="no-offsets"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16], "extra": 1}}, FOUR), id="extra-key"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR, prefix=b" "), id="space-before-header"),
+        pytest.param(_raw_blob({"a": {"dtype": "F16", "shape": [8], "data_offsets": [0, 16]}}, FOUR), id="fp16"),
+    ],
+)
+def test_tensor_views_accept_and_refuse_exactly_what_deserialize_tensors_does(data: bytes) -> None:
+    assert _outcome(tensor_views, data) == _outcome(deserialize_tensors, data)
+
+
+def test_tensor_views_read_the_blob_in_place() -> None:
+    data = serialize_tensors({"a": torch.randn(64, 3), "b": torch.randn(5)})
+    start = np.frombuffer(data, dtype=np.uint8).ctypes.data
+
+    views = tensor_views(data, max_bytes=LIMIT)
+
+    for tensor in views.values():
+        assert start <= tensor.data_ptr() < start + len(data)
+    assert list(views) == ["a", "b"]

@@ -12,6 +12,7 @@ from ledger.store import (
     ArtifactNotFound,
     ArtifactStore,
     ArtifactTooLarge,
+    BufferedArtifactStore,
     HashMismatch,
     InvalidArtifactName,
     LocalArtifactStore,
@@ -121,3 +122,38 @@ def test_exactly_the_limit_is_accepted(store: LocalArtifactStore) -> None:
     blob = b"y" * 1024
 
     assert store.get(store.put(blob)) == blob
+
+
+# ---------------------------------------------------------------------------------- get_buffer
+
+
+def test_get_buffer_gives_gets_bytes_read_only(store: LocalArtifactStore) -> None:
+    name = store.put(BLOB)
+
+    buffer = store.get_buffer(name)
+
+    assert isinstance(store, BufferedArtifactStore)
+    assert buffer == BLOB == store.get(name)
+    assert buffer.readonly
+
+
+def test_get_buffer_refuses_what_get_refuses(store: LocalArtifactStore) -> None:
+    altered = store.put(BLOB)
+    store.path_for(altered).write_bytes(b"model bytez")
+    big = b"x" * 1025
+    oversized = sha256_hex(big)
+    store.path_for(oversized).parent.mkdir(parents=True, exist_ok=True)
+    store.path_for(oversized).write_bytes(big)  # planted behind the store's back
+
+    with pytest.raises(HashMismatch):
+        store.get_buffer(altered)
+    with pytest.raises(ArtifactNotFound):
+        store.get_buffer(sha256_hex(b"never stored"))
+    with pytest.raises(ArtifactTooLarge):
+        store.get_buffer(oversized)
+    with pytest.raises(InvalidArtifactName):
+        store.get_buffer("../" + BLOB_HASH[3:])
+
+
+def test_get_buffer_of_an_empty_blob(store: LocalArtifactStore) -> None:
+    assert store.get_buffer(store.put(b"")) == b""

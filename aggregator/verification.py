@@ -1,0 +1,156 @@
+"""The aggregator's verified path: fetch each update, re-hash it, validate it, merge it.
+
+Every submission is fetched from the store (whose `get` re-hashes the bytes against the name the
+chain recorded), parsed and validated against the base model; each failure becomes a `Rejected`
+verdict with the reason the chain records. Accepted updates are merged in (hash, num_samples)
+order, the order the rules sum in.
+
+The work is spread over the machine's cores: `workers` threads each verify one update (file
+reads, hashlib and numpy's loops all release the GIL on large buffers) while the calling thread
+merges the updates already verified, in merge order. At most `workers` updates are in flight
+beyond the one being merged, so memory stays bounded whatever the number of updates.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ledger import events
+from ledger.aggregation import Update, Weights
+from ledger.reasons import RejectReason
+from ledger.store import ArtifactNotFound, ArtifactStore, ArtifactTooLarge, BufferedArtifactStore, HashMismatch
+
+from aggregator.merge import Merge, merge_key, start_merge
+from aggregator.validate import Accepted, Rejected, validate_blob
+
+
+@dataclass(frozen=True)
+class Verified:
+    """One submission after fetch + re-hash + validation."""
+
+    submission: events.UpdateSubmitted
+    verdict: Accepted | Rejected
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an update may be: its size in bytes and the L2 norm of its change from the base."""
+
+    max_update_bytes: int
+    max_norm: float
+
+
+@dataclass(frozen=True)
+class RoundIntake:
+    """A round's submissions sorted into accepted and rejected (both in chain order), plus the merge.
+
+    The accepted updates are already folded into `merge` (streaming rules hold no tensors);
+    `weights()` finishes it, and raises what the rule raises (e.g. too few updates for Krum).
+    """
+
+    accepted: tuple[events.UpdateSubmitted, ...]
+    rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...]
+    merge: Merge
+
+    def weights(self) -> Weights:
+        return self.merge.result()
+
+
+def fetch(store: ArtifactStore, submission: events.UpdateSubmitted) -> bytes | memoryview | Rejected:
+    """The submission's bytes, re-hashed by the store; a missing, altered or oversized blob is a verdict.
+
+    A store that can hand out a private buffer does (the bytes are then parsed in place).
+    """
+    read = store.get_buffer if isinstance(store, BufferedArtifactStore) else store.get
+    try:
+        return read(submission.update_hash)
+    except HashMismatch as exc:
+        return Rejected(RejectReason.HASH_MISMATCH, str(exc))
+    except ArtifactNotFound as exc:
+        return Rejected(RejectReason.MISSING_BLOB, str(exc))
+    except ArtifactTooLarge as exc:
+        return Rejected(RejectReason.TOO_LARGE, str(exc))
+
+
+def verify(
+    store: ArtifactStore, submission: events.UpdateSubmitted, base: Mapping[str, torch.Tensor], limits: Limits
+) -> Verified:
+    """Fetch, re-hash and validate one update; every failure becomes a `Rejected` verdict."""
+    fetched = fetch(store, submission)
+    if isinstance(fetched, Rejected):
+        return Verified(submission, fetched)
+    verdict = validate_blob(fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm)
+    return Verified(submission, verdict)
+
+
+def verified_in_merge_order(
+    store: ArtifactStore,
+    submissions: Sequence[events.UpdateSubmitted],
+    base: Mapping[str, torch.Tensor],
+    limits: Limits,
+    *,
+    workers: int,
+) -> Iterator[tuple[int, Verified]]:
+    """(index in `submissions`, verdict) for every submission, in `merge_key` order.
+
+    `workers` threads `verify` up to `workers` updates ahead of the one this thread hands out;
+    errors other than the store refusals `fetch` turns into verdicts propagate.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    order = sorted(
+        range(len(submissions)), key=lambda i: merge_key(submissions[i].update_hash, submissions[i].num_samples)
+    )
+    upcoming = iter(order)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        ahead: deque[tuple[int, Future[Verified]]] = deque()
+
+        def verify_next() -> None:
+            index = next(upcoming, None)
+            if index is not None:
+                ahead.append((index, pool.submit(verify, store, submissions[index], base, limits)))
+
+        for _ in range(workers):
+            verify_next()
+        while ahead:
+            index, pending = ahead.popleft()
+            verified = pending.result()
+            del pending  # a done future keeps its result: drop it with the caller's copy
+            verify_next()
+            yield index, verified
+            del verified  # the update (and its blob) can go once the caller has merged it
+
+
+def verify_and_merge(
+    store: ArtifactStore,
+    submissions: Sequence[events.UpdateSubmitted],
+    base: Mapping[str, torch.Tensor],
+    limits: Limits,
+    *,
+    rule: str,
+    rule_params: Mapping[str, Any],
+    workers: int,
+) -> RoundIntake:
+    """Verifies every submission and folds each accepted one into the round's merge as it arrives."""
+    merge = start_merge(rule, rule_params, base)
+    refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
+    for index, verified in verified_in_merge_order(store, submissions, base, limits, workers=workers):
+        verdict = verified.verdict
+        if isinstance(verdict, Accepted):
+            submission = verified.submission
+            merge.add(Update(submission.update_hash, submission.num_samples, verdict.tensors))
+            refusals[index] = None
+        else:
+            refusals[index] = verdict
+        del verified, verdict  # a streaming merge keeps nothing of the update: let its tensors go
+    accepted = tuple(s for i, s in enumerate(submissions) if refusals[i] is None)
+    rejected = tuple(
+        (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
+    )
+    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge)

@@ -1,0 +1,437 @@
+// fedledger audit page: reads the JSON API, draws the lineage and accuracy as inline SVG, verifies on request.
+// No libraries. Every string from the API (hashes, addresses, rule names, reasons) reaches the page
+// through textContent or an SVG attribute, never innerHTML: metadata is written by the aggregator,
+// not by us.
+"use strict";
+
+const API = "/api/v1";
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// ------------------------------------------------------------------ small helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  setAttrs(node, attrs);
+  append(node, children);
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  setAttrs(node, attrs);
+  append(node, children);
+  return node;
+}
+
+function setAttrs(node, attrs) {
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = String(value);
+    else if (key === "class") node.setAttribute("class", value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, String(value));
+  }
+}
+
+function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+function short(hash, width = 10) {
+  if (!hash) return "—";
+  return hash.length > width ? hash.slice(0, width) + "…" : hash;
+}
+
+function hashSpan(hash, width) {
+  return el("span", { class: "hash", title: hash || "", text: short(hash, width) });
+}
+
+function percent(value) {
+  return typeof value === "number" && isFinite(value) ? (100 * value).toFixed(1) + "%" : "—";
+}
+
+async function getJSON(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = (body && (body.detail || body.error)) || response.statusText;
+    const error = new Error(`${path}: ${response.status} ${detail}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+// ------------------------------------------------------------------ the API (see /api/v1/openapi.json)
+
+const PAGE_LIMIT = 1000;
+const MAX_LANES = 40;
+
+async function getAll(path) {
+  // Every item of a paginated list, following `next` links.
+  const items = [];
+  let url = `${path}${path.includes("?") ? "&" : "?"}limit=${PAGE_LIMIT}`;
+  while (url) {
+    const body = await getJSON(url);
+    items.push(...body.items);
+    url = body.next;
+  }
+  return items;
+}
+
+async function submissionsOf(roundNumber) {
+  const submissions = [];
+  let url = `${API}/rounds/${roundNumber}?limit=${PAGE_LIMIT}`;
+  while (url) {
+    const body = await getJSON(url);
+    submissions.push(...body.submissions.items);
+    url = body.submissions.next;
+  }
+  return submissions;
+}
+
+async function includedOf(models) {
+  // Which updates (and so which nodes) each version merged: the latest version's lineage in one
+  // walk, then any version off that path (a fork) on its own.
+  const included = new Map();
+  if (!models.length) return included;
+  const latest = models[models.length - 1];
+  for (const step of await getAll(`${API}/models/${latest.model_hash}/lineage`)) {
+    included.set(step.model_hash, step.included_updates);
+  }
+  for (const model of models) {
+    if (!included.has(model.model_hash) && model.version > 0) {
+      const body = await getJSON(`${API}/models/${model.model_hash}?limit=${PAGE_LIMIT}`);
+      included.set(model.model_hash, body.included_updates.items);
+    }
+  }
+  return included;
+}
+
+async function loadLedger() {
+  const [summary, rounds, models, nodes] = await Promise.all([
+    getJSON(`${API}/summary`),
+    getAll(`${API}/rounds`),
+    getAll(`${API}/models`),
+    getAll(`${API}/nodes`),
+  ]);
+  rounds.sort((a, b) => a.round - b.round);
+  models.sort((a, b) => a.version - b.version);
+  const rejections = new Map();
+  await Promise.all(
+    rounds.filter((r) => r.rejected_count > 0).map(async (r) => {
+      rejections.set(r.round, (await submissionsOf(r.round)).filter((s) => s.rejection));
+    })
+  );
+  const included = await includedOf(models);
+  return { summary, rounds, models, nodes, rejections, included };
+}
+
+function accuracyOf(model) {
+  const value = model && model.metrics ? model.metrics.test_accuracy : undefined;
+  return typeof value === "number" ? value : undefined;
+}
+
+// ------------------------------------------------------------------ summary
+
+function renderSummary({ summary }) {
+  const parts = [];
+  if (summary.contract) parts.push(`ledger ${summary.contract}`);
+  if (summary.chain_id !== null) parts.push(`chain ${summary.chain_id}`);
+  if (summary.indexed_block !== null) parts.push(`indexed to block ${summary.indexed_block}`);
+  if (summary.lag_blocks) parts.push(`${summary.lag_blocks} blocks behind the head`);
+  document.getElementById("ledger").textContent = parts.join(" · ");
+
+  const { nodes, rounds, updates, versions } = summary;
+  const cards = [
+    ["nodes", nodes.active, nodes.total !== nodes.active ? `active, of ${nodes.total} registered` : "registered, all active"],
+    ["rounds", rounds.total, `${rounds.finalized} finalized · ${rounds.abandoned} abandoned${rounds.open ? ` · ${rounds.open} open` : ""}`],
+    ["model versions", versions.total, "including genesis"],
+    ["updates submitted", updates.total, "each pinned by its SHA-256"],
+    ["updates rejected", updates.rejected, "reason recorded on chain"],
+    ["latest accuracy", percent(accuracyOf(summary.latest_version)),
+      summary.latest_version ? `version ${summary.latest_version.version}, held-out test set` : "no version yet"],
+  ];
+  document.getElementById("summary").replaceChildren(
+    ...cards.map(([label, value, note]) =>
+      el("div", { class: "card", "data-card": label },
+        el("dt", { text: label }),
+        el("dd", {}, el("span", { class: "value", text: value ?? "—" })),
+        el("dd", { class: "note", text: note })))
+  );
+}
+
+// ------------------------------------------------------------------ lineage graph
+
+function cellsByVersion({ models, rejections, included }) {
+  // version hash → (node → "included" | "rejected"), from the lineage and each round's rejections.
+  const cells = new Map();
+  for (const model of models) {
+    const byNode = new Map();
+    for (const update of included.get(model.model_hash) || []) byNode.set(update.node, "included");
+    if (model.version > 0) for (const update of rejections.get(model.round) || []) byNode.set(update.node, "rejected");
+    cells.set(model.model_hash, byNode);
+  }
+  return cells;
+}
+
+function renderLineage(state) {
+  const { models, nodes } = state;
+  const box = document.getElementById("lineage");
+  if (!models.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No model committed yet." }));
+    return;
+  }
+  const cells = cellsByVersion(state);
+  const lanes = nodes.map((n) => n.address);
+  for (const byNode of cells.values()) for (const node of byNode.keys()) if (!lanes.includes(node)) lanes.push(node);
+  const shown = lanes.slice(0, MAX_LANES);
+
+  const left = 130, colWidth = 118, top = 16, boxW = 96, boxH = 46, laneTop = top + boxH + 34, laneGap = 24;
+  const width = left + models.length * colWidth + 10;
+  const height = laneTop + Math.max(shown.length, 1) * laneGap + (lanes.length > shown.length ? laneGap : 0) + 4;
+  const x = (index) => left + index * colWidth + colWidth / 2;
+  const column = new Map(models.map((m, i) => [m.model_hash, i]));
+  const chart = svg("svg", {
+    width, height, viewBox: `0 0 ${width} ${height}`, role: "img", id: "lineage-svg",
+    "aria-label": `lineage of ${models.length} model versions`,
+  },
+  svg("defs", {},
+    svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 2, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
+      svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#7b8794" }))));
+
+  // parent → child edges (an arc over the boxes when the parent is not the previous version)
+  for (const [i, model] of models.entries()) {
+    if (!model.parent_hash || !column.has(model.parent_hash)) continue;
+    const j = column.get(model.parent_hash);
+    const y = top + boxH / 2;
+    const d = j === i - 1
+      ? `M ${x(j) + boxW / 2} ${y} L ${x(i) - boxW / 2 - 6} ${y}`
+      : `M ${x(j)} ${top} C ${x(j)} ${top - 14}, ${x(i)} ${top - 14}, ${x(i)} ${top - 6}`;
+    chart.append(svg("path", { class: "edge", d, "marker-end": "url(#arrow)" }));
+  }
+
+  // one lane per node: a dot where its update went into a version, a cross where it was rejected
+  for (const [n, node] of shown.entries()) {
+    const y = laneTop + n * laneGap;
+    chart.append(svg("line", { class: "lane", x1: left - 6, x2: width - 6, y1: y, y2: y }));
+    chart.append(svg("text", { class: "label mono", x: 6, y: y + 4, text: short(node, 12) }, svg("title", { text: node })));
+  }
+  if (lanes.length > shown.length) {
+    chart.append(svg("text", { class: "label", x: 6, y: laneTop + shown.length * laneGap + 4,
+      text: `… and ${lanes.length - shown.length} more nodes (see /api/v1/nodes)` }));
+  }
+  for (const [i, model] of models.entries()) {
+    const byNode = cells.get(model.model_hash);
+    for (const [n, node] of shown.entries()) {
+      const y = laneTop + n * laneGap;
+      const what = byNode.get(node);
+      const title = svg("title", { text: `${node}: ${what || "no update"} in version ${model.version}` });
+      if (what === "included") {
+        chart.append(svg("line", { class: "contribution", x1: x(i), x2: x(i), y1: y - 5, y2: top + boxH }));
+        chart.append(svg("circle", { class: "included", cx: x(i), cy: y, r: 5.5, "data-node": node }, title));
+      } else if (what === "rejected") {
+        const d = `M ${x(i) - 5} ${y - 5} L ${x(i) + 5} ${y + 5} M ${x(i) + 5} ${y - 5} L ${x(i) - 5} ${y + 5}`;
+        chart.append(svg("path", { class: "rejected", d, "data-node": node }, title));
+      } else if (model.version > 0) {
+        chart.append(svg("circle", { class: "absent", cx: x(i), cy: y, r: 2 }, title));
+      }
+    }
+  }
+
+  // the versions themselves, on top; clicking one verifies it
+  for (const [i, model] of models.entries()) {
+    const genesis = model.parent_hash === null;
+    const verify = () => verifyVersion(model.model_hash);
+    chart.append(
+      svg("g", {
+        class: `version${genesis ? " genesis" : ""}`, "data-hash": model.model_hash, "data-version": model.version,
+        tabindex: 0, role: "button", "aria-label": `verify version ${model.version}`,
+        onclick: verify, onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") verify(); },
+      },
+      svg("title", { text: `version ${model.version}${genesis ? " (genesis)" : `, round ${model.round}`}\n${model.model_hash}\nclick to verify` }),
+      svg("rect", { x: x(i) - boxW / 2, y: top, width: boxW, height: boxH, rx: 8 }),
+      svg("text", { class: "title", x: x(i), y: top + 19, "text-anchor": "middle", text: genesis ? "genesis" : `v${model.version}` }),
+      svg("text", { class: "label mono", x: x(i), y: top + 36, "text-anchor": "middle", text: short(model.model_hash, 8) })),
+      svg("text", { class: "label", x: x(i), y: top + boxH + 16, "text-anchor": "middle",
+        text: genesis ? "seed model" : `round ${model.round} · ${model.included_count} in` })
+    );
+  }
+  box.replaceChildren(chart);
+}
+
+// ------------------------------------------------------------------ accuracy chart
+
+function renderAccuracy({ models }) {
+  const box = document.getElementById("accuracy");
+  const points = models
+    .filter((m) => m.version > 0 && accuracyOf(m) !== undefined)
+    .map((m) => ({ round: m.round, accuracy: accuracyOf(m), version: m.version }))
+    .sort((a, b) => a.round - b.round);
+  if (!points.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No round has committed a model with a test accuracy yet." }));
+    return;
+  }
+  const width = Math.max(520, box.clientWidth - 18), height = 260;
+  const m = { left: 52, right: 20, top: 16, bottom: 40 };
+  const values = points.map((p) => p.accuracy);
+  const lo = Math.max(0, Math.floor((Math.min(...values) - 0.05) * 10) / 10);
+  const hi = Math.min(1, Math.ceil((Math.max(...values) + 0.02) * 10) / 10);
+  const first = points[0].round, last = points[points.length - 1].round;
+  const plotW = width - m.left - m.right, plotH = height - m.top - m.bottom;
+  const sx = (r) => m.left + (last === first ? plotW / 2 : ((r - first) / (last - first)) * plotW);
+  const sy = (a) => height - m.bottom - ((a - lo) / (hi - lo || 1)) * plotH;
+  const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", id: "accuracy-svg",
+    "aria-label": `test accuracy over ${points.length} rounds` });
+
+  const grid = svg("g", { class: "grid" });
+  const axis = svg("g", { class: "axis" });
+  const steps = Math.max(1, Math.round((hi - lo) / 0.1));
+  for (let k = 0; k <= steps; k++) {
+    const a = lo + (k * (hi - lo)) / steps;
+    grid.append(svg("line", { x1: m.left, x2: width - m.right, y1: sy(a), y2: sy(a) }));
+    axis.append(svg("text", { class: "label", x: m.left - 8, y: sy(a) + 4, "text-anchor": "end", text: `${Math.round(a * 100)}%` }));
+  }
+  const every = Math.ceil(points.length / 20);
+  for (const [k, p] of points.entries()) {
+    if (k % every === 0 || k === points.length - 1) {
+      axis.append(svg("text", { class: "label", x: sx(p.round), y: height - m.bottom + 18, "text-anchor": "middle", text: p.round }));
+    }
+  }
+  axis.append(svg("line", { x1: m.left, x2: width - m.right, y1: height - m.bottom, y2: height - m.bottom }));
+  axis.append(svg("line", { x1: m.left, x2: m.left, y1: m.top, y2: height - m.bottom }));
+  axis.append(svg("text", { class: "label", x: m.left + plotW / 2, y: height - 6, "text-anchor": "middle", text: "round" }));
+  chart.append(grid, axis);
+  chart.append(svg("path", { class: "line", d: points.map((p, k) => `${k ? "L" : "M"} ${sx(p.round)} ${sy(p.accuracy)}`).join(" ") }));
+  for (const p of points) {
+    chart.append(svg("circle", { class: "point", cx: sx(p.round), cy: sy(p.accuracy), r: 4.5, "data-round": p.round },
+      svg("title", { text: `round ${p.round} (version ${p.version}): ${percent(p.accuracy)}` })));
+  }
+  box.replaceChildren(chart);
+}
+
+// ------------------------------------------------------------------ tables
+
+function renderVersions({ models }) {
+  const body = document.querySelector("#versions tbody");
+  body.replaceChildren(...models.map((model) => {
+    const genesis = model.parent_hash === null;
+    return el("tr", { "data-hash": model.model_hash, "data-version": model.version },
+      el("td", { class: "num", text: genesis ? `${model.version} (genesis)` : model.version }),
+      el("td", { class: "num", text: genesis ? "—" : model.round }),
+      el("td", { class: "model-hash" }, el("span", { class: "hash", title: model.model_hash, text: model.model_hash })),
+      el("td", { class: "rule", text: model.rule ? model.rule.name : genesis ? "seeded init" : "—" }),
+      el("td", { class: "num", text: genesis ? "—" : model.included_count }),
+      el("td", { class: "num", text: percent(accuracyOf(model)) }),
+      el("td", { class: "verification" },
+        el("button", { type: "button", class: "verify", "data-hash": model.model_hash, onclick: () => verifyVersion(model.model_hash), text: "verify" }),
+        el("div", { class: "verdict", "aria-live": "polite" })));
+  }));
+}
+
+function rejectionItem(submission) {
+  const reason = submission.rejection;
+  return el("li", { "data-node": submission.node, "data-code": reason.code },
+    el("span", { class: "hash", title: submission.node, text: short(submission.node, 12) }), " ",
+    el("span", { class: "reason", text: reason.name || `reason ${reason.code}` }),
+    el("span", { class: "description", text: `: ${reason.description}` }),
+    " (update ", hashSpan(submission.update_hash, 8), ")");
+}
+
+function renderRounds({ rounds, models, rejections }) {
+  const byHash = new Map(models.map((m) => [m.model_hash, m]));
+  const body = document.querySelector("#rounds tbody");
+  body.replaceChildren(...rounds.map((round) => {
+    const refused = rejections.get(round.round) || [];
+    const outcome = round.state === "abandoned"
+      ? el("span", { class: "none", text: `abandoned${round.abandon_reason ? `: ${round.abandon_reason.description}` : ""}` })
+      : round.model_hash ? hashSpan(round.model_hash) : el("span", { class: "none", text: "open" });
+    return el("tr", { class: `state-${round.state}`, "data-round": round.round },
+      el("td", { class: "num", text: round.round }),
+      el("td", {}, el("span", { class: `pill ${round.state}`, text: round.state })),
+      el("td", { class: "lineage-hashes" }, hashSpan(round.base_model_hash), " → ", outcome),
+      el("td", { class: "num", text: round.submission_count }),
+      el("td", { class: "num", text: round.state === "finalized" ? round.included_count : "—" }),
+      el("td", { class: "rejections-cell" },
+        refused.length ? el("ul", { class: "rejections" }, refused.map(rejectionItem)) : el("span", { class: "none", text: "none" })),
+      el("td", { class: "num", text: percent(accuracyOf(byHash.get(round.model_hash))) }));
+  }));
+}
+
+// ------------------------------------------------------------------ verification
+
+function renderVerdict(target, verdict) {
+  const ok = verdict.verified === true;
+  target.className = `verdict ${ok ? "ok" : "failed"}`;
+  const findings = Array.isArray(verdict.findings) ? verdict.findings : [];
+  target.replaceChildren();
+  append(target, [
+    el("div", { class: "headline", text: ok ? "✔ verified" : "✘ not verified" }),
+    el("div", { class: "summary", text: verdict.summary || "" }),
+    verdict.rederived_hash ? el("div", { class: "rederived" }, "re-derived SHA-256 ", hashSpan(verdict.rederived_hash, 16)) : null,
+    findings.length
+      ? el("ul", {}, findings.map((f) =>
+          el("li", { class: "finding", "data-kind": f.kind },
+            el("span", { class: "kind", text: f.kind }), ` ${f.role || ""} `, hashSpan(f.subject, 12), ": ",
+            el("span", { class: "detail", text: f.detail || "" }))))
+      : null,
+  ]);
+}
+
+function renderVerifyError(target, error) {
+  target.className = "verdict error";
+  target.replaceChildren(el("div", { class: "headline", text: "verification unavailable" }), el("div", { text: error.message }));
+}
+
+async function verifyVersion(hash) {
+  const row = document.querySelector(`#versions tr[data-hash="${CSS.escape(hash)}"]`);
+  const button = row && row.querySelector("button.verify");
+  const target = row && row.querySelector(".verdict");
+  const node = document.querySelector(`#lineage-svg g.version[data-hash="${CSS.escape(hash)}"]`);
+  if (button) { button.disabled = true; button.textContent = "verifying…"; }
+  if (target) { target.className = "verdict"; target.textContent = "re-fetching blobs and re-running the aggregation…"; }
+  if (node) node.setAttribute("class", node.getAttribute("class").replace(/ (verified|failed|checking)/g, "") + " checking");
+  try {
+    const verdict = await getJSON(`${API}/models/${encodeURIComponent(hash)}/verify`);
+    if (target) renderVerdict(target, verdict);
+    if (node) node.setAttribute("class", node.getAttribute("class").replace(" checking", "") + (verdict.verified ? " verified" : " failed"));
+  } catch (error) {
+    if (target) renderVerifyError(target, error);
+    if (node) node.setAttribute("class", node.getAttribute("class").replace(" checking", ""));
+  } finally {
+    if (button) { button.disabled = false; button.textContent = "verify again"; }
+  }
+  if (row) row.scrollIntoView({ block: "nearest" });
+}
+
+// ------------------------------------------------------------------ start
+
+async function start() {
+  const status = document.getElementById("status");
+  try {
+    const state = await loadLedger();
+    renderSummary(state);
+    renderLineage(state);
+    renderAccuracy(state);
+    renderVersions(state);
+    renderRounds(state);
+    status.textContent = `${state.models.length} versions, ${state.rounds.length} rounds`;
+    status.className = "status ready";
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    status.textContent = `Could not load the ledger: ${error.message}`;
+    status.className = "status error";
+    document.body.dataset.ready = "error";
+  }
+}
+
+window.fedledgerVerify = verifyVersion;
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,65 @@
+"""`/api/v1/models`, `/api/v1/models/<hash>` and its `/lineage`: the committed versions and their ancestry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, jsonify
+from flask.typing import ResponseReturnValue
+
+from ledger.api.db import get_session
+from ledger.api.v1.common import contributor, envelope, hash_arg, page_arg, version
+from ledger.index import queries
+from ledger.index.models import ModelVersion
+
+blueprint = Blueprint("api_models", __name__)
+
+
+@blueprint.get("/models")
+def list_models() -> ResponseReturnValue:
+    session = get_session()
+    page = page_arg()
+    return jsonify(envelope(queries.versions(session, page), page, version))
+
+
+def _version_or_404(session: Any, text: str) -> ModelVersion:
+    model_hash = hash_arg(text, "model hash")
+    row = queries.version_by_hash(session, model_hash)
+    if row is None:
+        abort(404, description=f"{model_hash} is not a committed model version (or is not indexed yet)")
+    return row
+
+
+@blueprint.get("/models/<model_hash>")
+def get_model(model_hash: str) -> ResponseReturnValue:
+    """The version, the versions built on it, and its included updates (paginated)."""
+    session = get_session()
+    page = page_arg()
+    row = _version_or_404(session, model_hash)
+    body = version(row)
+    body["children"] = queries.children(session, row.model_hash)
+    body["inclusion_known"] = row.round == 0 or queries.included_hashes(session, row.round) != []
+    body["included_updates"] = envelope(queries.included_updates(session, row.round, page), page, contributor)
+    return jsonify(body)
+
+
+@blueprint.get("/models/<model_hash>/lineage")
+def get_lineage(model_hash: str) -> ResponseReturnValue:
+    """From this version back to genesis, newest first; each step lists its included updates and their nodes."""
+    session = get_session()
+    page = page_arg()
+    tip = _version_or_404(session, model_hash)
+    found = queries.lineage(session, tip, page)
+    included = queries.included_by_round(session, [v.round for v in found.items if v.round > 0])
+
+    def step(item: Any) -> dict[str, Any]:
+        updates = included.get(item.round, []) if item.round > 0 else []
+        return {
+            **version(item),
+            "included_updates": [contributor(u) for u in updates],
+            "nodes": sorted({u.node for u in updates}),
+        }
+
+    body = envelope(found, page, step)
+    body["model_hash"] = tip.model_hash
+    return jsonify(body)

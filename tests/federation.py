@@ -1,0 +1,165 @@
+"""A real federation for audit tests: genesis plus honest rounds on the in-process chain, and lying rounds.
+
+Five edge nodes train on digits shards and the real aggregator verifies, merges and commits, all
+in one process with a `LocalArtifactStore` (about a second per round). One node poisons its
+update in the chosen round, so that round records an on-chain rejection. `commit_lying_round`
+plays an aggregator whose metadata misstates what it did, committed on chain like an honest one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
+from edge_node.node import EdgeNode, TrainingConfig
+from ledger.aggregation import Update, aggregate
+from ledger.data import load_digits_split, split_shards
+from ledger.merkle import merkle_root
+from ledger.metadata import IncludedUpdate, round_metadata
+from ledger.model import MODEL_NAME, build_model, evaluate, load_state
+from ledger.rounds import round_submissions
+from ledger.serialization import deserialize_tensors, serialize_tensors
+from ledger.store import LocalArtifactStore
+from ledger.testing import InProcessLedger, start_in_process_ledger
+
+MAX_BYTES = 16 * 1024 * 1024
+NODE_COUNT = 5
+POISON_SCALE = 1000.0  # moves the update far past the aggregator's norm bound: rejected, reason 8
+
+
+@dataclass
+class Federation:
+    chain: InProcessLedger
+    store: LocalArtifactStore
+    aggregator: Aggregator
+    nodes: list[EdgeNode]
+    genesis_hash: str
+    results: list[RoundResult] = field(default_factory=list)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.store.root
+
+    @property
+    def model_hashes(self) -> list[str]:
+        """Genesis, then every committed round's model, in lineage order."""
+        return [self.genesis_hash] + [r.model_hash for r in self.results if r.model_hash is not None]
+
+    def store_copy(self, destination: Path) -> LocalArtifactStore:
+        """A private copy of the blobs, for tests that damage them."""
+        shutil.copytree(self.store.root, destination)
+        return LocalArtifactStore(destination, max_bytes=MAX_BYTES)
+
+    def train_round(self) -> int:
+        """Open a round and have every node submit; returns the round number (left open)."""
+        info = self.aggregator.open_round()
+        for node in self.nodes:
+            node.participate(info.round)
+        return info.round
+
+
+def _poison(weights):
+    return {name: tensor * POISON_SCALE for name, tensor in weights.items()}
+
+
+def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None) -> Federation:
+    """Genesis and `rounds` honest rounds; in `poisoned_round` the last node's update is rejected."""
+    torch.set_num_threads(1)  # the model is tiny: a second thread only adds overhead on 2 cores
+    chain = start_in_process_ledger(NODE_COUNT)
+    store = LocalArtifactStore(root, max_bytes=MAX_BYTES)
+    split = load_digits_split(seed=0)
+    shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=NODE_COUNT - 1))
+    config = [TrainingConfig(epochs=1, seed=i) for i in range(NODE_COUNT)]
+    nodes = [
+        EdgeNode(client, store, shard, config[i], max_model_bytes=MAX_BYTES)
+        for i, (client, shard) in enumerate(zip(chain.nodes, shards))
+    ]
+    poisoner = EdgeNode(chain.nodes[-1], store, shards[-1], config[-1], max_model_bytes=MAX_BYTES, transform=_poison)
+    federation = Federation(chain, store, aggregator, nodes, genesis_hash=aggregator.ensure_genesis())
+    for _ in range(rounds):
+        info = aggregator.open_round()
+        for node in nodes[:-1] + [poisoner if info.round == poisoned_round else nodes[-1]]:
+            node.participate(info.round)
+        federation.results.append(aggregator.close_round(info.round))
+    return federation
+
+
+def _accuracy(federation: Federation, weights) -> float:
+    model = build_model(federation.aggregator.config.model_seed)
+    load_state(model, weights)
+    test = federation.aggregator.test_split
+    return evaluate(model, test.x, test.y)
+
+
+def commit_lying_round(federation: Federation, *, lie: str) -> str:
+    """Train a round honestly, merge it with FedAvg, and commit metadata that lies; returns the model hash.
+
+    lie="rule": the metadata says coordinate_median. lie="update": it names an update from an
+    earlier round instead of one really merged (the on-chain root is over the real ones).
+    lie="samples": it inflates one node's sample count.
+    """
+    chain, store = federation.chain, federation.store
+    round_number = federation.train_round()
+    submissions = sorted(round_submissions(chain.admin, round_number), key=lambda s: s.update_hash)
+    updates = [
+        Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES))
+        for s in submissions
+    ]
+    weights = aggregate("fedavg", updates)
+    model_hash = store.put(serialize_tensors(weights))
+    claimed = [IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in submissions]
+    rule = "fedavg"
+    if lie == "rule":
+        rule = "coordinate_median"
+    elif lie == "update":
+        earlier = federation.results[0].included[0]
+        claimed[0] = IncludedUpdate(earlier.update_hash, claimed[0].node, claimed[0].num_samples)
+    elif lie == "samples":
+        claimed[0] = IncludedUpdate(claimed[0].update_hash, claimed[0].node, claimed[0].num_samples * 10)
+    else:
+        raise ValueError(f"unknown lie {lie!r}")
+    base = chain.admin.get_round(round_number).base_model_hash
+    metadata = round_metadata(
+        round_number=round_number,
+        base_model_hash=base,
+        architecture=MODEL_NAME,
+        rule=rule,
+        rule_params={},
+        included=claimed,
+        rejected=[],
+        metrics={
+            "test_accuracy": round(_accuracy(federation, weights), 6),
+            "test_samples": len(federation.aggregator.test_split),
+        },
+    )
+    metadata_hash = store.put(metadata)
+    root = merkle_root(bytes.fromhex(s.update_hash) for s in submissions)
+    chain.admin.finalize_round(round_number, model_hash, root, len(submissions), metadata_hash)
+    return model_hash
+
+
+@dataclass
+class History:
+    """Genesis, three honest rounds (round 2 rejects a poisoned update), then three lying rounds."""
+
+    federation: Federation
+    honest: list[str]  # model hashes of versions 0-3, lineage order
+    lies: dict[str, str]  # lie → model hash (versions 4-6)
+
+
+_SHARED: list[History] = []
+
+
+def shared_history(tmp_path_factory) -> History:
+    """One history per test session (about 10 s to build), shared by the audit tests; never damage it."""
+    if not _SHARED:
+        federation = run_federation(tmp_path_factory.mktemp("artifacts"), rounds=3, poisoned_round=2)
+        honest = federation.model_hashes
+        lies = {lie: commit_lying_round(federation, lie=lie) for lie in ("rule", "update", "samples")}
+        _SHARED.append(History(federation, honest, lies))
+    return _SHARED[0]
