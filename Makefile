@@ -7,9 +7,28 @@ DEVNET := hardhat-free-devnet
 PY_STAMP := $(VENV)/.fedledger-installed
 NODE_STAMP := $(DEVNET)/node_modules/.fedledger-installed
 
-.PHONY: setup demo test test-python test-contracts lint bench clean
+.PHONY: setup system-packages demo test test-python test-contracts lint bench clean
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+setup: $(PY_STAMP) $(NODE_STAMP) system-packages
+
+# The audit page is tested in a real headless Chromium and the index against a real PostgreSQL;
+# both come from Debian's packages. As root they are installed here; otherwise install them
+# yourself (`apt-get install chromium postgresql`) — without PostgreSQL that one test skips.
+SYSTEM_PACKAGES_STAMP := var/.system-packages
+system-packages: $(SYSTEM_PACKAGES_STAMP)
+$(SYSTEM_PACKAGES_STAMP):
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p var && touch $@
 
 # torch is pinned through constraints.txt: 2.13.0 is the local CPU wheel, anything else pulls CUDA.
 $(PY_STAMP): pyproject.toml constraints.txt
@@ -24,7 +43,7 @@ $(NODE_STAMP): $(DEVNET)/package.json $(DEVNET)/package-lock.json
 	touch $@
 
 demo: setup
-	$(BIN)/fedledger demo
+	$(BIN)/fedledger demo --serve
 
 test: setup test-contracts lint test-python
 

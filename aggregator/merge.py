@@ -31,6 +31,9 @@ def merge_key(update_hash: str, num_samples: int) -> tuple[str, int]:
 class Merge(Protocol):
     """Takes a round's accepted updates in `merge_key` order; `result()` is the new weights."""
 
+    # Whether `add` keeps the update's tensors (then they must stay valid until `result()`).
+    keeps_updates: bool
+
     def add(self, update: Update) -> None: ...
 
     def result(self) -> Weights: ...
@@ -40,8 +43,10 @@ class StreamingFedAvg:
     """FedAvg over updates added one at a time, bit-identical to `ledger.aggregation.fedavg`.
 
     `template` (the round's base model) fixes the tensor names and shapes every update must have.
-    The sums are this object's own state; the updates' tensors are only read.
+    The sums are this object's own state; the updates' tensors are only read, never kept.
     """
+
+    keeps_updates = False
 
     def __init__(self, template: Mapping[str, torch.Tensor], *, chunk_elements: int = CHUNK_ELEMENTS) -> None:
         if chunk_elements < 1:
@@ -92,6 +97,8 @@ class StreamingFedAvg:
 
 class CollectedRule:
     """Any registered rule: keeps the updates and runs the pure rule over all of them at the end."""
+
+    keeps_updates = True
 
     def __init__(self, rule: str, params: Mapping[str, Any]) -> None:
         self._rule = rule

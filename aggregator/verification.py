@@ -8,17 +8,22 @@ order, the order the rules sum in.
 The work is spread over the machine's cores: `workers` threads each verify one update (file
 reads, hashlib and numpy's loops all release the GIL on large buffers) while the calling thread
 merges the updates already verified, in merge order. At most `workers` updates are in flight
-beyond the one being merged, so memory stays bounded whatever the number of updates.
+beyond the one being merged, so memory stays bounded whatever the number of updates. Stores that
+can read into a caller's buffer (`BufferedArtifactStore`) are parsed in place, and when the merge
+keeps nothing of an update (streaming FedAvg) its buffer is reused for a later one: allocating
+fresh memory for a 100 MB blob costs the kernel more than reading the blob into it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ledger import events
@@ -62,14 +67,18 @@ class RoundIntake:
         return self.merge.result()
 
 
-def fetch(store: ArtifactStore, submission: events.UpdateSubmitted) -> bytes | memoryview | Rejected:
+def fetch(
+    store: ArtifactStore, submission: events.UpdateSubmitted, spare: np.ndarray | None = None
+) -> bytes | memoryview | Rejected:
     """The submission's bytes, re-hashed by the store; a missing, altered or oversized blob is a verdict.
 
-    A store that can hand out a private buffer does (the bytes are then parsed in place).
+    A store that can read into a private buffer does (into `spare` when it fits), so the blob
+    is parsed in place.
     """
-    read = store.get_buffer if isinstance(store, BufferedArtifactStore) else store.get
     try:
-        return read(submission.update_hash)
+        if isinstance(store, BufferedArtifactStore):
+            return store.get_buffer(submission.update_hash, spare)
+        return store.get(submission.update_hash)
     except HashMismatch as exc:
         return Rejected(RejectReason.HASH_MISMATCH, str(exc))
     except ArtifactNotFound as exc:
@@ -82,11 +91,8 @@ def verify(
     store: ArtifactStore, submission: events.UpdateSubmitted, base: Mapping[str, torch.Tensor], limits: Limits
 ) -> Verified:
     """Fetch, re-hash and validate one update; every failure becomes a `Rejected` verdict."""
-    fetched = fetch(store, submission)
-    if isinstance(fetched, Rejected):
-        return Verified(submission, fetched)
-    verdict = validate_blob(fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm)
-    return Verified(submission, verdict)
+    verified, _ = _verify_into(store, submission, base, limits, None)
+    return verified
 
 
 def verified_in_merge_order(
@@ -102,29 +108,7 @@ def verified_in_merge_order(
     `workers` threads `verify` up to `workers` updates ahead of the one this thread hands out;
     errors other than the store refusals `fetch` turns into verdicts propagate.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    order = sorted(
-        range(len(submissions)), key=lambda i: merge_key(submissions[i].update_hash, submissions[i].num_samples)
-    )
-    upcoming = iter(order)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        ahead: deque[tuple[int, Future[Verified]]] = deque()
-
-        def verify_next() -> None:
-            index = next(upcoming, None)
-            if index is not None:
-                ahead.append((index, pool.submit(verify, store, submissions[index], base, limits)))
-
-        for _ in range(workers):
-            verify_next()
-        while ahead:
-            index, pending = ahead.popleft()
-            verified = pending.result()
-            del pending  # a done future keeps its result: drop it with the caller's copy
-            verify_next()
-            yield index, verified
-            del verified  # the update (and its blob) can go once the caller has merged it
+    return _pipeline(store, submissions, base, limits, workers=workers, spares=None)
 
 
 def verify_and_merge(
@@ -139,8 +123,10 @@ def verify_and_merge(
 ) -> RoundIntake:
     """Verifies every submission and folds each accepted one into the round's merge as it arrives."""
     merge = start_merge(rule, rule_params, base)
+    # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
+    spares = None if merge.keeps_updates else _Spares()
     refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
-    for index, verified in verified_in_merge_order(store, submissions, base, limits, workers=workers):
+    for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares):
         verdict = verified.verdict
         if isinstance(verdict, Accepted):
             submission = verified.submission
@@ -148,9 +134,89 @@ def verify_and_merge(
             refusals[index] = None
         else:
             refusals[index] = verdict
-        del verified, verdict  # a streaming merge keeps nothing of the update: let its tensors go
+        del verified, verdict  # done with this update: its buffer may now be reused
     accepted = tuple(s for i, s in enumerate(submissions) if refusals[i] is None)
     rejected = tuple(
         (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
     )
     return RoundIntake(accepted=accepted, rejected=rejected, merge=merge)
+
+
+# ---------------------------------------------------------------------------------- plumbing
+
+
+class _Spares:
+    """Read buffers handed back once their update is merged, for the next blobs to be read into."""
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> np.ndarray | None:
+        with self._lock:
+            return self._free.pop() if self._free else None
+
+    def give(self, buffer: np.ndarray | None) -> None:
+        if buffer is not None:
+            with self._lock:
+                self._free.append(buffer)
+
+
+def _verify_into(
+    store: ArtifactStore,
+    submission: events.UpdateSubmitted,
+    base: Mapping[str, torch.Tensor],
+    limits: Limits,
+    spare: np.ndarray | None,
+) -> tuple[Verified, np.ndarray | None]:
+    """`verify`, reading into `spare` if the store can; also returns the buffer the blob went to."""
+    fetched = fetch(store, submission, spare)
+    if isinstance(fetched, Rejected):
+        return Verified(submission, fetched), spare
+    buffer = fetched.obj if isinstance(fetched, memoryview) and isinstance(fetched.obj, np.ndarray) else spare
+    verdict = validate_blob(fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm)
+    return Verified(submission, verdict), buffer
+
+
+def _pipeline(
+    store: ArtifactStore,
+    submissions: Sequence[events.UpdateSubmitted],
+    base: Mapping[str, torch.Tensor],
+    limits: Limits,
+    *,
+    workers: int,
+    spares: _Spares | None,
+) -> Iterator[tuple[int, Verified]]:
+    """`verified_in_merge_order`; with `spares`, an update's buffer is reused as soon as the caller
+    asks for the next update, so the caller must be done with the previous one's tensors by then."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    order = sorted(
+        range(len(submissions)), key=lambda i: merge_key(submissions[i].update_hash, submissions[i].num_samples)
+    )
+    upcoming = iter(order)
+
+    def task(index: int) -> tuple[Verified, np.ndarray | None]:
+        spare = spares.take() if spares is not None else None
+        return _verify_into(store, submissions[index], base, limits, spare)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        ahead: deque[tuple[int, Future[tuple[Verified, np.ndarray | None]]]] = deque()
+
+        def verify_next() -> None:
+            index = next(upcoming, None)
+            if index is not None:
+                ahead.append((index, pool.submit(task, index)))
+
+        for _ in range(workers):
+            verify_next()
+        while ahead:
+            index, pending = ahead.popleft()
+            verified, buffer = pending.result()
+            del pending  # a done future keeps its result: drop it with the caller's copy
+            verify_next()
+            yield index, verified
+            del verified  # the caller is done with this update: let it (and its blob) go
+            if spares is not None:
+                spares.give(buffer)
+            del buffer

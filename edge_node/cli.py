@@ -9,7 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1  # as ledger.rounds.POLL_SECONDS: a new round is noticed within 0.1 s
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

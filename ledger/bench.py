@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-BENCH_MODULES = ("ledger.bench_gas", "ledger.index.bench", "aggregator.bench")
+BENCH_MODULES = ("ledger.bench_gas", "ledger.index.bench", "aggregator.bench", "ledger.bench_round")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

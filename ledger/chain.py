@@ -17,7 +17,12 @@ class ChainUnavailable(LedgerError):
 
 def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0) -> Web3:
     """An HTTP connection that has answered eth_chainId at least once (polled up to `timeout`)."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    # web3 asks eth_chainId before every call and transaction (2-3 times per transaction); an
+    # endpoint's chain id does not change, so the provider answers those from its cache.
+    provider = Web3.HTTPProvider(
+        rpc_url, request_kwargs={"timeout": 30}, cache_allowed_requests=True, cacheable_requests={"eth_chainId"}
+    )
+    w3 = Web3(provider)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -40,6 +40,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--round-seconds", type=int, default=60)
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
+    demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
     demo.set_defaults(handler=_run)
 
 
@@ -99,7 +100,34 @@ def _run_memory(args: argparse.Namespace) -> int:
             node.participate(info.round)
         print_round(aggregator.close_round(info.round))
     print(lineage_text(chain.admin, store))
+    if args.serve:
+        _serve_memory(args, chain, store)
     return 0
+
+
+def _serve_memory(args: argparse.Namespace, chain, store) -> None:  # type: ignore[no-untyped-def]
+    """Index the in-process chain into SQLite and serve the audit page from this process."""
+    import threading
+
+    from ledger.api.app import create_app
+    from ledger.api.serve import serve_in_thread
+    from ledger.client import LedgerClient
+    from ledger.index.db import make_engine, session_factory, upgrade
+    from ledger.index.indexer import Indexer
+
+    database = var_dir() / "memory" / f"index-{int(time.time())}.sqlite"
+    engine = make_engine(f"sqlite:///{database}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    Indexer(chain.w3, chain.address, sessions, store=store).run_once()
+    reader = LedgerClient(chain.w3, chain.address)
+    app = create_app(store=store, ledger=reader, max_artifact_bytes=512 << 20, index_sessions=sessions)
+    with serve_in_thread(app, "127.0.0.1", args.api_port):
+        print(f"audit page: http://127.0.0.1:{args.api_port}/  (API under /api/v1; Ctrl-C to stop)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
 
 
 # ------------------------------------------------------------------ anvil
@@ -130,6 +158,8 @@ def _run_anvil(args: argparse.Namespace) -> int:
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     artifacts_dir = var_dir() / "artifacts"
+    database_url = f"sqlite:///{run_dir / 'index.sqlite'}"
+    _migrate(database_url)
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
     store_url = f"http://127.0.0.1:{args.api_port}"
@@ -138,8 +168,19 @@ def _run_anvil(args: argparse.Namespace) -> int:
     try:
         children.append(
             _spawn(
-                fedledger + ["api", "serve", "--port", str(args.api_port), "--artifacts-dir", str(artifacts_dir)] + chain_args,
+                fedledger
+                + ["api", "serve", "--port", str(args.api_port), "--artifacts-dir", str(artifacts_dir)]
+                + ["--database-url", database_url, *chain_args],
                 logs / "api.log",
+                env,
+            )
+        )
+        children.append(
+            _spawn(
+                fedledger
+                + ["index", "run", "--follow", "--poll-seconds", "0.2", *chain_args, "--artifacts-dir", str(artifacts_dir)]
+                + ["--database-url", database_url, "--from-block", str(record.block_number)],
+                logs / "index.log",
                 env,
             )
         )
@@ -161,16 +202,25 @@ def _run_anvil(args: argparse.Namespace) -> int:
         aggregator_command += ["--round-seconds", str(args.round_seconds)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
         children.append(aggregator)
-        _watch(aggregator, children[1:-1], logs)
+        _watch(aggregator, children[2:-1], logs)
         if aggregator.returncode != 0:
             raise CommandError(f"the aggregator failed (exit {aggregator.returncode}); node logs in {logs}")
-        for child in children[1:-1]:
+        for child in children[2:-1]:
             try:
                 child.wait(timeout=NODE_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 child.terminate()
         store = HttpArtifactStore.from_ledger(store_url, admin, account=None, max_bytes=512 << 20)
         print(lineage_text(admin, store), flush=True)
+        _wait_indexed(store_url, int(w3.eth.block_number))
+        if args.serve:
+            print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", flush=True)
+            try:
+                children[0].wait()
+            except KeyboardInterrupt:
+                pass
+        else:
+            print(f"indexed; `fedledger demo --serve` keeps the audit page up at {store_url}/", flush=True)
     finally:
         for child in children:
             if child.poll() is None:
@@ -181,6 +231,32 @@ def _run_anvil(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
     return 0
+
+
+def _migrate(database_url: str) -> None:
+    from ledger.index.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
+    """Poll the API until the indexer child has mirrored every block up to `head`."""
+    import requests
+
+    from ledger.rounds import poll_until
+
+    def caught_up() -> bool:
+        try:
+            summary = requests.get(f"{service_url}/api/v1/summary", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return (summary.get("indexed_block") or 0) >= head
+
+    poll_until(caught_up, timeout=timeout, interval=0.2, what="the indexer to catch up")
 
 
 def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[bytes]], logs: Path) -> None:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
-
-def h(label: str) -> str:
-    """A placeholder SHA-256 (hex) for contract tests that need distinct hashes."""
-    return hashlib.sha256(label.encode()).hexdigest()
+from support import free_port, h
 
 
 @pytest.fixture
@@ -17,14 +12,6 @@ def genesis_hash(ledger_admin) -> str:
     genesis = h("genesis")
     ledger_admin.commit_genesis(genesis, h("genesis-metadata"))
     return genesis
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import h
+from support import h
 from ledger import errors, events
 from ledger.client import RoundState
 from ledger.merkle import merkle_proof, merkle_root

@@ -407,6 +407,13 @@ def test_kill_9_between_batches_then_resume(anvil_devnet, tmp_path, capsys) -> N
     assert dump(sessions) == dump(fresh)
     engine.dispose()
 
+    # The service refuses to start on an index without the current schema.
+    capsys.readouterr()
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    serve = ["api", "serve", "--port", "0", "--rpc-url", anvil_devnet.rpc_url, "--contract", bulk.address]
+    assert main([*serve, "--database-url", empty]) == 1
+    assert "run `fedledger db upgrade`" in capsys.readouterr().err
+
 
 def _cursor_block(sessions: sessionmaker[Session]) -> int | None:
     with sessions() as session:

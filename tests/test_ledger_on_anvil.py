@@ -71,7 +71,7 @@ def test_dev_keys_refused_off_the_devnet(tmp_path):
     """anvil posing as chain id 1: the public dev keys are refused before any transaction."""
     import subprocess
 
-    from conftest import free_port
+    from support import free_port
     from ledger.devnet import anvil_binary
 
     port = free_port()

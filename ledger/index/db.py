@@ -1,8 +1,8 @@
 """The index database: engines, sessions, Alembic migrations and the schema check everyone runs first.
 
 Any SQLAlchemy URL works (SQLite file by default, PostgreSQL via FEDLEDGER_DATABASE_URL). The
-migration scripts ship inside the package (`ledger/index/migrations/`), so `fedledger db upgrade`
-works from any directory and from an installed wheel. The API and the indexer call `check_schema`
+migration scripts live in the project's top-level `migrations/` (located from this file, not the
+working directory), so `fedledger db upgrade` works from any directory. The API and the indexer call `check_schema`
 and refuse an out-of-date database instead of failing later on a missing column.
 """
 
@@ -18,9 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.errors import LedgerError
+from ledger.paths import PROJECT_ROOT
 
-# The Alembic scripts ship inside the package, so an installed wheel can migrate too.
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
 class SchemaOutOfDate(LedgerError):

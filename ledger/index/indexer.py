@@ -13,7 +13,6 @@ re-hashed by the store before use), so `rebuild` reproduces them row for row.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
@@ -168,7 +167,7 @@ class Indexer:
             if cursor.last_block is not None and self._block_hash(cursor.last_block) != cursor.last_block_hash:
                 return self._roll_back(session, cursor)
             next_block = self.start_block if cursor.last_block is None else cursor.last_block + 1
-            last_block = cursor.last_block
+            last_block, last_hash = cursor.last_block, cursor.last_block_hash
 
         safe_head = int(self.w3.eth.block_number) - self.config.confirmations
         if next_block > safe_head:
@@ -177,7 +176,7 @@ class Indexer:
         # The range must come from one branch that still holds our last block: if either hash moved
         # while we read, a reorg ran under us; the next step sees it and rolls back.
         if self._block_hash(to_block) != to_hash or (
-            last_block is not None and self._block_hash(last_block) is None
+            last_block is not None and self._block_hash(last_block) != last_hash
         ):
             return Batch(next_block, to_block, 0, reorg_to=last_block)
 
@@ -300,22 +299,34 @@ def event_args(event: ev.LedgerEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in _ARG_FIELDS[type(event)]}
 
 
+# Core statements on the tables (not the ORM classes), built once: the hot path of the indexer.
+_INSERT_ROUNDS = insert(Round.__table__)
+_INSERT_UPDATES = insert(Update.__table__)
+_INSERT_EVENTS = insert(ChainEvent.__table__)
+_REJECT = (
+    update(Update.__table__)
+    .where(Update.__table__.c.round == bindparam("r_round"), Update.__table__.c.node == bindparam("r_node"))
+    .values(rejected_reason=bindparam("r_reason"), rejected_block=bindparam("r_block"))
+)
+
+
 class _Writer:
-    """Applies events in chain order; plain inserts are buffered and sent as one executemany."""
+    """Applies events in chain order. Round and update inserts and rejections are buffered and sent
+    as one executemany each; any other event flushes them first (in that order: a rejection only
+    needs its update row, an update its round row), so the result is the same as one by one."""
 
     def __init__(self, session: Session, store: ArtifactStore | None) -> None:
         self.session = session
         self.store = store
         self.rounds: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
+        self.rejections: list[dict[str, Any]] = []
 
     def flush(self) -> None:
-        if self.rounds:
-            self.session.execute(insert(Round), self.rounds)
-            self.rounds = []
-        if self.updates:
-            self.session.execute(insert(Update), self.updates)
-            self.updates = []
+        for statement, rows in ((_INSERT_ROUNDS, self.rounds), (_INSERT_UPDATES, self.updates), (_REJECT, self.rejections)):
+            if rows:
+                self.session.execute(statement, rows)
+                rows.clear()
 
     def apply(self, event: ev.LedgerEvent) -> None:
         ref = event.ref
@@ -334,6 +345,10 @@ class _Writer:
                     "included": None,
                 }
             )
+        elif isinstance(event, ev.UpdateRejected):
+            self.rejections.append(
+                {"r_round": event.round, "r_node": event.node, "r_reason": event.reason_code, "r_block": ref.block_number}
+            )
         elif isinstance(event, ev.RoundOpened):
             self.rounds.append(
                 {
@@ -349,7 +364,7 @@ class _Writer:
                 }
             )
         else:
-            self.flush()  # everything below reads or changes rows that buffered inserts may create
+            self.flush()  # everything below reads or changes rows that buffered writes may create
             handler = _HANDLERS.get(type(event))
             if handler is not None:
                 handler(self, event)
@@ -360,13 +375,6 @@ class _Writer:
     def node_revoked(self, event: ev.NodeRevoked) -> None:
         self.session.execute(
             update(Node).where(Node.address == event.node).values(active=False, revoked_block=event.ref.block_number)
-        )
-
-    def update_rejected(self, event: ev.UpdateRejected) -> None:
-        self.session.execute(
-            update(Update)
-            .where(Update.round == event.round, Update.node == event.node)
-            .values(rejected_reason=event.reason_code, rejected_block=event.ref.block_number)
         )
 
     def round_abandoned(self, event: ev.RoundAbandoned) -> None:
@@ -413,7 +421,6 @@ class _Writer:
 _HANDLERS: dict[type[ev.LedgerEvent], Callable[[_Writer, Any], None]] = {
     ev.NodeRegistered: _Writer.node_registered,
     ev.NodeRevoked: _Writer.node_revoked,
-    ev.UpdateRejected: _Writer.update_rejected,
     ev.RoundAbandoned: _Writer.round_abandoned,
     ev.ModelCommitted: _Writer.model_committed,
 }
@@ -435,7 +442,7 @@ def apply_events(session: Session, found: Sequence[ev.LedgerEvent], store: Artif
     if not fresh:
         return 0
     session.execute(
-        insert(ChainEvent),
+        _INSERT_EVENTS,
         [
             {
                 "block_number": e.ref.block_number,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ledger.hashing import sha256_hex
@@ -157,3 +158,15 @@ def test_get_buffer_refuses_what_get_refuses(store: LocalArtifactStore) -> None:
 
 def test_get_buffer_of_an_empty_blob(store: LocalArtifactStore) -> None:
     assert store.get_buffer(store.put(b"")) == b""
+
+
+def test_get_buffer_reads_into_a_spare_that_fits_and_allocates_otherwise(store: LocalArtifactStore) -> None:
+    name = store.put(BLOB)
+    roomy = np.full(64, 0xFF, dtype=np.uint8)
+    tight = np.zeros(len(BLOB), dtype=np.uint8)  # one byte short: the read needs one to spare
+
+    into_roomy = store.get_buffer(name, roomy)
+    into_tight = store.get_buffer(name, tight)
+
+    assert into_roomy.obj is roomy and into_roomy == BLOB
+    assert into_tight.obj is not tight and into_tight == BLOB

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,30 @@ def test_other_rules_see_every_accepted_update(store: LocalArtifactStore) -> Non
 
     assert len(intake.accepted) == 5
     assert intake.weights()["weight"].shape == (4, 5)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_read_buffers_are_reused_across_updates_without_changing_the_merge(
+    store: LocalArtifactStore, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: equal-sized honest updates, so every buffer fits every later blob.
+    submissions = [
+        _submission(index, store.put(serialize_tensors(_honest(seed=index))), num_samples=5 + index) for index in range(8)
+    ]
+    reused = []
+    read = store.get_buffer
+
+    def spying_read(name: str, spare: np.ndarray | None = None) -> memoryview:
+        view = read(name, spare)
+        reused.append(spare is not None and view.obj is spare)
+        return view
+
+    monkeypatch.setattr(store, "get_buffer", spying_read)
+
+    # Execute
+    intake = verify_and_merge(store, submissions, BASE, LIMITS, rule="fedavg", rule_params={}, workers=workers)
+
+    # Assert
+    reference = fedavg([Update(s.update_hash, s.num_samples, _honest(seed=i)) for i, s in enumerate(submissions)])
+    assert serialize_tensors(intake.weights()) == serialize_tensors(reference)
+    assert sum(reused) >= len(submissions) - (workers + 1)  # at most workers + 1 buffers are ever allocated

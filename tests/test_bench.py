@@ -1,0 +1,50 @@
+"""The aggregation and round benchmarks run end to end on small inputs (their figures are not checked here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.bench import measure_aggregate
+from ledger.bench_round import NodeRound, critical_path, measure_round
+
+
+def test_aggregate_bench_reports_every_variant_and_matches_the_reference_fedavg(tmp_path) -> None:
+    report = measure_aggregate(updates=3, parameters=8000, repetitions=1, workdir=tmp_path)
+
+    assert report["identical_to_reference_fedavg"] is True
+    assert set(report["seconds_median"]) == {"unverified", "unverified_pipelined", "unverified_zero_copy", "verified"}
+    assert set(report["hashing_MBps"]) >= {"project_sha256_hex", "hashlib_sha256"}
+    assert list(tmp_path.iterdir()) == []  # the temporary store is gone
+
+
+def test_the_critical_path_splits_a_round_into_phases_that_add_up() -> None:
+    # Prepare: open at 0 (returns at 0.05); the last node notices at 0.1 and lands at 1.0 after
+    # 0.05 s of reads, 0.1 s of storage, 0.6 s of training and 0.15 s of chain; the aggregator
+    # notices at 1.05 and closes at 1.45.
+    last = NodeRound(
+        node=3, round=1, outcome="submitted", seen=0.1, done=1.0,
+        train_seconds=0.6, store_seconds=0.1, chain_seconds=0.15, cpu_seconds=0.0,
+    )  # fmt: skip
+    timings = {"verify": 0.1, "chain": 0.1, "aggregate": 0.05, "store": 0.1}
+
+    # Execute
+    phases = critical_path(
+        opened_at=0.0, open_returned_at=0.05, submissions_seen_at=1.05, closed_at=1.45, close_timings=timings, last=last
+    )
+
+    # Assert
+    assert phases["training"] == 0.6
+    assert phases["aggregation"] == 0.05
+    assert phases["chain"] == pytest.approx(0.05 + 0.05 + 0.15 + 0.1 + 0.05)
+    assert phases["hashing_storage"] == pytest.approx(0.1 + 0.1 + 0.1)
+    assert phases["waiting"] == pytest.approx(0.05 + 0.05)
+    assert phases["sum_of_phases"] == pytest.approx(1.45)
+    assert phases["ledger_share"] == pytest.approx(1.45 - 0.6 - 0.05)
+
+
+@pytest.mark.devnet
+def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
+    report = measure_round(nodes=2, rounds=1, epochs=1)
+
+    assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
+    assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
