@@ -41,6 +41,7 @@ NODES = 10
 ROUNDS = 5
 WARMUP_ROUNDS = 1  # first-use costs (torch's first backward pass, connection pools) are not a round's
 EPOCHS = 5
+PHASES = ("training", "chain", "hashing_storage", "waiting", "aggregation")
 LEDGER_SHARE_TARGET = 1.0  # seconds per round on the critical path
 PROCESS_START_TIMEOUT = 300.0
 ROUND_TIMEOUT = 300.0
@@ -174,7 +175,7 @@ def critical_path(
         "aggregation": close_timings.get("aggregate", 0.0),
     }
     phases["ledger_share"] = phases["chain"] + phases["hashing_storage"] + phases["waiting"]
-    phases["sum_of_phases"] = sum(phases[key] for key in ("training", "chain", "hashing_storage", "waiting", "aggregation"))
+    phases["sum_of_phases"] = sum(phases[key] for key in PHASES)
     return phases
 
 
@@ -191,7 +192,8 @@ def _collect(reports: Any, round_number: int, nodes: int, pending: dict[int, lis
         try:
             report = reports.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
-            raise TimeoutError(f"round {round_number}: only {len(pending.get(round_number, []))} of {nodes} node reports") from None
+            received = len(pending.get(round_number, []))
+            raise TimeoutError(f"round {round_number}: only {received} of {nodes} node reports") from None
         if isinstance(report, NodeFailed):
             raise RuntimeError(f"node {report.node} failed:\n{report.error}")
         if isinstance(report, NodeRound):
@@ -367,8 +369,10 @@ def _rounded(values: dict[str, Any]) -> dict[str, Any]:
     return {key: round(value, 4) if isinstance(value, float) else value for key, value in values.items()}
 
 
-def _report(per_round: list[dict[str, Any]], *, nodes: int, rounds: int, epochs: int, load_before: tuple[float, ...]) -> dict[str, Any]:
-    phase_names = ("training", "chain", "hashing_storage", "waiting", "aggregation", "ledger_share", "sum_of_phases")
+def _report(
+    per_round: list[dict[str, Any]], *, nodes: int, rounds: int, epochs: int, load_before: tuple[float, ...]
+) -> dict[str, Any]:
+    phase_names = (*PHASES, "ledger_share", "sum_of_phases")
     warmup, measured = per_round[:WARMUP_ROUNDS], per_round[WARMUP_ROUNDS:]
     medians = {name: median([r["critical_path"][name] for r in measured]) for name in phase_names}
     ledger_share = medians["ledger_share"]

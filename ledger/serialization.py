@@ -12,6 +12,7 @@ import json
 import math
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,7 @@ _HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 1 << 20
 _F32_BYTES = 4
 _PLAIN_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+_QUIET_WRAP = threading.Lock()
 
 
 class MalformedArtifact(ValueError):
@@ -111,11 +113,13 @@ def _plain_layout_views(data: bytes | memoryview, header: dict[str, Any]) -> dic
     """Zero-copy tensors if the blob has the plain layout (see `tensor_views`), else None."""
     if sys.byteorder != "little" or data[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + 1] != b"{":
         return None
+    if "__metadata__" in header:  # safetensors reads it as metadata, whatever it holds
+        return None
     (header_length,) = struct.unpack("<Q", bytes(data[:_HEADER_LENGTH_BYTES]))
     body_start = _HEADER_LENGTH_BYTES + header_length
     spans = []
     for name, entry in header.items():
-        if set(entry) != _PLAIN_ENTRY_KEYS:  # also refuses __metadata__, whose value is not an entry
+        if set(entry) != _PLAIN_ENTRY_KEYS:
             return None
         shape, offsets = entry["shape"], entry["data_offsets"]
         if not _naturals(shape) or not _naturals(offsets) or len(offsets) != 2:
@@ -137,8 +141,9 @@ def _plain_layout_views(data: bytes | memoryview, header: dict[str, Any]) -> dic
         array = np.frombuffer(data, dtype="<f4", count=count, offset=body_start + begin).reshape(shape)
         if not array.flags.aligned:
             return None
-        with warnings.catch_warnings():
-            # Read-only on purpose (the callers only read); torch warns about every such wrap.
+        # Read-only on purpose (the callers only read), which torch warns about. The lock: verifier
+        # threads call this concurrently, and `catch_warnings` swaps process-wide state.
+        with _QUIET_WRAP, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
             views[name] = torch.from_numpy(array)
     return views

@@ -192,6 +192,10 @@ FOUR = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
             _raw_blob({"__metadata__": {"k": "v"}, "a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR),
             id="with-metadata",
         ),
+        pytest.param(
+            _raw_blob({"__metadata__": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR),
+            id="metadata-shaped-like-a-tensor",
+        ),
         pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": F32, "shape": [1], "data_offsets": [12, 16]}}, FOUR), id="gap"),
         pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [3], "data_offsets": [0, 12]}, "b": {"dtype": F32, "shape": [2], "data_offsets": [8, 16]}}, FOUR), id="overlap"),
         pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [3], "data_offsets": [0, 12]}}, FOUR), id="trailing-bytes"),
