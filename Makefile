@@ -58,6 +58,10 @@ test-python: setup
 
 bench: setup
 	$(BIN)/fedledger bench gas --json
+	$(BIN)/fedledger bench aggregate --json
+	$(BIN)/fedledger bench round --json
+	$(BIN)/fedledger bench index --json
+	$(BIN)/fedledger bench api --json
 
 clean:
 	-$(BIN)/fedledger devnet stop
