@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,9 +55,15 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError("--nodes and --rounds must be at least 1")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
-    if args.chain == "memory":
-        return _run_memory(args)
-    return _run_anvil(args)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
+    try:
+        return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # ------------------------------------------------------------------ memory
