@@ -515,6 +515,7 @@ def test_postgresql_migrates_indexes_and_serves(postgres_url, scripted) -> None:
             session.get(Update, key).num_samples = 2**64 - 1
         with sessions() as session:
             assert session.get(Update, key).num_samples == 2**64 - 1
+        app.extensions["fedledger_index_engine"].dispose()
         db.downgrade(engine, "base")
         assert db.current_revision(engine) is None
     finally:

@@ -42,11 +42,14 @@ def create_app(
 ) -> Flask:
     """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
     schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`)."""
+    owned_engine = None
     if database_url is not None and index_sessions is None:
         from ledger.index.db import open_index
 
-        _engine, index_sessions = open_index(database_url)
+        owned_engine, index_sessions = open_index(database_url)
     app = Flask("fedledger")
+    # An engine the app opened itself: whoever retires the app disposes it (closes its pool).
+    app.extensions["fedledger_index_engine"] = owned_engine
     app.config.update(MAX_CONTENT_LENGTH=max_artifact_bytes, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)
