@@ -228,7 +228,7 @@ def measure_aggregate(
     from aggregator.coordinator import AggregatorConfig
     from ledger.aggregation import Update, fedavg
     from ledger.hashing import sha256_hex
-    from ledger.serialization import deserialize_tensors, serialize_tensors
+    from ledger.serialization import deserialize_tensors
     from ledger.store import LocalArtifactStore
 
     if updates < 1 or repetitions < 1:

@@ -26,7 +26,8 @@ from ledger.merkle import merkle_root
 from ledger.metadata import IncludedUpdate, RejectedUpdate, genesis_metadata, round_metadata
 from ledger.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.reasons import AbandonReason, RejectReason
-from ledger.rounds import active_nodes, chain_now, committed_models, poll_until, round_submissions
+from ledger.polling import poll_until
+from ledger.rounds import active_nodes, chain_now, committed_models, round_submissions
 from ledger.serialization import deserialize_tensors, serialize_tensors
 from ledger.store import ArtifactStore
 

@@ -7,9 +7,9 @@ import logging
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from ledger.polling import POLL_SECONDS  # a new round is noticed within one poll
 
-POLL_SECONDS = 0.1  # as ledger.rounds.POLL_SECONDS: a new round is noticed within 0.1 s
+log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

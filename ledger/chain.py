@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from web3 import Web3
 
 from ledger.errors import LedgerError
+from ledger.polling import WaitTimeout, poll_until
 
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 
@@ -23,18 +22,23 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0) -> Web3:
         rpc_url, request_kwargs={"timeout": 30}, cache_allowed_requests=True, cacheable_requests={"eth_chainId"}
     )
     w3 = Web3(provider)
-    deadline = time.monotonic() + timeout
-    while True:
+    last_error: list[Exception] = []
+
+    def answers() -> Web3 | None:
         try:
             w3.eth.chain_id
             return w3
         except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "not there yet"
-            if time.monotonic() >= deadline:
-                raise ChainUnavailable(
-                    f"no chain answers at {rpc_url} ({type(exc).__name__}); "
-                    "start one with `fedledger devnet start`"
-                ) from exc
-            time.sleep(0.1)
+            last_error[:] = [exc]
+            return None
+
+    try:
+        return poll_until(answers, timeout=timeout, what=f"a chain at {rpc_url}")
+    except WaitTimeout:
+        cause = last_error[0]
+        raise ChainUnavailable(
+            f"no chain answers at {rpc_url} ({type(cause).__name__}); start one with `fedledger devnet start`"
+        ) from cause
 
 
 def in_process() -> Web3:

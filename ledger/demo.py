@@ -254,7 +254,7 @@ def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
     """Poll the API until the indexer child has mirrored every block up to `head`."""
     import requests
 
-    from ledger.rounds import poll_until
+    from ledger.polling import poll_until
 
     def caught_up() -> bool:
         try:

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 from ledger.devkeys import DEV_ACCOUNT_COUNT
 from ledger.paths import DEVNET_DIR, var_dir
+from ledger.polling import WaitTimeout, poll_until
 
 HOST = "127.0.0.1"  # never expose the dev keys' chain beyond this machine
 DEFAULT_PORT = 8545
@@ -277,8 +277,8 @@ class Devnet:
 
     def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         """Poll eth_chainId until anvil answers; fail early, with its log, if it exits."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answered() -> bool:
             if process.poll() is not None:
                 raise DevnetError(
                     f"anvil exited with code {process.returncode} on port {self.port}:\n{self._log_tail()}"
@@ -286,16 +286,13 @@ class Devnet:
             try:
                 chain_id = int(_rpc(self.rpc_url, "eth_chainId"), 16)
             except OSError:
-                chain_id = None
-            if chain_id is not None:
-                if chain_id != CHAIN_ID:
-                    raise DevnetError(f"anvil answered chain id {chain_id}, expected {CHAIN_ID}")
-                return
-            if time.monotonic() >= deadline:
-                raise DevnetError(
-                    f"anvil did not answer on {self.rpc_url} within {timeout:g} s:\n{self._log_tail()}"
-                )
-            time.sleep(_POLL_SECONDS)
+                return False
+            if chain_id != CHAIN_ID:
+                raise DevnetError(f"anvil answered chain id {chain_id}, expected {CHAIN_ID}")
+            return True
+
+        if not _wait_until(answered, timeout):
+            raise DevnetError(f"anvil did not answer on {self.rpc_url} within {timeout:g} s:\n{self._log_tail()}")
 
     def _terminate(self, pid: int, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if the process outlives `timeout`."""
@@ -385,12 +382,10 @@ def _kill(pid: int, timeout: float) -> None:
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     """Poll `condition` every few ms; whether it became true before the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
+    try:
+        return poll_until(condition, timeout=timeout, interval=_POLL_SECONDS, what="the devnet")
+    except WaitTimeout:
+        return False
 
 
 def _write_atomic(path: Path, text: str) -> None:

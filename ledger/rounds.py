@@ -1,38 +1,15 @@
 """What the chain says about rounds and nodes, read from events (never from the nodes' word).
 
 Shared by the aggregator (which submissions to verify), the edge nodes (which round to train
-for) and the demo's report. Waiting is polling with a short interval and a deadline.
+for) and the demo's report.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from ledger import events
 from ledger.client import LedgerClient
-
-T = TypeVar("T")
-
-POLL_SECONDS = 0.1
-
-
-class WaitTimeout(TimeoutError):
-    """A condition polled with a deadline never came true."""
-
-
-def poll_until(condition: Callable[[], T | None], *, timeout: float, interval: float = POLL_SECONDS, what: str) -> T:
-    """Return the first truthy value of `condition()`, polling every `interval` up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:

@@ -34,6 +34,7 @@ from ledger.api.serve import RunningServer, serve_in_thread
 from ledger.client import LedgerClient
 from ledger.index.db import make_engine, session_factory, upgrade
 from ledger.index.indexer import Indexer
+from ledger.polling import WaitTimeout, poll_until
 
 CHROMIUM = os.environ.get("FEDLEDGER_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/fedledger-audit-page.png")
@@ -81,14 +82,16 @@ class Page:
 
     def wait_for(self, expression: str, *, timeout: float, what: str) -> Any:
         """Poll `expression` until it is truthy; fail with `what` after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                pytest.fail(f"gave up after {timeout} s waiting for {what} (last value {value!r})")
-            time.sleep(POLL_SECONDS)
+        seen: list[Any] = [None]
+
+        def value() -> Any:
+            seen[0] = self.evaluate(expression)
+            return seen[0]
+
+        try:
+            return poll_until(value, timeout=timeout, interval=POLL_SECONDS, what=what)
+        except WaitTimeout:
+            pytest.fail(f"gave up after {timeout} s waiting for {what} (last value {seen[0]!r})")
 
     def method_events(self, method: str) -> list[dict[str, Any]]:
         return [event["params"] for event in self.events if event.get("method") == method]
@@ -107,19 +110,20 @@ def _chromium_binary() -> str:
 def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
     """The port Chromium chose for --remote-debugging-port=0 (it writes it to DevToolsActivePort)."""
     marker = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
+
+    def port() -> int | None:
         if process.poll() is not None:
             pytest.fail(f"chromium exited with {process.returncode} before opening its DevTools port")
         try:
             lines = marker.read_text().splitlines()
-            if lines and lines[0].isdigit():
-                return int(lines[0])
         except FileNotFoundError:
-            pass
-        if time.monotonic() >= deadline:
-            pytest.fail(f"chromium wrote no DevTools port to {marker} within {STARTUP_SECONDS} s")
-        time.sleep(POLL_SECONDS)
+            return None
+        return int(lines[0]) if lines and lines[0].isdigit() else None
+
+    try:
+        return poll_until(port, timeout=STARTUP_SECONDS, interval=POLL_SECONDS, what="the DevTools port")
+    except WaitTimeout:
+        pytest.fail(f"chromium wrote no DevTools port to {marker} within {STARTUP_SECONDS} s")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ledger.index.indexer import Batch, Indexer, IndexerConfig, IndexMismatch, a
 from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Update
 from ledger.index.synthetic import JsonRpc, anvil_bulk_history, label_hash, scripted_history
 from ledger.merkle import merkle_root
+from ledger.polling import poll_until
 from ledger.store import LocalArtifactStore
 from ledger.testing import InProcessLedger, start_in_process_ledger
 
@@ -309,11 +309,7 @@ def _count(sessions: sessionmaker[Session], model: Any) -> int:
 
 
 def _poll(condition: Callable[[], bool], *, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    poll_until(condition, timeout=timeout, interval=0.02, what=what)
 
 
 # --------------------------------------------------------------------------- anvil: reorg, kill -9, CLI

@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,15 +101,16 @@ def serve_in_thread(
 
 def wait_for_port(host: str, port: int, *, timeout: float) -> None:
     """Poll until a TCP connection to host:port succeeds; `TimeoutError` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    from ledger.polling import poll_until
+
+    def accepts() -> bool:
         try:
             with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError as exc:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"nothing accepts connections on {host}:{port} after {timeout} s") from exc
-            time.sleep(_POLL_SECONDS)
+                return True
+        except OSError:
+            return False
+
+    poll_until(accepts, timeout=timeout, interval=_POLL_SECONDS, what=f"connections on {host}:{port}")
 
 
 # --------------------------------------------------------------------------- CLI

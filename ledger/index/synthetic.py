@@ -15,7 +15,6 @@ import hashlib
 import json
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.merkle import merkle_root
+from ledger.polling import WaitTimeout, poll_until
 from ledger.reasons import AbandonReason, RejectReason
 
 BULK_GAS = 300_000
@@ -313,17 +313,24 @@ class ThrowawayAnvil:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + self.timeout
         rpc = JsonRpc(self.rpc_url, timeout=1.0)
-        while True:
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"anvil exited with code {process.returncode} on port {self.port}")
             try:
                 rpc.call("eth_chainId")
-                return self
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()
-                    raise RuntimeError(f"anvil did not start on port {self.port}") from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        try:
+            poll_until(answers, timeout=self.timeout, interval=0.05, what=f"anvil on port {self.port}")
+        except (RuntimeError, WaitTimeout):
+            self.__exit__()
+            raise RuntimeError(f"anvil did not start on port {self.port}") from None
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None and self.process.poll() is None:
