@@ -69,7 +69,7 @@ def devnet(var: Path) -> Iterator[Devnet]:
     try:
         anvil_binary()
     except AnvilNotFound as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"anvil is missing: {exc}")
     net = Devnet()
     assert net.state_dir == var / "devnet"
     yield net
