@@ -36,7 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--misbehave",
         choices=["tamper", "poison"],
-        help="demo only: alter the blob at rest after submitting (tamper, needs --tamper-dir) "
+        help="demo only: alter the blob at rest once stored, before its hash goes on chain (tamper, needs --tamper-dir) "
         "or submit NaN / hugely scaled weights (poison)",
     )
     run.add_argument("--tamper-dir", type=Path, help="with --misbehave tamper: the folder behind the store to alter")
@@ -67,13 +67,13 @@ def _run(args: argparse.Namespace) -> int:
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.node_index if args.seed is None else args.seed
     )
-    transform = after_submit = None
+    transform = after_upload = None
     if args.misbehave == "poison":
         transform = poison_transform()
     elif args.misbehave == "tamper":
         if args.tamper_dir is None:
             raise CommandError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
-        after_submit = tamper_at_rest(args.tamper_dir)
+        after_upload = tamper_at_rest(args.tamper_dir)
     node = EdgeNode(
         client,
         store,
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         config,
         max_model_bytes=Settings().max_artifact_bytes,
         transform=transform,
-        after_submit=after_submit,
+        after_upload=after_upload,
     )
     print(f"node {node.address}: shard {args.node_index}/{args.num_nodes}, {len(shard)} samples, ledger {client.address}", flush=True)
     handled: set[int] = set()

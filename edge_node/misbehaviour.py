@@ -1,6 +1,6 @@
 """Demo-only misbehaving nodes, so the demo and tests can show the aggregator catching them.
 
-`tamper_at_rest` alters the node's blob in the store's folder after the chain accepted its hash;
+`tamper_at_rest` alters the node's blob in the store's folder before the chain records its hash;
 `poison_transform` submits NaN weights in odd rounds and hugely scaled weights in even ones.
 """
 
@@ -17,7 +17,7 @@ POISON_SCALE = 1.0e4
 
 
 def tamper_at_rest(artifacts_dir: Path) -> Callable[[str, bytes], None]:
-    """After submitting, flip one byte of the stored blob, as an attacker with disk access would."""
+    """Once stored, flip one byte of the blob on disk, as an attacker with disk access would."""
 
     def tamper(update_hash: str, blob: bytes) -> None:
         path = LocalArtifactStore(artifacts_dir, max_bytes=len(blob) + 1).path_for(update_hash)

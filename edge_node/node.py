@@ -25,9 +25,11 @@ from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
 
-# Called with (update_hash, blob) after the chain accepted the submission; the demo uses it to
-# play a node that alters its blob at rest. Honest nodes pass None.
-AfterSubmit = Callable[[str, bytes], None]
+# Called with (update_hash, blob) once the blob is stored and before its hash goes on chain; the
+# demo uses it to play a node that alters its blob at rest. Running it before the submission means
+# the aggregator, which only looks after the chain records the hash, can never see the honest
+# bytes first. Honest nodes pass None.
+AfterUpload = Callable[[str, bytes], None]
 # Called on the trained weights before serialization; the demo uses it to play a poisoner.
 Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -69,7 +71,7 @@ class EdgeNode:
         *,
         max_model_bytes: int,
         transform: Transform | None = None,
-        after_submit: AfterSubmit | None = None,
+        after_upload: AfterUpload | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -79,7 +81,7 @@ class EdgeNode:
         self.config = config
         self.max_model_bytes = max_model_bytes
         self.transform = transform
-        self.after_submit = after_submit
+        self.after_upload = after_upload
 
     @property
     def address(self) -> str:
@@ -106,6 +108,8 @@ class EdgeNode:
         blob = serialize_tensors(weights)
         update_hash = self.store.put(blob)
         stored = time.perf_counter()
+        if self.after_upload is not None:
+            self.after_upload(update_hash, blob)
         try:
             self.client.submit_update(round_number, update_hash, len(self.shard))
         except errors.AlreadySubmitted:
@@ -114,8 +118,6 @@ class EdgeNode:
             log.info("round %d closed before %s could submit: %s", round_number, self.address, exc)
             return Participation(round_number, Outcome.ROUND_CLOSED)
         submitted = time.perf_counter()
-        if self.after_submit is not None:
-            self.after_submit(update_hash, blob)
         return Participation(
             round=round_number,
             outcome=Outcome.SUBMITTED,

@@ -33,7 +33,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--iid", dest="iid", action="store_true", default=True, help="IID shards (default)")
     split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
     demo.add_argument("--alpha", type=float, default=0.5)
-    demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its blob after submitting")
+    demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
     demo.add_argument("--rule", default="fedavg")
     demo.add_argument("--epochs", type=int, default=5)
@@ -94,7 +94,7 @@ def _run_memory(args: argparse.Namespace) -> int:
             TrainingConfig(epochs=args.epochs, seed=index),
             max_model_bytes=settings.max_artifact_bytes,
             transform=poison_transform() if index in args.poison else None,
-            after_submit=tamper_at_rest(artifacts_dir) if index in args.tamper else None,
+            after_upload=tamper_at_rest(artifacts_dir) if index in args.tamper else None,
         )
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]

@@ -86,7 +86,7 @@ def test_tampered_and_poisoned_updates_are_rejected_on_chain_and_the_round_commi
         ledger_chain,
         store,
         digits,
-        {1: {"after_submit": tamper_at_rest(store.root)}, 3: {"transform": poison_transform()}},
+        {1: {"after_upload": tamper_at_rest(store.root)}, 3: {"transform": poison_transform()}},
     )
     expected = {1: RejectReason.HASH_MISMATCH, 3: RejectReason.NON_FINITE}
     for round_expectation in (expected, {1: RejectReason.HASH_MISMATCH, 3: RejectReason.NORM_TOO_LARGE}):
