@@ -1,9 +1,9 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated (`aggregator.verification`, pipelined over the cores);
+blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over the cores);
 every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
-from `ledger.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
+from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
 with the Merkle root of the included updates. Failures are results: a round with no valid update
 is abandoned on chain, not crashed.
@@ -19,20 +19,19 @@ from typing import Any
 
 import torch
 
-from ledger import events
-from ledger.client import LedgerClient, RoundInfo, RoundState
-from ledger.data import Shard
-from ledger.merkle import merkle_root
-from ledger.metadata import IncludedUpdate, RejectedUpdate, genesis_metadata, round_metadata
-from ledger.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
-from ledger.reasons import AbandonReason, RejectReason
-from ledger.polling import poll_until
-from ledger.rounds import active_nodes, chain_now, committed_models, round_submissions
-from ledger.serialization import deserialize_tensors, serialize_tensors
-from ledger.store import ArtifactStore
+from ledger.chain import events
+from ledger.chain.client import LedgerClient, RoundInfo, RoundState
+from ledger.core.data import Shard
+from ledger.core.merkle import merkle_root
+from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
+from ledger.core.reasons import AbandonReason, RejectReason
+from ledger.core.polling import POLL_SECONDS, WaitTimeout
+from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
+from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.store.base import BlobStore
 
-from aggregator import verification
-from aggregator.verification import Limits, RoundIntake, Verified
+from aggregator.intake import Limits, RoundIntake, admit_and_merge
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class RoundResult:
 class Aggregator:
     """The coordinator: its chain client (an aggregator key), a store and the held-out test split."""
 
-    def __init__(self, client: LedgerClient, store: ArtifactStore, test_split: Shard, config: AggregatorConfig) -> None:
+    def __init__(self, client: LedgerClient, store: BlobStore, test_split: Shard, config: AggregatorConfig) -> None:
         self.client = client
         self.store = store
         self.test_split = test_split
@@ -87,7 +86,7 @@ class Aggregator:
             return existing
         weights = state_tensors(build_model(self.config.model_seed))
         model_hash = self.store.put(serialize_tensors(weights))
-        metadata_hash = self.store.put(genesis_metadata(architecture=MODEL_NAME, seed=self.config.model_seed))
+        metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed))
         self.client.commit_genesis(model_hash, metadata_hash)
         return model_hash
 
@@ -106,92 +105,64 @@ class Aggregator:
         self.client.open_round(round_number, self.latest_model(), deadline, self.config.min_updates)
         return self.client.get_round(round_number)
 
-    def wait_for_submissions(self, round_number: int, *, expected: int | None = None) -> list[events.UpdateSubmitted]:
-        """Poll until `expected` submissions (default: every active node) are in or the deadline passed."""
-        info = self.client.get_round(round_number)
-        want = expected if expected is not None else max(len(active_nodes(self.client)), 1)
-
-        def ready() -> tuple[list[events.UpdateSubmitted]] | None:
-            submissions = round_submissions(self.client, round_number)
-            if len(submissions) >= want or self.deadline_passed(info):
-                return (submissions,)  # a tuple, so an empty list still ends the wait
-            return None
-
-        timeout = max(info.deadline - time.time(), 0) + 30
-        (found,) = poll_until(ready, timeout=timeout, what=f"submissions to round {round_number}")
-        return found
-
     def deadline_passed(self, info: RoundInfo) -> bool:
         return max(chain_now(self.client), int(time.time())) > info.deadline
 
+    def run_round(self) -> RoundResult:
+        return self.close_round(self.open_round().round)
+
     def close_round(self, round_number: int) -> RoundResult:
-        """Verify every submission, record rejections, then finalize (or abandon) the round."""
+        """Wait for the round's submissions, check each, record rejections, then finalize (or abandon).
+
+        One loop: each poll reads the round's submissions once, from its `RoundOpened` block. It
+        moves on when every active node has submitted or the deadline passed; if too few updates
+        are valid to close before the deadline, it waits for another submission or the deadline.
+        """
         info = self.client.get_round(round_number)
         if info.state is not RoundState.OPEN:
             raise ValueError(f"round {round_number} is {info.state.name.lower()}, not open")
         assert info.base_model_hash is not None
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+        opened_block = round_opened_block(self.client, round_number)
         base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
-        # Verification and (for FedAvg) the merge itself happen here, update by update.
-        intake = verification.verify_and_merge(
-            self.store,
-            round_submissions(self.client, round_number),
-            base,
-            self.config.limits,
-            rule=self.config.rule,
-            rule_params=self.config.rule_params,
-            workers=self.config.workers,
-        )
-        timings["verify"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        for submission, reason, detail in intake.rejected:
-            if self.client.rejection_of(round_number, submission.node) == 0:
-                log.info("round %d: rejecting %s from %s: %s (%s)", round_number, submission.update_hash, submission.node, reason.name, detail)
-                self.client.reject_update(round_number, submission.node, reason)
-        timings["chain"] = time.perf_counter() - started
-
-        if len(intake.accepted) < info.min_updates and not self.deadline_passed(info):
-            # Too few valid updates to close early: the chain only allows it after the deadline.
-            wait_started = time.perf_counter()
-            poll_until(lambda: self.deadline_passed(info), timeout=info.deadline - time.time() + 30, what="the deadline")
-            timings["wait_deadline"] = time.perf_counter() - wait_started
-            seen = len(intake.accepted) + len(intake.rejected)
-            return self.close_round(round_number) if self._new_submissions(round_number, seen) else self._finish(
-                info, intake, timings
-            )
-        return self._finish(info, intake, timings)
-
-    def run_round(self) -> RoundResult:
-        info = self.open_round()
-        self.wait_for_submissions(info.round)
-        return self.close_round(info.round)
-
-    # ---------------------------------------------------------------- verification
-
-    def verify_all(self, round_number: int, base: Mapping[str, torch.Tensor]) -> list[Verified]:
-        """Every submission of the round verified, in chain order (accepted verdicts hold the tensors)."""
-        submissions = round_submissions(self.client, round_number)
-        verdicts = dict(
-            verification.verified_in_merge_order(
-                self.store, submissions, base, self.config.limits, workers=self.config.workers
-            )
-        )
-        return [verdicts[index] for index in range(len(submissions))]
-
-    def verify(self, submission: events.UpdateSubmitted, base: Mapping[str, torch.Tensor]) -> Verified:
-        """Fetch, re-hash and validate one update; every failure becomes a `Rejected` verdict."""
-        return verification.verify(self.store, submission, base, self.config.limits)
-
-    def _new_submissions(self, round_number: int, seen: int) -> bool:
-        return len(round_submissions(self.client, round_number)) > seen
+        wanted = max(len(active_nodes(self.client)), 1)
+        timings: dict[str, float] = {}
+        timeout = max(info.deadline - time.time(), 0) + 30
+        give_up = time.monotonic() + timeout
+        waiting_since = time.perf_counter()
+        while True:
+            closed = self.deadline_passed(info)  # judged before reading, so no submission can follow it
+            submissions = round_submissions(self.client, round_number, from_block=opened_block)
+            if closed or len(submissions) >= wanted:
+                started = time.perf_counter()
+                timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
+                intake = admit_and_merge(
+                    self.store,
+                    submissions,
+                    base,
+                    self.config.limits,
+                    rule=self.config.rule,
+                    rule_params=self.config.rule_params,
+                    workers=self.config.workers,
+                )
+                timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
+                if closed or len(intake.accepted) >= info.min_updates:
+                    return self._finish(info, intake, timings)
+                wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
+            if time.monotonic() > give_up:
+                raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
+            time.sleep(POLL_SECONDS)
 
     # ---------------------------------------------------------------- commit
 
     def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
         assert info.base_model_hash is not None
         accepted, rejected = intake.accepted, intake.rejected
+        started = time.perf_counter()
+        for submission, reason, detail in rejected:
+            if self.client.rejection_of(info.round, submission.node) == 0:
+                log.info("round %d: rejecting %s from %s: %s (%s)", info.round, submission.update_hash, submission.node, reason.name, detail)
+                self.client.reject_update(info.round, submission.node, reason)
+        timings["chain"] = time.perf_counter() - started
         if not accepted:
             reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
@@ -206,7 +177,7 @@ class Aggregator:
 
         started = time.perf_counter()
         model_hash = self.store.put(serialize_tensors(weights))
-        metadata = round_metadata(
+        metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
             architecture=MODEL_NAME,

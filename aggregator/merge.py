@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ledger.aggregation import Update, Weights, aggregate
+from ledger.core.aggregation import Update, Weights, aggregate
 
 # 64 Ki float64 = 512 KiB per temporary: it stays in L2, so every pass reads memory once.
 CHUNK_ELEMENTS = 1 << 16

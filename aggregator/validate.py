@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ledger.reasons import RejectReason
-from ledger.serialization import MalformedArtifact, UnsupportedDtype, tensor_views
+from ledger.core.reasons import RejectReason
+from ledger.core.serialization import MalformedBlob, UnsupportedDtype, tensor_views
 
 # 64 Ki float64 = 512 KiB per temporary: it stays in L2, so every pass reads the tensors once.
 _CHUNK_ELEMENTS = 1 << 16
@@ -54,7 +54,7 @@ def validate_blob(
         tensors = tensor_views(data, max_bytes=max_bytes)
     except UnsupportedDtype as exc:
         return Rejected(RejectReason.DTYPE_MISMATCH, str(exc))
-    except MalformedArtifact as exc:
+    except MalformedBlob as exc:
         return Rejected(RejectReason.MALFORMED, str(exc))
     return validate_update(tensors, base, max_norm=max_norm)
 

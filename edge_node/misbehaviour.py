@@ -11,16 +11,16 @@ from pathlib import Path
 
 import torch
 
-from ledger.store import LocalArtifactStore
+from ledger.store.local import LocalBlobStore
 
 POISON_SCALE = 1.0e4
 
 
-def tamper_at_rest(artifacts_dir: Path) -> Callable[[str, bytes], None]:
+def tamper_at_rest(blobs_dir: Path) -> Callable[[str, bytes], None]:
     """Once stored, flip one byte of the blob on disk, as an attacker with disk access would."""
 
     def tamper(update_hash: str, blob: bytes) -> None:
-        path = LocalArtifactStore(artifacts_dir, max_bytes=len(blob) + 1).path_for(update_hash)
+        path = LocalBlobStore(blobs_dir, max_bytes=len(blob) + 1).path_for(update_hash)
         altered = bytearray(blob)
         altered[-1] ^= 0xFF
         path.write_bytes(bytes(altered))

@@ -14,12 +14,12 @@ from enum import Enum
 
 import torch
 
-from ledger import errors
-from ledger.client import LedgerClient, RoundState
-from ledger.data import Shard
-from ledger.hashing import sha256_hex
-from ledger.serialization import deserialize_tensors, serialize_tensors
-from ledger.store import ArtifactStore
+from ledger.chain import errors
+from ledger.chain.client import LedgerClient, RoundState
+from ledger.core.data import Shard
+from ledger.core.hashing import sha256_hex
+from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.store.base import BlobStore
 
 from edge_node.training import train_local
 
@@ -65,7 +65,7 @@ class EdgeNode:
     def __init__(
         self,
         client: LedgerClient,
-        store: ArtifactStore,
+        store: BlobStore,
         shard: Shard,
         config: TrainingConfig = TrainingConfig(),
         *,
@@ -132,7 +132,7 @@ class EdgeNode:
         """The base model's tensors, only if its bytes hash to what the chain recorded."""
         blob = self.store.get(base_hash)  # stores re-hash on read; check again: never trust a store
         if sha256_hex(blob) != base_hash:
-            from ledger.store import HashMismatch
+            from ledger.store.base import HashMismatch
 
             raise HashMismatch(base_hash, sha256_hex(blob))
         return deserialize_tensors(blob, max_bytes=self.max_model_bytes)

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ledger.data import Shard
-from ledger.model import build_model, load_state, state_tensors
+from ledger.core.data import Shard
+from ledger.core.model import build_model, load_state, state_tensors
 
 # Heavy-ball momentum: a few local epochs then reach a useful model on small shards.
 MOMENTUM = 0.9

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from support import free_port, h
+from ledger.core.polling import free_port
+from support import h
 
 
 @pytest.fixture
@@ -17,13 +18,13 @@ def genesis_hash(ledger_admin) -> str:
 @pytest.fixture
 def anvil_devnet(tmp_path, monkeypatch):
     """A real anvil on a free port with its state in a temp dir; stopped even if the test fails."""
-    from ledger.devnet import Devnet, anvil_binary
+    from ledger.chain.devnet import Devnet, anvil_binary
 
     try:
         anvil_binary()
     except Exception as exc:  # the devnet tests need `make setup`; say so instead of erroring
         pytest.fail(f"anvil is missing: {exc}")
-    monkeypatch.setenv("FEDLEDGER_VAR", str(tmp_path / "var"))
+    monkeypatch.setenv("FEDLEDGER_HOME", str(tmp_path / "var"))
     devnet = Devnet(port=free_port(), state_dir=tmp_path / "var" / "devnet")
     devnet.start()
     try:

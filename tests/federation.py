@@ -1,7 +1,7 @@
 """A real federation for audit tests: genesis plus honest rounds on the in-process chain, and lying rounds.
 
 Five edge nodes train on digits shards and the real aggregator verifies, merges and commits, all
-in one process with a `LocalArtifactStore` (about a second per round). One node poisons its
+in one process with a `LocalBlobStore` (about a second per round). One node poisons its
 update in the chosen round, so that round records an on-chain rejection. `commit_lying_round`
 plays an aggregator whose metadata misstates what it did, committed on chain like an honest one.
 """
@@ -16,15 +16,15 @@ import torch
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
 from edge_node.node import EdgeNode, TrainingConfig
-from ledger.aggregation import Update, aggregate
-from ledger.data import load_digits_split, split_shards
-from ledger.merkle import merkle_root
-from ledger.metadata import IncludedUpdate, round_metadata
-from ledger.model import MODEL_NAME, build_model, evaluate, load_state
-from ledger.rounds import round_submissions
-from ledger.serialization import deserialize_tensors, serialize_tensors
-from ledger.store import LocalArtifactStore
-from ledger.testing import InProcessLedger, start_in_process_ledger
+from ledger.core.aggregation import Update, aggregate
+from ledger.core.data import load_digits_split, split_shards
+from ledger.core.merkle import merkle_root
+from ledger.core.metadata import IncludedUpdate, encode_round
+from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state
+from ledger.chain.rounds import round_submissions
+from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.store.local import LocalBlobStore
+from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 
 MAX_BYTES = 16 * 1024 * 1024
 NODE_COUNT = 5
@@ -34,14 +34,14 @@ POISON_SCALE = 1000.0  # moves the update far past the aggregator's norm bound: 
 @dataclass
 class Federation:
     chain: InProcessLedger
-    store: LocalArtifactStore
+    store: LocalBlobStore
     aggregator: Aggregator
     nodes: list[EdgeNode]
     genesis_hash: str
     results: list[RoundResult] = field(default_factory=list)
 
     @property
-    def artifacts_dir(self) -> Path:
+    def blobs_dir(self) -> Path:
         return self.store.root
 
     @property
@@ -49,10 +49,10 @@ class Federation:
         """Genesis, then every committed round's model, in lineage order."""
         return [self.genesis_hash] + [r.model_hash for r in self.results if r.model_hash is not None]
 
-    def store_copy(self, destination: Path) -> LocalArtifactStore:
+    def store_copy(self, destination: Path) -> LocalBlobStore:
         """A private copy of the blobs, for tests that damage them."""
         shutil.copytree(self.store.root, destination)
-        return LocalArtifactStore(destination, max_bytes=MAX_BYTES)
+        return LocalBlobStore(destination, max_bytes=MAX_BYTES)
 
     def train_round(self) -> int:
         """Open a round and have every node submit; returns the round number (left open)."""
@@ -70,7 +70,7 @@ def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None
     """Genesis and `rounds` honest rounds; in `poisoned_round` the last node's update is rejected."""
     torch.set_num_threads(1)  # the model is tiny: a second thread only adds overhead on 2 cores
     chain = start_in_process_ledger(NODE_COUNT)
-    store = LocalArtifactStore(root, max_bytes=MAX_BYTES)
+    store = LocalBlobStore(root, max_bytes=MAX_BYTES)
     split = load_digits_split(seed=0)
     shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
     aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=NODE_COUNT - 1))
@@ -124,7 +124,7 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
     else:
         raise ValueError(f"unknown lie {lie!r}")
     base = chain.admin.get_round(round_number).base_model_hash
-    metadata = round_metadata(
+    metadata = encode_round(
         round_number=round_number,
         base_model_hash=base,
         architecture=MODEL_NAME,
@@ -158,7 +158,7 @@ _SHARED: list[History] = []
 def shared_history(tmp_path_factory) -> History:
     """One history per test session (about 10 s to build), shared by the audit tests; never damage it."""
     if not _SHARED:
-        federation = run_federation(tmp_path_factory.mktemp("artifacts"), rounds=3, poisoned_round=2)
+        federation = run_federation(tmp_path_factory.mktemp("blobs"), rounds=3, poisoned_round=2)
         honest = federation.model_hashes
         lies = {lie: commit_lying_round(federation, lie=lie) for lie in ("rule", "update", "samples")}
         _SHARED.append(History(federation, honest, lies))

@@ -17,14 +17,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ledger.api.app import create_app
-from ledger.api.serve import serve_in_thread
+from ledger.api.server import serve_in_thread
 from ledger.index import db
 from ledger.index.indexer import Indexer
-from ledger.index.synthetic import ScriptedHistory, label_hash, scripted_history
-from ledger.merkle import verify_proof
-from ledger.reasons import RejectReason
-from ledger.store import LocalArtifactStore
-from ledger.testing import InProcessLedger, start_in_process_ledger
+from ledger.cli.bench.synthetic import ScriptedHistory, label_hash, scripted_history
+from ledger.core.merkle import verify_proof
+from ledger.core.reasons import RejectReason
+from ledger.store.local import LocalBlobStore
+from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 
 API = "/api/v1"
 
@@ -44,14 +44,14 @@ class Service:
 def service(tmp_path_factory) -> Service:
     root = tmp_path_factory.mktemp("api")
     chain = start_in_process_ledger(3)
-    store = LocalArtifactStore(root / "blobs", max_bytes=1 << 20)
+    store = LocalBlobStore(root / "blobs", max_bytes=1 << 20)
     script = scripted_history(chain, store, rounds=4, advance_time=chain.advance_time)
     url = f"sqlite:///{root / 'index.sqlite'}"
     engine = db.make_engine(url)
     db.upgrade(engine)
     Indexer(chain.w3, chain.address, db.session_factory(engine), store=store).run_once()
     engine.dispose()
-    app = create_app(store=store, ledger=chain.admin, max_artifact_bytes=1 << 20, database_url=url)
+    app = create_app(store=store, ledger=chain.admin, max_blob_bytes=1 << 20, database_url=url)
     return Service(chain, script, app)
 
 
@@ -320,7 +320,7 @@ def test_unknown_things_are_a_json_404(client, path) -> None:
 
 
 def test_without_an_index_the_api_answers_503(tmp_path) -> None:
-    app = create_app(store=LocalArtifactStore(tmp_path, max_bytes=1024), ledger=None, max_artifact_bytes=1024)
+    app = create_app(store=LocalBlobStore(tmp_path, max_bytes=1024), ledger=None, max_blob_bytes=1024)
 
     body = get(app.test_client(), f"{API}/summary", status=503)
 

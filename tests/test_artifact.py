@@ -1,26 +1,27 @@
-"""The committed artifact is exactly what a fresh compile of the committed source produces."""
+"""The packaged contract artifact is exactly what a fresh compile of the committed source produces."""
 
 from __future__ import annotations
 
 import hashlib
 
-from ledger.artifact import load_artifact
-from ledger.compile import compile_artifact, render_artifact, resolve_solc
-from ledger.paths import ARTIFACT_PATH, CONTRACT_SOURCE
+import json
+
+from ledger.chain.artifact import artifact_bytes, load_artifact
+from ledger.chain.compile import CHECKOUT_SOURCE, compile_artifact, render_artifact, resolve_solc
 
 
 def test_committed_artifact_is_byte_identical_to_a_fresh_compile():
     fresh = render_artifact(compile_artifact(resolve_solc()))
-    assert fresh == ARTIFACT_PATH.read_text(encoding="utf-8"), "run `fedledger contracts build` and commit"
+    assert fresh.encode("utf-8") == artifact_bytes(), "run `fedledger contracts build` and commit"
 
 
 def test_artifact_records_source_hash_compiler_and_prague():
     artifact = load_artifact()
-    assert artifact.source_sha256 == hashlib.sha256(CONTRACT_SOURCE.read_bytes()).hexdigest()
+    assert CHECKOUT_SOURCE is not None
+    assert artifact.source == CHECKOUT_SOURCE.read_text(encoding="utf-8")
+    assert artifact.source_sha256 == hashlib.sha256(CHECKOUT_SOURCE.read_bytes()).hexdigest()
     assert artifact.compiler_version.startswith("0.8.30")
-    import json
-
-    settings = json.loads(ARTIFACT_PATH.read_text())["compiler"]["settings"]
+    settings = json.loads(artifact_bytes())["compiler"]["settings"]
     assert settings["evmVersion"] == "prague"
     assert settings["optimizer"]["enabled"] is True
 
@@ -28,7 +29,7 @@ def test_artifact_records_source_hash_compiler_and_prague():
 def test_compiler_resolution_prefers_env(monkeypatch, tmp_path):
     import pytest
 
-    from ledger.compile import CompilerNotFound
+    from ledger.chain.compile import CompilerNotFound
 
     fake = tmp_path / "solc"
     fake.write_text("#!/bin/sh\n")

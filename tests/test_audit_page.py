@@ -30,11 +30,11 @@ from federation import MAX_BYTES, History, shared_history
 from websockets.sync.client import ClientConnection, connect
 
 from ledger.api.app import create_app
-from ledger.api.serve import RunningServer, serve_in_thread
-from ledger.client import LedgerClient
+from ledger.api.server import RunningServer, serve_in_thread
+from ledger.chain.client import LedgerClient
 from ledger.index.db import make_engine, session_factory, upgrade
 from ledger.index.indexer import Indexer
-from ledger.polling import WaitTimeout, poll_until
+from ledger.core.polling import WaitTimeout, poll_until
 
 CHROMIUM = os.environ.get("FEDLEDGER_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/fedledger-audit-page.png")
@@ -185,7 +185,7 @@ def service(history: History, tmp_path_factory) -> Iterator[RunningServer]:
     sessions = session_factory(engine)
     reader = LedgerClient(federation.chain.w3, federation.chain.address)  # the service holds no key
     Indexer(federation.chain.w3, reader.address, sessions, store=federation.store).run_once()
-    app = create_app(store=federation.store, ledger=reader, max_artifact_bytes=MAX_BYTES, index_sessions=sessions)
+    app = create_app(store=federation.store, ledger=reader, max_blob_bytes=MAX_BYTES, index_sessions=sessions)
     try:
         with serve_in_thread(app, threads=2) as server:
             yield server

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.bench import measure_aggregate
-from ledger.bench_round import NodeRound, critical_path, measure_round
+from ledger.cli.bench.aggregate import measure_aggregate
+from ledger.cli.bench.round import NodeRound, critical_path, measure_round
 
 
 def test_aggregate_bench_reports_every_variant_and_matches_the_reference_fedavg(tmp_path) -> None:

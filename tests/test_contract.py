@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from support import h
-from ledger import errors, events
-from ledger.client import RoundState
-from ledger.merkle import merkle_proof, merkle_root
+from ledger.chain import errors, events
+from ledger.chain.client import RoundState
+from ledger.core.merkle import merkle_proof, merkle_root
 
 ZERO = "00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -396,8 +396,8 @@ def test_events_filter_by_type_and_indexed_node(ledger_chain, ledger_nodes, open
 
 
 def test_read_only_client_cannot_write(ledger_chain):
-    from ledger.client import LedgerClient
-    from ledger.errors import LedgerError
+    from ledger.chain.client import LedgerClient
+    from ledger.core.errors import LedgerError
 
     reader = LedgerClient(ledger_chain.w3, ledger_chain.address)
     assert reader.counters().version_count == 0
@@ -406,8 +406,8 @@ def test_read_only_client_cannot_write(ledger_chain):
 
 
 def test_every_contract_error_has_a_python_class():
-    from ledger.artifact import load_artifact
-    from ledger.errors import _error_classes
+    from ledger.chain.artifact import load_artifact
+    from ledger.chain.errors import _error_classes
 
     abi_errors = {item["name"] for item in load_artifact().abi_items("error")}
     assert abi_errors == set(_error_classes())

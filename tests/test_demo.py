@@ -9,18 +9,18 @@ import sys
 
 import pytest
 
-from support import free_port
-from ledger import events
-from ledger.chain import connect
-from ledger.client import LedgerClient
-from ledger.reasons import RejectReason
+from ledger.core.polling import free_port
+from ledger.chain import events
+from ledger.chain.connect import connect
+from ledger.chain.client import LedgerClient
+from ledger.core.reasons import RejectReason
 
 
 @pytest.mark.devnet
 def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path):
     var = tmp_path / "var"
     port, api_port = free_port(), free_port()
-    env = dict(os.environ, FEDLEDGER_VAR=str(var))
+    env = dict(os.environ, FEDLEDGER_HOME=str(var))
     command = [sys.executable, "-m", "ledger.cli", "demo", "--nodes", "3", "--rounds", "2", "--tamper", "1"]
     command += ["--epochs", "1", "--port", str(port), "--api-port", str(api_port)]
     try:
@@ -42,9 +42,9 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path
 
 
 def test_default_demo_in_memory_reaches_090_accuracy(tmp_path, monkeypatch, capsys):
-    from ledger.cli import main
+    from ledger.cli.main import main
 
-    monkeypatch.setenv("FEDLEDGER_VAR", str(tmp_path / "var"))
+    monkeypatch.setenv("FEDLEDGER_HOME", str(tmp_path / "var"))
     assert main(["demo", "--chain", "memory"]) == 0
     out = capsys.readouterr().out
     accuracies = [float(x) for x in re.findall(r"test accuracy (\d\.\d+)", out)]

@@ -16,18 +16,13 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-import ledger.devnet
-from ledger.cli import main
-from ledger.devkeys import DEV_ACCOUNT_COUNT, dev_account, dev_addresses
-from ledger.devnet import CHAIN_ID, AnvilNotFound, Devnet, DevnetError, anvil_binary
+import ledger.chain.devnet
+from ledger.core.polling import free_port
+from ledger.cli.main import main
+from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account, dev_addresses
+from ledger.chain.devnet import CHAIN_ID, AnvilNotFound, Devnet, DevnetError, anvil_binary
 
 TRANSFER_WEI = 123_456_789
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _transfer(rpc_url: str, value: int) -> tuple[int, bytes]:
@@ -58,8 +53,8 @@ def _balance(rpc_url: str, address: str) -> int:
 @pytest.fixture
 def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private var dir and devnet port, so the CLI under test sees the same devnet as the API."""
-    monkeypatch.setenv("FEDLEDGER_VAR", str(tmp_path))
-    monkeypatch.setenv("FEDLEDGER_DEVNET_PORT", str(_free_port()))
+    monkeypatch.setenv("FEDLEDGER_HOME", str(tmp_path))
+    monkeypatch.setenv("FEDLEDGER_DEVNET_PORT", str(free_port()))
     return tmp_path
 
 
@@ -200,15 +195,27 @@ def test_corrupt_state_file_is_refused_with_a_way_out(var: Path) -> None:
         net.start()
 
 
-def test_missing_binary_says_run_make_setup(
+def test_missing_binary_names_every_way_to_get_it(
     var: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(ledger.devnet, "DEVNET_DIR", tmp_path / "empty")
+    monkeypatch.setattr(ledger.chain.devnet, "devnet_toolchain_dirs", lambda: [tmp_path / "empty"])
+    monkeypatch.delenv("FEDLEDGER_ANVIL", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
 
-    with pytest.raises(AnvilNotFound, match="run make setup"):
+    with pytest.raises(AnvilNotFound, match="FEDLEDGER_ANVIL.*PATH.*make setup"):
         Devnet().start()
     assert main(["devnet", "start"]) == 1
-    assert "run make setup" in capsys.readouterr().err
+    assert "make setup" in capsys.readouterr().err
+
+
+def test_anvil_is_found_through_fedledger_anvil(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real = anvil_binary()
+    monkeypatch.setattr(ledger.chain.devnet, "devnet_toolchain_dirs", lambda: [])
+    monkeypatch.setenv("FEDLEDGER_ANVIL", str(real))
+    assert anvil_binary() == real
+    monkeypatch.setenv("FEDLEDGER_ANVIL", str(tmp_path / "nope"))
+    with pytest.raises(AnvilNotFound, match="FEDLEDGER_ANVIL"):
+        anvil_binary()
 
 
 def test_dev_account_derivation_is_bounded() -> None:

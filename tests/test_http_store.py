@@ -1,4 +1,4 @@
-"""The HTTP artifact store: signed uploads checked against the chain's roles, downloads re-hashed.
+"""The HTTP blob store: signed uploads checked against the chain's roles, downloads re-hashed.
 
 Client tests go over real HTTP to waitress on a free port, with the service's roles read from a
 fresh in-process chain (`ledger_chain`); a few Flask test-client tests pin status codes and JSON.
@@ -17,29 +17,14 @@ import requests
 from flask import Flask, Response
 
 from ledger.api.app import create_app
-from ledger.api.serve import RunningServer, serve_in_thread
-from ledger.client import LedgerClient
-from ledger.hashing import sha256_hex
-from ledger.http_store import (
-    CONTENT_HASH_HEADER,
-    SIGNATURE_HEADER,
-    ArtifactStoreUnavailable,
-    HttpArtifactStore,
-    ReadOnlyStore,
-    UploadRefused,
-    artifact_upload_message,
-    recover_upload_signer,
-    sign_upload,
-)
-from ledger.store import (
-    ArtifactNotFound,
-    ArtifactStore,
-    ArtifactTooLarge,
-    HashMismatch,
-    InvalidArtifactName,
-    LocalArtifactStore,
-)
-from ledger.testing import InProcessLedger
+from ledger.api.server import RunningServer, serve_in_thread
+from ledger.chain.client import LedgerClient
+from ledger.core.hashing import sha256_hex
+from ledger.store.protocol import CONTENT_HASH_HEADER, SIGNATURE_HEADER, blob_upload_message, recover_upload_signer, sign_upload
+from ledger.store.http import BlobStoreUnavailable, HttpBlobStore, ReadOnlyStore, UploadRefused
+from ledger.store.base import BlobNotFound, BlobStore, BlobTooLarge, HashMismatch, InvalidBlobName
+from ledger.store.local import LocalBlobStore
+from ledger.chain.inprocess import InProcessLedger
 
 LIMIT = 64 * 1024
 BLOB = b"an update's canonical safetensors bytes"
@@ -52,31 +37,31 @@ class Service:
     """The ledger service on a real port, the folder behind it, and the chain it asks."""
 
     chain: InProcessLedger
-    blobs: LocalArtifactStore
+    blobs: LocalBlobStore
     server: RunningServer
 
     @property
     def url(self) -> str:
         return self.server.url
 
-    def store(self, account=None, *, max_bytes: int = LIMIT, **overrides) -> HttpArtifactStore:
+    def store(self, account=None, *, max_bytes: int = LIMIT, **overrides) -> HttpBlobStore:
         options = {"chain_id": self.chain.admin.chain_id, "contract_address": self.chain.address}
         options.update(overrides)
-        return HttpArtifactStore(self.url, account=account, max_bytes=max_bytes, timeout=10.0, **options)
+        return HttpBlobStore(self.url, account=account, max_bytes=max_bytes, timeout=10.0, **options)
 
     def raw_put(self, name: str, body: bytes, signature: str | None) -> requests.Response:
         headers = {SIGNATURE_HEADER: signature} if signature is not None else {}
-        return requests.put(f"{self.url}/artifacts/{name}", data=body, headers=headers, timeout=10)
+        return requests.put(f"{self.url}/blobs/{name}", data=body, headers=headers, timeout=10)
 
 
-def _service_app(chain: InProcessLedger, blobs: LocalArtifactStore) -> Flask:
+def _service_app(chain: InProcessLedger, blobs: LocalBlobStore) -> Flask:
     reader = LedgerClient(chain.w3, chain.address)  # read-only: the service holds no key
-    return create_app(store=blobs, ledger=reader, max_artifact_bytes=LIMIT)
+    return create_app(store=blobs, ledger=reader, max_blob_bytes=LIMIT)
 
 
 @pytest.fixture
 def service(ledger_chain: InProcessLedger, tmp_path) -> Iterator[Service]:
-    blobs = LocalArtifactStore(tmp_path / "served", max_bytes=LIMIT)
+    blobs = LocalBlobStore(tmp_path / "served", max_bytes=LIMIT)
     with serve_in_thread(_service_app(ledger_chain, blobs)) as server:
         yield Service(chain=ledger_chain, blobs=blobs, server=server)
 
@@ -90,16 +75,16 @@ def node(service: Service):
 
 
 def test_upload_message_binds_hash_chain_and_contract() -> None:
-    message = artifact_upload_message(BLOB_HASH, 31337, OTHER_CONTRACT)
+    message = blob_upload_message(BLOB_HASH, 31337, OTHER_CONTRACT)
 
     assert message == (
-        "fedledger artifact upload\n"
+        "fedledger blob upload\n"
         "chain: 31337\n"
         "contract: 0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB\n"
         f"sha256: {BLOB_HASH}"
     )
-    with pytest.raises(InvalidArtifactName):
-        artifact_upload_message(BLOB_HASH.upper(), 31337, OTHER_CONTRACT)
+    with pytest.raises(InvalidBlobName):
+        blob_upload_message(BLOB_HASH.upper(), 31337, OTHER_CONTRACT)
 
 
 def test_signature_recovers_to_the_signer_only_for_the_same_hash_chain_and_contract(node) -> None:
@@ -115,7 +100,7 @@ def test_signature_recovers_to_the_signer_only_for_the_same_hash_chain_and_contr
 
 def test_node_upload_is_stored_and_served_back_identically(service: Service, node) -> None:
     with service.store(node) as uploader, service.store() as reader:
-        assert isinstance(uploader, ArtifactStore)
+        assert isinstance(uploader, BlobStore)
 
         name = uploader.put(BLOB)
 
@@ -133,7 +118,7 @@ def test_node_upload_is_stored_and_served_back_identically(service: Service, nod
 def test_download_carries_the_hash_header_and_octet_stream(service: Service, node) -> None:
     service.store(node).put(BLOB)
 
-    response = requests.get(f"{service.url}/artifacts/{BLOB_HASH}", timeout=10)
+    response = requests.get(f"{service.url}/blobs/{BLOB_HASH}", timeout=10)
 
     assert response.status_code == 200
     assert response.content == BLOB
@@ -152,7 +137,7 @@ def test_upload_and_refusal_are_logged_with_address_and_hash_never_the_key(
     service: Service, node, caplog: pytest.LogCaptureFixture
 ) -> None:
     stranger = service.chain.new_account("stranger-logged")
-    caplog.set_level(logging.INFO, logger="ledger.api.artifacts")
+    caplog.set_level(logging.INFO, logger="ledger.api.blobs")
 
     service.store(node).put(BLOB)
     with pytest.raises(UploadRefused):
@@ -166,7 +151,7 @@ def test_upload_and_refusal_are_logged_with_address_and_hash_never_the_key(
 
 
 def test_unsigned_upload_is_refused_with_401(service: Service, monkeypatch: pytest.MonkeyPatch, node) -> None:
-    monkeypatch.setattr("ledger.http_store.sign_upload", lambda *args: "")
+    monkeypatch.setattr("ledger.store.http.sign_upload", lambda *args: "")
 
     with pytest.raises(UploadRefused) as refused:
         service.store(node).put(BLOB)
@@ -249,7 +234,7 @@ def test_names_that_are_not_a_sha256_are_refused_with_400(service: Service, node
     connection = http.client.HTTPConnection(service.server.host, service.server.port, timeout=10)
     try:
         for method, body, headers in (("GET", None, {}), ("PUT", BLOB, {SIGNATURE_HEADER: signature})):
-            connection.request(method, f"/artifacts/{name}", body=body, headers=headers)
+            connection.request(method, f"/blobs/{name}", body=body, headers=headers)
             response = connection.getresponse()
             payload = json.loads(response.read())
 
@@ -258,23 +243,23 @@ def test_names_that_are_not_a_sha256_are_refused_with_400(service: Service, node
     finally:
         connection.close()
     assert not service.blobs.exists(BLOB_HASH)
-    with pytest.raises(InvalidArtifactName):  # the client refuses before any request
+    with pytest.raises(InvalidBlobName):  # the client refuses before any request
         service.store().get(name)
 
 
 def test_upload_over_the_server_limit_is_refused_with_413(service: Service, node) -> None:
     generous = service.store(node, max_bytes=4 * LIMIT)  # the server's limit, not the client's, applies
 
-    with pytest.raises(ArtifactTooLarge) as too_large:
+    with pytest.raises(BlobTooLarge) as too_large:
         generous.put(b"x" * (LIMIT + 1))
 
     assert too_large.value.limit == LIMIT
-    with pytest.raises(ArtifactTooLarge):  # far over: waitress refuses before the app sees it
+    with pytest.raises(BlobTooLarge):  # far over: waitress refuses before the app sees it
         service.store(node, max_bytes=64 * LIMIT).put(b"y" * (LIMIT + (2 << 20)))
 
 
 def test_upload_over_the_client_limit_is_refused_locally(service: Service, node) -> None:
-    with pytest.raises(ArtifactTooLarge) as too_large:
+    with pytest.raises(BlobTooLarge) as too_large:
         service.store(node, max_bytes=10).put(BLOB)
 
     assert too_large.value.limit == 10
@@ -285,10 +270,10 @@ def test_read_only_store_cannot_upload(service: Service) -> None:
         service.store().put(BLOB)
 
 
-def test_unknown_artifact_is_not_found(service: Service) -> None:
+def test_unknown_blob_is_not_found(service: Service) -> None:
     reader = service.store()
 
-    with pytest.raises(ArtifactNotFound):
+    with pytest.raises(BlobNotFound):
         reader.get(BLOB_HASH)
     assert not reader.exists(BLOB_HASH)
 
@@ -298,7 +283,7 @@ def test_blob_altered_on_disk_is_refused_by_server_and_client_then_repaired(serv
     uploader.put(BLOB)
     service.blobs.path_for(BLOB_HASH).write_bytes(b"tampered at rest")
 
-    response = requests.get(f"{service.url}/artifacts/{BLOB_HASH}", timeout=10)
+    response = requests.get(f"{service.url}/blobs/{BLOB_HASH}", timeout=10)
     assert response.status_code == 409
     assert response.json()["actual"] == sha256_hex(b"tampered at rest")
     assert response.headers["Content-Type"] == "application/json"  # an error, never the altered bytes
@@ -315,11 +300,11 @@ def test_server_that_is_down_raises_a_store_error(node) -> None:
     app = Flask("nothing")
     with serve_in_thread(app) as server:
         url = server.url
-    store = HttpArtifactStore(
+    store = HttpBlobStore(
         url, account=None, chain_id=1, contract_address=OTHER_CONTRACT, max_bytes=LIMIT, timeout=2
     )
 
-    with pytest.raises(ArtifactStoreUnavailable):
+    with pytest.raises(BlobStoreUnavailable):
         store.get(BLOB_HASH)
 
 
@@ -329,7 +314,7 @@ def test_server_that_is_down_raises_a_store_error(node) -> None:
 def _hostile_app(body) -> Flask:
     app = Flask("hostile")
 
-    @app.get("/artifacts/<name>")
+    @app.get("/blobs/<name>")
     def _serve(name: str) -> Response:
         return Response(body, mimetype="application/octet-stream", headers={CONTENT_HASH_HEADER: name})
 
@@ -338,7 +323,7 @@ def _hostile_app(body) -> Flask:
 
 def test_client_rehashes_what_a_lying_server_sends() -> None:
     with serve_in_thread(_hostile_app(b"not the blob you asked for")) as server:
-        store = HttpArtifactStore(
+        store = HttpBlobStore(
             server.url, account=None, chain_id=1, contract_address=OTHER_CONTRACT, max_bytes=LIMIT, timeout=10
         )
         with pytest.raises(HashMismatch) as mismatch:
@@ -354,10 +339,10 @@ def test_client_stops_reading_an_endless_download_at_its_limit() -> None:
             yield b"z" * 4096
 
     with serve_in_thread(_hostile_app(endless())) as server:
-        store = HttpArtifactStore(
+        store = HttpBlobStore(
             server.url, account=None, chain_id=1, contract_address=OTHER_CONTRACT, max_bytes=LIMIT, timeout=10
         )
-        with pytest.raises(ArtifactTooLarge) as too_large:
+        with pytest.raises(BlobTooLarge) as too_large:
             store.get(BLOB_HASH)
 
     assert too_large.value.limit == LIMIT
@@ -368,7 +353,7 @@ def test_client_stops_reading_an_endless_download_at_its_limit() -> None:
 
 @pytest.fixture
 def test_client(ledger_chain: InProcessLedger, tmp_path):
-    app = _service_app(ledger_chain, LocalArtifactStore(tmp_path / "blobs", max_bytes=LIMIT))
+    app = _service_app(ledger_chain, LocalBlobStore(tmp_path / "blobs", max_bytes=LIMIT))
     return app.test_client()
 
 
@@ -376,11 +361,11 @@ def test_json_errors_name_the_problem(test_client, ledger_chain: InProcessLedger
     node = ledger_chain.nodes[1].account
     signature = sign_upload(node, BLOB_HASH, ledger_chain.admin.chain_id, ledger_chain.address)
 
-    unsigned = test_client.put(f"/artifacts/{BLOB_HASH}", data=BLOB)
+    unsigned = test_client.put(f"/blobs/{BLOB_HASH}", data=BLOB)
     oversized = b"x" * (LIMIT + 1)
-    too_large = test_client.put(f"/artifacts/{BLOB_HASH}", data=oversized, headers={SIGNATURE_HEADER: signature})
-    bad_name = test_client.get("/artifacts/..%2Fsecrets")
-    missing = test_client.get(f"/artifacts/{BLOB_HASH}")
+    too_large = test_client.put(f"/blobs/{BLOB_HASH}", data=oversized, headers={SIGNATURE_HEADER: signature})
+    bad_name = test_client.get("/blobs/..%2Fsecrets")
+    missing = test_client.get(f"/blobs/{BLOB_HASH}")
 
     assert unsigned.status_code == 401
     assert unsigned.json["error"] == "Unauthorized"
@@ -397,13 +382,13 @@ def test_put_answers_201_then_200_and_head_reports_presence(test_client, ledger_
     node = ledger_chain.nodes[2].account
     headers = {SIGNATURE_HEADER: sign_upload(node, BLOB_HASH, ledger_chain.admin.chain_id, ledger_chain.address)}
 
-    assert test_client.head(f"/artifacts/{BLOB_HASH}").status_code == 404
-    first = test_client.put(f"/artifacts/{BLOB_HASH}", data=BLOB, headers=headers)
-    second = test_client.put(f"/artifacts/{BLOB_HASH}", data=BLOB, headers=headers)
-    head = test_client.head(f"/artifacts/{BLOB_HASH}")
+    assert test_client.head(f"/blobs/{BLOB_HASH}").status_code == 404
+    first = test_client.put(f"/blobs/{BLOB_HASH}", data=BLOB, headers=headers)
+    second = test_client.put(f"/blobs/{BLOB_HASH}", data=BLOB, headers=headers)
+    head = test_client.head(f"/blobs/{BLOB_HASH}")
 
     assert (first.status_code, first.json["created"]) == (201, True)
-    assert first.headers["Location"] == f"/artifacts/{BLOB_HASH}"
+    assert first.headers["Location"] == f"/blobs/{BLOB_HASH}"
     assert (second.status_code, second.json["created"]) == (200, False)
     assert head.status_code == 200
     assert head.headers[CONTENT_HASH_HEADER] == BLOB_HASH
@@ -411,17 +396,17 @@ def test_put_answers_201_then_200_and_head_reports_presence(test_client, ledger_
 
 
 def test_service_without_a_ledger_refuses_uploads(tmp_path) -> None:
-    app = create_app(store=LocalArtifactStore(tmp_path, max_bytes=LIMIT), ledger=None, max_artifact_bytes=LIMIT)
+    app = create_app(store=LocalBlobStore(tmp_path, max_bytes=LIMIT), ledger=None, max_blob_bytes=LIMIT)
 
-    response = app.test_client().put(f"/artifacts/{BLOB_HASH}", data=BLOB, headers={SIGNATURE_HEADER: "0x" + "1" * 130})
+    response = app.test_client().put(f"/blobs/{BLOB_HASH}", data=BLOB, headers={SIGNATURE_HEADER: "0x" + "1" * 130})
 
     assert response.status_code == 503
 
 
 def test_cli_offers_api_serve() -> None:
-    from ledger.api.serve import DEFAULT_PORT
-    from ledger.cli import build_parser
+    from ledger.api.server import DEFAULT_PORT
+    from ledger.cli.main import build_parser
 
-    args = build_parser().parse_args(["api", "serve", "--threads", "2"])
+    args = build_parser("api").parse_args(["api", "serve", "--threads", "2"])
 
     assert (args.host, args.port, args.threads, args.contract) == ("127.0.0.1", DEFAULT_PORT, 2, None)

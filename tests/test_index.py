@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3._utils.events import get_event_data
 
-from ledger import events as ev
-from ledger.client import LedgerClient, RoundState
+from ledger.chain import events as ev
+from ledger.chain.client import LedgerClient, RoundState
 from ledger.index import db
 from ledger.index.indexer import Batch, Indexer, IndexerConfig, IndexMismatch, apply_events
-from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Update
-from ledger.index.synthetic import JsonRpc, anvil_bulk_history, label_hash, scripted_history
-from ledger.merkle import merkle_root
-from ledger.polling import poll_until
-from ledger.store import LocalArtifactStore
-from ledger.testing import InProcessLedger, start_in_process_ledger
+from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Submission
+from ledger.chain.devnet import rpc_call
+from ledger.cli.bench.synthetic import anvil_bulk_history, label_hash, scripted_history
+from ledger.core.merkle import merkle_root
+from ledger.core.polling import free_port, poll_until
+from ledger.store.local import LocalBlobStore
+from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 
-TABLES = (Node, Round, Update, ModelVersion, ChainEvent, IndexerCursor)
+TABLES = (Node, Round, Submission, ModelVersion, ChainEvent, IndexerCursor)
 SURROGATE_COLUMNS = {"id"}
 
 
@@ -81,7 +81,7 @@ def assert_index_matches_chain(sessions: sessionmaker[Session], client: LedgerCl
             )
             assert row.state.value == info.state.name.lower()
 
-        for update in session.scalars(select(Update)):
+        for update in session.scalars(select(Submission)):
             assert client.submission_of(update.round, update.node) == update.update_hash
             assert client.rejection_of(update.round, update.node) == (update.rejected_reason or 0)
             if update.rejected_reason is not None:
@@ -99,7 +99,7 @@ def assert_index_matches_chain(sessions: sessionmaker[Session], client: LedgerCl
             )
             if version.round > 0:
                 included = session.scalars(
-                    select(Update.update_hash).where(Update.round == version.round, Update.included.is_(True))
+                    select(Submission.update_hash).where(Submission.round == version.round, Submission.included.is_(True))
                 ).all()
                 assert merkle_root(bytes.fromhex(h) for h in included).hex() == version.included_root
                 assert client.get_round(version.round).state is RoundState.FINALIZED
@@ -114,10 +114,10 @@ def history(tmp_path_factory) -> History:
 
 
 @pytest.fixture(scope="module")
-def scripted(tmp_path_factory) -> tuple[InProcessLedger, LocalArtifactStore, Any]:
+def scripted(tmp_path_factory) -> tuple[InProcessLedger, LocalBlobStore, Any]:
     """A varied history (rejection, abandoned round, revoked node, missing metadata) on its own chain."""
     chain = start_in_process_ledger(3)
-    store = LocalArtifactStore(tmp_path_factory.mktemp("scripted-blobs"), max_bytes=1 << 20)
+    store = LocalBlobStore(tmp_path_factory.mktemp("scripted-blobs"), max_bytes=1 << 20)
     script = scripted_history(chain, store, rounds=4, advance_time=chain.advance_time)
     return chain, store, script
 
@@ -130,7 +130,7 @@ def test_fast_decoder_agrees_with_web3_on_every_event(scripted) -> None:
     logs = chain.w3.eth.get_logs({"address": chain.address, "fromBlock": 0, "toBlock": "latest"})
     names = set()
     for log in logs:
-        abi = ev._BY_TOPIC[bytes(log["topics"][0])]
+        abi = ev.event_abis()[bytes(log["topics"][0])]
         reference = get_event_data(chain.w3.codec, abi, log)["args"]
         decoded = ev.decode_log(chain.w3, log)
         assert decoded is not None
@@ -163,12 +163,12 @@ def test_index_equals_the_chain_after_real_rounds(history, tmp_path) -> None:
             assert version.metadata_loaded and version.rule_name is not None
             assert 0 < version.metrics["test_accuracy"] <= 1
             assert version.depth == version.version  # a linear lineage
-        rejected = session.scalars(select(Update).where(Update.rejected_reason.is_not(None))).all()
+        rejected = session.scalars(select(Submission).where(Submission.rejected_reason.is_not(None))).all()
         assert [(u.round, u.rejected_reason, u.included) for u in rejected] == [(2, 8, False)]
         # The "update" lie names an update that is not in the round: the chain's set decides inclusion.
         lying = session.scalars(select(ModelVersion).where(ModelVersion.model_hash == history.lies["update"])).one()
         assert session.scalar(
-            select(Update.included).where(Update.round == lying.round).limit(1)
+            select(Submission.included).where(Submission.round == lying.round).limit(1)
         ) is True
 
     # Rebuilding from block 0 gives the same rows.
@@ -257,7 +257,7 @@ def test_metadata_missing_at_first_is_filled_in_later(scripted, tmp_path) -> Non
     with sessions() as session:
         assert session.scalars(select(ModelVersion.metadata_loaded)).all() == [False] * 5
         # Inclusion never needs the blobs: the chain's submissions and Merkle root decide it.
-        assert session.scalar(select(Update.included).where(Update.round == 3).limit(1)) is True
+        assert session.scalar(select(Submission.included).where(Submission.round == 3).limit(1)) is True
 
     Indexer(chain.w3, chain.address, sessions, store=store).run_once()
 
@@ -317,7 +317,7 @@ def _poll(condition: Callable[[], bool], *, what: str, timeout: float = 20.0) ->
 
 @pytest.mark.devnet
 def test_a_real_reorg_is_rolled_back_and_reindexed(anvil_devnet, tmp_path) -> None:
-    from ledger.chain import connect
+    from ledger.chain.connect import connect
 
     bulk = anvil_bulk_history(anvil_devnet.rpc_url, nodes=4, rounds=3, reject_every=3)
     w3 = connect(anvil_devnet.rpc_url)
@@ -330,9 +330,8 @@ def test_a_real_reorg_is_rolled_back_and_reindexed(anvil_devnet, tmp_path) -> No
 
     # Replace the last 2 blocks (round 3's submissions, then its rejections + finalize) with a
     # branch where only one node submits in round 3, into a block at the same height.
-    rpc = JsonRpc(anvil_devnet.rpc_url)
     node = bulk.node_addresses[0]
-    rpc.call("anvil_impersonateAccount", [node])
+    rpc_call(anvil_devnet.rpc_url, "anvil_impersonateAccount", [node])
     replacement = {
         "from": node,
         "to": bulk.address,
@@ -340,7 +339,7 @@ def test_a_real_reorg_is_rolled_back_and_reindexed(anvil_devnet, tmp_path) -> No
         "gas": hex(300_000),
         "nonce": hex(2),
     }
-    rpc.call("anvil_reorg", [2, [[replacement, 0]]])
+    rpc_call(anvil_devnet.rpc_url, "anvil_reorg", [2, [[replacement, 0]]])
     assert bytes(w3.eth.get_block("latest")["hash"]).hex() != orphaned_head
 
     stats = indexer.run_once()
@@ -348,7 +347,7 @@ def test_a_real_reorg_is_rolled_back_and_reindexed(anvil_devnet, tmp_path) -> No
     assert stats.reorgs == 1
     assert_index_matches_chain(sessions, client, bulk.deploy_block)
     with sessions() as session:
-        round_three = session.scalars(select(Update).where(Update.round == 3)).all()
+        round_three = session.scalars(select(Submission).where(Submission.round == 3)).all()
         assert [(u.node, u.update_hash, u.included) for u in round_three] == [(node, label_hash("reorg/branch"), None)]
         assert session.get(Round, 3).state.value == "open"
     fresh = new_index(tmp_path / "fresh.sqlite")
@@ -363,14 +362,14 @@ def test_a_real_reorg_is_rolled_back_and_reindexed(anvil_devnet, tmp_path) -> No
 
 @pytest.mark.devnet
 def test_kill_9_between_batches_then_resume(anvil_devnet, tmp_path, capsys) -> None:
-    from ledger.chain import connect
-    from ledger.cli import main
+    from ledger.chain.connect import connect
+    from ledger.cli.main import main
 
     bulk = anvil_bulk_history(anvil_devnet.rpc_url, nodes=6, rounds=8, reject_every=4)
     url = f"sqlite:///{tmp_path / 'index.sqlite'}"
     new_index(tmp_path / "index.sqlite")
     chain_args = ["--rpc-url", anvil_devnet.rpc_url, "--contract", bulk.address, "--database-url", url]
-    chain_args += ["--from-block", str(bulk.deploy_block), "--artifacts-dir", str(tmp_path / "blobs")]
+    chain_args += ["--from-block", str(bulk.deploy_block), "--blobs-dir", str(tmp_path / "blobs")]
     engine = db.make_engine(url)
     sessions = db.session_factory(engine)
 
@@ -418,7 +417,7 @@ def _cursor_block(sessions: sessionmaker[Session]) -> int | None:
 
 
 def test_index_run_refuses_an_out_of_date_schema(tmp_path, capsys) -> None:
-    from ledger.cli import main
+    from ledger.cli.main import main
 
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     code = main(["index", "run", "--rpc-url", "http://127.0.0.1:1", "--database-url", url, "--contract", "0x" + "11" * 20])
@@ -459,9 +458,7 @@ def postgres_url() -> Iterator[str]:
     data = Path(tempfile.mkdtemp(prefix="fedledger-pg-"))
     if run_as:
         shutil.chown(data, "postgres", "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     cluster = data / "cluster"
 
     def run(*command: str) -> None:
@@ -493,7 +490,7 @@ def test_postgresql_migrates_indexes_and_serves(postgres_url, scripted) -> None:
         indexer.run_once()
         assert_index_matches_chain(sessions, chain.admin)
 
-        app = create_app(store=store, ledger=chain.admin, max_artifact_bytes=1 << 20, database_url=postgres_url)
+        app = create_app(store=store, ledger=chain.admin, max_blob_bytes=1 << 20, database_url=postgres_url)
         client = app.test_client()
         tip = script.versions[-1]
         lineage = client.get(f"/api/v1/models/{tip}/lineage").json
@@ -508,9 +505,9 @@ def test_postgresql_migrates_indexes_and_serves(postgres_url, scripted) -> None:
         # uint64 values beyond BIGINT are exact on PostgreSQL (NUMERIC(20)).
         key = (1, chain.nodes[0].account.address)
         with db.transaction(sessions) as session:
-            session.get(Update, key).num_samples = 2**64 - 1
+            session.get(Submission, key).num_samples = 2**64 - 1
         with sessions() as session:
-            assert session.get(Update, key).num_samples == 2**64 - 1
+            assert session.get(Submission, key).num_samples == 2**64 - 1
         app.extensions["fedledger_index_engine"].dispose()
         db.downgrade(engine, "base")
         assert db.current_revision(engine) is None

@@ -7,8 +7,8 @@ import stat
 import pytest
 from eth_account import Account
 
-from ledger.errors import DevKeyRefused, LedgerError
-from ledger.keys import guard_dev_key, load_keystore, resolve_account, write_keystore
+from ledger.chain.errors import DevKeyRefused, LedgerError
+from ledger.chain.keys import guard_dev_key, load_keystore, resolve_account, write_keystore
 
 
 def test_keystore_round_trip_needs_the_password(tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_malformed_keystore_and_ambiguous_key_choice_are_clear_errors(tmp_path, 
 
 
 def test_dev_keys_are_allowed_on_the_in_process_chain_and_refused_elsewhere(ledger_chain):
-    from ledger.devkeys import dev_account
+    from ledger.chain.devkeys import dev_account
 
     guard_dev_key(ledger_chain.w3, dev_account(3).address, int(ledger_chain.w3.eth.chain_id))
     from web3 import Web3

@@ -6,12 +6,12 @@ import hashlib
 
 import pytest
 
-from ledger import errors, events
-from ledger.chain import connect
-from ledger.client import LedgerClient, RoundState
-from ledger.deploy import DeploymentNotFound, deploy, load_deployment
-from ledger.devkeys import dev_account
-from ledger.merkle import merkle_root
+from ledger.chain import errors, events
+from ledger.chain.connect import connect
+from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.deploy import DeploymentNotFound, deploy, load_deployment
+from ledger.chain.devkeys import dev_account
+from ledger.core.merkle import merkle_root
 
 pytestmark = pytest.mark.devnet
 
@@ -71,8 +71,8 @@ def test_dev_keys_refused_off_the_devnet(tmp_path):
     """anvil posing as chain id 1: the public dev keys are refused before any transaction."""
     import subprocess
 
-    from support import free_port
-    from ledger.devnet import anvil_binary
+    from ledger.core.polling import free_port
+    from ledger.chain.devnet import anvil_binary
 
     port = free_port()
     process = subprocess.Popen(
@@ -92,7 +92,7 @@ def test_dev_keys_refused_off_the_devnet(tmp_path):
 
 
 def test_walkthrough_never_prints_a_private_key(anvil_devnet, capsys, caplog):
-    from ledger.cli import main
+    from ledger.cli.main import main
 
     caplog.set_level("DEBUG")
     assert main(["-v", "walkthrough", "--port", str(anvil_devnet.port), "--nodes", "2"]) == 0

@@ -8,10 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from ledger.api.app import create_app
-from ledger.cli import main
+from ledger.cli.main import main
 from ledger.index import db
 from ledger.index.models import Base
-from ledger.store import LocalArtifactStore
+from ledger.store.local import LocalBlobStore
 
 INDEX_TABLES = {"nodes", "rounds", "updates", "model_versions", "chain_events", "indexer_cursor"}
 
@@ -70,9 +70,9 @@ def test_out_of_date_schema_is_refused_with_what_to_run(database_url, tmp_path) 
         db.check_schema(engine)
     with pytest.raises(db.SchemaOutOfDate, match="has no fedledger schema"):
         create_app(
-            store=LocalArtifactStore(tmp_path / "blobs", max_bytes=1024),
+            store=LocalBlobStore(tmp_path / "blobs", max_bytes=1024),
             ledger=None,
-            max_artifact_bytes=1024,
+            max_blob_bytes=1024,
             database_url=database_url,
         )
 
@@ -105,7 +105,7 @@ def test_database_url_comes_from_the_environment(tmp_path, monkeypatch, capsys) 
 
 def test_the_api_serves_without_an_index_only_when_none_exists(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("FEDLEDGER_DATABASE_URL", raising=False)
-    monkeypatch.setenv("FEDLEDGER_VAR", str(tmp_path / "var"))
+    monkeypatch.setenv("FEDLEDGER_HOME", str(tmp_path / "var"))
 
     assert db.service_database_url(None) is None  # no file: blobs only, the audit API answers 503
     engine = db.make_engine(f"sqlite:///{tmp_path / 'var' / 'index.sqlite'}")

@@ -13,7 +13,7 @@ def test_plugin_fixtures_work_in_a_foreign_test_suite(tmp_path):
             """
             import hashlib
             import pytest
-            from ledger import errors
+            from ledger.chain import errors
 
             def test_users_round(ledger_chain, ledger_admin, ledger_nodes):
                 assert len(ledger_nodes) == 5

@@ -1,4 +1,4 @@
-"""The auditor's re-derivation (`ledger.rederive`), its endpoint and its CLI, on a real federation's history.
+"""The auditor's re-derivation (`ledger.audit.rederive`), its endpoint and its CLI, on a real federation's history.
 
 One federation's history (genesis, three rounds with a rejection in round 2, then three rounds
 committed by a lying aggregator) is built once per session; tests that damage blobs use a copy.
@@ -15,14 +15,15 @@ from federation import MAX_BYTES, History, shared_history
 from flask.testing import FlaskClient
 
 from ledger.api.app import create_app
-from ledger.cli import main
-from ledger.client import LedgerClient
-from ledger.hashing import sha256_hex
-from ledger.rederive import ChainFacts, FindingKind, Verdict, read_chain_facts, rederive, verify_version
-from ledger.metadata import genesis_metadata
-from ledger.model import MODEL_NAME
-from ledger.serialization import canonical_json
-from ledger.store import ArtifactNotFound, LocalArtifactStore
+from ledger.cli.main import main
+from ledger.chain.client import LedgerClient
+from ledger.core.hashing import sha256_hex
+from ledger.audit.rederive import ChainFacts, FindingKind, Verdict, read_chain_facts, rederive, verify_version
+from ledger.core.metadata import encode_genesis
+from ledger.core.model import MODEL_NAME
+from ledger.core.safe_json import canonical_json
+from ledger.store.base import BlobNotFound
+from ledger.store.local import LocalBlobStore
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def _facts(history: History, model_hash: str) -> ChainFacts:
     return _FACTS[model_hash]
 
 
-def _verify(history: History, model_hash: str, store: LocalArtifactStore | None = None) -> Verdict:
+def _verify(history: History, model_hash: str, store: LocalBlobStore | None = None) -> Verdict:
     return rederive(_facts(history, model_hash), store or history.federation.store, max_bytes=MAX_BYTES)
 
 
@@ -219,7 +220,7 @@ def test_facts_that_disagree_with_the_metadata(history: History) -> None:
 
 
 class DictStore:
-    """An in-memory ArtifactStore: `rederive` needs nothing else."""
+    """An in-memory BlobStore: `rederive` needs nothing else."""
 
     def __init__(self, blobs: dict[str, bytes]) -> None:
         self.blobs = dict(blobs)
@@ -233,7 +234,7 @@ class DictStore:
 
     def get(self, name: str) -> bytes:
         if name not in self.blobs:
-            raise ArtifactNotFound(name)
+            raise BlobNotFound(name)
         return self.blobs[name]
 
     def exists(self, name: str) -> bool:
@@ -317,7 +318,7 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
 def test_genesis_metadata_naming_another_seed(history: History, seed: int, kind: FindingKind) -> None:
     genesis = history.honest[0]
     store = DictStore({genesis: history.federation.store.get(genesis)})
-    metadata_hash = store.put(genesis_metadata(architecture=MODEL_NAME, seed=seed))
+    metadata_hash = store.put(encode_genesis(architecture=MODEL_NAME, seed=seed))
     facts = _facts(history, genesis)
 
     verdict = rederive(replace(facts, version=replace(facts.version, metadata_hash=metadata_hash)), store)
@@ -358,7 +359,7 @@ def test_a_parent_that_is_not_a_committed_version(history: History) -> None:
 
 @pytest.fixture
 def api(history: History) -> Iterator[FlaskClient]:
-    app = create_app(store=history.federation.store, ledger=_reader(history), max_artifact_bytes=MAX_BYTES)
+    app = create_app(store=history.federation.store, ledger=_reader(history), max_blob_bytes=MAX_BYTES)
     with app.test_client() as client:
         yield client
 
@@ -404,7 +405,7 @@ def test_endpoint_404_for_an_unknown_version(api: FlaskClient) -> None:
 
 
 def test_endpoint_503_without_a_ledger(history: History) -> None:
-    app = create_app(store=history.federation.store, ledger=None, max_artifact_bytes=MAX_BYTES)
+    app = create_app(store=history.federation.store, ledger=None, max_blob_bytes=MAX_BYTES)
 
     response = app.test_client().get(f"/api/v1/models/{history.honest[0]}/verify")
 
@@ -417,14 +418,14 @@ def test_endpoint_503_without_a_ledger(history: History) -> None:
 @pytest.fixture
 def cli_chain(history: History, monkeypatch) -> None:
     """`fedledger audit verify` against the in-process chain (it has no RPC URL to connect to)."""
-    monkeypatch.setattr("ledger.wiring.ledger_client", lambda args, account: _reader(history))
+    monkeypatch.setattr("ledger.cli.wiring.ledger_client", lambda args, account: _reader(history))
 
 
 @pytest.mark.usefixtures("cli_chain")
 def test_cli_exit_0_when_verified(history: History, capsys) -> None:
-    folder = str(history.federation.artifacts_dir)
+    folder = str(history.federation.blobs_dir)
 
-    code = main(["audit", "verify", "0x" + history.honest[2].upper(), "--artifacts-dir", folder])
+    code = main(["audit", "verify", "0x" + history.honest[2].upper(), "--blobs-dir", folder])
 
     assert code == 0
     assert capsys.readouterr().out.startswith("VERIFIED  version 2 re-derived from 4 updates with fedavg")
@@ -436,7 +437,7 @@ def test_cli_exit_1_printing_findings(history: History, capsys, tmp_path) -> Non
     _, metadata_hash, _ = _round_parts(history, 1)
     store.path_for(metadata_hash).unlink()
 
-    code = main(["audit", "verify", history.honest[1], "--artifacts-dir", str(store.root)])
+    code = main(["audit", "verify", history.honest[1], "--blobs-dir", str(store.root)])
 
     out = capsys.readouterr().out
     assert code == 1
@@ -446,7 +447,7 @@ def test_cli_exit_1_printing_findings(history: History, capsys, tmp_path) -> Non
 
 @pytest.mark.usefixtures("cli_chain")
 def test_cli_unknown_version_is_an_error(history: History, capsys) -> None:
-    code = main(["audit", "verify", sha256_hex(b"nope"), "--artifacts-dir", str(history.federation.artifacts_dir)])
+    code = main(["audit", "verify", sha256_hex(b"nope"), "--blobs-dir", str(history.federation.blobs_dir)])
 
     assert code == 1
     assert "is not a committed model version" in capsys.readouterr().err

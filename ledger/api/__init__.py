@@ -1,5 +1,1 @@
-"""The ledger service: Flask app factory for the artifact store and (later) the audit API."""
-
-from ledger.api.app import create_app
-
-__all__ = ["create_app"]
+"""The ledger service: the blob store over HTTP, the audit API under /api/v1 and the audit page."""

@@ -1,41 +1,27 @@
 """`create_app(config)`: the ledger service's Flask app, one blueprint per area.
 
-The app holds its collaborators in `app.extensions["fedledger"]` (a `Services` object): the
-artifact store and a read-only ledger client. Tests build the app with their own (temp store,
+The app holds its collaborators in `app.extensions["fedledger"]` (a `Services` object, see
+`ledger.api.services`): the blob store and a read-only ledger client. Tests build the app with their own (temp store,
 in-process chain) through the same factory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from ledger.client import LedgerClient
-from ledger.store import ArtifactStore
-
-
-@dataclass
-class Services:
-    store: ArtifactStore
-    ledger: LedgerClient | None
-    max_artifact_bytes: int
-
-
-def services(app: Flask | None = None) -> Services:
-    from flask import current_app
-
-    return (app or current_app).extensions["fedledger"]
-
+from ledger.api.services import Services
+from ledger.chain.client import LedgerClient
+from ledger.store.base import BlobStore
 
 def create_app(
     *,
-    store: ArtifactStore,
+    store: BlobStore,
     ledger: LedgerClient | None,
-    max_artifact_bytes: int,
+    max_blob_bytes: int,
     config: dict[str, Any] | None = None,
     database_url: str | None = None,
     index_sessions: sessionmaker[Session] | None = None,
@@ -50,19 +36,17 @@ def create_app(
     app = Flask("fedledger")
     # An engine the app opened itself: whoever retires the app disposes it (closes its pool).
     app.extensions["fedledger_index_engine"] = owned_engine
-    app.config.update(MAX_CONTENT_LENGTH=max_artifact_bytes, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=max_blob_bytes, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)
-    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_artifact_bytes=max_artifact_bytes)
+    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes)
 
-    from ledger.api.artifacts import blueprint as artifacts_blueprint
+    from ledger.api.blobs import blueprint as blobs_blueprint
 
-    app.register_blueprint(artifacts_blueprint)
+    app.register_blueprint(blobs_blueprint)
 
     from ledger.api.page import blueprint as page_blueprint
-    from ledger.api.verify import blueprint as verify_blueprint
 
-    app.register_blueprint(verify_blueprint)
     app.register_blueprint(page_blueprint)
 
     from ledger.api import db, v1

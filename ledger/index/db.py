@@ -17,10 +17,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.errors import LedgerError
-from ledger.paths import PROJECT_ROOT
+from ledger.core.errors import LedgerError
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+MIGRATIONS_PACKAGE = "ledger.index.migrations"
 
 
 class SchemaOutOfDate(LedgerError):
@@ -63,12 +62,19 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 # --------------------------------------------------------------------------- Alembic
 
 
+def migrations_dir() -> Path:
+    """The Alembic script folder as installed (a real folder: wheels install unzipped)."""
+    from importlib import resources
+
+    return Path(str(resources.files(MIGRATIONS_PACKAGE)))
+
+
 def alembic_config(engine: Engine | None = None, database_url: str | None = None) -> Any:
     """A programmatic Alembic config (no alembic.ini needed); env.py uses the given engine's connection."""
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     if database_url is not None:
         config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["engine"] = engine

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
 
-from ledger import events as ev
-from ledger.errors import LedgerError
+from ledger.chain import events as ev
+from ledger.core.errors import LedgerError
 from ledger.index.db import transaction
 from ledger.index.models import (
     DERIVED_TABLES,
@@ -35,11 +35,11 @@ from ledger.index.models import (
     ModelVersion,
     Node,
     Round,
-    RoundState,
-    Update,
+    RoundStatus,
+    Submission,
 )
-from ledger.merkle import merkle_root
-from ledger.store import ArtifactStore, ArtifactStoreError
+from ledger.core.merkle import merkle_root
+from ledger.store.base import BlobStore, BlobStoreError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Indexer:
         sessions: sessionmaker[Session],
         *,
         start_block: int = 0,
-        store: ArtifactStore | None = None,
+        store: BlobStore | None = None,
         config: IndexerConfig = IndexerConfig(),
     ) -> None:
         self.w3 = w3
@@ -301,11 +301,11 @@ def event_args(event: ev.LedgerEvent) -> dict[str, Any]:
 
 # Core statements on the tables (not the ORM classes), built once: the hot path of the indexer.
 _INSERT_ROUNDS = insert(Round.__table__)
-_INSERT_UPDATES = insert(Update.__table__)
+_INSERT_UPDATES = insert(Submission.__table__)
 _INSERT_EVENTS = insert(ChainEvent.__table__)
 _REJECT = (
-    update(Update.__table__)
-    .where(Update.__table__.c.round == bindparam("r_round"), Update.__table__.c.node == bindparam("r_node"))
+    update(Submission.__table__)
+    .where(Submission.__table__.c.round == bindparam("r_round"), Submission.__table__.c.node == bindparam("r_node"))
     .values(rejected_reason=bindparam("r_reason"), rejected_block=bindparam("r_block"))
 )
 
@@ -315,7 +315,7 @@ class _Writer:
     as one executemany each; any other event flushes them first (in that order: a rejection only
     needs its update row, an update its round row), so the result is the same as one by one."""
 
-    def __init__(self, session: Session, store: ArtifactStore | None) -> None:
+    def __init__(self, session: Session, store: BlobStore | None) -> None:
         self.session = session
         self.store = store
         self.rounds: list[dict[str, Any]] = []
@@ -356,7 +356,7 @@ class _Writer:
                     "base_model_hash": event.base_model_hash,
                     "deadline": event.deadline,
                     "min_updates": event.min_updates,
-                    "state": RoundState.OPEN,
+                    "state": RoundStatus.OPEN,
                     "opened_block": ref.block_number,
                     "opened_tx": ref.tx_hash,
                     "closed_block": None,
@@ -381,7 +381,7 @@ class _Writer:
         self.session.execute(
             update(Round)
             .where(Round.round == event.round)
-            .values(state=RoundState.ABANDONED, closed_block=event.ref.block_number, abandon_reason=event.reason_code)
+            .values(state=RoundStatus.ABANDONED, closed_block=event.ref.block_number, abandon_reason=event.reason_code)
         )
 
     def model_committed(self, event: ev.ModelCommitted) -> None:
@@ -411,7 +411,7 @@ class _Writer:
             self.session.execute(
                 update(Round)
                 .where(Round.round == event.round)
-                .values(state=RoundState.FINALIZED, closed_block=ref.block_number)
+                .values(state=RoundStatus.FINALIZED, closed_block=ref.block_number)
             )
             _mark_included(self.session, version, _unrejected_hashes(self.session, event.round))
         if self.store is not None and version.metadata_hash is not None:
@@ -426,7 +426,7 @@ _HANDLERS: dict[type[ev.LedgerEvent], Callable[[_Writer, Any], None]] = {
 }
 
 
-def apply_events(session: Session, found: Sequence[ev.LedgerEvent], store: ArtifactStore | None = None) -> int:
+def apply_events(session: Session, found: Sequence[ev.LedgerEvent], store: BlobStore | None = None) -> int:
     """Write `found` (one block range, chain order) unless already stored; returns how many were new."""
     if not found:
         return 0
@@ -473,7 +473,7 @@ def _set_node(session: Session, address: str, *, registered_block: int) -> None:
 def _unrejected_hashes(session: Session, round_number: int) -> set[str]:
     return set(
         session.scalars(
-            select(Update.update_hash).where(Update.round == round_number, Update.rejected_reason.is_(None))
+            select(Submission.update_hash).where(Submission.round == round_number, Submission.rejected_reason.is_(None))
         )
     )
 
@@ -485,9 +485,9 @@ def _mark_included(session: Session, version: ModelVersion, candidates: set[str]
     if merkle_root(bytes.fromhex(h) for h in candidates).hex() != version.included_root:
         return False
     session.execute(
-        update(Update)
-        .where(Update.round == version.round)
-        .values(included=Update.update_hash.in_(sorted(candidates)) & Update.rejected_reason.is_(None))
+        update(Submission)
+        .where(Submission.round == version.round)
+        .values(included=Submission.update_hash.in_(sorted(candidates)) & Submission.rejected_reason.is_(None))
     )
     return True
 
@@ -506,37 +506,29 @@ class MetadataSummary:
 
 
 def parse_metadata(blob: bytes) -> MetadataSummary | None:
-    """The parts of a `fedledger-model-metadata` blob the index shows; None for any other bytes."""
-    from ledger.metadata import FORMAT  # here: ledger.metadata pulls in torch via serialization
-    from ledger.safe_json import UntrustedJsonError, parse_untrusted_json
+    """The parts of a metadata record the index shows; None for bytes that are not one."""
+    from ledger.core.metadata import MetadataError, RoundRecord, decode
 
     try:
-        doc = parse_untrusted_json(blob)
-    except UntrustedJsonError:
+        record = decode(blob)
+    except MetadataError:
         return None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        return None
-    rule = doc.get("rule") if isinstance(doc.get("rule"), dict) else {}
-    metrics = doc.get("metrics")
-    included = doc.get("included")
-    hashes = None
-    if isinstance(included, list) and all(isinstance(u, dict) and isinstance(u.get("update_hash"), str) for u in included):
-        hashes = frozenset(u["update_hash"] for u in included)
-    params = rule.get("params")
+    if not isinstance(record, RoundRecord):
+        return MetadataSummary(rule_name=None, rule_params=None, metrics=None, included_hashes=None)
     return MetadataSummary(
-        rule_name=rule.get("name") if isinstance(rule.get("name"), str) else None,
-        rule_params=params if isinstance(params, dict) else None,
-        metrics=metrics if isinstance(metrics, dict) else None,
-        included_hashes=hashes,
+        rule_name=record.rule.name,
+        rule_params=dict(record.rule.params),
+        metrics=dict(record.metrics),
+        included_hashes=frozenset(u.update_hash for u in record.included),
     )
 
 
-def load_metadata(session: Session, store: ArtifactStore, version: ModelVersion) -> bool:
+def load_metadata(session: Session, store: BlobStore, version: ModelVersion) -> bool:
     """Fill rule and metrics from the metadata blob if the store has it (re-hashed on read)."""
     assert version.metadata_hash is not None
     try:
         blob = store.get(version.metadata_hash)
-    except (ArtifactStoreError, OSError) as exc:
+    except (BlobStoreError, OSError) as exc:
         log.debug("metadata %s of version %d not available: %s", version.metadata_hash, version.version, exc)
         return False
     summary = parse_metadata(blob)
@@ -553,7 +545,7 @@ def load_metadata(session: Session, store: ArtifactStore, version: ModelVersion)
 
 def _inclusion_unknown(session: Session, round_number: int) -> bool:
     return (
-        session.scalar(select(Update.round).where(Update.round == round_number, Update.included.is_(None)).limit(1))
+        session.scalar(select(Submission.round).where(Submission.round == round_number, Submission.included.is_(None)).limit(1))
         is not None
     )
 
@@ -573,10 +565,10 @@ def roll_back_from(session: Session, fork_block: int) -> None:
         )
     }
     reopened = select(Round.round).where(Round.closed_block >= fork_block).scalar_subquery()
-    session.execute(update(Update).where(Update.round.in_(reopened)).values(included=None))
-    session.execute(delete(Update).where(Update.block_number >= fork_block))
+    session.execute(update(Submission).where(Submission.round.in_(reopened)).values(included=None))
+    session.execute(delete(Submission).where(Submission.block_number >= fork_block))
     session.execute(
-        update(Update).where(Update.rejected_block >= fork_block).values(rejected_reason=None, rejected_block=None)
+        update(Submission).where(Submission.rejected_block >= fork_block).values(rejected_reason=None, rejected_block=None)
     )
     # One statement: a version and its children go together (FKs are checked at statement end).
     session.execute(delete(ModelVersion).where(ModelVersion.block_number >= fork_block))
@@ -584,7 +576,7 @@ def roll_back_from(session: Session, fork_block: int) -> None:
     session.execute(
         update(Round)
         .where(Round.closed_block >= fork_block)
-        .values(state=RoundState.OPEN, closed_block=None, abandon_reason=None)
+        .values(state=RoundStatus.OPEN, closed_block=None, abandon_reason=None)
     )
     session.execute(delete(ChainEvent).where(ChainEvent.block_number >= fork_block))
     for address in sorted(touched_nodes):

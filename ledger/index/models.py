@@ -2,7 +2,7 @@
 
 Every row is derived from events (`chain_events` keeps them verbatim), so the whole schema can be
 dropped and rebuilt from the chain. Hashes are bare lowercase hex (what `sha256sum` prints),
-addresses EIP-55 checksummed, as `ledger.events` decodes them. Each derived row records the block
+addresses EIP-55 checksummed, as `ledger.chain.events` decodes them. Each derived row records the block
 that created it, and each later change the block that made it, so a reorg can be undone by block.
 """
 
@@ -76,8 +76,8 @@ class Base(DeclarativeBase):
     type_annotation_map = {int: Integer()}
 
 
-class RoundState(enum.Enum):
-    """Where a round is: the contract's states, minus NONE (a round exists once it opened)."""
+class RoundStatus(enum.Enum):
+    """Where a round is, as the index stores it (text): the contract's `RoundState` minus NONE."""
 
     OPEN = "open"
     FINALIZED = "finalized"
@@ -104,9 +104,9 @@ class Round(Base):
     base_model_hash: Mapped[Sha256Hex]
     deadline: Mapped[Uint64]
     min_updates: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[RoundState] = mapped_column(
+    state: Mapped[RoundStatus] = mapped_column(
         Enum(
-            RoundState,
+            RoundStatus,
             name="round_state",
             native_enum=False,
             create_constraint=True,
@@ -120,7 +120,7 @@ class Round(Base):
     abandon_reason: Mapped[Optional[int]]
 
 
-class Update(Base):
+class Submission(Base):
     """One `UpdateSubmitted` (the contract allows one per node per round), its rejection and inclusion.
 
     `included` is True/False once the round's version is committed and the included set is known
@@ -197,4 +197,4 @@ class IndexerCursor(Base):
 
 
 # Children before parents: the order rows are deleted in (a rebuild, a reorg rollback).
-DERIVED_TABLES = (Update, ModelVersion, Round, Node, ChainEvent)
+DERIVED_TABLES = (Submission, ModelVersion, Round, Node, ChainEvent)

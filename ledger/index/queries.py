@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Row, Select, bindparam, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Update
+from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Submission
 
 T = TypeVar("T")
 
@@ -74,8 +74,8 @@ def counts(session: Session) -> Counts:
         rounds_by_state={
             state.value: n for state, n in session.execute(select(Round.state, func.count()).group_by(Round.state))
         },
-        updates=count(select(func.count()).select_from(Update)),
-        rejected_updates=count(select(func.count()).select_from(Update).where(Update.rejected_reason.is_not(None))),
+        updates=count(select(func.count()).select_from(Submission)),
+        rejected_updates=count(select(func.count()).select_from(Submission).where(Submission.rejected_reason.is_not(None))),
         model_versions=count(select(func.count()).select_from(ModelVersion)),
         events=count(select(func.count()).select_from(ChainEvent)),
     )
@@ -109,13 +109,13 @@ def round_by_number(session: Session, number: int) -> Round | None:
 def round_tallies(session: Session, numbers: Sequence[int]) -> dict[int, RoundTally]:
     rows = session.execute(
         select(
-            Update.round,
+            Submission.round,
             func.count(),
-            func.count(Update.rejected_reason),
-            func.sum(case((Update.included.is_(True), 1), else_=0)),
+            func.count(Submission.rejected_reason),
+            func.sum(case((Submission.included.is_(True), 1), else_=0)),
         )
-        .where(Update.round.in_(numbers))
-        .group_by(Update.round)
+        .where(Submission.round.in_(numbers))
+        .group_by(Submission.round)
     )
     return {r: RoundTally(int(n), int(rej), int(inc or 0)) for r, n, rej, inc in rows}
 
@@ -125,10 +125,10 @@ def versions_of_rounds(session: Session, numbers: Sequence[int]) -> dict[int, Mo
     return {version.round: version for version in found}
 
 
-def submissions(session: Session, round_number: int, page: Page) -> Paged[Update]:
-    base = select(Update).where(Update.round == round_number)
+def submissions(session: Session, round_number: int, page: Page) -> Paged[Submission]:
+    base = select(Submission).where(Submission.round == round_number)
     return Paged(
-        list(session.scalars(_page(base, page, Update.block_number, Update.log_index))), _total(session, base)
+        list(session.scalars(_page(base, page, Submission.block_number, Submission.log_index))), _total(session, base)
     )
 
 
@@ -152,16 +152,16 @@ def children(session: Session, model_hash: str) -> list[str]:
     )
 
 
-def included_updates(session: Session, round_number: int, page: Page) -> Paged[Update]:
-    base = select(Update).where(Update.round == round_number, Update.included.is_(True))
-    return Paged(list(session.scalars(_page(base, page, Update.update_hash, Update.node))), _total(session, base))
+def included_updates(session: Session, round_number: int, page: Page) -> Paged[Submission]:
+    base = select(Submission).where(Submission.round == round_number, Submission.included.is_(True))
+    return Paged(list(session.scalars(_page(base, page, Submission.update_hash, Submission.node))), _total(session, base))
 
 
 def included_by_round(session: Session, numbers: Sequence[int]) -> dict[int, list[Row[Any]]]:
     """Included updates of several rounds at once (one query, plain rows), by hash within a round."""
     grouped: dict[int, list[Row[Any]]] = defaultdict(list)
     if numbers:
-        table = Update.__table__
+        table = Submission.__table__
         for row in session.execute(
             select(table)
             .where(table.c.round.in_(numbers), table.c.included.is_(True))
@@ -220,16 +220,16 @@ def _lineage_statement(descending: bool) -> Select[Any]:
 # --------------------------------------------------------------------------- updates
 
 
-def submissions_of_hash(session: Session, update_hash: str, page: Page) -> Paged[Update]:
-    base = select(Update).where(Update.update_hash == update_hash)
-    return Paged(list(session.scalars(_page(base, page, Update.round, Update.node))), _total(session, base))
+def submissions_of_hash(session: Session, update_hash: str, page: Page) -> Paged[Submission]:
+    base = select(Submission).where(Submission.update_hash == update_hash)
+    return Paged(list(session.scalars(_page(base, page, Submission.round, Submission.node))), _total(session, base))
 
 
 def included_hashes(session: Session, round_number: int) -> list[str]:
     return sorted(
         set(
             session.scalars(
-                select(Update.update_hash).where(Update.round == round_number, Update.included.is_(True))
+                select(Submission.update_hash).where(Submission.round == round_number, Submission.included.is_(True))
             )
         )
     )
@@ -252,17 +252,17 @@ def node_by_address(session: Session, address: str) -> Node | None:
 def node_tallies(session: Session, addresses: Sequence[str]) -> dict[str, NodeTally]:
     rows = session.execute(
         select(
-            Update.node,
+            Submission.node,
             func.count(),
-            func.count(Update.rejected_reason),
-            func.sum(case((Update.included.is_(True), 1), else_=0)),
+            func.count(Submission.rejected_reason),
+            func.sum(case((Submission.included.is_(True), 1), else_=0)),
         )
-        .where(Update.node.in_(addresses))
-        .group_by(Update.node)
+        .where(Submission.node.in_(addresses))
+        .group_by(Submission.node)
     )
     return {node: NodeTally(int(n), int(rej), int(inc or 0)) for node, n, rej, inc in rows}
 
 
-def contributions(session: Session, address: str, page: Page) -> Paged[Update]:
-    base = select(Update).where(Update.node == address)
-    return Paged(list(session.scalars(_page(base, page, Update.round))), _total(session, base))
+def contributions(session: Session, address: str, page: Page) -> Paged[Submission]:
+    base = select(Submission).where(Submission.node == address)
+    return Paged(list(session.scalars(_page(base, page, Submission.round))), _total(session, base))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ledger.data import DigitsSplit, load_digits_split
+from ledger.core.data import DigitsSplit, load_digits_split
 
 # The model is tiny: a second thread only adds sync overhead (~2x slower on the 2-core machine).
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ledger.data import DigitsSplit, dirichlet_partition, iid_partition, split_shards, train_test_indices
+from ledger.core.data import DigitsSplit, dirichlet_partition, iid_partition, split_shards, train_test_indices
 
 DIGITS_CLASS_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 

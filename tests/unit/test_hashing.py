@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.hashing import from_bytes32, is_sha256_hex, normalize_hash, sha256_hex, to_bytes32
+from ledger.core.hashing import from_bytes32, is_sha256_hex, normalize_hash, sha256_hex, to_bytes32
 
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 test vector
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from aggregator.merge import CollectedRule, StreamingFedAvg, merge_key, start_merge
-from ledger.aggregation import Update, aggregate, fedavg
-from ledger.hashing import sha256_hex
-from ledger.model import build_model, state_tensors
-from ledger.serialization import serialize_tensors
+from ledger.core.aggregation import Update, aggregate, fedavg
+from ledger.core.hashing import sha256_hex
+from ledger.core.model import build_model, state_tensors
+from ledger.core.serialization import serialize_tensors
 
 SHAPES = {"bias": (5,), "scale": (), "weight": (3, 7), "wide": (2, 33)}
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ledger.merkle import merkle_proof, merkle_root, verify_proof
+from ledger.core.merkle import merkle_proof, merkle_root, verify_proof
 
 
 def _h(label: str) -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ledger.model import build_model, evaluate, load_state, state_tensors
-from ledger.serialization import serialize_tensors
+from ledger.core.model import build_model, evaluate, load_state, state_tensors
+from ledger.core.serialization import serialize_tensors
 
 
 def test_build_model_is_seeded_and_leaves_the_global_rng_alone() -> None:

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from ledger.aggregation import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
-from ledger.hashing import sha256_hex
-from ledger.model import build_model, state_tensors
-from ledger.serialization import serialize_tensors
+from ledger.core.aggregation import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
+from ledger.core.hashing import sha256_hex
+from ledger.core.model import build_model, state_tensors
+from ledger.core.serialization import serialize_tensors
 
 
 def _update(tag: str, num_samples: int, *values: float) -> Update:

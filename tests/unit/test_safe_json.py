@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ledger.safe_json import MAX_JSON_DEPTH, UntrustedJsonError, json_depth, parse_untrusted_json
+from ledger.core.safe_json import MAX_JSON_DEPTH, UntrustedJsonError, json_depth, parse_untrusted_json
 
 
 def test_depth_ignores_brackets_inside_strings_and_escapes():
@@ -30,12 +30,12 @@ def test_a_hostile_safetensors_header_is_refused_with_web3_loaded_in_a_subproces
     """With web3 imported (recursion limit 100,000), 500k nested brackets used to segfault the process."""
     script = (
         "import struct, web3\n"
-        "from ledger.serialization import MalformedArtifact, deserialize_tensors\n"
+        "from ledger.core.serialization import MalformedBlob, deserialize_tensors\n"
         "header = b'[' * 500_000\n"
         "blob = struct.pack('<Q', len(header)) + header\n"
         "try:\n"
         "    deserialize_tensors(blob, max_bytes=len(blob))\n"
-        "except MalformedArtifact as exc:\n"
+        "except MalformedBlob as exc:\n"
         "    print('refused:', str(exc)[:60])\n"
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save as raw_safetensors_save
 
-from ledger.hashing import sha256_hex
-from ledger.serialization import (
+from ledger.core.hashing import sha256_hex
+from ledger.core.safe_json import canonical_json
+from ledger.core.serialization import (
     MAX_HEADER_BYTES,
-    MalformedArtifact,
+    MalformedBlob,
     UnsupportedDtype,
-    canonical_json,
     deserialize_tensors,
     serialize_tensors,
     tensor_views,
@@ -118,7 +118,7 @@ VALID = serialize_tensors({"x": torch.ones(4)})
     ],
 )
 def test_bytes_that_are_not_canonical_safetensors_are_refused(data: bytes) -> None:
-    with pytest.raises(MalformedArtifact):
+    with pytest.raises(MalformedBlob):
         deserialize_tensors(data, max_bytes=LIMIT)
 
 
@@ -127,7 +127,7 @@ def test_duplicate_header_keys_are_refused() -> None:
     header = b'{"x":' + entry + b',"x":' + entry + b"}"
     data = struct.pack("<Q", len(header)) + header + b"\x00" * 4
 
-    with pytest.raises(MalformedArtifact, match="duplicate"):
+    with pytest.raises(MalformedBlob, match="duplicate"):
         deserialize_tensors(data, max_bytes=LIMIT)
 
 
@@ -140,7 +140,7 @@ def test_non_float32_blobs_are_refused_as_unsupported_dtype(tensor: torch.Tensor
 
 
 def test_blobs_over_the_limit_are_refused() -> None:
-    with pytest.raises(MalformedArtifact, match="over the 100-byte limit"):
+    with pytest.raises(MalformedBlob, match="over the 100-byte limit"):
         deserialize_tensors(serialize_tensors({"x": torch.zeros(64)}), max_bytes=100)
 
 
@@ -170,7 +170,7 @@ def _outcome(read, data: bytes) -> object:  # type: ignore[no-untyped-def]
     """What a reader makes of `data`: the tensors as lists, or the class of its refusal."""
     try:
         tensors = read(data, max_bytes=LIMIT)
-    except MalformedArtifact as exc:
+    except MalformedBlob as exc:
         return type(exc)
     return {name: (tuple(t.shape), t.dtype, t.tolist()) for name, t in tensors.items()}
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ledger.aggregation import Update, fedavg
+from ledger.core.aggregation import Update, fedavg
 from edge_node.training import train_local
-from ledger.data import DigitsSplit, split_shards
-from ledger.hashing import sha256_hex
-from ledger.model import build_model, evaluate, load_state, state_tensors
-from ledger.serialization import serialize_tensors
+from ledger.core.data import DigitsSplit, split_shards
+from ledger.core.hashing import sha256_hex
+from ledger.core.model import build_model, evaluate, load_state, state_tensors
+from ledger.core.serialization import serialize_tensors
 
 HYPER = {"epochs": 2, "batch_size": 32, "lr": 0.1}
 

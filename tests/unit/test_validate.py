@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save as raw_safetensors_save
 
 from aggregator.validate import Accepted, Rejected, validate_blob, validate_update
-from ledger.reasons import RejectReason
-from ledger.serialization import serialize_tensors
+from ledger.core.reasons import RejectReason
+from ledger.core.serialization import serialize_tensors
 
 BASE = {"bias": torch.zeros(2), "weight": torch.zeros(2, 2)}
 LIMIT = 4096

@@ -15,10 +15,10 @@ from flask import abort, request, url_for
 from sqlalchemy import Row
 from web3 import Web3
 
-from ledger.hashing import normalize_hash
-from ledger.index.models import ModelVersion, Node, Round, Update
+from ledger.core.hashing import normalize_hash
+from ledger.index.models import ModelVersion, Node, Round, Submission
 from ledger.index.queries import NodeTally, Page, Paged, RoundTally
-from ledger.reasons import AbandonReason, RejectReason
+from ledger.core.reasons import AbandonReason, RejectReason
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -121,7 +121,7 @@ def abandon_reason(code: int | None) -> dict[str, Any] | None:
     return {"code": code, "name": name, "description": description}
 
 
-def submission(update: Update) -> dict[str, Any]:
+def submission(update: Submission) -> dict[str, Any]:
     return {
         "round": update.round,
         "node": update.node,
@@ -135,7 +135,7 @@ def submission(update: Update) -> dict[str, Any]:
     }
 
 
-def contributor(update: Update | Row[Any]) -> dict[str, Any]:
+def contributor(update: Submission | Row[Any]) -> dict[str, Any]:
     return {"update_hash": update.update_hash, "node": update.node, "num_samples": update.num_samples}
 
 

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from ledger.api.db import get_session
 from ledger.api.v1.common import address_arg, envelope, node_brief, page_arg, submission
 from ledger.index import queries
-from ledger.index.models import Update
+from ledger.index.models import Submission
 from ledger.index.queries import NodeTally
 
 blueprint = Blueprint("api_nodes", __name__)
@@ -38,7 +38,7 @@ def get_node(address: str) -> ResponseReturnValue:
     found = queries.contributions(session, node_address, page)
     built = queries.versions_of_rounds(session, [u.round for u in found.items])
 
-    def contribution(update: Update) -> dict[str, Any]:
+    def contribution(update: Submission) -> dict[str, Any]:
         into = built.get(update.round) if update.included else None
         return {**submission(update), "model_hash": into.model_hash if into else None, "version": into.version if into else None}
 

@@ -8,12 +8,12 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from ledger.api.app import services
+from ledger.api.services import services
 from ledger.api.db import get_session
 from ledger.api.v1.common import version
 from ledger.index import queries
 from ledger.index.db import head_revision
-from ledger.index.models import RoundState
+from ledger.index.models import RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def summary() -> ResponseReturnValue:
         "lag_blocks": head - indexed if head is not None and indexed is not None else None,
         "schema_revision": head_revision(),
         "nodes": {"total": counts.nodes, "active": counts.active_nodes},
-        "rounds": {"total": counts.rounds, **{s.value: counts.rounds_by_state.get(s.value, 0) for s in RoundState}},
+        "rounds": {"total": counts.rounds, **{s.value: counts.rounds_by_state.get(s.value, 0) for s in RoundStatus}},
         "updates": {"total": counts.updates, "rejected": counts.rejected_updates},
         "versions": {"total": counts.model_versions},
         "events": {"total": counts.events},

@@ -15,8 +15,8 @@ from flask.typing import ResponseReturnValue
 from ledger.api.db import get_session
 from ledger.api.v1.common import envelope, hash_arg, hex_list, page_arg, submission
 from ledger.index import queries
-from ledger.index.models import ModelVersion, Update
-from ledger.merkle import merkle_proof, merkle_root, verify_proof
+from ledger.index.models import ModelVersion, Submission
+from ledger.core.merkle import merkle_proof, merkle_root, verify_proof
 
 blueprint = Blueprint("api_updates", __name__)
 
@@ -31,7 +31,7 @@ def get_update(update_hash: str) -> ResponseReturnValue:
         abort(404, description=f"no node submitted an update with hash {wanted} (or it is not indexed yet)")
     built = queries.versions_of_rounds(session, sorted({u.round for u in found.items}))
 
-    def with_proof(update: Update) -> dict[str, Any]:
+    def with_proof(update: Submission) -> dict[str, Any]:
         return {**submission(update), "inclusion": _inclusion(session, update, built.get(update.round))}
 
     body: dict[str, Any] = {"update_hash": wanted}
@@ -39,7 +39,7 @@ def get_update(update_hash: str) -> ResponseReturnValue:
     return jsonify(body)
 
 
-def _inclusion(session: Any, update: Update, version: ModelVersion | None) -> dict[str, Any] | None:
+def _inclusion(session: Any, update: Submission, version: ModelVersion | None) -> dict[str, Any] | None:
     """The proof that `update` is under its round's version's includedRoot; None if it was not included."""
     if not update.included or version is None or version.included_root is None:
         return None

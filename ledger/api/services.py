@@ -1,0 +1,23 @@
+"""What every blueprint of the ledger service shares: the blob store and a read-only ledger client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from ledger.chain.client import LedgerClient
+from ledger.store.base import BlobStore
+
+
+@dataclass
+class Services:
+    store: BlobStore
+    ledger: LedgerClient | None
+    max_blob_bytes: int
+
+
+def services(app: Flask | None = None) -> Services:
+    """The running app's services (set by `create_app`)."""
+    found: Services = (app or current_app).extensions["fedledger"]
+    return found

@@ -1,0 +1,154 @@
+"""The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
+
+For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob and every
+update the metadata names; check the named updates against the chain (Merkle root, count, each
+one submitted in that round by that node with that sample count, none rejected); re-run the
+recorded rule with its parameters; serialize canonically and compare the SHA-256 with the chain's
+model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
+
+Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
+the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
+The judging (`rederive`) touches nothing but the store it is given.
+"""
+
+from __future__ import annotations
+
+from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
+from ledger.audit.facts import ChainFacts, read_chain_facts
+from ledger.audit.verdict import FindingKind, Verdict
+from ledger.chain.client import LedgerClient
+from ledger.core.aggregation import RULES, Update, aggregate
+from ledger.core.hashing import sha256_hex
+from ledger.core.metadata import GenesisRecord, RoundRecord
+from ledger.core.model import build_model, state_tensors
+from ledger.core.serialization import serialize_tensors
+from ledger.store.base import BlobStore
+
+
+def verify_version(
+    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Verdict | None:
+    """Read the chain, then re-derive; None if `model_hash` is not a committed version."""
+    facts = read_chain_facts(client, model_hash)
+    return None if facts is None else rederive(facts, store, max_bytes=max_bytes)
+
+
+def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Verdict:
+    """Judge one committed version against `facts`, fetching its blobs from `store`."""
+    audit = Judgement(facts.version, store, max_bytes)
+    if facts.version.parent_hash is None:
+        _rederive_genesis(audit)
+    else:
+        _rederive_round(audit, facts)
+    return audit.verdict()
+
+
+def _rederive_genesis(audit: Judgement) -> None:
+    version = audit.version
+    audit.fetch(version.model_hash, "model")
+    record = audit.metadata()
+    if record is None:
+        return
+    if not isinstance(record, GenesisRecord):
+        audit.find(
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
+            "the chain records a genesis version (no parent) but the metadata is not a genesis record",
+            expected="genesis",
+            actual=record.kind,
+        )
+        return
+    seed = record.seed
+    if not audit.known_architecture(record):
+        return
+    try:
+        weights = state_tensors(build_model(seed))
+    except (ValueError, RuntimeError, OverflowError) as exc:  # torch refuses seeds outside 64 bits
+        audit.find(
+            FindingKind.METADATA_MALFORMED,
+            audit.metadata_subject,
+            "metadata",
+            f"the genesis seed cannot seed the model: {exc}",
+            actual=str(seed),
+        )
+        return
+    audit.rederived_hash = sha256_hex(serialize_tensors(weights))
+    audit.compare_rederived(f"rebuilding {record.architecture} from seed {seed}")
+
+
+def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
+    version = audit.version
+    parent_hash = version.parent_hash
+    assert parent_hash is not None
+    audit.fetch(version.model_hash, "model")
+
+    parent = facts.committed.get(parent_hash)
+    parent_tensors = None
+    if parent is None or parent.version >= version.version:
+        audit.find(
+            FindingKind.PARENT_MISSING,
+            parent_hash,
+            "parent",
+            f"the parent of version {version.version} is not an earlier committed version on this ledger",
+        )
+    else:
+        parent_blob = audit.fetch(parent_hash, "parent")
+        if parent_blob is not None:
+            parent_tensors = audit.tensors(parent_hash, "parent", parent_blob)
+
+    record = audit.metadata()
+    if record is None:
+        return
+    if not isinstance(record, RoundRecord):
+        audit.find(
+            FindingKind.METADATA_MALFORMED,
+            audit.metadata_subject,
+            "metadata",
+            f"the chain records a round version (it has a parent) but the metadata kind is {record.kind!r}",
+        )
+        return
+    recipe = record
+    check_against_chain(audit, recipe, facts)
+    audit.rule = {"name": recipe.rule.name, "params": dict(recipe.rule.params)}
+    audit.updates = tuple(item.update_hash for item in recipe.included)
+    if not audit.known_architecture(record):
+        return
+
+    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
+    samples = {event.update_hash: event.num_samples for event in facts.submissions}
+    updates: list[Update] = []
+    for item in recipe.included:
+        blob = audit.fetch(item.update_hash, "update")
+        tensors = audit.tensors(item.update_hash, "update", blob) if blob is not None else None
+        if tensors is None:
+            continue
+        if parent_tensors is not None and not audit.fits(item.update_hash, tensors, parent_tensors):
+            continue
+        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
+    if len(updates) != len(recipe.included) or not updates:
+        return  # a missing or unusable input is already a finding; re-running without it proves nothing
+
+    if recipe.rule.name not in RULES:
+        audit.find(
+            FindingKind.RULE_UNKNOWN,
+            recipe.rule.name,
+            "rule",
+            f"the metadata names rule {recipe.rule.name!r}, which this build cannot run",
+            expected=sorted(RULES),
+            actual=recipe.rule.name,
+        )
+        return
+    try:
+        weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
+        rederived = serialize_tensors(weights)
+    except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
+        audit.find(
+            FindingKind.AGGREGATION_FAILED,
+            recipe.rule.name,
+            "rule",
+            f"{recipe.rule.name} with params {dict(recipe.rule.params)} refused the recorded updates: {exc}",
+        )
+        return
+    audit.rederived_hash = sha256_hex(rederived)
+    audit.compare_rederived(f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates")

@@ -1,0 +1,300 @@
+"""Typed client for the FederatedLedger contract: methods mirror the contract, failures raise
+the project's own exceptions (see ledger.chain.errors), reads return dataclasses.
+
+Every write is estimated first (so a revert surfaces as e.g. `AlreadySubmitted(round=3, node=0x…)`
+before any gas is spent), signed locally with the caller's key and awaited to its receipt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+
+from ledger.core import hashing
+from ledger.chain.artifact import load_artifact
+from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
+from ledger.chain.events import LedgerEvent, fetch_events
+from ledger.chain.keys import guard_dev_key
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=LedgerEvent)
+
+HashLike = str | bytes
+
+
+class RoundState(IntEnum):
+    NONE = 0
+    OPEN = 1
+    FINALIZED = 2
+    ABANDONED = 3
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """What a write cost and where it landed."""
+
+    function: str
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: tuple[LedgerEvent, ...]
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round: int
+    base_model_hash: str | None
+    deadline: int
+    min_updates: int
+    state: RoundState
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_hash: str
+    version: int
+    round: int
+    included_count: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    last_round: int
+    version_count: int
+
+
+def to_bytes32(value: HashLike) -> bytes:
+    """Accept a hash as 32 raw bytes or as digest text (see ledger.core.hashing)."""
+    if isinstance(value, (bytes, bytearray)):
+        return hashing.to_bytes32(bytes(value).hex())
+    return hashing.to_bytes32(value)
+
+
+def _hash_or_none(raw: bytes) -> str | None:
+    return None if raw == bytes(32) else bytes(raw).hex()
+
+
+class LedgerClient:
+    """One account's view of one deployed ledger."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        account: LocalAccount | None = None,
+        *,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.account = account
+        self.receipt_timeout = receipt_timeout
+        self.chain_id = int(w3.eth.chain_id)
+        if account is not None:
+            guard_dev_key(w3, account.address, self.chain_id)
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
+
+    @classmethod
+    def deploy(cls, w3: Web3, account: LocalAccount, **kwargs: Any) -> tuple[LedgerClient, TxResult]:
+        """Deploy a fresh ledger from the committed artifact; the deployer is admin and aggregator."""
+        guard_dev_key(w3, account.address, int(w3.eth.chain_id))
+        artifact = load_artifact()
+        factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        receipt, tx_hash = _send(w3, account, factory.constructor(), "deploy", kwargs.get("receipt_timeout", 120.0))
+        address = receipt["contractAddress"]
+        if not w3.eth.get_code(address):
+            raise LedgerError(f"deployment transaction {tx_hash} left no code at {address}")
+        client = cls(w3, address, account, **kwargs)
+        return client, client._result("deploy", tx_hash, receipt)
+
+    def as_account(self, account: LocalAccount) -> LedgerClient:
+        """The same ledger, signing as another account."""
+        return LedgerClient(self.w3, self.address, account, receipt_timeout=self.receipt_timeout)
+
+    # ---------------------------------------------------------------- writes
+
+    def transfer_admin(self, new_admin: str) -> TxResult:
+        return self._transact("transferAdmin", to_checksum_address(new_admin))
+
+    def set_aggregator(self, account: str, enabled: bool) -> TxResult:
+        return self._transact("setAggregator", to_checksum_address(account), enabled)
+
+    def register_node(self, node: str) -> TxResult:
+        return self._transact("registerNode", to_checksum_address(node))
+
+    def revoke_node(self, node: str) -> TxResult:
+        return self._transact("revokeNode", to_checksum_address(node))
+
+    def commit_genesis(self, model_hash: HashLike, metadata_hash: HashLike) -> TxResult:
+        return self._transact("commitGenesis", to_bytes32(model_hash), to_bytes32(metadata_hash))
+
+    def open_round(self, round: int, base_model_hash: HashLike, deadline: int, min_updates: int) -> TxResult:
+        return self._transact("openRound", round, to_bytes32(base_model_hash), deadline, min_updates)
+
+    def submit_update(self, round: int, update_hash: HashLike, num_samples: int) -> TxResult:
+        return self._transact("submitUpdate", round, to_bytes32(update_hash), num_samples)
+
+    def reject_update(self, round: int, node: str, reason_code: int) -> TxResult:
+        return self._transact("rejectUpdate", round, to_checksum_address(node), int(reason_code))
+
+    def finalize_round(
+        self,
+        round: int,
+        model_hash: HashLike,
+        included_root: HashLike,
+        included_count: int,
+        metadata_hash: HashLike,
+    ) -> TxResult:
+        return self._transact(
+            "finalizeRound",
+            round,
+            to_bytes32(model_hash),
+            to_bytes32(included_root),
+            included_count,
+            to_bytes32(metadata_hash),
+        )
+
+    def abandon_round(self, round: int, reason_code: int) -> TxResult:
+        return self._transact("abandonRound", round, int(reason_code))
+
+    # ---------------------------------------------------------------- reads
+
+    def admin(self) -> str:
+        return to_checksum_address(self._call("admin"))
+
+    def is_node(self, account: str) -> bool:
+        return bool(self._call("isNode", to_checksum_address(account)))
+
+    def is_aggregator(self, account: str) -> bool:
+        return bool(self._call("isAggregator", to_checksum_address(account)))
+
+    def genesis_hash(self) -> str | None:
+        return _hash_or_none(self._call("genesisHash"))
+
+    def counters(self) -> Counters:
+        last_round, version_count = self._call("counters")
+        return Counters(last_round=int(last_round), version_count=int(version_count))
+
+    def get_round(self, round: int) -> RoundInfo:
+        base, deadline, min_updates, state = self._call("getRound", round)
+        return RoundInfo(
+            round=round,
+            base_model_hash=_hash_or_none(base),
+            deadline=int(deadline),
+            min_updates=int(min_updates),
+            state=RoundState(state),
+        )
+
+    def submission_of(self, round: int, node: str) -> str | None:
+        return _hash_or_none(self._call("submissionOf", round, to_checksum_address(node)))
+
+    def rejection_of(self, round: int, node: str) -> int:
+        return int(self._call("rejectionOf", round, to_checksum_address(node)))
+
+    def model_of(self, model_hash: HashLike) -> ModelInfo | None:
+        committed, version, round, included_count = self._call("modelOf", to_bytes32(model_hash))
+        if not committed:
+            return None
+        return ModelInfo(
+            model_hash=to_bytes32(model_hash).hex(),
+            version=int(version),
+            round=int(round),
+            included_count=int(included_count),
+        )
+
+    def verify_inclusion(self, root: HashLike, update_hash: HashLike, proof: Sequence[HashLike]) -> bool:
+        return bool(
+            self._call("verifyInclusion", to_bytes32(root), to_bytes32(update_hash), [to_bytes32(p) for p in proof])
+        )
+
+    # ---------------------------------------------------------------- events
+
+    def events(
+        self,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        *,
+        event_type: type[E] | None = None,
+        topic_filters: list[Any] | None = None,
+    ) -> list[Any]:
+        """Ledger events in chain order, optionally one type and indexed-topic filters."""
+        names = [event_type.event_name] if event_type is not None else None
+        return fetch_events(
+            self.w3, self.address, from_block, to_block, event_names=names, topic_filters=topic_filters
+        )
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self.contract.functions, name)(*args).call()
+        except LedgerError:
+            raise
+        except Exception as exc:  # providers raise many types; decode what we can
+            data = revert_data_from(exc)
+            if data is None:
+                raise
+            raise decode_revert(data) from exc
+
+    def _transact(self, name: str, *args: Any) -> TxResult:
+        if self.account is None:
+            raise LedgerError(f"{name} needs a signing account; this client is read-only")
+        function = getattr(self.contract.functions, name)(*args)
+        receipt, tx_hash = _send(self.w3, self.account, function, name, self.receipt_timeout)
+        return self._result(name, tx_hash, receipt)
+
+    def _result(self, name: str, tx_hash: str, receipt: Any) -> TxResult:
+        from ledger.chain.events import decode_logs
+
+        ours = [entry for entry in receipt["logs"] if to_checksum_address(entry["address"]) == self.address]
+        result = TxResult(
+            function=name,
+            tx_hash=tx_hash,
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=tuple(decode_logs(self.w3, ours)),
+        )
+        log.debug("%s mined in block %d, gas %d, tx %s", name, result.block_number, result.gas_used, tx_hash)
+        return result
+
+
+def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: float) -> tuple[Any, str]:
+    """Estimate (surfacing reverts as typed errors), sign locally, send, await the receipt."""
+    try:
+        tx = function.build_transaction(
+            {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
+        )
+    except LedgerError:
+        raise
+    except Exception as exc:
+        data = revert_data_from(exc)
+        if data is None:
+            raise
+        raise decode_revert(data) from exc
+    signed = account.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    if receipt["status"] != 1:
+        raise _replay_failure(w3, tx, receipt, name)
+    return receipt, tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash)
+
+
+def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> LedgerError:
+    """A mined revert (state changed between estimate and inclusion): replay it to learn why."""
+    call = {key: tx[key] for key in ("from", "to", "data", "value") if key in tx}
+    try:
+        w3.eth.call(call, int(receipt["blockNumber"]) - 1)
+    except Exception as exc:
+        data = revert_data_from(exc)
+        if data is not None:
+            return decode_revert(data)
+    return TransactionReverted(f"{name} reverted in block {receipt['blockNumber']} (tx {receipt['transactionHash'].hex()})")

@@ -1,0 +1,87 @@
+"""What the chain says about rounds and nodes, read from events (never from the nodes' word).
+
+Shared by the aggregator (which submissions to verify), the edge nodes (which round to train
+for) and the demo's report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.chain import events
+from ledger.chain.client import LedgerClient
+
+
+def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
+    """Registered, unrevoked nodes, in registration order."""
+    active: dict[str, None] = {}
+    for event in client.events(from_block):
+        if isinstance(event, events.NodeRegistered):
+            active[event.node] = None
+        elif isinstance(event, events.NodeRevoked):
+            active.pop(event.node, None)
+    return list(active)
+
+
+def _round_topic(round_number: int) -> str:
+    return "0x" + round_number.to_bytes(32, "big").hex()
+
+
+def round_opened_block(client: LedgerClient, round_number: int) -> int:
+    """The block that opened the round: every submission and rejection of it lies at or after it."""
+    opened = client.events(0, event_type=events.RoundOpened, topic_filters=[_round_topic(round_number)])
+    if not opened:
+        raise LookupError(f"round {round_number} was never opened on this ledger")
+    return int(opened[-1].ref.block_number)
+
+
+def round_submissions(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateSubmitted]:
+    """This round's `UpdateSubmitted` events, filtered on the indexed round topic."""
+    return client.events(from_block, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(round_number)])
+
+
+def round_rejections(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateRejected]:
+    return client.events(from_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)])
+
+
+def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:
+    """Every committed version, genesis first."""
+    return client.events(from_block, event_type=events.ModelCommitted)
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    version: int
+    round: int
+    model_hash: str
+    parent_hash: str | None
+    included_count: int
+    metadata_hash: str | None
+
+
+def lineage(client: LedgerClient, model_hash: str, from_block: int = 0) -> list[LineageStep]:
+    """From `model_hash` back to genesis, following each version's parent as the chain recorded it."""
+    by_hash = {event.model_hash: event for event in committed_models(client, from_block)}
+    steps: list[LineageStep] = []
+    current: str | None = model_hash
+    while current is not None:
+        event = by_hash.get(current)
+        if event is None:
+            raise LookupError(f"model {current} is not a committed version on this ledger")
+        steps.append(
+            LineageStep(
+                version=event.version,
+                round=event.round,
+                model_hash=event.model_hash,
+                parent_hash=event.parent_hash,
+                included_count=event.included_count,
+                metadata_hash=event.metadata_hash,
+            )
+        )
+        current = event.parent_hash
+    return steps
+
+
+def chain_now(client: LedgerClient) -> int:
+    """The latest block's timestamp: what `block.timestamp` deadlines are compared with."""
+    return int(client.w3.eth.get_block("latest")["timestamp"])

@@ -1,0 +1,210 @@
+"""`fedledger bench index` and `fedledger bench api`: indexer throughput and lineage latency, as JSON.
+
+- index: a throwaway anvil gets ~11,000 ledger events (100 nodes x 100 rounds, every 10th update
+  rejected, sent as JSON-RPC batches); each run indexes all of them into a fresh SQLite file with
+  the real indexer (eth_getLogs, decode, write, cursor). Reports the median events/s over the runs,
+  and, separately, the chain-read and the SQL-write share of one run.
+- api: a 1,000-version linear history is written straight into SQL (no chain: said in the output),
+  then `/api/v1/models/<tip>/lineage` is requested through a real waitress server over keep-alive
+  HTTP; p50/p99 for the default page (50 steps), the last page, and the whole lineage at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ledger.cli.bench.common import add_output_arguments, emit, median
+
+INDEX_TARGET_EVENTS_PER_SECOND = 5_000
+API_TARGET_P99_MS = 20.0
+
+
+def add_bench(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser("index", help="indexer throughput: events/s from anvil into SQLite")
+    index.add_argument("--nodes", type=int, default=100, help="node accounts submitting each round (default 100)")
+    index.add_argument("--rounds", type=int, default=100, help="rounds (default 100: ~11,300 events)")
+    index.add_argument("--runs", type=int, default=3, help="indexing runs, each into a fresh database (default 3)")
+    index.add_argument("--batch-blocks", type=int, default=2000, help="blocks per eth_getLogs (default 2000)")
+    add_output_arguments(index)
+    index.set_defaults(handler=_run_index)
+
+    api = subparsers.add_parser("api", help="latency of /models/<hash>/lineage on a 1,000-version history")
+    api.add_argument("--versions", type=int, default=1000, help="versions in the lineage (default 1000)")
+    api.add_argument("--updates", type=int, default=5, help="included updates per version (default 5)")
+    api.add_argument("--requests", type=int, default=400, help="requests per measured case (default 400)")
+    add_output_arguments(api)
+    api.set_defaults(handler=_run_api)
+
+
+# --------------------------------------------------------------------------- index
+
+
+def measure_index(*, nodes: int, rounds: int, runs: int, batch_blocks: int) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from ledger.chain import events as ev
+    from ledger.chain.connect import connect
+    from ledger.index.db import make_engine, session_factory, transaction, upgrade
+    from ledger.index.indexer import Indexer, IndexerConfig, apply_events
+    from ledger.index.models import ChainEvent
+    from ledger.chain.devnet import throwaway_devnet
+    from ledger.cli.bench.synthetic import anvil_bulk_history
+
+    with throwaway_devnet(gas_limit=100_000_000) as anvil, tempfile.TemporaryDirectory(prefix="fedledger-bench-index-") as tmp:
+        started = time.perf_counter()
+        history = anvil_bulk_history(anvil.rpc_url, nodes=nodes, rounds=rounds)
+        generate_seconds = time.perf_counter() - started
+        w3 = connect(anvil.rpc_url)
+
+        def fresh(name: str) -> Any:
+            engine = make_engine(f"sqlite:///{Path(tmp) / name}.sqlite")
+            upgrade(engine)
+            return engine
+
+        seconds: list[float] = []
+        for run in range(runs):
+            engine = fresh(f"run-{run}")
+            sessions = session_factory(engine)
+            indexer = Indexer(
+                w3,
+                history.address,
+                sessions,
+                start_block=history.deploy_block,
+                config=IndexerConfig(batch_blocks=batch_blocks),
+            )
+            stats = indexer.run_once()
+            with transaction(sessions) as session:
+                stored = session.scalar(select(func.count()).select_from(ChainEvent))
+            if stored != history.events:
+                raise RuntimeError(f"run {run} indexed {stored} events, the chain has {history.events}")
+            seconds.append(stats.seconds)
+            engine.dispose()
+
+        # Where one run's time goes: reading + decoding from the chain vs writing into SQL.
+        started = time.perf_counter()
+        found = ev.fetch_events(w3, history.address, history.deploy_block, history.head_block)
+        read_seconds = time.perf_counter() - started
+        engine = fresh("write-only")
+        started = time.perf_counter()
+        with transaction(session_factory(engine)) as session:
+            apply_events(session, found)
+        write_seconds = time.perf_counter() - started
+        engine.dispose()
+
+    rate = history.events / median(seconds)
+    return {
+        "benchmark": "index",
+        "chain": "anvil (throwaway, automine off: one block per round phase)",
+        "database": "sqlite file (WAL), fresh per run",
+        "events": history.events,
+        "blocks": history.head_block - history.deploy_block + 1,
+        "nodes": nodes,
+        "rounds": rounds,
+        "batch_blocks": batch_blocks,
+        "runs": runs,
+        "seconds": [round(s, 4) for s in seconds],
+        "median_seconds": round(median(seconds), 4),
+        "median_events_per_second": round(rate),
+        "breakdown_one_pass": {
+            "chain_read_and_decode_seconds": round(read_seconds, 4),
+            "sql_write_seconds": round(write_seconds, 4),
+            "sql_write_events_per_second": round(history.events / write_seconds),
+        },
+        "generate_seconds": round(generate_seconds, 2),
+        "target_events_per_second": INDEX_TARGET_EVENTS_PER_SECOND,
+        "meets_target": rate >= INDEX_TARGET_EVENTS_PER_SECOND,
+    }
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    report = measure_index(nodes=args.nodes, rounds=args.rounds, runs=args.runs, batch_blocks=args.batch_blocks)
+    emit(report, as_json=args.json)
+    return 0 if report["meets_target"] else 1
+
+
+# --------------------------------------------------------------------------- api
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def measure_api(*, versions: int, updates: int, requests: int) -> dict[str, Any]:
+    import http.client
+    import json
+
+    from ledger.api.app import create_app
+    from ledger.api.server import serve_in_thread
+    from ledger.index.db import make_engine, session_factory, upgrade
+    from ledger.cli.bench.synthetic import sql_linear_history
+    from ledger.store.local import LocalBlobStore
+
+    with tempfile.TemporaryDirectory(prefix="fedledger-bench-api-") as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'index.sqlite'}")
+        upgrade(engine)
+        sessions = session_factory(engine)
+        tip = sql_linear_history(sessions, versions=versions, updates_per_version=updates)
+        app = create_app(
+            store=LocalBlobStore(Path(tmp) / "blobs", max_bytes=1 << 20),
+            ledger=None,
+            max_blob_bytes=1 << 20,
+            index_sessions=sessions,
+        )
+        cases = {
+            "default_page": f"/api/v1/models/{tip}/lineage",
+            "last_page": f"/api/v1/models/{tip}/lineage?offset={max(versions - 50, 0)}",
+            "whole_lineage": f"/api/v1/models/{tip}/lineage?limit={min(versions, 1000)}",
+        }
+        results: dict[str, Any] = {}
+        with serve_in_thread(app, threads=2) as server:
+            connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+            for name, path in cases.items():
+                latencies: list[float] = []
+                count = requests if name != "whole_lineage" else max(requests // 4, 20)  # 1.6 MB each
+                for attempt in range(count + count // 10):
+                    started = time.perf_counter()
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    body = response.read()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status != 200:
+                        raise RuntimeError(f"{path}: HTTP {response.status}: {body[:200]!r}")
+                    if attempt >= count // 10:  # the first tenth warms caches and is not counted
+                        latencies.append(elapsed)
+                steps = len(json.loads(body)["items"])
+                results[name] = {
+                    "path": path.replace(tip, "<tip>"),
+                    "requests": count,
+                    "steps_per_response": steps,
+                    "response_bytes": len(body),
+                    "p50_ms": round(_percentile(latencies, 0.50), 3),
+                    "p99_ms": round(_percentile(latencies, 0.99), 3),
+                }
+            connection.close()
+        engine.dispose()
+    p99 = results["default_page"]["p99_ms"]
+    return {
+        "benchmark": "api",
+        "history": (
+            f"{versions} versions (linear lineage, {updates} included updates each) written directly into SQL; "
+            "no chain involved"
+        ),
+        "database": "sqlite file (WAL)",
+        "server": "waitress, 2 threads, one keep-alive HTTP client, sequential requests",
+        "cases": results,
+        "p50_ms": results["default_page"]["p50_ms"],
+        "p99_ms": p99,
+        "target_p99_ms": API_TARGET_P99_MS,
+        "meets_target": p99 <= API_TARGET_P99_MS,
+    }
+
+
+def _run_api(args: argparse.Namespace) -> int:
+    report = measure_api(versions=args.versions, updates=args.updates, requests=args.requests)
+    emit(report, as_json=args.json)
+    return 0 if report["meets_target"] else 1

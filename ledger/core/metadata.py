@@ -1,0 +1,195 @@
+"""The metadata blob pinned beside every model version: how it was made and how good it is.
+
+One codec, used by the aggregator (which writes it), the auditor and the indexer (which read it):
+values in, canonical JSON bytes out (`encode_genesis`, `encode_round`), and back (`decode`), with
+every field validated. The blob's SHA-256 goes on chain in `ModelCommitted`, so the chain itself
+says which rule (and parameters) built each version from which updates, and an auditor can re-run
+exactly that. Pure: no I/O, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.core.hashing import is_sha256_hex
+from ledger.core.safe_json import UntrustedJsonError, canonical_json, parse_untrusted_json
+
+FORMAT = "fedledger-model-metadata/1"
+
+
+class MetadataError(ValueError):
+    """Bytes that are not a metadata record in our format; the message names the field at fault."""
+
+
+@dataclass(frozen=True)
+class IncludedUpdate:
+    update_hash: str
+    node: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class RejectedUpdate:
+    update_hash: str
+    node: str
+    reason_code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """An aggregation rule and the parameters it was run with."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenesisRecord:
+    """Version 0: which architecture, initialised from which seed."""
+
+    architecture: str
+    seed: int
+
+    kind = "genesis"
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A round's version: its base, the rule, the included and rejected updates, the metrics."""
+
+    round: int
+    base_model: str
+    architecture: str
+    rule: RuleSpec
+    included: tuple[IncludedUpdate, ...]
+    rejected: tuple[RejectedUpdate, ...]
+    metrics: Mapping[str, Any]
+
+    kind = "round"
+
+
+MetadataRecord = GenesisRecord | RoundRecord
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def encode_genesis(*, architecture: str, seed: int) -> bytes:
+    return canonical_json({"format": FORMAT, "kind": "genesis", "architecture": architecture, "seed": seed})
+
+
+def encode_round(
+    *,
+    round_number: int,
+    base_model_hash: str,
+    architecture: str,
+    rule: str,
+    rule_params: Mapping[str, Any],
+    included: Sequence[IncludedUpdate],
+    rejected: Sequence[RejectedUpdate],
+    metrics: Mapping[str, float | int],
+) -> bytes:
+    """Updates are listed by hash, the order the rules combine them in."""
+    return canonical_json(
+        {
+            "format": FORMAT,
+            "kind": "round",
+            "round": round_number,
+            "base_model": base_model_hash,
+            "architecture": architecture,
+            "rule": {"name": rule, "params": dict(rule_params)},
+            "included": [
+                {"update_hash": u.update_hash, "node": u.node, "num_samples": u.num_samples}
+                for u in sorted(included, key=lambda u: u.update_hash)
+            ],
+            "rejected": [
+                {"update_hash": r.update_hash, "node": r.node, "reason_code": r.reason_code, "reason": r.reason}
+                for r in sorted(rejected, key=lambda r: r.update_hash)
+            ],
+            "metrics": dict(metrics),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def decode(blob: bytes) -> MetadataRecord:
+    """The record in `blob`; `MetadataError` naming what is wrong for anything else."""
+    try:
+        document = parse_untrusted_json(blob)
+    except UntrustedJsonError as exc:
+        raise MetadataError(f"the metadata is not usable JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        actual = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise MetadataError(f"the metadata is not a {FORMAT} object (format {actual!r})")
+    kind = document.get("kind")
+    if kind == "genesis":
+        return _genesis(document)
+    if kind == "round":
+        return _round(document)
+    raise MetadataError(f"'kind' must be 'genesis' or 'round', got {kind!r}")
+
+
+def _genesis(document: Mapping[str, Any]) -> GenesisRecord:
+    architecture, seed = document.get("architecture"), document.get("seed")
+    if not isinstance(architecture, str):
+        raise MetadataError("a genesis record needs a string 'architecture'")
+    if type(seed) is not int:
+        raise MetadataError(f"a genesis record needs an integer seed, got {seed!r}")
+    return GenesisRecord(architecture=architecture, seed=seed)
+
+
+def _round(document: Mapping[str, Any]) -> RoundRecord:
+    if type(document.get("round")) is not int:
+        raise MetadataError("'round' must be an integer")
+    if not is_sha256_hex(document.get("base_model")):
+        raise MetadataError("'base_model' must be a SHA-256 hex digest")
+    architecture = document.get("architecture")
+    if not isinstance(architecture, str):
+        raise MetadataError("'architecture' must be a string")
+    rule = document.get("rule")
+    if not isinstance(rule, dict) or not isinstance(rule.get("name"), str) or not isinstance(rule.get("params"), dict):
+        raise MetadataError("'rule' must be an object with a string 'name' and an object 'params'")
+    included = document.get("included")
+    if not isinstance(included, list) or not included:
+        raise MetadataError("'included' must be a non-empty list")
+    for index, item in enumerate(included):
+        if not (
+            isinstance(item, dict)
+            and is_sha256_hex(item.get("update_hash"))
+            and isinstance(item.get("node"), str)
+            and type(item.get("num_samples")) is int
+            and item["num_samples"] > 0
+        ):
+            raise MetadataError(
+                f"included[{index}] must have a SHA-256 'update_hash', a 'node' and a positive 'num_samples'"
+            )
+    rejected = document.get("rejected", [])
+    if not isinstance(rejected, list):
+        raise MetadataError("'rejected' must be a list")
+    for index, item in enumerate(rejected):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("update_hash"), str)
+            and isinstance(item.get("node"), str)
+            and type(item.get("reason_code")) is int
+        ):
+            raise MetadataError(f"rejected[{index}] must have an 'update_hash', a 'node' and an integer 'reason_code'")
+    metrics = document.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise MetadataError("'metrics' must be an object")
+    return RoundRecord(
+        round=document["round"],
+        base_model=document["base_model"],
+        architecture=architecture,
+        rule=RuleSpec(rule["name"], rule["params"]),
+        included=tuple(IncludedUpdate(u["update_hash"], u["node"], u["num_samples"]) for u in included),
+        rejected=tuple(
+            RejectedUpdate(r["update_hash"], r["node"], r["reason_code"], str(r.get("reason", ""))) for r in rejected
+        ),
+        metrics=metrics,
+    )

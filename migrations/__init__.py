@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL index; installed as the package `ledger.index.migrations`."""
