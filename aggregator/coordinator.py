@@ -24,6 +24,7 @@ from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.core.data import Shard
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.policy import FederationPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
@@ -50,6 +51,16 @@ class AggregatorConfig:
     @property
     def limits(self) -> Limits:
         return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
+
+    @property
+    def policy(self) -> FederationPolicy:
+        """The part of this configuration an auditor re-checks decisions against (pinned at genesis)."""
+        return FederationPolicy(
+            rule=self.rule,
+            rule_params=dict(self.rule_params),
+            max_update_bytes=self.max_update_bytes,
+            max_norm=self.max_norm,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +97,7 @@ class Aggregator:
             return existing
         weights = state_tensors(build_model(self.config.model_seed))
         model_hash = self.store.put(serialize_tensors(weights))
-        metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed))
+        metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed, policy=self.config.policy))
         self.client.commit_genesis(model_hash, metadata_hash)
         return model_hash
 

@@ -20,6 +20,7 @@ from ledger.chain.client import LedgerClient
 from ledger.core.hashing import sha256_hex
 from ledger.audit.rederive import ChainFacts, FindingKind, Verdict, read_chain_facts, rederive, verify_version
 from ledger.core.metadata import encode_genesis
+from ledger.core.policy import FederationPolicy
 from ledger.core.model import MODEL_NAME
 from ledger.core.safe_json import canonical_json
 from ledger.store.base import BlobNotFound
@@ -318,7 +319,7 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
 def test_genesis_metadata_naming_another_seed(history: History, seed: int, kind: FindingKind) -> None:
     genesis = history.honest[0]
     store = DictStore({genesis: history.federation.store.get(genesis)})
-    metadata_hash = store.put(encode_genesis(architecture=MODEL_NAME, seed=seed))
+    metadata_hash = store.put(encode_genesis(architecture=MODEL_NAME, seed=seed, policy=FederationPolicy(rule="fedavg")))
     facts = _facts(history, genesis)
 
     verdict = rederive(replace(facts, version=replace(facts.version, metadata_hash=metadata_hash)), store)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.core.hashing import is_sha256_hex
+from ledger.core.policy import FederationPolicy, PolicyError
 from ledger.core.safe_json import UntrustedJsonError, canonical_json, parse_untrusted_json
 
-FORMAT = "fedledger-model-metadata/1"
+FORMAT = "fedledger-model-metadata/2"
 
 
 class MetadataError(ValueError):
@@ -48,10 +49,11 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class GenesisRecord:
-    """Version 0: which architecture, initialised from which seed."""
+    """Version 0: which architecture, initialised from which seed, under which federation policy."""
 
     architecture: str
     seed: int
+    policy: FederationPolicy
 
     kind = "genesis"
 
@@ -77,8 +79,10 @@ MetadataRecord = GenesisRecord | RoundRecord
 # --------------------------------------------------------------------------- writing
 
 
-def encode_genesis(*, architecture: str, seed: int) -> bytes:
-    return canonical_json({"format": FORMAT, "kind": "genesis", "architecture": architecture, "seed": seed})
+def encode_genesis(*, architecture: str, seed: int, policy: FederationPolicy) -> bytes:
+    return canonical_json(
+        {"format": FORMAT, "kind": "genesis", "architecture": architecture, "seed": seed, "policy": policy.to_json()}
+    )
 
 
 def encode_round(
@@ -140,7 +144,11 @@ def _genesis(document: Mapping[str, Any]) -> GenesisRecord:
         raise MetadataError("a genesis record needs a string 'architecture'")
     if type(seed) is not int:
         raise MetadataError(f"a genesis record needs an integer seed, got {seed!r}")
-    return GenesisRecord(architecture=architecture, seed=seed)
+    try:
+        policy = FederationPolicy.from_json(document.get("policy"))
+    except PolicyError as exc:
+        raise MetadataError(f"a genesis record pins the federation's policy: {exc}") from None
+    return GenesisRecord(architecture=architecture, seed=seed, policy=policy)
 
 
 def _round(document: Mapping[str, Any]) -> RoundRecord:

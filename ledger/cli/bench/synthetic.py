@@ -59,10 +59,11 @@ def scripted_history(
     the store (the index must then derive inclusion from the chain alone).
     """
     from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
+    from ledger.core.policy import FederationPolicy
 
     admin = chain.admin
     nodes = chain.nodes
-    genesis_meta = encode_genesis(architecture="synthetic", seed=0)
+    genesis_meta = encode_genesis(architecture="synthetic", seed=0, policy=FederationPolicy(rule="fedavg"))
     genesis = label_hash(f"{label}/genesis")
     admin.commit_genesis(genesis, _put(store, genesis_meta))
     history = ScriptedHistory(genesis_hash=genesis, versions=[genesis])
