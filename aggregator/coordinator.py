@@ -5,36 +5,62 @@ blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over th
 every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
 from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
-with the Merkle root of the included updates. Failures are results: a round with no valid update
-is abandoned on chain, not crashed.
+with the Merkle root of the included updates. Failures are results: a round with no valid update,
+or whose valid updates the rule refuses (Krum with too few), is abandoned on chain after its
+deadline with the reason, not crashed.
+
+Deadlines are judged by chain time only (`ledger.chain.clock`): the round "closes" when the
+latest block is past its deadline, and the transactions that need that (abandon, finalize below
+quorum) are sent only then.
+
+Resuming: every step is idempotent against the chain, so `run` picks up whatever the chain says
+after a crash at any point. An open round is closed (its submissions re-read, rejections already
+on chain kept and never sent again, the merge re-done deterministically, committed once: the
+contract accepts one finalize per round); genesis is never committed twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ledger.chain import events
+from ledger.chain import errors, events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
+from ledger.chain.clock import ChainClock
+from ledger.chain.rounds import (
+    active_nodes,
+    committed_models,
+    round_opened_block,
+    round_rejections,
+    round_submissions,
+)
 from ledger.core.data import Shard
+from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
-from ledger.core.policy import FederationPolicy
+from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, RoundRecord, decode, encode_genesis, encode_round
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
+from ledger.core.policy import FederationPolicy
+from ledger.core.polling import POLL_SECONDS
+from ledger.core.progress import report
 from ledger.core.reasons import AbandonReason, RejectReason
-from ledger.core.polling import POLL_SECONDS, WaitTimeout
-from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.store.base import BlobStore
+from ledger.store.base import BlobStore, BlobStoreError
 
-from aggregator.intake import Limits, RoundIntake, admit_and_merge
+from aggregator.intake import Limits, admit_and_merge
 
 log = logging.getLogger(__name__)
+
+class RoundVanished(LedgerError):
+    """The round this process was closing is gone: the chain restarted from a state before its opening."""
+
+
+WAITING_REPORT_SECONDS = 10.0  # while nothing changes, say how the round stands this often
+Rejection = tuple[events.UpdateSubmitted, RejectReason, str]
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,7 @@ class AggregatorConfig:
     max_norm: float = 100.0
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    poll_seconds: float = POLL_SECONDS
 
     @property
     def limits(self) -> Limits:
@@ -68,38 +95,71 @@ class RoundResult:
     round: int
     base_model_hash: str
     included: tuple[events.UpdateSubmitted, ...]
-    rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...]
+    rejected: tuple[Rejection, ...]
     model_hash: str | None
     metadata_hash: str | None
     accuracy: float | None
     timings: Mapping[str, float]
+    abandon_reason: AbandonReason | None = None
+    # True when the round had already closed on chain before this process looked (a restart
+    # found a finalize or abandon that an earlier run had sent).
+    found_closed: bool = False
 
     @property
     def committed(self) -> bool:
         return self.model_hash is not None
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """What the round's submissions allow right now: finish (with weights or not), or wait."""
+
+    accepted: tuple[events.UpdateSubmitted, ...]
+    rejected: tuple[Rejection, ...]
+    weights: dict[str, torch.Tensor] | None
+    refusal: str | None  # the rule's reason for refusing the accepted updates
+
+
 class Aggregator:
     """The coordinator: its chain client (an aggregator key), a store and the held-out test split."""
 
-    def __init__(self, client: LedgerClient, store: BlobStore, test_split: Shard, config: AggregatorConfig) -> None:
+    def __init__(
+        self,
+        client: LedgerClient,
+        store: BlobStore,
+        test_split: Shard,
+        config: AggregatorConfig,
+        *,
+        clock: ChainClock | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.test_split = test_split
         self.config = config
+        self.clock = clock or ChainClock(client.w3, poll_seconds=config.poll_seconds)
 
     # ---------------------------------------------------------------- lineage
 
     def ensure_genesis(self) -> str:
-        """The genesis model's hash, committing a freshly initialised model if the chain has none."""
+        """The genesis model's hash, committing a freshly initialised model if the chain has none.
+
+        Deterministic (the model seed fixes the bytes), so a crash before the commit's receipt
+        just makes the restart store the same blobs and find, or send, the same commit.
+        """
         existing = self.client.genesis_hash()
         if existing is not None:
             return existing
         weights = state_tensors(build_model(self.config.model_seed))
         model_hash = self.store.put(serialize_tensors(weights))
         metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed, policy=self.config.policy))
-        self.client.commit_genesis(model_hash, metadata_hash)
-        return model_hash
+        try:
+            self.client.commit_genesis(model_hash, metadata_hash)
+        except errors.GenesisAlreadyCommitted:  # our own earlier commit landed after all
+            pass
+        genesis = self.client.genesis_hash()
+        assert genesis is not None
+        report(log, "genesis", "committed genesis {model_hash}", model_hash=genesis)
+        return genesis
 
     def latest_model(self) -> str:
         versions = committed_models(self.client)
@@ -107,17 +167,49 @@ class Aggregator:
             raise LookupError("no model committed yet: commit genesis first")
         return versions[-1].model_hash
 
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, last_round: int, on_result: Callable[[RoundResult], None]) -> None:
+        """Close rounds until round `last_round` has closed, resuming from whatever the chain says."""
+        self.ensure_genesis()
+        while True:
+            current = self.client.counters().last_round
+            if current and self.client.get_round(current).state is RoundState.OPEN:
+                report(log, "resume", "round {round}: open on chain; picking it up", round=current)
+                try:
+                    on_result(self.close_round(current))
+                except RoundVanished as exc:
+                    report(log, "vanished", "{error}; reading the chain again", error=exc)
+            elif current >= last_round:
+                return
+            else:
+                try:
+                    on_result(self.run_round())
+                except RoundVanished as exc:
+                    report(log, "vanished", "{error}; reading the chain again", error=exc)
+
     # ---------------------------------------------------------------- one round
 
     def open_round(self) -> RoundInfo:
-        """Open the next round on the latest version, with a deadline `round_seconds` from chain time."""
+        """Open the next round on the latest version, with a deadline `round_seconds` of chain time away."""
         round_number = self.client.counters().last_round + 1
-        deadline = max(chain_now(self.client), int(time.time())) + self.config.round_seconds
-        self.client.open_round(round_number, self.latest_model(), deadline, self.config.min_updates)
-        return self.client.get_round(round_number)
-
-    def deadline_passed(self, info: RoundInfo) -> bool:
-        return max(chain_now(self.client), int(time.time())) > info.deadline
+        deadline = self.clock.next_timestamp() + self.config.round_seconds
+        base = self.latest_model()
+        try:
+            self.client.open_round(round_number, base, deadline, self.config.min_updates)
+        except (errors.RoundOutOfOrder, errors.RoundStillOpen):  # our own earlier open landed after all
+            round_number = self.client.counters().last_round
+        info = self.client.get_round(round_number)
+        report(
+            log,
+            "round_opened",
+            "round {round}: opened on {base}…, {seconds} s to submit (deadline {deadline}, chain time)",
+            round=round_number,
+            base=(info.base_model_hash or "")[:12],
+            seconds=info.deadline - self.clock.now(),
+            deadline=info.deadline,
+        )
+        return info
 
     def run_round(self) -> RoundResult:
         return self.close_round(self.open_round().round)
@@ -125,64 +217,127 @@ class Aggregator:
     def close_round(self, round_number: int) -> RoundResult:
         """Wait for the round's submissions, check each, record rejections, then finalize (or abandon).
 
-        One loop: each poll reads the round's submissions once, from its `RoundOpened` block. It
-        moves on when every active node has submitted or the deadline passed; if too few updates
-        are valid to close before the deadline, it waits for another submission or the deadline.
+        One loop: each pass judges the deadline against the latest block, then reads the round's
+        submissions from its `RoundOpened` block. It moves on when every active node has submitted
+        or the deadline passed; if too few updates are valid (or the rule refuses them) before the
+        deadline, it waits for another submission or the deadline.
         """
         info = self.client.get_round(round_number)
         if info.state is not RoundState.OPEN:
-            raise ValueError(f"round {round_number} is {info.state.name.lower()}, not open")
+            return self._closed_result(info)
         assert info.base_model_hash is not None
         opened_block = round_opened_block(self.client, round_number)
         base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
-        wanted = max(len(active_nodes(self.client)), 1)
+        expected = max(len(active_nodes(self.client)), 1)
+        wanted = expected
         timings: dict[str, float] = {}
-        timeout = max(info.deadline - time.time(), 0) + 30
-        give_up = time.monotonic() + timeout
         waiting_since = time.perf_counter()
+        shown: tuple[int, int] | None = None
+        shown_at = 0.0
+        highest = 0
         while True:
-            closed = self.deadline_passed(info)  # judged before reading, so no submission can follow it
+            head = self.clock.head()
+            if head.number < highest:  # the chain went back (a devnet restarted from an older state)
+                info = self._still_open(round_number)
+                if info is None:
+                    return self._closed_result(self.client.get_round(round_number))
+            highest = max(highest, head.number)
+            closed = head.timestamp > info.deadline  # judged first: no submission can follow it
             submissions = round_submissions(self.client, round_number, from_block=opened_block)
             if closed or len(submissions) >= wanted:
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
-                intake = admit_and_merge(
-                    self.store,
-                    submissions,
-                    base,
-                    self.config.limits,
-                    rule=self.config.rule,
-                    rule_params=self.config.rule_params,
-                    workers=self.config.workers,
-                )
+                decision = self._decide(round_number, opened_block, submissions, base)
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
-                if closed or len(intake.accepted) >= info.min_updates:
-                    return self._finish(info, intake, timings)
+                enough = len(decision.accepted) >= info.min_updates and decision.refusal is None
+                if closed or enough:
+                    return self._finish(info, decision, timings)
+                if decision.refusal is not None:
+                    report(log, "rule_refused", "round {round}: {detail}; waiting for more updates or the deadline",
+                           round=round_number, detail=decision.refusal)
                 wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
-            if time.monotonic() > give_up:
-                raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
-            time.sleep(POLL_SECONDS)
+            left = self.clock.seconds_left(info.deadline)
+            state = (len(submissions), left // WAITING_REPORT_SECONDS)
+            if state != shown or time.monotonic() - shown_at >= WAITING_REPORT_SECONDS:
+                report(log, "waiting", "round {round}: {submitted}/{expected} submitted, {left} s left",
+                       round=round_number, submitted=len(submissions), expected=expected, left=left)
+                shown, shown_at = state, time.monotonic()
+            self.clock.advance_past(info.deadline)
+            time.sleep(self.config.poll_seconds)
+
+    def _still_open(self, round_number: int) -> RoundInfo | None:
+        """The round's record after the chain went back: None if it closed, `RoundVanished` if it is gone."""
+        info = self.client.get_round(round_number)
+        if info.state is RoundState.NONE:
+            raise RoundVanished(f"round {round_number} is no longer on the chain (restarted from an older state?)")
+        return info if info.state is RoundState.OPEN else None
+
+    def _decide(
+        self,
+        round_number: int,
+        opened_block: int,
+        submissions: list[events.UpdateSubmitted],
+        base: Mapping[str, torch.Tensor],
+    ) -> _Decision:
+        """Verify the submissions not yet rejected on chain and try the rule on the valid ones.
+
+        A rejection already on chain (sent before a restart) is final: that update is neither
+        fetched again nor ever included.
+        """
+        recorded = {e.node: e.reason_code for e in round_rejections(self.client, round_number, from_block=opened_block)}
+        fresh = [s for s in submissions if s.node not in recorded]
+        intake = admit_and_merge(
+            self.store,
+            fresh,
+            base,
+            self.config.limits,
+            rule=self.config.rule,
+            rule_params=self.config.rule_params,
+            workers=self.config.workers,
+        )
+        found = {s.node: (r, d) for s, r, d in intake.rejected}
+        for node, code in recorded.items():
+            found[node] = (RejectReason(code), "recorded on chain before a restart")
+        rejected = tuple((s, *found[s.node]) for s in submissions if s.node in found)
+        reasons = ", ".join(sorted({reason.name.lower() for _, reason, _ in rejected}))
+        report(
+            log,
+            "verified",
+            "round {round}: verified {accepted}, rejected {rejected}" + (f" ({reasons})" if reasons else ""),
+            round=round_number,
+            accepted=len(intake.accepted),
+            rejected=len(rejected),
+            reasons=reasons,
+        )
+        weights, refusal = None, None
+        if intake.accepted:
+            try:
+                weights = intake.weights()
+            except ValueError as exc:  # e.g. Krum with fewer than 2f + 3 valid updates
+                refusal = f"rule {self.config.rule} refused the {len(intake.accepted)} valid updates: {exc}"
+        return _Decision(intake.accepted, rejected, weights, refusal)
 
     # ---------------------------------------------------------------- commit
 
-    def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
+    def _finish(self, info: RoundInfo, decision: _Decision, timings: dict[str, float]) -> RoundResult:
         assert info.base_model_hash is not None
-        accepted, rejected = intake.accepted, intake.rejected
+        accepted, rejected = decision.accepted, decision.rejected
         started = time.perf_counter()
         for submission, reason, detail in rejected:
-            if self.client.rejection_of(info.round, submission.node) == 0:
-                log.info("round %d: rejecting %s from %s: %s (%s)", info.round, submission.update_hash, submission.node, reason.name, detail)
-                self.client.reject_update(info.round, submission.node, reason)
+            self._reject(info.round, submission, reason, detail)
         timings["chain"] = time.perf_counter() - started
-        if not accepted:
-            reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
+        if decision.weights is None:
+            if decision.refusal is not None:
+                reason = AbandonReason.RULE_REFUSED
+            else:
+                reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
-            self.client.abandon_round(info.round, reason)
+            self._abandon(info.round, reason)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
+            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, reason)
 
         started = time.perf_counter()
-        weights = intake.weights()
+        weights = decision.weights
         accuracy = self._evaluate(weights)
         timings["aggregate"] = time.perf_counter() - started
 
@@ -203,8 +358,23 @@ class Aggregator:
 
         started = time.perf_counter()
         included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
-        self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
+        try:
+            self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
+        except errors.RoundNotOpen:  # closed meanwhile: by our own finalize sent before a restart, or by hand
+            timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+            return self._closed_result(self.client.get_round(info.round))
         timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+        model = self.client.model_of(model_hash)
+        report(
+            log,
+            "committed",
+            "round {round}: committed v{version} {model_hash} ({included} included, {rejected} rejected)",
+            round=info.round,
+            version=model.version if model else "?",
+            model_hash=model_hash,
+            included=len(accepted),
+            rejected=len(rejected),
+        )
         return RoundResult(
             round=info.round,
             base_model_hash=info.base_model_hash,
@@ -215,6 +385,66 @@ class Aggregator:
             accuracy=accuracy,
             timings=timings,
         )
+
+    def _reject(self, round_number: int, submission: events.UpdateSubmitted, reason: RejectReason, detail: str) -> None:
+        """Record one rejection, once: a rejection already on chain is left as it is."""
+        if self.client.rejection_of(round_number, submission.node) != 0:
+            return
+        log.debug("round %d: rejecting %s from %s: %s (%s)", round_number, submission.update_hash, submission.node, reason.name, detail)
+        try:
+            self.client.reject_update(round_number, submission.node, reason)
+        except errors.AlreadyRejected:  # our own rejection sent before a restart landed after all
+            pass
+
+    def _abandon(self, round_number: int, reason: AbandonReason) -> None:
+        try:
+            self.client.abandon_round(round_number, reason)
+        except errors.RoundNotOpen:  # closed meanwhile (our own abandon sent before a restart)
+            return
+        report(log, "abandoned", "round {round}: abandoned ({reason})", round=round_number, reason=reason.name.lower())
+
+    def _closed_result(self, info: RoundInfo) -> RoundResult:
+        """A round that is already finalized or abandoned, as the chain (and its metadata blob) records it."""
+        if info.state is RoundState.NONE:
+            raise ValueError(f"round {info.round} was never opened")
+        submissions = round_submissions(self.client, info.round)
+        recorded = {e.node: RejectReason(e.reason_code) for e in round_rejections(self.client, info.round)}
+        rejected = tuple((s, recorded[s.node], "recorded on chain") for s in submissions if s.node in recorded)
+        if info.state is RoundState.ABANDONED:
+            abandoned = self.client.events(event_type=events.RoundAbandoned, topic_filters=["0x" + info.round.to_bytes(32, "big").hex()])
+            reason = AbandonReason(abandoned[-1].reason_code) if abandoned else None
+            return RoundResult(info.round, info.base_model_hash or "", (), rejected, None, None, None, {}, reason, True)
+        commit = next(e for e in committed_models(self.client) if e.round == info.round and e.version > 0)
+        record = self._round_record(commit.metadata_hash)
+        if record is not None:
+            included_hashes = {u.update_hash for u in record.included}
+            included = tuple(s for s in submissions if s.update_hash in included_hashes)
+            accuracy = record.metrics.get("test_accuracy")
+        else:
+            included = tuple(s for s in submissions if s.node not in recorded)
+            accuracy = None
+        report(log, "committed", "round {round}: committed v{version} {model_hash} (found on chain)",
+               round=info.round, version=commit.version, model_hash=commit.model_hash)
+        return RoundResult(
+            info.round,
+            info.base_model_hash or "",
+            included,
+            rejected,
+            commit.model_hash,
+            commit.metadata_hash,
+            accuracy if isinstance(accuracy, float) else None,
+            {},
+            found_closed=True,
+        )
+
+    def _round_record(self, metadata_hash: str | None) -> RoundRecord | None:
+        if metadata_hash is None:
+            return None
+        try:
+            record = decode(self.store.get(metadata_hash))
+        except (BlobStoreError, MetadataError):
+            return None
+        return record if isinstance(record, RoundRecord) else None
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
         model = build_model(self.config.model_seed)

@@ -2,6 +2,11 @@
 
 The data never leaves the node: only the trained weights are serialized (canonical safetensors),
 stored content-addressed, and pinned on chain by their SHA-256 with the node's own key.
+
+"May I still submit?" is asked of the chain (the timestamp its next block would carry), before
+training and again before uploading; a submission that still lands after the deadline reverts
+and is reported as "round closed", never as an error. Every step is idempotent, so a node killed
+at any point (after its upload, before its submission) simply takes part again when restarted.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import torch
 
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.clock import ChainClock
 from ledger.core.data import Shard
 from ledger.core.hashing import sha256_hex
+from ledger.core.progress import megabytes, report
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
 
@@ -54,6 +61,7 @@ class Participation:
     outcome: Outcome
     update_hash: str | None = None
     num_samples: int = 0
+    block_number: int | None = None
     train_seconds: float = 0.0
     store_seconds: float = 0.0
     chain_seconds: float = 0.0
@@ -72,6 +80,7 @@ class EdgeNode:
         max_model_bytes: int,
         transform: Transform | None = None,
         after_upload: AfterUpload | None = None,
+        clock: ChainClock | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -82,6 +91,7 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self.clock = clock or ChainClock(client.w3)
 
     @property
     def address(self) -> str:
@@ -90,7 +100,7 @@ class EdgeNode:
     def participate(self, round_number: int) -> Participation:
         """Train on the round's base model and submit; a closed or already-answered round is not an error."""
         info = self.client.get_round(round_number)
-        if info.state is not RoundState.OPEN:
+        if info.state is not RoundState.OPEN or self.clock.too_late(info.deadline):
             return Participation(round_number, Outcome.ROUND_CLOSED)
         if self.client.submission_of(round_number, self.address) is not None:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
@@ -99,30 +109,47 @@ class EdgeNode:
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
         seed = self.config.seed * 1_000_003 + round_number
+        epochs = self.config.epochs
+
+        def on_epoch(epoch: int) -> None:
+            report(log, "training", "round {round}: training epoch {epoch}/{epochs}", round=round_number, epoch=epoch, epochs=epochs)
+
         weights = train_local(
-            base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
+            base,
+            self.shard,
+            epochs=epochs,
+            batch_size=self.config.batch_size,
+            lr=self.config.lr,
+            seed=seed,
+            on_epoch=on_epoch,
         )
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
+        if self.clock.too_late(info.deadline):
+            report(log, "round_closed", "round {round}: deadline passed while training; not submitting", round=round_number)
+            return Participation(round_number, Outcome.ROUND_CLOSED, train_seconds=trained - fetched)
         blob = serialize_tensors(weights)
         update_hash = self.store.put(blob)
         stored = time.perf_counter()
+        report(log, "uploaded", "round {round}: uploaded {size}", round=round_number, size=megabytes(len(blob)), bytes=len(blob), update_hash=update_hash)
         if self.after_upload is not None:
             self.after_upload(update_hash, blob)
         try:
-            self.client.submit_update(round_number, update_hash, len(self.shard))
+            receipt = self.client.submit_update(round_number, update_hash, len(self.shard))
         except errors.AlreadySubmitted:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
-            log.info("round %d closed before %s could submit: %s", round_number, self.address, exc)
+            report(log, "round_closed", "round {round}: closed before the submission landed ({reason})", round=round_number, reason=type(exc).__name__)
             return Participation(round_number, Outcome.ROUND_CLOSED)
         submitted = time.perf_counter()
+        report(log, "submitted", "round {round}: submitted in block {block}", round=round_number, block=receipt.block_number, update_hash=update_hash)
         return Participation(
             round=round_number,
             outcome=Outcome.SUBMITTED,
             update_hash=update_hash,
             num_samples=len(self.shard),
+            block_number=receipt.block_number,
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ledger.core.retry import DEFAULT_PATIENCE_SECONDS
+
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
 
@@ -38,10 +40,30 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+def default_rpc_url() -> str:
+    """$FEDLEDGER_RPC_URL, else the devnet on 127.0.0.1 ($FEDLEDGER_DEVNET_PORT, else 8545)."""
+    configured = os.environ.get("FEDLEDGER_RPC_URL")
+    if configured:
+        return configured
+    port = os.environ.get("FEDLEDGER_DEVNET_PORT")
+    return f"http://127.0.0.1:{port}" if port and port.isdigit() else DEFAULT_RPC_URL
+
+
 @dataclass(frozen=True)
 class Settings:
-    rpc_url: str = field(default_factory=lambda: os.environ.get("FEDLEDGER_RPC_URL", DEFAULT_RPC_URL))
+    """Every command reads its chain, contract, store, index and patience from here (flags override)."""
+
+    rpc_url: str = field(default_factory=default_rpc_url)
     contract_address: str | None = field(default_factory=lambda: os.environ.get("FEDLEDGER_CONTRACT") or None)
+    # The ledger service's URL for blobs (`--store`); None: a local folder (`blobs_dir`).
+    store_url: str | None = field(default_factory=lambda: os.environ.get("FEDLEDGER_STORE_URL") or None)
+    # How long a running role rides out an unreachable chain or store before it exits (code 3).
+    patience: float = field(default_factory=lambda: _env_float("FEDLEDGER_PATIENCE", DEFAULT_PATIENCE_SECONDS))
     blobs_dir: Path = field(default_factory=lambda: Path(os.environ.get("FEDLEDGER_BLOBS_DIR", home_dir() / "blobs")))
     database_url: str = field(
         default_factory=lambda: os.environ.get("FEDLEDGER_DATABASE_URL", f"sqlite:///{home_dir() / 'index.sqlite'}")

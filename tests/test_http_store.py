@@ -301,11 +301,13 @@ def test_server_that_is_down_raises_a_store_error(node) -> None:
     with serve_in_thread(app) as server:
         url = server.url
     store = HttpBlobStore(
-        url, account=None, chain_id=1, contract_address=OTHER_CONTRACT, max_bytes=LIMIT, timeout=2
+        url, account=None, chain_id=1, contract_address=OTHER_CONTRACT, max_bytes=LIMIT, timeout=2, patience=0.5
     )
 
-    with pytest.raises(BlobStoreUnavailable):
+    with pytest.raises(BlobStoreUnavailable, match="unreachable for"):  # after retrying for its patience
         store.get(BLOB_HASH)
+    with pytest.raises(BlobStoreUnavailable, match="does not answer"):  # the fail-fast probe does not retry
+        store.check()
 
 
 # ---------------------------------------------------------------- a hostile server

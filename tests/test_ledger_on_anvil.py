@@ -95,7 +95,7 @@ def test_walkthrough_never_prints_a_private_key(anvil_devnet, capsys, caplog):
     from ledger.cli.main import main
 
     caplog.set_level("DEBUG")
-    assert main(["-v", "walkthrough", "--port", str(anvil_devnet.port), "--nodes", "2"]) == 0
+    assert main(["-v", "walkthrough", "--rpc-url", anvil_devnet.rpc_url, "--nodes", "2"]) == 0
     printed = capsys.readouterr()
     text = printed.out + printed.err + caplog.text
     assert "finalizeRound" in text

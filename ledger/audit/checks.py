@@ -21,6 +21,7 @@ from ledger.core.merkle import merkle_root
 from ledger.core.metadata import MetadataError, MetadataRecord, RoundRecord, decode
 from ledger.core.model import MODEL_NAME
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
+from ledger.core.errors import Unavailable
 from ledger.store.base import BlobNotFound, BlobStore, BlobStoreError, HashMismatch
 
 # Room for the tiny MLP and far beyond; a blob over this is not one of ours (it is still reported).
@@ -66,6 +67,8 @@ class Judgement:
                 actual=exc.actual,
             )
             return None
+        except Unavailable:
+            raise  # an unreachable store is no verdict on the version: the caller says "could not check"
         except BlobStoreError as exc:
             self.find(FindingKind.BLOB_UNREADABLE, name, role, f"the store could not serve the {role} blob: {exc}")
             return None

@@ -8,6 +8,7 @@ before any gas is spent), signed locally with the caller's key and awaited to it
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -17,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import MethodUnavailable, TransactionNotFound
 
 from ledger.core import hashing
 from ledger.chain.artifact import load_artifact
@@ -268,11 +270,20 @@ class LedgerClient:
 
 
 def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: float) -> tuple[Any, str]:
-    """Estimate (surfacing reverts as typed errors), sign locally, send, await the receipt."""
+    """Simulate (surfacing reverts as typed errors), sign locally, send, await the receipt.
+
+    The simulation runs against the pending block, the one the transaction would land in, so a
+    deadline judged there is the deadline the contract applies. The signed bytes are kept: when the
+    chain forgets the transaction (a devnet restarted from a state file a second old), they are
+    sent again, which is safe because the same bytes are the same transaction (same nonce, same hash).
+    """
+    params = {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
     try:
-        tx = function.build_transaction(
-            {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
-        )
+        try:
+            gas = function.estimate_gas(params, block_identifier="pending")
+        except MethodUnavailable:  # py-evm's tester estimates against its latest block only
+            gas = function.estimate_gas(params)
+        tx = function.build_transaction({**params, "gas": gas})
     except LedgerError:
         raise
     except Exception as exc:
@@ -281,20 +292,72 @@ def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: fl
             raise
         raise decode_revert(data) from exc
     signed = account.sign_transaction(tx)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    tx_hash = "0x" + bytes(signed.hash).hex()
+    _broadcast(w3, signed.raw_transaction, tx_hash)
+    receipt = _await_receipt(w3, signed.raw_transaction, tx_hash, name, timeout)
     if receipt["status"] != 1:
         raise _replay_failure(w3, tx, receipt, name)
-    return receipt, tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash)
+    return receipt, tx_hash[2:]
+
+
+_RESEND_SECONDS = 2.0
+
+
+def _broadcast(w3: Web3, raw: bytes, tx_hash: str) -> None:
+    """Send signed bytes; "already known" or "nonce too low" for this very transaction is success."""
+    try:
+        w3.eth.send_raw_transaction(raw)
+    except Exception as exc:
+        text = str(exc).lower()
+        if ("already" in text or "nonce too low" in text or "known" in text) and _known(w3, tx_hash):
+            return
+        raise
+
+
+def _known(w3: Web3, tx_hash: str) -> bool:
+    try:
+        w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        return True
+    except TransactionNotFound:
+        return False
+
+
+def _await_receipt(w3: Web3, raw: bytes, tx_hash: str, name: str, timeout: float) -> Any:
+    """The receipt, re-sending the transaction if the chain no longer knows it (lost in a restart)."""
+    deadline = time.monotonic() + timeout
+    checked = time.monotonic()
+    while True:
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            pass
+        now = time.monotonic()
+        if now - checked >= _RESEND_SECONDS:
+            checked = now
+            if not _known(w3, tx_hash):
+                log.info("%s transaction %s is unknown to the chain (restarted?): sending it again", name, tx_hash)
+                _broadcast(w3, raw, tx_hash)
+        if now > deadline:
+            raise LedgerError(f"{name}: no receipt for transaction {tx_hash} within {timeout:.0f} s")
+        time.sleep(_RECEIPT_POLL_SECONDS)
+
+
+_RECEIPT_POLL_SECONDS = 0.05
 
 
 def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> LedgerError:
-    """A mined revert (state changed between estimate and inclusion): replay it to learn why."""
+    """A mined revert (state or time moved between simulation and inclusion): replay it to learn why.
+
+    Replayed at the block it was mined in, so the replay sees that block's timestamp (a deadline
+    that passed between simulation and inclusion decodes as `DeadlinePassed`).
+    """
     call = {key: tx[key] for key in ("from", "to", "data", "value") if key in tx}
-    try:
-        w3.eth.call(call, int(receipt["blockNumber"]) - 1)
-    except Exception as exc:
-        data = revert_data_from(exc)
-        if data is not None:
-            return decode_revert(data)
-    return TransactionReverted(f"{name} reverted in block {receipt['blockNumber']} (tx {receipt['transactionHash'].hex()})")
+    block = int(receipt["blockNumber"])
+    for at in (block, block - 1):
+        try:
+            w3.eth.call(call, at)  # type: ignore[arg-type]
+        except Exception as exc:
+            data = revert_data_from(exc)
+            if data is not None:
+                return decode_revert(data)
+    return TransactionReverted(f"{name} reverted in block {block} (tx {bytes(receipt['transactionHash']).hex()})")

@@ -1,40 +1,84 @@
-"""Connecting to a chain through its JSON-RPC endpoint (anvil, geth, an L2); see `inprocess` for py-evm."""
+"""Connecting to a chain through its JSON-RPC endpoint (anvil, geth, an L2); see `inprocess` for py-evm.
+
+`connect` fails fast (the endpoint must answer within a few seconds), then the connection rides
+out outages: every request, reads and `eth_sendRawTransaction` alike, is retried with backoff
+while the endpoint is unreachable, for up to the process's patience. Resending a signed
+transaction is safe: the same bytes are the same transaction (see `client._send`).
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import requests
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from ledger.config import DEFAULT_RPC_URL
-from ledger.core.errors import LedgerError
+from ledger.core.errors import Unavailable
 from ledger.core.polling import WaitTimeout, poll_until
+from ledger.core.retry import DEFAULT_PATIENCE_SECONDS, Backoff, retry_patiently
+
+log = logging.getLogger(__name__)
+
+# What "the endpoint is not there" looks like through requests; HTTP errors from a proxy in front
+# of a restarting node too. JSON-RPC error replies are answers, never retried.
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
 
 
-class ChainUnavailable(LedgerError):
+class ChainUnavailable(Unavailable):
     """No chain answered at the given endpoint."""
 
 
-def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0) -> Web3:
-    """An HTTP connection that has answered eth_chainId at least once (polled up to `timeout`)."""
+class PatientHTTPProvider(Web3.HTTPProvider):
+    """web3's HTTP provider, retrying every request on transport failures for up to `patience` seconds."""
+
+    def __init__(self, endpoint_uri: str, *, patience: float, **kwargs: Any) -> None:
+        super().__init__(endpoint_uri, exception_retry_configuration=None, **kwargs)
+        self.backoff = Backoff(patience=patience)
+
+    def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
+        return retry_patiently(
+            lambda: super(PatientHTTPProvider, self)._make_request(method, request_data),
+            retry_on=_TRANSPORT_ERRORS,
+            what=f"the chain at {self.endpoint_uri}",
+            backoff=self.backoff,
+            log=log,
+            unavailable=ChainUnavailable,
+        )
+
+
+def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0, patience: float = DEFAULT_PATIENCE_SECONDS) -> Web3:
+    """An HTTP connection that has answered eth_chainId (polled up to `timeout`), patient afterwards."""
     # web3 asks eth_chainId before every call and transaction (2-3 times per transaction); an
     # endpoint's chain id does not change, so the provider answers those from its cache.
-    provider = Web3.HTTPProvider(
-        rpc_url, request_kwargs={"timeout": 30}, cache_allowed_requests=True, cacheable_requests={"eth_chainId"}
+    provider = PatientHTTPProvider(
+        rpc_url,
+        patience=patience,
+        request_kwargs={"timeout": 30},
+        cache_allowed_requests=True,
+        cacheable_requests={"eth_chainId"},
     )
     w3 = Web3(provider)
     last_error: list[Exception] = []
 
     def answers() -> Web3 | None:
         try:
-            w3.eth.chain_id
+            w3.provider.make_request(RPCEndpoint("eth_chainId"), [])  # type: ignore[attr-defined]
             return w3
         except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "not there yet"
             last_error[:] = [exc]
             return None
 
+    provider.backoff = Backoff(patience=0)  # the first contact fails fast; patience starts once it answered
     try:
-        return poll_until(answers, timeout=timeout, what=f"a chain at {rpc_url}")
+        poll_until(answers, timeout=timeout, what=f"a chain at {rpc_url}")
     except WaitTimeout:
         cause = last_error[0]
         raise ChainUnavailable(
             f"no chain answers at {rpc_url} ({type(cause).__name__}); start one with `fedledger devnet start`"
         ) from cause
+    finally:
+        provider.backoff = Backoff(patience=patience)
+    return w3

@@ -67,12 +67,27 @@ def load_deployment(w3: Web3) -> Deployment:
     if not path.exists():
         raise DeploymentNotFound(f"no deployment recorded for chain {chain_id} ({path}): run `fedledger deploy`")
     record = Deployment(**json.loads(path.read_text(encoding="utf-8")))
-    code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
-    expected = bytes.fromhex(load_artifact().deployed_bytecode[2:])
-    if code != expected:
-        state = "no code" if not code else "different code"
+    try:
+        check_ledger_code(w3, record.address)
+    except NotALedger as exc:
         raise DeploymentNotFound(
-            f"chain {chain_id} has {state} at the recorded address {record.address} "
-            "(was the devnet reset?): run `fedledger deploy` again"
-        )
+            f"{exc} (the address recorded in {path}; was the devnet reset?): run `fedledger deploy` again"
+        ) from None
     return record
+
+
+class NotALedger(LedgerError):
+    """The address holds no contract, or one whose code is not this fedledger's FederatedLedger."""
+
+
+def check_ledger_code(w3: Web3, address: str) -> None:
+    """`NotALedger` unless the code at `address` is the packaged artifact's runtime bytecode."""
+    code = bytes(w3.eth.get_code(Web3.to_checksum_address(address)))
+    chain_id = int(w3.eth.chain_id)
+    if not code:
+        raise NotALedger(f"no contract at {address} on chain {chain_id}")
+    if code != bytes.fromhex(load_artifact().deployed_bytecode[2:]):
+        raise NotALedger(
+            f"the contract at {address} on chain {chain_id} is not this fedledger's FederatedLedger "
+            "(its code differs from the packaged artifact)"
+        )

@@ -63,6 +63,16 @@ class DevnetStatus:
     chain_id: int | None = None
     block_number: int | None = None
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "port": self.port,
+            "rpc_url": self.rpc_url,
+            "pid": self.pid,
+            "chain_id": self.chain_id,
+            "block_number": self.block_number,
+        }
+
     def describe(self) -> str:
         if not self.running:
             extra = f" (pid {self.pid} alive but not answering)" if self.pid else ""
@@ -121,6 +131,10 @@ class Devnet:
     # False: no state file (a throwaway chain for benchmarks and tests); lost when anvil stops.
     persist: bool = True
     extra_args: Sequence[str] = ()  # e.g. ("--gas-limit", "100000000")
+    # None: automine (a block per transaction, nothing at rest; deadlines are carried by
+    # `ledger.chain.clock`, which mines one empty block when a deadline needs it). N: also mine a
+    # block every N seconds, like a public chain, at the price of blocks (and state) growing at rest.
+    block_time: float | None = None
 
     @property
     def rpc_url(self) -> str:
@@ -277,6 +291,7 @@ class Devnet:
             "--port", str(self.port),
             "--chain-id", str(CHAIN_ID),
             *(("--state", str(self.state_file), "--state-interval", "1") if self.persist else ()),
+            *(("--block-time", f"{self.block_time:g}") if self.block_time else ()),
             "--accounts", str(DEV_ACCOUNT_COUNT),
             # Errors still reach the log; the banner (dev private keys) and per-call lines do not.
             "--quiet",

@@ -1,4 +1,8 @@
-"""`fedledger aggregator run`: the coordinator that opens, verifies, merges and commits rounds."""
+"""`fedledger aggregator run`: the coordinator that opens, verifies, merges and commits rounds.
+
+It resumes from the chain: run it again after any crash and it finishes the open round (or opens
+the next one) until round `--rounds` has closed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _rule_param(text: str) -> tuple[str, Any]:
+def rule_param(text: str) -> tuple[str, Any]:
+    """`NAME=VALUE` from the command line; VALUE is JSON when it parses as JSON, else a string."""
     name, sep, raw = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
@@ -20,20 +25,45 @@ def _rule_param(text: str) -> tuple[str, Any]:
         return name, raw
 
 
+def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
+    """--rule and --rule-param, shared with the demo (the rule's name is checked before anything starts)."""
+    parser.add_argument("--rule", default="fedavg", help="fedavg (default), coordinate_median, trimmed_mean or krum")
+    parser.add_argument(
+        "--rule-param",
+        type=rule_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="rule parameter (repeatable); defaults: trimmed_mean trim_ratio=0.2, krum num_byzantine=1",
+    )
+
+
+def checked_rule(args: argparse.Namespace) -> dict[str, Any]:
+    """The rule's parameters with its defaults filled in; exit 2 naming the fix if they cannot work."""
+    from ledger.cli.errors import UsageError
+    from ledger.core.aggregation import check_rule, with_default_params
+
+    params = with_default_params(args.rule, dict(args.rule_param))
+    try:
+        check_rule(args.rule, params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return params
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.core.aggregation import RULES
     from ledger.cli.wiring import add_ledger_arguments
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
     sub = aggregator.add_subparsers(dest="aggregator_command", required=True, metavar="ACTION")
-    run = sub.add_parser("run", help="commit genesis if needed, then open, verify, aggregate and commit rounds")
+    run = sub.add_parser(
+        "run", help="commit genesis if needed, then open, verify, aggregate and commit rounds (resumes an open round)"
+    )
     add_ledger_arguments(run)
-    run.add_argument("--rounds", type=int, default=5, help="how many rounds to run")
-    run.add_argument("--rule", choices=sorted(RULES), default="fedavg")
-    run.add_argument("--rule-param", type=_rule_param, action="append", default=[], metavar="NAME=VALUE",
-                     help="rule parameter, e.g. trim_ratio=0.2 or num_byzantine=1 (repeatable)")
+    run.add_argument("--rounds", type=int, default=5, help="run until this round has closed (default 5)")
+    add_rule_arguments(run)
     run.add_argument("--min-updates", type=int, default=1, help="valid updates that let a round close before its deadline")
-    run.add_argument("--round-seconds", type=int, default=60, help="submission window per round")
+    run.add_argument("--round-seconds", type=int, default=60, help="submission window per round, in chain time")
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
@@ -43,26 +73,32 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
-    from ledger.core.data import load_digits_split
-    from ledger.core.errors import LedgerError
-    from ledger.cli.wiring import blob_store, ledger_client, signing_account
-
+    from ledger.cli.errors import UsageError
+    from ledger.cli.logs import set_role
     from ledger.cli.report import print_round
-    from aggregator.coordinator import Aggregator, AggregatorConfig
+    from ledger.cli.wiring import Role, blob_store, check_role, ledger_client, signing_account
+    from ledger.core.progress import report
 
-    try:
-        client = ledger_client(args, account=signing_account(args))
-        store = blob_store(args, client)
-        for address in args.register:
-            if not client.is_node(address):
-                client.register_node(address)
-                print(f"registered node {address}", flush=True)
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from exc
+    if args.rounds < 1 or args.min_updates < 1 or args.round_seconds < 1:
+        raise UsageError("--rounds, --min-updates and --round-seconds must be at least 1")
+    rule_params = checked_rule(args)
+    account = signing_account(args)
+    set_role("aggregator")
+    client = ledger_client(args, account=account, role=Role.AGGREGATOR)
+    if args.register:
+        check_role(client, account.address, Role.ADMIN)
+    store = blob_store(args, client)
+    for address in args.register:
+        if not client.is_node(address):
+            client.register_node(address)
+            report(log, "registered", "registered node {node}", node=address)
+
+    from aggregator.coordinator import Aggregator, AggregatorConfig
+    from ledger.core.data import load_digits_split
+
     config = AggregatorConfig(
         rule=args.rule,
-        rule_params=dict(args.rule_param),
+        rule_params=rule_params,
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
         max_norm=args.max_norm,
@@ -70,12 +106,15 @@ def _run(args: argparse.Namespace) -> int:
         model_seed=args.model_seed,
     )
     aggregator = Aggregator(client, store, load_digits_split(seed=args.data_seed).test, config)
-    genesis = aggregator.ensure_genesis()
-    print(f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}", flush=True)  # type: ignore[union-attr]
-    for _ in range(args.rounds):
-        try:
-            result = aggregator.run_round()
-        except LedgerError as exc:
-            raise CommandError(f"round failed: {exc}") from exc
-        print_round(result)
+    report(
+        log,
+        "ready",
+        "{account}: ledger {ledger}, rule {rule} {params}, until round {rounds}",
+        account=account.address,
+        ledger=client.address,
+        rule=args.rule,
+        params=json.dumps(rule_params, sort_keys=True),
+        rounds=args.rounds,
+    )
+    aggregator.run(args.rounds, print_round)
     return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ledger.api.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, waitress_options
 
+REQUEST_PATIENCE_SECONDS = 5.0
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     api = subparsers.add_parser("api", help="the ledger service (HTTP blob store)")
@@ -48,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
     from ledger.chain.deploy import load_deployment
-    from ledger.core.errors import LedgerError
+    from ledger.core.errors import LedgerError, Unavailable
     from ledger.store.local import LocalBlobStore
 
     if args.threads < 1:
@@ -60,7 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_blob_bytes=args.max_blob_bytes,
     )
     try:
-        w3 = connect(settings.rpc_url)
+        # Short patience: a request asking the chain (who may upload?) answers 503 within seconds
+        # during an outage, and the client retries; the service itself keeps running.
+        w3 = connect(settings.rpc_url, patience=REQUEST_PATIENCE_SECONDS)
         address = settings.contract_address or load_deployment(w3).address
         if not Web3.is_address(address):
             raise CommandError(f"--contract {address!r} is not an address")
@@ -68,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise CommandError(f"no contract at {address} on chain {w3.eth.chain_id}: check --contract / --rpc-url")
         ledger = LedgerClient(w3, address)
         store = LocalBlobStore(settings.blobs_dir, settings.max_blob_bytes)
+    except Unavailable:
+        raise  # exit 3: nothing answers at the RPC URL
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 

@@ -3,7 +3,8 @@
 Reads the version's record from the chain (the deployment record, or --contract), fetches its
 blobs from a local folder (--blobs-dir) or the ledger service (--store URL), re-hashes them,
 re-runs the recorded rule and compares the result with the on-chain hash. Exit 0 when the version
-verifies, 1 when it does not (each finding printed), or on a usage error.
+verifies, 1 when it does not (each finding printed), 2 on a usage error, 3 when the chain or the
+store cannot be reached ("could not check": no verdict either way). `latest` names the newest version.
 """
 
 from __future__ import annotations
@@ -22,36 +23,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="re-fetch, re-hash and re-aggregate one version; exit 0 if it matches the chain, 1 if not",
     )
-    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional)")
+    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional), or `latest`")
     add_ledger_arguments(verify, signing=False)
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON (the API's shape)")
     verify.set_defaults(handler=_verify)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
-    from ledger.config import Settings
-    from ledger.core.errors import LedgerError
-    from ledger.core.hashing import normalize_hash
     from ledger.audit.rederive import read_chain_facts, rederive
-    from ledger.cli.wiring import blob_store, ledger_client
+    from ledger.cli.errors import CommandError, DependencyUnavailable
+    from ledger.cli.wiring import blob_store, ledger_client, resolve_model_hash, settings
+    from ledger.core.errors import Unavailable
 
-    try:
-        model_hash = normalize_hash(args.model_hash)
-    except (TypeError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
-    try:
-        ledger = ledger_client(args, account=None)
-        if not ledger.w3.eth.get_code(ledger.address):
-            where = f"{ledger.address} on chain {ledger.chain_id}"
-            raise CommandError(f"no contract at {where}: check --contract / --rpc-url")
-        facts = read_chain_facts(ledger, model_hash)
-    except (LedgerError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    ledger = ledger_client(args, account=None)
+    model_hash = resolve_model_hash(ledger, args.model_hash)
+    facts = read_chain_facts(ledger, model_hash)
     if facts is None:
         raise CommandError(f"{model_hash} is not a committed model version on ledger {ledger.address}")
-
-    verdict = rederive(facts, blob_store(args, ledger), max_bytes=Settings().max_blob_bytes)
+    try:
+        store = blob_store(args, ledger)
+        verdict = rederive(facts, store, max_bytes=settings(args).max_blob_bytes)
+    except Unavailable as exc:  # not a verdict: nothing was fetched, so nothing was found wrong either
+        raise DependencyUnavailable(f"could not check {model_hash}: {exc}") from exc
     if args.json:
         print(json.dumps(verdict.to_json(), indent=2))
     else:

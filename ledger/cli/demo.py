@@ -3,7 +3,14 @@
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
 the blob store over HTTP, and runs the aggregator and every node as separate OS processes
 (`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
-process on the in-process chain. Either way it prints a table per round and the lineage at the end.
+process on the in-process chain. Either way it prints a table per round and the lineage at the end
+(or, with `--json`, one JSON document), and says what it is doing while it waits: each child as it
+starts and becomes ready, each node's submission as it lands (the children log JSON lines to their
+files under var/demo/; the demo relays the ones that matter).
+
+Everything is checked before anything starts: the rule and its parameters, the node indexes.
+Threads are pinned: every node and the aggregator share the machine's cores, so each node trains
+on `--threads` torch threads (default: the cores divided among the nodes, at least one).
 
 This module and the CLI are the composition root: they import `aggregator` and `edge_node`, which
 never import each other.
@@ -12,19 +19,30 @@ never import each other.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ledger.config import home_dir
 
+log = logging.getLogger(__name__)
+
 NODE_EXIT_TIMEOUT = 60.0
+CHILD_READY_TIMEOUT = 300.0
+# The node events the demo relays from the children's JSON log lines (training epochs stay in the files).
+RELAYED_EVENTS = frozenset({"ready", "submitted", "skipped", "round_closed", "outcome"})
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ledger.cli.aggregator import add_rule_arguments
+
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
@@ -35,26 +53,42 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--alpha", type=float, default=0.5)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
-    demo.add_argument("--rule", default="fedavg")
+    add_rule_arguments(demo)
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
-    demo.add_argument("--round-seconds", type=int, default=60)
+    demo.add_argument("--round-seconds", type=int, default=60, help="submission window per round, in chain time")
+    demo.add_argument("--threads", type=int, default=None, help="torch threads per node (default: cores / nodes, at least 1)")
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
+    demo.add_argument("--json", action="store_true", help="print the rounds and the lineage as one JSON document at the end")
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
+    from ledger.cli.aggregator import checked_rule
+    from ledger.cli.errors import UsageError
 
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
-        raise CommandError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
-    if args.nodes < 1 or args.rounds < 1:
-        raise CommandError("--nodes and --rounds must be at least 1")
+        raise UsageError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
+    if args.nodes < 1 or args.rounds < 1 or args.epochs < 1 or args.round_seconds < 1:
+        raise UsageError("--nodes, --rounds, --epochs and --round-seconds must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    args.rule_params = checked_rule(args)
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.nodes)
+    honest = args.nodes - len(bad)
+    needs = 2 * args.rule_params["num_byzantine"] + 3 if args.rule == "krum" else 1
+    if honest < needs:
+        log.warning(
+            "krum with num_byzantine=%d needs %d valid updates per round and at most %d nodes are honest: "
+            "its rounds will be abandoned (reason rule_refused) after their deadline",
+            args.rule_params["num_byzantine"], needs, honest,
+        )  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
         return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
@@ -70,19 +104,25 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run_memory(args: argparse.Namespace) -> int:
-    from ledger.cli.report import print_round
+    import torch
+
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, TrainingConfig
+    from ledger.chain.inprocess import start_in_process_ledger
+    from ledger.cli.report import print_round
     from ledger.config import Settings
     from ledger.core.data import load_digits_split, split_shards
+    from ledger.core.progress import report
     from ledger.store.local import LocalBlobStore
-    from ledger.chain.inprocess import start_in_process_ledger
 
+    torch.set_num_threads(args.threads)
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("edge_node").setLevel(logging.WARNING)  # N nodes in one process: their lines would interleave
     settings = Settings()
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
-    print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes", flush=True)
+    report(log, "starting", "in-process chain: deploying the ledger and registering {nodes} nodes", nodes=args.nodes)
     chain = start_in_process_ledger(args.nodes)
     split = load_digits_split(seed=0)
     shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
@@ -98,15 +138,20 @@ def _run_memory(args: argparse.Namespace) -> int:
         )
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
-    config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
+    config = AggregatorConfig(
+        rule=args.rule, rule_params=args.rule_params, min_updates=args.min_updates, round_seconds=args.round_seconds
+    )
     aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
     for _ in range(args.rounds):
         info = aggregator.open_round()
-        for node in nodes:
-            node.participate(info.round)
-        print_round(aggregator.close_round(info.round))
-    print(lineage_text(chain.admin, store))
+        for index, node in enumerate(nodes):
+            outcome = node.participate(info.round)
+            report(log, "node", "round {round}: node {index} {outcome}", round=info.round, index=index, outcome=outcome.outcome.value)
+        result = aggregator.close_round(info.round)  # every node has answered: the deadline is the only wait left
+        if not args.json:
+            print_round(result)
+    _finish(args, chain.admin, store, chain="memory")
     if args.serve:
         _serve_memory(args, chain, store)
     return 0
@@ -130,7 +175,7 @@ def _serve_memory(args: argparse.Namespace, chain, store) -> None:  # type: igno
     reader = LedgerClient(chain.w3, chain.address)
     app = create_app(store=store, ledger=reader, max_blob_bytes=512 << 20, index_sessions=sessions)
     with serve_in_thread(app, "127.0.0.1", args.api_port):
-        print(f"audit page: http://127.0.0.1:{args.api_port}/  (API under /api/v1; Ctrl-C to stop)", flush=True)
+        print(f"audit page: http://127.0.0.1:{args.api_port}/  (API under /api/v1; Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
@@ -140,26 +185,78 @@ def _serve_memory(args: argparse.Namespace, chain, store) -> None:  # type: igno
 # ------------------------------------------------------------------ anvil
 
 
+class _Child:
+    """One child process of the demo, its log file, and how far the demo has read it."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str], *, relay: bool) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.relay = relay
+        self.offset = 0
+        self.ready = False
+        self.reported_exit = False
+        self.started = time.monotonic()
+        with log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+
+    def new_lines(self) -> list[str]:
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        complete = data.rfind(b"\n") + 1
+        self.offset += complete
+        return data[:complete].decode("utf-8", errors="replace").splitlines()
+
+
+def _relay(children: Sequence[_Child]) -> None:
+    """Say what the children did since the last look: readiness, submissions, warnings, exits."""
+    from ledger.core.progress import report
+
+    for child in children:
+        for line in child.new_lines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a plain line (the API's banner): it stays in the log file
+            if not isinstance(record, dict):
+                continue
+            event, level = record.get("event"), record.get("level")
+            if event == "ready" and not child.ready:
+                child.ready = True
+                report(log, "child_ready", "{name} ready after {seconds:.1f} s", name=child.name, seconds=time.monotonic() - child.started)
+            elif child.relay and (event in RELAYED_EVENTS or level in ("warning", "error")):
+                report(log, "child", "{name}: {message}", name=child.name, message=record.get("message"))
+        if not child.reported_exit and child.process.poll() not in (None, 0):
+            child.reported_exit = True
+            report(log, "child_exit", "{name} exited with code {code}: see {path}", name=child.name, code=child.process.returncode, path=str(child.log_path))
+
+
 def _run_anvil(args: argparse.Namespace) -> int:
-    from ledger.core.polling import wait_for_port
     from ledger.chain.connect import connect
     from ledger.chain.deploy import deploy
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
+    from ledger.cli.errors import CommandError, UsageError
+    from ledger.core.polling import poll_until
+    from ledger.core.progress import report
     from ledger.store.http import HttpBlobStore
-    from ledger.cli.errors import CommandError
 
     if args.nodes > DEV_ACCOUNT_COUNT - 1:
-        raise CommandError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
+        raise UsageError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
     devnet = Devnet(port=args.port) if args.port else Devnet()
     status = devnet.start()
-    print(f"devnet: {devnet.rpc_url}, chain id {status.chain_id}, block {status.block_number}", flush=True)
+    report(log, "devnet", "devnet: {url}, chain id {chain_id}, block {block}", url=devnet.rpc_url, chain_id=status.chain_id, block=status.block_number)
     w3 = connect(devnet.rpc_url)
     admin, record, _ = deploy(w3, dev_account(0))
-    print(f"deployed FederatedLedger at {record.address} (block {record.block_number})", flush=True)
+    report(log, "deployed", "deployed FederatedLedger at {address} (block {block})", address=record.address, block=record.block_number)
     for index in range(args.nodes):
         admin.register_node(dev_account(index + 1).address)
-    print(f"registered {args.nodes} nodes (dev accounts 1..{args.nodes})", flush=True)
+    report(log, "registered", "registered {nodes} nodes (dev accounts 1..{nodes})", nodes=args.nodes)
 
     run_dir = home_dir() / "demo" / record.address.lower()
     logs = run_dir / "logs"
@@ -170,74 +267,120 @@ def _run_anvil(args: argparse.Namespace) -> int:
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
     store_url = f"http://127.0.0.1:{args.api_port}"
-    children: list[subprocess.Popen[bytes]] = []
+    quiet = not log.isEnabledFor(logging.INFO)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    children: list[_Child] = []
+    aggregator: subprocess.Popen[bytes] | None = None
     try:
+        api = _Child(
+            "api",
+            fedledger + ["api", "serve", "--port", str(args.api_port), "--blobs-dir", str(blobs_dir)]
+            + ["--database-url", database_url, *chain_args],
+            logs / "api.log",
+            env,
+            relay=False,
+        )  # fmt: skip
+        children.append(api)
         children.append(
-            _spawn(
-                fedledger
-                + ["api", "serve", "--port", str(args.api_port), "--blobs-dir", str(blobs_dir)]
-                + ["--database-url", database_url, *chain_args],
-                logs / "api.log",
-                env,
-            )
-        )
-        children.append(
-            _spawn(
-                fedledger
-                + ["index", "run", "--follow", "--poll-seconds", "0.2", *chain_args, "--blobs-dir", str(blobs_dir)]
-                + ["--database-url", database_url, "--from-block", str(record.block_number)],
+            _Child(
+                "indexer",
+                fedledger + ["--log-format", "json", "index", "run", "--follow", "--poll-seconds", "0.2", *chain_args]
+                + ["--blobs-dir", str(blobs_dir), "--database-url", database_url, "--from-block", str(record.block_number)],
                 logs / "index.log",
                 env,
+                relay=False,
             )
-        )
-        wait_for_port("127.0.0.1", args.api_port, timeout=60)
-        print(f"ledger service (blob store) at {store_url}; logs in {logs}", flush=True)
+        )  # fmt: skip
+        report(log, "starting", "started the ledger service (pid {pid}) and the indexer (pid {indexer}); logs in {logs}",
+               pid=api.process.pid, indexer=children[1].process.pid, logs=str(logs))
+
+        def service_answers() -> bool:
+            if api.process.poll() is not None:
+                raise CommandError(f"the ledger service exited with code {api.process.returncode}: see {api.log_path}")
+            return _answers(store_url)
+
+        poll_until(service_answers, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the ledger service")
+        report(log, "service", "ledger service (blob store) at {url}", url=store_url)
+
+        nodes: list[_Child] = []
         for index in range(args.nodes):
-            command = fedledger + ["node", "run", *chain_args, "--dev-key", str(index + 1), "--store", store_url]
-            command += ["--node-index", str(index), "--num-nodes", str(args.nodes), "--rounds", str(args.rounds)]
-            command += ["--epochs", str(args.epochs)]
+            command = fedledger + ["--log-format", "json", "node", "run", *chain_args, "--dev-key", str(index + 1)]
+            command += ["--store", store_url, "--node-index", str(index), "--num-nodes", str(args.nodes)]
+            command += ["--rounds", str(args.rounds), "--epochs", str(args.epochs), "--threads", str(args.threads)]
             if not args.iid:
                 command += ["--non-iid", "--alpha", str(args.alpha)]
             if index in args.tamper:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
                 command += ["--misbehave", "poison"]
-            children.append(_spawn(command, logs / f"node-{index}.log", env))
-        aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
-        aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
-        aggregator_command += ["--round-seconds", str(args.round_seconds)]
-        aggregator = subprocess.Popen(aggregator_command, env=env)
-        children.append(aggregator)
-        _watch(aggregator, children[2:-1], logs)
+            nodes.append(_Child(f"node {index}", command, logs / f"node-{index}.log", env, relay=True))
+        children += nodes
+        report(log, "starting", "started {count} nodes ({threads} torch thread(s) each); waiting for them to be ready",
+               count=args.nodes, threads=args.threads)
+
+        def nodes_ready() -> bool:
+            _relay(children)
+            failed = [child for child in nodes if child.process.poll() is not None]
+            if failed:
+                raise CommandError(f"{failed[0].name} exited with code {failed[0].process.returncode}: see {failed[0].log_path}")
+            return all(child.ready for child in nodes)
+
+        poll_until(nodes_ready, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the nodes to start")
+        aggregator_command = fedledger + (["-q"] if quiet else []) + ["aggregator", "run", *chain_args, "--dev-key", "0"]
+        aggregator_command += ["--store", store_url, "--rounds", str(args.rounds), "--rule", args.rule]
+        aggregator_command += ["--min-updates", str(args.min_updates), "--round-seconds", str(args.round_seconds)]
+        for name, value in args.rule_params.items():
+            aggregator_command += ["--rule-param", f"{name}={json.dumps(value)}"]
+        report(log, "starting", "starting the aggregator ({rounds} rounds)", rounds=args.rounds)
+        aggregator_out = (logs / "aggregator.out").open("wb") if args.json else None
+        try:
+            aggregator = subprocess.Popen(aggregator_command, env=env, stdout=aggregator_out)
+            while aggregator.poll() is None:
+                _relay(children)
+                time.sleep(0.2)
+        finally:
+            if aggregator_out is not None:
+                aggregator_out.close()
+        _relay(children)
         if aggregator.returncode != 0:
             raise CommandError(f"the aggregator failed (exit {aggregator.returncode}); node logs in {logs}")
-        for child in children[2:-1]:
+        for child in nodes:
             try:
-                child.wait(timeout=NODE_EXIT_TIMEOUT)
+                child.process.wait(timeout=NODE_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                child.terminate()
+                child.process.terminate()
         store = HttpBlobStore.from_ledger(store_url, admin, account=None, max_bytes=512 << 20)
-        print(lineage_text(admin, store), flush=True)
         _wait_indexed(store_url, int(w3.eth.block_number))
+        _finish(args, admin, store, chain="anvil")
         if args.serve:
-            print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", flush=True)
+            print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", file=sys.stderr, flush=True)
             try:
-                children[0].wait()
+                api.process.wait()
             except KeyboardInterrupt:
                 pass
         else:
-            print(f"indexed; `fedledger demo --serve` keeps the audit page up at {store_url}/", flush=True)
+            report(log, "indexed", "indexed; `fedledger demo --serve` keeps the audit page up at {url}/", url=store_url)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
+        processes = [child.process for child in children] + ([aggregator] if aggregator is not None else [])
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
             try:
-                child.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                child.kill()
+                process.kill()
     return 0
+
+
+def _answers(url: str) -> bool:
+    import requests
+
+    try:
+        requests.head(f"{url}/blobs/{'0' * 64}", timeout=2)
+        return True
+    except requests.RequestException:
+        return False
 
 
 def _migrate(database_url: str) -> None:
@@ -266,43 +409,27 @@ def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
     poll_until(caught_up, timeout=timeout, interval=0.2, what="the indexer to catch up")
 
 
-def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[bytes]], logs: Path) -> None:
-    """Wait for the aggregator, saying at once when a node process dies instead of going silent."""
-    reported: set[int] = set()
-    while aggregator.poll() is None:
-        for index, node in enumerate(nodes):
-            if index not in reported and node.poll() not in (None, 0):
-                reported.add(index)
-                print(f"node {index} exited with code {node.returncode}: see {logs / f'node-{index}.log'}", flush=True)
-        time.sleep(0.2)
+# ------------------------------------------------------------------ the end
 
 
-def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    finally:
-        log.close()
+def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str) -> None:
+    """The lineage table, or the whole run as one JSON document with `--json`."""
+    from dataclasses import asdict
 
+    from ledger.cli.report import format_lineage
+    from ledger.cli.rounds import round_status
+    from ledger.cli.versions import version_rows
 
-# ------------------------------------------------------------------ lineage
-
-
-def lineage_text(client, store) -> str:  # type: ignore[no-untyped-def]
-    """The lineage of the latest version, with accuracy read from each version's metadata blob."""
-    import json
-
-    from ledger.cli.report import LineageRow, format_lineage
-    from ledger.chain.rounds import committed_models, lineage
-
-    versions = committed_models(client)
-    rows = []
-    for step in lineage(client, versions[-1].model_hash):
-        accuracy = None
-        if step.metadata_hash is not None:
-            try:
-                accuracy = json.loads(store.get(step.metadata_hash)).get("metrics", {}).get("test_accuracy")
-            except Exception:  # a missing blob costs the accuracy column, not the lineage
-                accuracy = None
-        rows.append(LineageRow(step.version, step.round, step.model_hash, step.included_count, accuracy))
-    return format_lineage(rows)
+    rows = version_rows(client, store)
+    if not args.json:
+        print(format_lineage(rows), flush=True)
+        return
+    document = {
+        "chain": chain,
+        "ledger": client.address,
+        "nodes": args.nodes,
+        "rule": {"name": args.rule, "params": args.rule_params},
+        "rounds": [round_status(client, number) for number in range(1, client.counters().last_round + 1)],
+        "versions": [asdict(row) for row in rows],
+    }
+    print(json.dumps(document, indent=2), flush=True)

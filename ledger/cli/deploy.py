@@ -3,39 +3,33 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from ledger.chain.deploy import deploy, deployment_path
-from ledger.core.errors import LedgerError
-
-
-def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every command that talks to a chain shares."""
-    parser.add_argument("--rpc-url", default=None, help="JSON-RPC endpoint (default $FEDLEDGER_RPC_URL or the devnet on 127.0.0.1:8545)")
-    keys = parser.add_mutually_exclusive_group()
-    keys.add_argument("--keystore", type=Path, help="encrypted keystore; password in $FEDLEDGER_KEYSTORE_PASSWORD")
-    keys.add_argument("--dev-key", type=int, metavar="INDEX", help="anvil dev account INDEX (devnet only)")
+import json
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ledger.cli.wiring import add_key_arguments
+
     parser = subparsers.add_parser("deploy", help="deploy the ledger contract and record it under var/deployments/")
-    add_chain_arguments(parser)
+    parser.add_argument("--rpc-url", default=None, help="JSON-RPC endpoint (default $FEDLEDGER_RPC_URL or the devnet)")
+    add_key_arguments(parser, required=False)
+    parser.add_argument("--json", action="store_true", help="print the deployment record as JSON")
     parser.set_defaults(handler=_deploy)
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from ledger.chain.connect import connect
-    from ledger.config import Settings
-    from ledger.cli.errors import CommandError
-    from ledger.chain.keys import resolve_account
+    from dataclasses import asdict
 
-    dev_key = args.dev_key if args.keystore is not None or args.dev_key is not None else 0
-    try:
-        w3 = connect(Settings().with_overrides(rpc_url=args.rpc_url).rpc_url)
-        account = resolve_account(keystore=args.keystore, dev_key_index=None if args.keystore else dev_key)
-        client, record, result = deploy(w3, account)
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from exc
+    from ledger.chain.deploy import deploy, deployment_path
+    from ledger.cli.wiring import connect_chain, signing_account
+
+    if args.keystore is None and args.dev_key is None:
+        args.dev_key = 0  # the devnet's first account; the client refuses it on any other chain
+    account = signing_account(args)
+    w3 = connect_chain(args)
+    client, record, result = deploy(w3, account)
+    if args.json:
+        print(json.dumps({**asdict(record), "gas_used": result.gas_used, "record": str(deployment_path(record.chain_id))}))
+        return 0
     print(f"deployed FederatedLedger at {record.address} on chain {record.chain_id}")
     print(f"  block {record.block_number}, tx {record.tx_hash}, gas {result.gas_used}")
     print(f"  artifact sha256 {record.artifact_sha256}")

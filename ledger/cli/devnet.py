@@ -26,11 +26,34 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action.add_argument(
             "--port", type=int, default=None, help=f"JSON-RPC port (default ${PORT_ENV} or {DEFAULT_PORT})"
         )
+        if name in ("start", "reset"):
+            action.add_argument(
+                "--block-time",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="also mine a block every SECONDS (default: only when a transaction or a deadline needs one)",
+            )
+        action.add_argument("--json", action="store_true", help="print the devnet's status as JSON")
         action.set_defaults(handler=handler)
 
 
 def _devnet(args: argparse.Namespace) -> Devnet:
-    return Devnet(port=args.port if args.port is not None else _cli(default_port))
+    block_time = getattr(args, "block_time", None)
+    if block_time is not None and block_time <= 0:
+        from ledger.cli.errors import UsageError
+
+        raise UsageError(f"--block-time must be positive, got {block_time:g}")
+    return Devnet(port=args.port if args.port is not None else _cli(default_port), block_time=block_time)
+
+
+def _show(args: argparse.Namespace, status: Any, text: str) -> None:
+    if args.json:
+        import json
+
+        print(json.dumps(status.to_json()))
+    else:
+        print(text)
 
 
 def _cli(action: Callable[[], Any]) -> Any:
@@ -47,10 +70,10 @@ def _start(args: argparse.Namespace) -> int:
     devnet = _devnet(args)
     before = _cli(devnet.status)
     if before.running:
-        print(f"already running — {before.describe()}")
+        _show(args, before, f"already running — {before.describe()}")
         return 0
-    print(_cli(devnet.start).describe())
-    print(f"state: {devnet.state_file}  log: {devnet.log_file}")
+    started = _cli(devnet.start)
+    _show(args, started, f"{started.describe()}\nstate: {devnet.state_file}  log: {devnet.log_file}")
     return 0
 
 
@@ -58,7 +81,11 @@ def _stop(args: argparse.Namespace) -> int:
     devnet = _devnet(args)
     had_pid_file = devnet.pid_file.exists()
     pid = _cli(devnet.stop)
-    if pid is not None:
+    if args.json:
+        import json
+
+        print(json.dumps({"stopped": pid, "port": devnet.port}))
+    elif pid is not None:
         print(f"stopped devnet pid {pid} on port {devnet.port}")
     elif had_pid_file:
         print(f"devnet on port {devnet.port} was not running; removed stale pid file")
@@ -69,11 +96,12 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     status = _cli(_devnet(args).status)
-    print(status.describe())
+    _show(args, status, status.describe())
     return 0 if status.running else EXIT_NOT_RUNNING
 
 
 def _reset(args: argparse.Namespace) -> int:
     devnet = _devnet(args)
-    print(f"reset: {_cli(devnet.reset).describe()}")
+    status = _cli(devnet.reset)
+    _show(args, status, f"reset: {status.describe()}")
     return 0

@@ -121,30 +121,27 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _indexer(args: argparse.Namespace) -> Any:
-    from ledger.cli.errors import CommandError
     from ledger.chain.deploy import DeploymentNotFound, load_deployment
-    from ledger.core.errors import LedgerError
+    from ledger.cli.errors import UsageError
     from ledger.index.db import open_index
     from ledger.index.indexer import Indexer, IndexerConfig
     from ledger.cli.wiring import blob_store, ledger_client
 
+    _engine, sessions = open_index(_database_url(args))  # the cheap, local refusal first
+    given = {"batch_blocks": args.batch_blocks, "confirmations": args.confirmations, "poll_seconds": args.poll_seconds}
     try:
-        _engine, sessions = open_index(_database_url(args))  # the cheap, local refusal first
-        given = {"batch_blocks": args.batch_blocks, "confirmations": args.confirmations, "poll_seconds": args.poll_seconds}
         config = IndexerConfig(**{name: value for name, value in given.items() if value is not None})
-        client = ledger_client(args, account=None)
-        if not client.w3.eth.get_code(client.address):
-            raise CommandError(f"no contract at {client.address} on chain {client.chain_id}: check --contract / --rpc-url")
-        start_block = args.from_block
-        if start_block is None:
-            try:
-                record = load_deployment(client.w3)
-                start_block = record.block_number if record.address == client.address else 0
-            except DeploymentNotFound:
-                start_block = 0
-        store = blob_store(args, client)
-    except (LedgerError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    client = ledger_client(args, account=None)  # the chain answers and the address holds our ledger
+    start_block = args.from_block
+    if start_block is None:
+        try:
+            record = load_deployment(client.w3)
+            start_block = record.block_number if record.address == client.address else 0
+        except DeploymentNotFound:
+            start_block = 0
+    store = blob_store(args, client)
     return Indexer(client.w3, client.address, sessions, start_block=start_block, store=store, config=config)
 
 
@@ -163,35 +160,25 @@ def _report(stats: Any, indexer: Any) -> None:
 
 
 def _index_run(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
-    from ledger.core.errors import LedgerError
-
+    """Chain or store outages are ridden out inside the indexer's connection (see `--patience`);
+    past it the command exits 3 and a restart resumes from the cursor."""
     indexer = _indexer(args)
-    try:
-        if not args.follow:
-            _report(indexer.run_once(on_batch=_log_batch), indexer)
-            return 0
-        print(f"following ledger {indexer.address} on chain {indexer.chain_id} (Ctrl-C stops)")
-        stop = threading.Event()
-        try:
-            stats = indexer.follow(stop, on_batch=_log_batch)
-        except KeyboardInterrupt:
-            stop.set()
-            print(f"stopped at block {indexer.cursor().last_block}")
-            return 0
-        _report(stats, indexer)
+    if not args.follow:
+        _report(indexer.run_once(on_batch=_log_batch), indexer)
         return 0
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from exc
+    print(f"following ledger {indexer.address} on chain {indexer.chain_id} (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    try:
+        stats = indexer.follow(stop, on_batch=_log_batch)
+    except KeyboardInterrupt:
+        stop.set()
+        print(f"stopped at block {indexer.cursor().last_block}")
+        return 0
+    _report(stats, indexer)
+    return 0
 
 
 def _index_rebuild(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
-    from ledger.core.errors import LedgerError
-
     indexer = _indexer(args)
-    try:
-        _report(indexer.rebuild(on_batch=_log_batch), indexer)
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from exc
+    _report(indexer.rebuild(on_batch=_log_batch), indexer)
     return 0

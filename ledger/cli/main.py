@@ -31,8 +31,11 @@ COMMANDS: dict[str, Command] = {
     "api": Command("ledger.cli.api", "the ledger service: blob store, audit API and page"),
     "db": Command("ledger.cli.index", "migrate the SQL index's schema (Alembic)"),
     "index": Command("ledger.cli.index", "mirror the ledger's events into the SQL index"),
-    "node": Command("ledger.cli.node", "run an edge node"),
+    "node": Command("ledger.cli.node", "run an edge node; list, register or revoke nodes"),
     "aggregator": Command("ledger.cli.aggregator", "run the aggregator (coordinator)"),
+    "round": Command("ledger.cli.rounds", "show a round's state, or abandon one after its deadline"),
+    "versions": Command("ledger.cli.versions", "the committed model versions, genesis first"),
+    "keys": Command("ledger.cli.keys", "create an encrypted keystore for a new account"),
     "demo": Command("ledger.cli.demo", "run a federated training demo end to end"),
     "audit": Command("ledger.cli.audit", "check committed model versions against the chain"),
     "bench": Command("ledger.cli.bench.common", "run a benchmark and print its figures as JSON"),
@@ -42,8 +45,15 @@ DESCRIPTION = "Blockchain-audited federated training: every update and global mo
 
 
 def _base_parser() -> argparse.ArgumentParser:
+    from ledger.cli.logs import FORMATS
+
     parser = argparse.ArgumentParser(prog="fedledger", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    # Both are taken from anywhere on the command line (see ledger.cli.logs.extract_options).
+    parser.add_argument("-q", "--quiet", action="store_true", help="print no progress lines (results and errors still)")
+    parser.add_argument(
+        "--log-format", choices=FORMATS, default="text", help="progress as human lines (text) or JSON lines (json)"
+    )
     return parser
 
 
@@ -72,20 +82,46 @@ def _command_word(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    from ledger.cli.logs import extract_options, setup_logging
+
+    arguments, quiet, log_format = extract_options(list(sys.argv[1:] if argv is None else argv))
     command = _command_word(arguments)
     if command not in COMMANDS:
         _overview_parser().parse_args(arguments)  # prints help or the usage error, and exits
         return 2
     args = build_parser(command).parse_args(arguments)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(quiet=quiet, log_format=log_format, verbose=args.verbose)
     try:
         return int(args.handler(args) or 0)
-    except CommandError as exc:
-        print(f"fedledger: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        failure = as_command_error(exc)
+        if failure is None:
+            raise
+        print(f"fedledger: error: {failure}", file=sys.stderr)
+        return failure.exit_code
+
+
+def as_command_error(exc: BaseException) -> CommandError | None:
+    """The one-line failure an exception stands for, or None for a bug (which keeps its traceback).
+
+    fedledger's own errors are named for the user: an unreachable chain or store exits 3, a
+    contract refusal, a bad record or a store refusal exits 1.
+    """
+    from ledger.cli.errors import DependencyUnavailable
+    from ledger.core.errors import LedgerError, Unavailable
+
+    if isinstance(exc, CommandError):
+        return exc
+    if isinstance(exc, Unavailable):
+        return DependencyUnavailable(str(exc))
+    if isinstance(exc, LedgerError):
+        return CommandError(str(exc))
+    store_base = sys.modules.get("ledger.store.base")
+    devnet = sys.modules.get("ledger.chain.devnet")
+    if store_base is not None and isinstance(exc, store_base.BlobStoreError):
+        return CommandError(str(exc))
+    if devnet is not None and isinstance(exc, devnet.DevnetError):
+        return CommandError(str(exc))
+    return None

@@ -1,8 +1,9 @@
-"""`fedledger node run`: an edge node that takes part in every round the chain opens."""
+"""`fedledger node run|list|register|revoke`: an edge node, and the admin's view of who may submit."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -13,9 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.wiring import add_chain_arguments, add_key_arguments, add_ledger_arguments
 
-    node = subparsers.add_parser("node", help="run an edge node")
+    node = subparsers.add_parser("node", help="run an edge node; list, register or revoke nodes")
     sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="train on local data and submit an update to every round the chain opens")
     add_ledger_arguments(run)
@@ -32,6 +33,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument("--batch-size", type=int, default=32)
     training.add_argument("--lr", type=float, default=0.05)
     training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index)")
+    training.add_argument(
+        "--threads", type=int, default=None, help="torch threads for training (default: torch's own, one per core)"
+    )
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
         "--misbehave",
@@ -42,69 +46,155 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--tamper-dir", type=Path, help="with --misbehave tamper: the folder behind the store to alter")
     run.set_defaults(handler=_run)
 
+    listing = sub.add_parser("list", help="the registered nodes (and revoked ones), from the chain's events")
+    add_chain_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_list)
+    for name, handler, text in (
+        ("register", _register, "register a node (admin key)"),
+        ("revoke", _revoke, "revoke a node: it can no longer submit or upload (admin key)"),
+    ):
+        action = sub.add_parser(name, help=text)
+        action.add_argument("address", help="the node's account address")
+        add_chain_arguments(action)
+        add_key_arguments(action)
+        action.add_argument("--json", action="store_true", help="print JSON")
+        action.set_defaults(handler=handler)
+
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import CommandError
     from ledger.chain.client import RoundState
-    from ledger.config import Settings
-    from ledger.core.data import load_digits_split, split_shards
-    from ledger.core.errors import LedgerError
+    from ledger.cli.errors import UsageError
+    from ledger.cli.logs import set_role
+    from ledger.cli.wiring import Role, blob_store, ledger_client, settings, signing_account
+    from ledger.core.errors import LedgerError, Unavailable
+    from ledger.core.progress import report
     from ledger.store.base import BlobStoreError
-    from ledger.cli.wiring import blob_store, ledger_client, signing_account
+
+    if not 0 <= args.node_index < args.num_nodes:
+        raise UsageError(f"--node-index must be in 0..{args.num_nodes - 1}")
+    if args.misbehave == "tamper" and args.tamper_dir is None:
+        raise UsageError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    account = signing_account(args)
+    set_role(f"node {account.address}")
+    client = ledger_client(args, account=account, role=Role.NODE)
+    store = blob_store(args, client)
+
+    import torch
 
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig
+    from ledger.core.data import load_digits_split, split_shards
 
-    if not 0 <= args.node_index < args.num_nodes:
-        raise CommandError(f"--node-index must be in 0..{args.num_nodes - 1}")
-    try:
-        client = ledger_client(args, account=signing_account(args))
-        store = blob_store(args, client)
-    except LedgerError as exc:
-        raise CommandError(str(exc)) from exc
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     split = load_digits_split(seed=args.data_seed)
     shard = split_shards(split.train, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)[args.node_index]
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.node_index if args.seed is None else args.seed
     )
-    transform = after_upload = None
-    if args.misbehave == "poison":
-        transform = poison_transform()
-    elif args.misbehave == "tamper":
-        if args.tamper_dir is None:
-            raise CommandError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
-        after_upload = tamper_at_rest(args.tamper_dir)
     node = EdgeNode(
         client,
         store,
         shard,
         config,
-        max_model_bytes=Settings().max_blob_bytes,
-        transform=transform,
-        after_upload=after_upload,
+        max_model_bytes=settings(args).max_blob_bytes,
+        transform=poison_transform() if args.misbehave == "poison" else None,
+        after_upload=tamper_at_rest(args.tamper_dir) if args.misbehave == "tamper" else None,
     )
-    print(f"node {node.address}: shard {args.node_index}/{args.num_nodes}, {len(shard)} samples, ledger {client.address}", flush=True)
+    report(
+        log,
+        "ready",
+        "ready: shard {index}/{shards}, {samples} samples, ledger {ledger}, {threads} torch threads",
+        index=args.node_index,
+        shards=args.num_nodes,
+        samples=len(shard),
+        ledger=client.address,
+        threads=torch.get_num_threads(),
+    )
     handled: set[int] = set()
     while True:
         last_round = client.counters().last_round
         if last_round and last_round not in handled:
             try:
                 result = node.participate(last_round)
-            except (BlobStoreError, LedgerError, ValueError) as exc:
-                # A bad base blob or a refused upload loses this round, not the node.
-                print(f"node {node.address}: round {last_round}: skipped: {exc}", flush=True)
-                result = None
+                if result.outcome is not Outcome.SUBMITTED:
+                    report(log, "outcome", "round {round}: {outcome}", round=last_round, outcome=result.outcome.value)
+            except BlobStoreError as exc:
+                if isinstance(exc, Unavailable):
+                    what = "the store stayed unreachable"
+                else:
+                    what = "the store refused"
+                report(log, "skipped", "round {round}: {what} ({error}); trying again next round", round=last_round, what=what, error=exc)
+            except Unavailable:
+                raise  # the chain stayed away longer than our patience: exit 3, a restart resumes
+            except (LedgerError, ValueError) as exc:
+                # A bad base blob or a refused transaction loses this round, not the node.
+                report(log, "skipped", "round {round}: skipped: {error}", round=last_round, error=exc)
             handled.add(last_round)
-            if result is not None and result.outcome is Outcome.SUBMITTED:
-                print(
-                    f"node {node.address}: round {last_round}: submitted {result.update_hash} "
-                    f"({result.num_samples} samples, trained in {result.train_seconds:.2f}s)",
-                    flush=True,
-                )
-            elif result is not None:
-                print(f"node {node.address}: round {last_round}: {result.outcome.value}", flush=True)
         if args.rounds is not None and last_round >= args.rounds:
             if client.get_round(args.rounds).state is not RoundState.OPEN:
-                print(f"node {node.address}: round {args.rounds} closed; done", flush=True)
+                report(log, "done", "round {round} closed; done", round=args.rounds)
                 return 0
         time.sleep(POLL_SECONDS)
+
+
+# ------------------------------------------------------------------ the admin's commands
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ledger.chain import events
+    from ledger.cli.wiring import ledger_client
+
+    client = ledger_client(args, account=None)
+    nodes: dict[str, dict[str, object]] = {}
+    for event in client.events(event_type=None):
+        if isinstance(event, events.NodeRegistered):
+            nodes[event.node] = {"address": event.node, "active": True, "registered_block": event.ref.block_number, "revoked_block": None}
+        elif isinstance(event, events.NodeRevoked) and event.node in nodes:
+            nodes[event.node].update(active=False, revoked_block=event.ref.block_number)
+    rows = list(nodes.values())
+    if args.json:
+        print(json.dumps({"ledger": client.address, "nodes": rows}, indent=2))
+        return 0
+    active = sum(1 for row in rows if row["active"])
+    print(f"ledger {client.address}: {active} registered nodes" + (f", {len(rows) - active} revoked" if len(rows) > active else ""))
+    for row in rows:
+        state = "registered" if row["active"] else f"revoked in block {row['revoked_block']}"
+        print(f"  {row['address']}  {state} (block {row['registered_block']})")
+    return 0
+
+
+def _change(args: argparse.Namespace, *, register: bool) -> int:
+    from web3 import Web3
+
+    from ledger.cli.errors import UsageError
+    from ledger.cli.wiring import Role, ledger_client, signing_account
+
+    if not Web3.is_address(args.address):
+        raise UsageError(f"{args.address!r} is not an address (0x and 40 hex digits)")
+    address = Web3.to_checksum_address(args.address)
+    client = ledger_client(args, account=signing_account(args), role=Role.ADMIN)
+    already = client.is_node(address) == register
+    result = None
+    if not already:
+        result = client.register_node(address) if register else client.revoke_node(address)
+    verb = "registered" if register else "revoked"
+    if args.json:
+        print(json.dumps({"ledger": client.address, "node": address, "action": verb, "changed": not already,
+                          "block": result.block_number if result else None}))
+    elif already:
+        print(f"{address} is already {'registered' if register else 'not a registered node'} on ledger {client.address}")
+    else:
+        print(f"{verb} node {address} on ledger {client.address} (block {result.block_number})")  # type: ignore[union-attr]
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    return _change(args, register=True)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    return _change(args, register=False)

@@ -45,6 +45,7 @@ def format_round(
     model_hash: str | None,
     accuracy: float | None,
     note: str = "",
+    abandon_reason: str | None = None,
 ) -> str:
     included = sum(1 for row in rows if row.status == "included")
     lines = [
@@ -55,7 +56,7 @@ def format_round(
     for row in sorted(rows, key=lambda r: r.node):
         lines.append(f"  {row.node:<44} {short(row.update_hash):<14} {row.num_samples:>7}  {row.status}")
     if model_hash is None:
-        lines.append("  no new model: round abandoned")
+        lines.append("  no new model: round abandoned" + (f" ({abandon_reason})" if abandon_reason else ""))
     else:
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
         lines.append(f"  global model {model_hash}  test accuracy {shown}")
@@ -88,4 +89,15 @@ def round_rows(result: RoundResult) -> list[RoundRow]:
 
 
 def print_round(result: RoundResult) -> None:
-    print(format_round(result.round, round_rows(result), model_hash=result.model_hash, accuracy=result.accuracy), flush=True)
+    reason = result.abandon_reason
+    print(
+        format_round(
+            result.round,
+            round_rows(result),
+            model_hash=result.model_hash,
+            accuracy=result.accuracy,
+            note="closed before this process looked (found on chain)" if result.found_closed else "",
+            abandon_reason=f"{reason.name.lower()}: {reason.description}" if reason is not None else None,
+        ),
+        flush=True,
+    )

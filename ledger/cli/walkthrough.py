@@ -1,7 +1,9 @@
 """`fedledger walkthrough`: one round of the contract on the devnet with placeholder hashes.
 
 Shows, transaction by transaction and with the gas each cost, what a federated round records on
-chain: deploy, register nodes, genesis, open, submit, reject, finalize with a Merkle root.
+chain: deploy, register nodes, genesis, open, submit, reject, finalize with a Merkle root. It
+deploys its own ledger on the running devnet and records it nowhere, so it never resets the chain
+nor touches the deployment `fedledger deploy` recorded.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def run_walkthrough(admin: LedgerClient, nodes: list[LedgerClient]) -> None:
     _show(admin.commit_genesis(genesis, _placeholder("genesis-metadata")), f"genesis {genesis[:12]}…")
     counters = admin.counters()
     round_number = counters.last_round + 1
-    now = int(admin.w3.eth.get_block("latest")["timestamp"])
-    _show(admin.open_round(round_number, genesis, now + 600, len(nodes) - 1), f"round {round_number}")
+    from ledger.chain.clock import ChainClock
+
+    deadline = ChainClock(admin.w3).next_timestamp() + 600  # chain time: the latest block may be old
+    _show(admin.open_round(round_number, genesis, deadline, len(nodes) - 1), f"round {round_number}")
     included = []
     for index, node in enumerate(nodes):
         update = _placeholder(f"update-{round_number}-{index}")
@@ -48,26 +52,26 @@ def run_walkthrough(admin: LedgerClient, nodes: list[LedgerClient]) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("walkthrough", help="deploy to a fresh devnet and walk one round with placeholder hashes")
-    parser.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
+    parser = subparsers.add_parser(
+        "walkthrough", help="deploy a throwaway ledger on the devnet and walk one round with placeholder hashes"
+    )
+    parser.add_argument("--rpc-url", default=None, help="the devnet's JSON-RPC endpoint (default $FEDLEDGER_RPC_URL or 127.0.0.1:8545)")
     parser.add_argument("--nodes", type=int, default=3)
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.chain.connect import connect
-    from ledger.chain.deploy import deploy
     from ledger.chain.devkeys import dev_account
-    from ledger.chain.devnet import Devnet
+    from ledger.cli.errors import UsageError
+    from ledger.cli.wiring import connect_chain
 
-    devnet = Devnet(port=args.port) if args.port else Devnet()
-    print(f"devnet: resetting {devnet.rpc_url} (chain id 31337, state under {devnet.state_dir})")
-    devnet.reset()
-    w3 = connect(devnet.rpc_url)
-    admin, record, result = deploy(w3, dev_account(0))
-    print(f"deployed FederatedLedger at {record.address}")
+    if not 2 <= args.nodes <= 20:
+        raise UsageError("--nodes must be in 2..20")
+    w3 = connect_chain(args)
+    admin, result = LedgerClient.deploy(w3, dev_account(0))  # dev keys: refused on any chain but the devnet
+    print(f"deployed a walkthrough ledger at {admin.address} on chain {admin.chain_id} (not recorded; your deployment is untouched)")
     _show(result)
     nodes = [admin.as_account(dev_account(i)) for i in range(1, args.nodes + 1)]
     run_walkthrough(admin, nodes)
-    print(f"done; the devnet keeps running at {devnet.rpc_url} (stop it with `fedledger devnet stop`)")
+    print("done; the devnet keeps running (stop it with `fedledger devnet stop`)")
     return 0

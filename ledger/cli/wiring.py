@@ -1,58 +1,169 @@
 """Builds a process's runtime pieces from its command line: chain client, signing key, store.
 
-Every long-running command (edge node, aggregator, audit) takes the same chain and store options
-and resolves them the same way, here.
+Every command that talks to a ledger takes the same chain, key and store options and resolves them
+the same way, here, through `ledger.config.Settings` (flags, then FEDLEDGER_* variables, then
+defaults). Everything is checked before any training or waiting starts, each failure in one line:
+the RPC answers (else exit 3), `--contract` is an address (else 2) holding this fedledger's
+FederatedLedger (else 1), the key holds the role the command needs (else 1), the store answers
+(else 3).
 """
 
 from __future__ import annotations
 
 import argparse
+from enum import Enum
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.client import LedgerClient
+from ledger.cli.errors import CommandError, UsageError
 from ledger.config import Settings
 from ledger.store.base import BlobStore
 from ledger.store.local import LocalBlobStore
 
 
-def add_ledger_arguments(parser: argparse.ArgumentParser, *, signing: bool = True) -> None:
-    """--rpc-url, --contract, the key (if `signing`) and the store."""
+class Role(Enum):
+    """What a key must be on the ledger for a command to make sense."""
+
+    NODE = "a registered node"
+    AGGREGATOR = "an aggregator"
+    ADMIN = "the admin"
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+    """--rpc-url, --contract and --patience: where the ledger is, and how long to wait for it."""
     parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default $FEDLEDGER_RPC_URL or the devnet)")
-    parser.add_argument("--contract", help="ledger address (default: var/deployments/<chainId>.json)")
-    if signing:
-        keys = parser.add_mutually_exclusive_group(required=True)
-        keys.add_argument("--keystore", type=Path, help="encrypted keystore; password in $FEDLEDGER_KEYSTORE_PASSWORD")
-        keys.add_argument("--dev-key", type=int, metavar="INDEX", help="anvil dev account INDEX (devnet only)")
+    parser.add_argument("--contract", help="ledger address (default $FEDLEDGER_CONTRACT, else var/deployments/<chainId>.json)")
+    parser.add_argument(
+        "--patience",
+        type=float,
+        metavar="SECONDS",
+        help="ride out an unreachable chain or store this long, then exit with code 3 (default $FEDLEDGER_PATIENCE or 120)",
+    )
+
+
+def add_key_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    keys = parser.add_mutually_exclusive_group(required=required)
+    keys.add_argument("--keystore", type=Path, help="encrypted keystore; password in $FEDLEDGER_KEYSTORE_PASSWORD")
+    keys.add_argument("--dev-key", type=int, metavar="INDEX", help="anvil dev account INDEX (devnet only)")
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     store = parser.add_mutually_exclusive_group()
-    store.add_argument("--store", metavar="URL", help="ledger service URL serving /blobs (HTTP store)")
+    store.add_argument("--store", metavar="URL", help="ledger service URL serving /blobs (default $FEDLEDGER_STORE_URL)")
     store.add_argument("--blobs-dir", type=Path, help="local content-addressed folder (default var/blobs)")
 
 
-def ledger_client(args: argparse.Namespace, *, account: LocalAccount | None) -> LedgerClient:
-    from ledger.chain.connect import connect
-    from ledger.chain.deploy import load_deployment
+def add_ledger_arguments(parser: argparse.ArgumentParser, *, signing: bool = True) -> None:
+    """The chain options, the key (if `signing`) and the store."""
+    add_chain_arguments(parser)
+    if signing:
+        add_key_arguments(parser)
+    add_store_arguments(parser)
 
-    settings = Settings().with_overrides(rpc_url=args.rpc_url, contract_address=args.contract)
-    w3 = connect(settings.rpc_url)
-    address = settings.contract_address or load_deployment(w3).address
-    return LedgerClient(w3, address, account)
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The one settings object, with this command line's flags applied."""
+    return Settings().with_overrides(
+        rpc_url=getattr(args, "rpc_url", None),
+        contract_address=getattr(args, "contract", None),
+        patience=getattr(args, "patience", None),
+        store_url=getattr(args, "store", None),
+        blobs_dir=getattr(args, "blobs_dir", None),
+    )
+
+
+def connect_chain(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A patient connection to the chain; exit 3 at once if nothing answers."""
+    from ledger.chain.connect import connect
+
+    configured = settings(args)
+    return connect(configured.rpc_url, patience=configured.patience)
+
+
+def ledger_client(
+    args: argparse.Namespace, *, account: LocalAccount | None, role: Role | None = None
+) -> LedgerClient:
+    """A client for the ledger these options name, after checking it is one and `account` holds `role`."""
+    from web3 import Web3
+
+    from ledger.chain.deploy import check_ledger_code, load_deployment
+
+    configured = settings(args)
+    if configured.contract_address is not None and not Web3.is_address(configured.contract_address):
+        raise UsageError(f"--contract {configured.contract_address!r} is not an address (0x and 40 hex digits)")
+    w3 = connect_chain(args)
+    if configured.contract_address is not None:
+        address = Web3.to_checksum_address(configured.contract_address)
+        check_ledger_code(w3, address)
+    else:
+        address = load_deployment(w3).address  # checks the code too
+    client = LedgerClient(w3, address, account)
+    if role is not None and account is not None:
+        check_role(client, account.address, role)
+    return client
+
+
+def check_role(client: LedgerClient, address: str, role: Role) -> None:
+    """`CommandError` naming the fix unless `address` holds `role` on the client's ledger."""
+    if role is Role.NODE and not client.is_node(address):
+        raise CommandError(
+            f"{address} is not a registered node of ledger {client.address}: "
+            f"the admin registers it with `fedledger node register {address}`"
+        )
+    if role is Role.AGGREGATOR and not client.is_aggregator(address):
+        raise CommandError(f"{address} does not hold the aggregator role on ledger {client.address}: use the aggregator's key")
+    if role is Role.ADMIN and client.admin() != address:
+        raise CommandError(f"{address} is not the admin of ledger {client.address} (the admin is {client.admin()})")
 
 
 def signing_account(args: argparse.Namespace) -> LocalAccount:
+    """The key from --keystore or --dev-key; a bad index or keystore is one line, not a traceback."""
+    from ledger.chain.devkeys import DEV_ACCOUNT_COUNT
     from ledger.chain.keys import resolve_account
+    from ledger.core.errors import LedgerError
 
-    return resolve_account(keystore=args.keystore, dev_key_index=args.dev_key)
+    if args.dev_key is not None and not 0 <= args.dev_key < DEV_ACCOUNT_COUNT:
+        raise UsageError(f"--dev-key {args.dev_key}: the devnet's dev accounts are 0..{DEV_ACCOUNT_COUNT - 1}")
+    try:
+        return resolve_account(keystore=args.keystore, dev_key_index=args.dev_key)
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from exc
 
 
-def blob_store(args: argparse.Namespace, client: LedgerClient) -> BlobStore:
-    """The HTTP store when --store is given (uploads signed with the client's key), else a local folder."""
-    settings = Settings().with_overrides(blobs_dir=args.blobs_dir)
-    if args.store:
+def blob_store(args: argparse.Namespace, client: LedgerClient, *, check: bool = True) -> BlobStore:
+    """The HTTP store when a store URL is configured (uploads signed with the client's key), else a
+    local folder; with `check`, one request proves the server answers (exit 3 at once if not)."""
+    configured = settings(args)
+    if configured.store_url:
         from ledger.store.http import HttpBlobStore
 
-        return HttpBlobStore.from_ledger(
-            args.store, client, account=client.account, max_bytes=settings.max_blob_bytes
+        store = HttpBlobStore.from_ledger(
+            configured.store_url,
+            client,
+            account=client.account,
+            max_bytes=configured.max_blob_bytes,
+            patience=configured.patience,
         )
-    return LocalBlobStore(settings.blobs_dir, max_bytes=settings.max_blob_bytes)
+        if check:
+            store.check()
+        return store
+    return LocalBlobStore(configured.blobs_dir, max_bytes=configured.max_blob_bytes)
+
+
+def resolve_model_hash(client: LedgerClient, text: str) -> str:
+    """A committed version's hash from a SHA-256 (0x optional) or the word `latest`."""
+    from ledger.core.hashing import normalize_hash
+
+    if text == "latest":
+        from ledger.chain.rounds import committed_models
+
+        versions = committed_models(client)
+        if not versions:
+            raise CommandError(f"ledger {client.address} has no committed version yet")
+        return versions[-1].model_hash
+    try:
+        return normalize_hash(text)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{text!r} is not a model hash (64 hex digits) or `latest`: {exc}") from exc

@@ -9,6 +9,7 @@ Updates are full model weights (see edge_node.training), not deltas.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,47 @@ RULES: dict[str, Rule] = {
     "trimmed_mean": trimmed_mean,
     "krum": krum,
 }
+
+
+# Parameters a rule gets when the operator names none; they are written into the metadata like any
+# others, so an auditor never has to know these defaults.
+DEFAULT_RULE_PARAMS: dict[str, dict[str, Any]] = {"trimmed_mean": {"trim_ratio": 0.2}, "krum": {"num_byzantine": 1}}
+
+
+def with_default_params(rule_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` completed with the rule's defaults (given values win)."""
+    return {**DEFAULT_RULE_PARAMS.get(rule_name, {}), **params}
+
+
+def check_rule(rule_name: str, params: Mapping[str, Any]) -> None:
+    """`ValueError` naming the fix unless `rule_name` exists and `params` are complete and accepted.
+
+    Checked before any round starts: parameter names against the rule's signature, then values by
+    running the rule once on a few one-number updates (so a bad `trim_ratio` is refused up front).
+    """
+    rule = RULES.get(rule_name)
+    if rule is None:
+        raise ValueError(f"unknown aggregation rule {rule_name!r}; known: {', '.join(sorted(RULES))}")
+    accepted = {
+        name: parameter
+        for name, parameter in inspect.signature(rule).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        known = ", ".join(sorted(accepted)) or "none"
+        raise ValueError(f"rule {rule_name} takes no parameter {', '.join(unknown)} (its parameters: {known})")
+    missing = sorted(name for name, p in accepted.items() if p.default is inspect.Parameter.empty and name not in params)
+    if missing:
+        hint = " ".join(f"--rule-param {name}=VALUE" for name in missing)
+        raise ValueError(f"rule {rule_name} needs {', '.join(missing)}: give {hint}")
+    byzantine = params.get("num_byzantine", 1)
+    count = 2 * byzantine + 3 if type(byzantine) is int and 0 <= byzantine <= 100 else 5
+    probes = [Update(f"{index:064x}", 1, {"w": torch.tensor([float(index)])}) for index in range(count)]
+    try:
+        rule(probes, **params)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"rule {rule_name} refuses its parameters {dict(params)}: {exc}") from None
 
 
 def aggregate(rule_name: str, updates: Sequence[Update], **params: Any) -> Weights:

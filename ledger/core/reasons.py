@@ -46,3 +46,17 @@ class AbandonReason(IntEnum):
 
     NO_SUBMISSIONS = 1
     NO_VALID_UPDATES = 2
+    RULE_REFUSED = 3
+    BY_OPERATOR = 4
+
+    @property
+    def description(self) -> str:
+        return _ABANDON_DESCRIPTIONS[self]
+
+
+_ABANDON_DESCRIPTIONS: dict[AbandonReason, str] = {
+    AbandonReason.NO_SUBMISSIONS: "no update was submitted before the deadline",
+    AbandonReason.NO_VALID_UPDATES: "every submitted update was rejected",
+    AbandonReason.RULE_REFUSED: "the aggregation rule refused the round's valid updates (e.g. too few for Krum)",
+    AbandonReason.BY_OPERATOR: "an operator abandoned the round after its deadline (`fedledger round abandon`)",
+}

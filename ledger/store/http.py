@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 import urllib3
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from ledger.core.errors import Unavailable
 from ledger.core.hashing import sha256_hex
+from ledger.core.retry import DEFAULT_PATIENCE_SECONDS, Backoff, brief_error, retry_patiently
 from ledger.store.base import BlobNotFound, BlobStoreError, BlobTooLarge, HashMismatch, InvalidBlobName, check_name
 from ledger.store.protocol import BLOBS_PATH, SIGNATURE_HEADER, Federation, sign_upload
 
 log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 16
+T = TypeVar("T")
 
 
 class UploadRefused(BlobStoreError):
@@ -37,8 +41,16 @@ class ReadOnlyStore(BlobStoreError):
     """`put` on a store that holds no signing account."""
 
 
-class BlobStoreUnavailable(BlobStoreError):
-    """The server could not be reached, or answered something this client does not understand."""
+class BlobStoreUnavailable(BlobStoreError, Unavailable):
+    """The server could not be reached (for longer than the client's patience), or answered
+    something this client does not understand."""
+
+
+class _Transient(Exception):
+    """A failure worth another try: no connection, a broken-off body, or a 502/503/504 answer."""
+
+
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
 
 
 class HttpBlobStore:
@@ -46,7 +58,10 @@ class HttpBlobStore:
 
     With `account=None` the store is read-only. `chain_id` and `contract_address` must be the
     ledger the server checks roles against (`from_ledger` takes them from a `LedgerClient`).
-    One `requests.Session` is reused for connection pooling.
+    One `requests.Session` is reused for connection pooling. Every request is idempotent (blobs
+    are content-addressed: a repeated PUT stores the same bytes under the same name), so each is
+    retried with backoff while the server is unreachable or answers 502/503/504, for up to
+    `patience` seconds; then `BlobStoreUnavailable`.
     """
 
     def __init__(
@@ -58,6 +73,7 @@ class HttpBlobStore:
         contract_address: str,
         max_bytes: int,
         timeout: float = 60.0,
+        patience: float = DEFAULT_PATIENCE_SECONDS,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -67,11 +83,19 @@ class HttpBlobStore:
         self.contract_address = to_checksum_address(contract_address)
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.backoff = Backoff(patience=patience)
         self._session = requests.Session()
 
     @classmethod
     def from_ledger(
-        cls, base_url: str, ledger: Federation, *, account: LocalAccount | None, max_bytes: int, timeout: float = 60.0
+        cls,
+        base_url: str,
+        ledger: Federation,
+        *,
+        account: LocalAccount | None,
+        max_bytes: int,
+        timeout: float = 60.0,
+        patience: float = DEFAULT_PATIENCE_SECONDS,
     ) -> HttpBlobStore:
         """A store whose uploads are signed for the chain and contract `ledger` talks to."""
         return cls(
@@ -81,6 +105,7 @@ class HttpBlobStore:
             contract_address=ledger.address,
             max_bytes=max_bytes,
             timeout=timeout,
+            patience=patience,
         )
 
     def __repr__(self) -> str:  # never the key: only the address
@@ -117,50 +142,88 @@ class HttpBlobStore:
         if actual != name:
             raise HashMismatch(expected=name, actual=actual)
         signature = sign_upload(self.account, name, self.chain_id, self.contract_address)
-        response = self._request(
-            "PUT",
-            url,
-            data=bytes(data),
-            headers={SIGNATURE_HEADER: signature, "Content-Type": "application/octet-stream"},
-        )
-        with response:
-            if response.status_code in (200, 201):
-                log.debug("uploaded %s (%d bytes) as %s", name, len(data), self.account.address)
-                return
-            raise self._error(response, name, size=len(data))
+        headers = {SIGNATURE_HEADER: signature, "Content-Type": "application/octet-stream"}
+        body = bytes(data)
+
+        def upload() -> None:
+            with self._request("PUT", url, data=body, headers=headers) as response:
+                if response.status_code in (200, 201):
+                    log.debug("uploaded %s (%d bytes) as %s", name, len(body), self.account.address)  # type: ignore[union-attr]
+                    return
+                raise self._error(response, name, size=len(body))
+
+        self._patiently(upload, f"PUT {url}")
 
     def get(self, name: str) -> bytes:
         url = self.url_for(name)
-        # identity: no server-chosen compression, so the size cap counts the bytes that are hashed.
-        response = self._request("GET", url, headers={"Accept-Encoding": "identity"})
-        with response:
-            if response.status_code != 200:
-                raise self._error(response, name)
-            data = self._read_capped(response, name)
+
+        def download() -> bytes:
+            # identity: no server-chosen compression, so the size cap counts the bytes that are hashed.
+            with self._request("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+                if response.status_code != 200:
+                    raise self._error(response, name)
+                return self._read_capped(response, name)
+
+        data = self._patiently(download, f"GET {url}")
         actual = sha256_hex(data)
         if actual != name:
             raise HashMismatch(expected=name, actual=actual)
         return data
 
+    def check(self) -> None:
+        """`BlobStoreUnavailable` at once (no retries) unless the server answers: the fail-fast probe."""
+        url = self.url_for("0" * 64)
+        try:
+            with self._request("HEAD", url) as response:
+                if response.status_code in (200, 404):
+                    return
+                raise self._error(response, "0" * 64)
+        except _Transient as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise BlobStoreUnavailable(f"the blob store at {self.base_url} does not answer ({brief_error(cause)})") from exc
+
     def exists(self, name: str) -> bool:
-        response = self._request("HEAD", self.url_for(name))
-        with response:
-            if response.status_code == 200:
-                return True
-            if response.status_code == 404:
-                return False
-            raise self._error(response, name)
+        url = self.url_for(name)
+
+        def ask() -> bool:
+            with self._request("HEAD", url) as response:
+                if response.status_code == 200:
+                    return True
+                if response.status_code == 404:
+                    return False
+                raise self._error(response, name)
+
+        return self._patiently(ask, f"HEAD {url}")
 
     # ------------------------------------------------------------------ plumbing
 
+    def _patiently(self, action: Callable[[], T], what: str) -> T:
+        """`action()`, retried on transient failures for up to the store's patience."""
+        return retry_patiently(
+            action,
+            retry_on=(_Transient,),
+            what=f"the blob store at {self.base_url} ({what})",
+            backoff=self.backoff,
+            log=log,
+            unavailable=BlobStoreUnavailable,
+        )
+
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Always streamed: bodies are read by `_read_capped` / `_json_body`, never whole and unbounded."""
+        """Always streamed: bodies are read by `_read_capped` / `_json_body`, never whole and unbounded.
+
+        No connection, or a 502/503/504 answer, raises `_Transient` (the caller retries).
+        """
         try:
-            return self._session.request(
+            response = self._session.request(
                 method, url, timeout=self.timeout, allow_redirects=False, stream=True, **kwargs
             )
         except requests.RequestException as exc:
-            raise BlobStoreUnavailable(f"{method} {url} failed: {exc}") from exc
+            raise _Transient(f"{method} {url} failed: {exc}") from exc
+        if response.status_code in _TRANSIENT_STATUS:
+            detail = str(_json_body(response).get("detail") or response.reason)
+            response.close()
+            raise _Transient(f"{method} {url} answered {response.status_code}: {detail}")
+        return response
 
     def _read_capped(self, response: requests.Response, name: str) -> bytes:
         """At most `max_bytes` of body: a hostile server cannot make the client buffer more."""
@@ -174,7 +237,7 @@ class HttpBlobStore:
                 if len(received) > self.max_bytes:
                     raise BlobTooLarge(len(received), self.max_bytes)
         except requests.RequestException as exc:
-            raise BlobStoreUnavailable(f"download of {name} broke off: {exc}") from exc
+            raise _Transient(f"download of {name} broke off: {exc}") from exc
         return bytes(received)
 
     def _error(self, response: requests.Response, name: str, *, size: int | None = None) -> BlobStoreError:

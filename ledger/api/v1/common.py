@@ -111,14 +111,10 @@ def abandon_reason(code: int | None) -> dict[str, Any] | None:
     if code is None:
         return None
     try:
-        name: str | None = AbandonReason(code).name.lower()
+        reason = AbandonReason(code)
     except ValueError:
-        name = None
-    description = {
-        "no_submissions": "no update was submitted before the deadline",
-        "no_valid_updates": "every submitted update was rejected",
-    }.get(name or "", f"reason code {code} is not one this fedledger knows")
-    return {"code": code, "name": name, "description": description}
+        return {"code": code, "name": None, "description": f"reason code {code} is not one this fedledger knows"}
+    return {"code": code, "name": reason.name.lower(), "description": reason.description}
 
 
 def submission(update: Submission) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The answer comes from the chain and the blob store, never from the SQL index: the chain says what
 was committed, the store's bytes are re-hashed and the recorded rule is re-run (`ledger.audit.rederive`).
 Hashes are taken as the rest of /api/v1 takes them (0x optional, any case). 400 for a malformed
-hash, 404 for a hash that is not a committed version, 503 when the chain cannot be read; otherwise
+hash, 404 for a hash that is not a committed version, 503 when the chain cannot be read or the
+store cannot be reached ("could not check" is no verdict); otherwise
 200 with the verdict, whether or not the version verified.
 """
 
@@ -18,6 +19,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from ledger.api.services import services
 from ledger.api.v1.common import hash_arg
 from ledger.audit.rederive import read_chain_facts, rederive
+from ledger.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,11 @@ def verify_model(model_hash: str) -> Response:
         return _problem(503, "the chain could not be read; retry later", model_hash=model_hash)
     if facts is None:
         return _problem(404, f"{model_hash} is not a committed model version on this ledger", model_hash=model_hash)
-    verdict = rederive(facts, found.store, max_bytes=found.max_blob_bytes)
+    try:
+        verdict = rederive(facts, found.store, max_bytes=found.max_blob_bytes)
+    except Unavailable as exc:  # no verdict: the blobs could not be fetched at all
+        log.warning("cannot verify %s: %s", model_hash, exc)
+        return _problem(503, f"could not check: {exc}; retry later", model_hash=model_hash)
     if verdict.ok:
         log.info("verified version %d (%s)", verdict.version, model_hash)
     else:
