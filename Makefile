@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/fedledger bench round --json
 	$(BIN)/fedledger bench index --json
 	$(BIN)/fedledger bench api --json
+	$(BIN)/fedledger bench cli --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from pathlib import Path
 from io import RawIOBase
+from pathlib import Path
 
 import numpy as np
 
