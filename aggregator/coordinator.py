@@ -232,15 +232,16 @@ class Aggregator:
         wanted = expected
         timings: dict[str, float] = {}
         waiting_since = time.perf_counter()
-        shown: tuple[int, int] | None = None
+        shown: tuple[int, float] | None = None
         shown_at = 0.0
         highest = 0
         while True:
             head = self.clock.head()
             if head.number < highest:  # the chain went back (a devnet restarted from an older state)
-                info = self._still_open(round_number)
-                if info is None:
+                still_open = self._still_open(round_number)
+                if still_open is None:
                     return self._closed_result(self.client.get_round(round_number))
+                info = still_open
             highest = max(highest, head.number)
             closed = head.timestamp > info.deadline  # judged first: no submission can follow it
             submissions = round_submissions(self.client, round_number, from_block=opened_block)
@@ -328,13 +329,13 @@ class Aggregator:
         timings["chain"] = time.perf_counter() - started
         if decision.weights is None:
             if decision.refusal is not None:
-                reason = AbandonReason.RULE_REFUSED
+                why = AbandonReason.RULE_REFUSED
             else:
-                reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
+                why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
-            self._abandon(info.round, reason)
+            self._abandon(info.round, why)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, reason)
+            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, why)
 
         started = time.perf_counter()
         weights = decision.weights

@@ -12,13 +12,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import MethodUnavailable, TransactionNotFound
+from web3.types import TxParams
 
 from ledger.core import hashing
 from ledger.chain.artifact import load_artifact
@@ -355,7 +356,7 @@ def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> Le
     block = int(receipt["blockNumber"])
     for at in (block, block - 1):
         try:
-            w3.eth.call(call, at)  # type: ignore[arg-type]
+            w3.eth.call(cast(TxParams, call), at)
         except Exception as exc:
             data = revert_data_from(exc)
             if data is not None:

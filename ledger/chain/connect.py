@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import requests
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.types import RPCEndpoint
 
 from ledger.config import DEFAULT_RPC_URL
@@ -31,7 +31,7 @@ class ChainUnavailable(Unavailable):
     """No chain answered at the given endpoint."""
 
 
-class PatientHTTPProvider(Web3.HTTPProvider):
+class PatientHTTPProvider(HTTPProvider):
     """web3's HTTP provider, retrying every request on transport failures for up to `patience` seconds."""
 
     def __init__(self, endpoint_uri: str, *, patience: float, **kwargs: Any) -> None:
@@ -65,7 +65,7 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 5.0, patience: f
 
     def answers() -> Web3 | None:
         try:
-            w3.provider.make_request(RPCEndpoint("eth_chainId"), [])  # type: ignore[attr-defined]
+            w3.provider.make_request(RPCEndpoint("eth_chainId"), [])
             return w3
         except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "not there yet"
             last_error[:] = [exc]

@@ -157,7 +157,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_memory(args: argparse.Namespace, chain, store) -> None:  # type: ignore[no-untyped-def]
+def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
     """Index the in-process chain into SQLite and serve the audit page from this process."""
     import threading
 

@@ -53,7 +53,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OurHandler(logging.StreamHandler):
     """The handler `setup_logging` installs (others, such as pytest's, are left alone)."""
 
 

@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from ledger.chain.client import LedgerClient
 from ledger.cli.errors import CommandError, UsageError
@@ -74,7 +75,7 @@ def settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def connect_chain(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def connect_chain(args: argparse.Namespace) -> Web3:
     """A patient connection to the chain; exit 3 at once if nothing answers."""
     from ledger.chain.connect import connect
 
@@ -86,8 +87,6 @@ def ledger_client(
     args: argparse.Namespace, *, account: LocalAccount | None, role: Role | None = None
 ) -> LedgerClient:
     """A client for the ledger these options name, after checking it is one and `account` holds `role`."""
-    from web3 import Web3
-
     from ledger.chain.deploy import check_ledger_code, load_deployment
 
     configured = settings(args)
@@ -95,7 +94,7 @@ def ledger_client(
         raise UsageError(f"--contract {configured.contract_address!r} is not an address (0x and 40 hex digits)")
     w3 = connect_chain(args)
     if configured.contract_address is not None:
-        address = Web3.to_checksum_address(configured.contract_address)
+        address: str = Web3.to_checksum_address(configured.contract_address)
         check_ledger_code(w3, address)
     else:
         address = load_deployment(w3).address  # checks the code too

@@ -30,7 +30,7 @@ class Backoff:
     longest: float = 5.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.first * 2**attempt, self.longest)
+        return min(self.first * 2.0**attempt, self.longest)
 
 
 def retry_patiently(

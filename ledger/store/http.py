@@ -19,7 +19,14 @@ from eth_utils import to_checksum_address
 from ledger.core.errors import Unavailable
 from ledger.core.hashing import sha256_hex
 from ledger.core.retry import DEFAULT_PATIENCE_SECONDS, Backoff, brief_error, retry_patiently
-from ledger.store.base import BlobNotFound, BlobStoreError, BlobTooLarge, HashMismatch, InvalidBlobName, check_name
+from ledger.store.base import (
+    BlobNotFound,
+    BlobStoreError,
+    BlobTooLarge,
+    HashMismatch,
+    InvalidBlobName,
+    check_name,
+)
 from ledger.store.protocol import BLOBS_PATH, SIGNATURE_HEADER, Federation, sign_upload
 
 log = logging.getLogger(__name__)
