@@ -15,6 +15,7 @@ import torch
 
 from aggregator.coordinator import Aggregator, AggregatorConfig
 from edge_node.node import EdgeNode, Outcome, TrainingConfig
+from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundState
 from ledger.chain.connect import connect
 from ledger.chain.devkeys import dev_account
@@ -149,3 +150,22 @@ def _wait_pending(fed: Federation, address: str) -> None:
         interval=0.02,
         what="the submission to reach the pool",
     )
+
+
+def test_round_abandon_closes_a_round_past_its_deadline_and_refuses_one_still_open(anvil, digits, tmp_path, capsys):
+    from ledger.cli.main import main
+
+    fed = federation(anvil, digits, tmp_path, round_seconds=600, min_updates=1)
+    info = fed.aggregator.open_round()  # ... and the aggregator is gone for good
+    command = ["round", "abandon", str(info.round), "--rpc-url", anvil.rpc_url, "--contract", fed.aggregator.client.address]
+
+    assert main([*command, "--dev-key", "0"]) == 1  # 600 s of chain time left
+    assert "still open for" in capsys.readouterr().err
+    assert main([*command, "--dev-key", "1"]) == 1  # a node's key holds no aggregator role
+    assert "aggregator role" in capsys.readouterr().err
+    fed.rpc("evm_increaseTime", 601)  # no block yet: the abandon must make one rather than revert
+    assert main([*command, "--dev-key", "0", "--json"]) == 0
+
+    assert fed.aggregator.client.get_round(info.round).state is RoundState.ABANDONED
+    abandoned = fed.aggregator.client.events(event_type=events.RoundAbandoned)
+    assert [(e.round, e.reason_code) for e in abandoned] == [(info.round, AbandonReason.BY_OPERATOR)]

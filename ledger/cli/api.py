@@ -46,10 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ledger.api.app import create_app
     from ledger.chain.connect import connect
-    from ledger.cli.errors import CommandError
+    from ledger.cli.errors import CommandError, UsageError
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
-    from ledger.chain.deploy import load_deployment
+    from ledger.chain.deploy import check_ledger_code, load_deployment
     from ledger.core.errors import LedgerError, Unavailable
     from ledger.store.local import LocalBlobStore
 
@@ -67,9 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
         w3 = connect(settings.rpc_url, patience=REQUEST_PATIENCE_SECONDS)
         address = settings.contract_address or load_deployment(w3).address
         if not Web3.is_address(address):
-            raise CommandError(f"--contract {address!r} is not an address")
-        if not w3.eth.get_code(Web3.to_checksum_address(address)):
-            raise CommandError(f"no contract at {address} on chain {w3.eth.chain_id}: check --contract / --rpc-url")
+            raise UsageError(f"--contract {address!r} is not an address (0x and 40 hex digits)")
+        check_ledger_code(w3, address)
         ledger = LedgerClient(w3, address)
         store = LocalBlobStore(settings.blobs_dir, settings.max_blob_bytes)
     except Unavailable:
