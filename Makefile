@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/fedledger bench gas --json
 	$(BIN)/fedledger bench aggregate --json
 	$(BIN)/fedledger bench round --json
+	$(BIN)/fedledger bench idle --json
 	$(BIN)/fedledger bench index --json
 	$(BIN)/fedledger bench api --json
 	$(BIN)/fedledger bench cli --json

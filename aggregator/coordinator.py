@@ -22,8 +22,9 @@ contract accepts one finalize per round); genesis is never committed twice.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,11 @@ import torch
 from ledger.chain import errors, events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
+from ledger.chain.follow import LedgerFollower, of_type
 from ledger.chain.rounds import (
-    active_nodes,
+    NodeSet,
     committed_models,
+    registered_nodes,
     round_opened_block,
     round_rejections,
     round_submissions,
@@ -49,9 +52,11 @@ from ledger.core.polling import POLL_SECONDS
 from ledger.core.progress import report
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.store.base import BlobStore, BlobStoreError
+from ledger.store.base import BlobStore, BlobStoreError, BufferedBlobStore
 
 from aggregator.intake import Limits, admit_and_merge
+from aggregator.prefetch import DEFAULT_BUDGET_BYTES as PREFETCH_BUDGET_BYTES
+from aggregator.prefetch import PrefetchingStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,17 @@ class RoundVanished(LedgerError):
     """The round this process was closing is gone: the chain restarted from a state before its opening."""
 
 
-WAITING_REPORT_SECONDS = 10.0  # while nothing changes, say how the round stands this often
+WAITING_REPORT_SECONDS = 10.0
+MIN_ROUND_SECONDS = 60  # room for the nodes' training
+# Before a round has been measured: submissions per second this project's 2-core devnet takes in.
+ASSUMED_SUBMISSIONS_PER_SECOND = 16.0
+
+
+def round_window(nodes: int, submissions_per_second: float) -> int:
+    """Seconds a round stays open: a minute for training, plus twice the time the chain needs to
+    take in every registered node's submission at the rate it last showed (so 10,000 nodes get
+    ~21 minutes at 16 submissions/s instead of a minute that fits fewer than a thousand)."""
+    return MIN_ROUND_SECONDS + math.ceil(2 * max(nodes, 1) / max(submissions_per_second, 0.1))  # while nothing changes, say how the round stands this often
 Rejection = tuple[events.UpdateSubmitted, RejectReason, str]
 
 
@@ -68,7 +83,8 @@ class AggregatorConfig:
     rule: str = "fedavg"
     rule_params: Mapping[str, Any] = field(default_factory=dict)
     min_updates: int = 1
-    round_seconds: int = 60
+    # None: sized from the federation at each opening (`round_window`); a number overrides it.
+    round_seconds: int | None = None
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
     model_seed: int = 0
@@ -137,6 +153,12 @@ class Aggregator:
         self.test_split = test_split
         self.config = config
         self.clock = clock or ChainClock(client.w3, poll_seconds=config.poll_seconds)
+        # Kept up to date from new blocks only (see `_following`): nothing here re-reads history per poll.
+        self._follower: LedgerFollower | None = None
+        self._nodes = NodeSet()
+        self._opened_blocks: dict[int, int] = {}
+        self._latest: tuple[str, int] | None = None  # newest committed version: (hash, block)
+        self._submission_rate = ASSUMED_SUBMISSIONS_PER_SECOND  # measured again at each round's close
 
     # ---------------------------------------------------------------- lineage
 
@@ -162,10 +184,13 @@ class Aggregator:
         return genesis
 
     def latest_model(self) -> str:
-        versions = committed_models(self.client)
-        if not versions:
+        """The newest committed version (read from the last one known onwards, not from block 0)."""
+        newer = committed_models(self.client, from_block=self._latest[1] if self._latest else 0)
+        if newer:
+            self._latest = (newer[-1].model_hash, newer[-1].ref.block_number)
+        if self._latest is None:
             raise LookupError("no model committed yet: commit genesis first")
-        return versions[-1].model_hash
+        return self._latest[0]
 
     # ---------------------------------------------------------------- the loop
 
@@ -193,20 +218,26 @@ class Aggregator:
     def open_round(self) -> RoundInfo:
         """Open the next round on the latest version, with a deadline `round_seconds` of chain time away."""
         round_number = self.client.counters().last_round + 1
-        deadline = self.clock.next_timestamp() + self.config.round_seconds
+        opened_at = self.clock.next_timestamp()
+        self._following()  # the node set the window is sized from
+        window = self.config.round_seconds or round_window(len(self._nodes), self._submission_rate)
+        deadline = opened_at + window
         base = self.latest_model()
         try:
-            self.client.open_round(round_number, base, deadline, self.config.min_updates)
+            opened = self.client.open_round(round_number, base, deadline, self.config.min_updates)
+            self._opened_blocks[round_number] = opened.block_number
         except (errors.RoundOutOfOrder, errors.RoundStillOpen):  # our own earlier open landed after all
             round_number = self.client.counters().last_round
-        info = self.client.get_round(round_number)
+            info = self.client.get_round(round_number)
+        else:
+            info = RoundInfo(round_number, base, deadline, self.config.min_updates, RoundState.OPEN)
         report(
             log,
             "round_opened",
             "round {round}: opened on {base}…, {seconds} s to submit (deadline {deadline}, chain time)",
             round=round_number,
             base=(info.base_model_hash or "")[:12],
-            seconds=info.deadline - self.clock.now(),
+            seconds=info.deadline - opened_at,
             deadline=info.deadline,
         )
         return info
@@ -217,38 +248,84 @@ class Aggregator:
     def close_round(self, round_number: int) -> RoundResult:
         """Wait for the round's submissions, check each, record rejections, then finalize (or abandon).
 
-        One loop: each pass judges the deadline against the latest block, then reads the round's
-        submissions from its `RoundOpened` block. It moves on when every active node has submitted
-        or the deadline passed; if too few updates are valid (or the rule refuses them) before the
-        deadline, it waits for another submission or the deadline.
+        One loop, woken by each new block (`ledger.chain.follow`): each pass takes the new blocks'
+        events (submissions, node registrations) and judges the deadline against the last of those
+        blocks, so no submission can follow a "closed". It moves on when every active node has
+        submitted or the deadline passed; if too few updates are valid (or the rule refuses them)
+        before the deadline, it waits for another submission or the deadline. Nothing re-reads the
+        chain's history while it waits.
         """
         info = self.client.get_round(round_number)
         if info.state is not RoundState.OPEN:
             return self._closed_result(info)
         assert info.base_model_hash is not None
-        opened_block = round_opened_block(self.client, round_number)
-        base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
-        expected = max(len(active_nodes(self.client)), 1)
-        wanted = expected
+        base_blob = self.store.get(info.base_model_hash)
+        base = deserialize_tensors(base_blob, max_bytes=self.config.max_update_bytes)
+        follower = self._following()
+        # Small rounds are fetched as their submissions land (a local folder needs no fetching ahead).
+        fetch_ahead = not isinstance(self.store, BufferedBlobStore) and len(base_blob) * max(len(self._nodes), 1) <= PREFETCH_BUDGET_BYTES
+        prefetch = PrefetchingStore(self.store) if fetch_ahead else None
+        try:
+            return self._close(info, base, follower, prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+
+    def _close(
+        self,
+        info: RoundInfo,
+        base: Mapping[str, torch.Tensor],
+        follower: LedgerFollower,
+        prefetch: PrefetchingStore | None,
+    ) -> RoundResult:
+        round_number = info.round
+        opened_block = self._opened_blocks.pop(round_number, None)
+        if opened_block is None:  # a round this process did not open (a restart): find it once
+            opened_block = round_opened_block(self.client, round_number)
+        submissions: dict[str, events.UpdateSubmitted] = {}
+        recorded: dict[str, int] = {}  # rejections already on chain (sent before a restart)
+        if opened_block <= follower.cursor:  # what happened before we started following
+            for early in round_submissions(self.client, round_number, from_block=opened_block, to_block=follower.cursor):
+                submissions[early.node] = early
+                if prefetch is not None:
+                    prefetch.want(early.update_hash)
+            for rejection in round_rejections(self.client, round_number, from_block=opened_block, to_block=follower.cursor):
+                recorded[rejection.node] = rejection.reason_code
         timings: dict[str, float] = {}
         waiting_since = time.perf_counter()
         shown: tuple[int, float] | None = None
         shown_at = 0.0
-        highest = 0
+        highest = follower.cursor
+        wanted = 0
+        found = follower.read()
         while True:
-            head = self.clock.head()
-            if head.number < highest:  # the chain went back (a devnet restarted from an older state)
+            self._nodes.apply(found)
+            for event in of_type(found, events.UpdateSubmitted, events.UpdateRejected):
+                if event.round != round_number:
+                    continue
+                if isinstance(event, events.UpdateRejected):
+                    recorded[event.node] = event.reason_code
+                    continue
+                submissions[event.node] = event
+                if prefetch is not None:
+                    prefetch.want(event.update_hash)
+            if follower.cursor < highest:  # the chain went back (a devnet restarted from an older state)
+                self.clock.forget()
                 still_open = self._still_open(round_number)
                 if still_open is None:
                     return self._closed_result(self.client.get_round(round_number))
                 info = still_open
-            highest = max(highest, head.number)
-            closed = head.timestamp > info.deadline  # judged first: no submission can follow it
-            submissions = round_submissions(self.client, round_number, from_block=opened_block)
+            highest = follower.cursor
+            expected = max(len(self._nodes), 1)
+            wanted = max(wanted, expected)
+            # Judged on the last block whose events we hold: no submission can follow a block past it.
+            closed = self.clock.timestamp_of(follower.cursor) > info.deadline
             if closed or len(submissions) >= wanted:
+                self._measure_rate(opened_block, submissions.values())
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
-                decision = self._decide(round_number, opened_block, submissions, base)
+                in_order = sorted(submissions.values(), key=lambda e: (e.ref.block_number, e.ref.log_index))
+                decision = self._decide(round_number, in_order, recorded, base, prefetch or self.store)
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 enough = len(decision.accepted) >= info.min_updates and decision.refusal is None
                 if closed or enough:
@@ -257,14 +334,31 @@ class Aggregator:
                     report(log, "rule_refused", "round {round}: {detail}; waiting for more updates or the deadline",
                            round=round_number, detail=decision.refusal)
                 wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
-            left = self.clock.seconds_left(info.deadline)
+            upcoming = self.clock.next_timestamp()
+            left = max(info.deadline - upcoming, 0)
             state = (len(submissions), left // WAITING_REPORT_SECONDS)
             if state != shown or time.monotonic() - shown_at >= WAITING_REPORT_SECONDS:
                 report(log, "waiting", "round {round}: {submitted}/{expected} submitted, {left} s left",
                        round=round_number, submitted=len(submissions), expected=expected, left=left)
                 shown, shown_at = state, time.monotonic()
-            self.clock.advance_past(info.deadline)
-            time.sleep(self.config.poll_seconds)
+            self.clock.advance_past(info.deadline, next_timestamp=upcoming)
+            # Until the next block, or until the deadline could be passed (then a devnet block is mined).
+            timeout = min(WAITING_REPORT_SECONDS, max(left, self.config.poll_seconds))
+            found = follower.wait(timeout=timeout)
+
+    def _measure_rate(self, opened_block: int, submissions: Iterable[events.UpdateSubmitted]) -> None:
+        """Submissions per second of chain time this round showed (from its opening to its last one)."""
+        landed = sorted({s.ref.block_number for s in submissions})
+        if len(landed) >= 3:
+            seconds = self.clock.timestamp_of(landed[-1]) - self.clock.timestamp_of(opened_block)
+            self._submission_rate = min(max(len(landed) / max(seconds, 1), 0.1), 10_000.0)
+
+    def _following(self) -> LedgerFollower:
+        """The follower over this ledger's new blocks (and the node set as of its cursor)."""
+        if self._follower is None:
+            self._follower = LedgerFollower.from_head(self.client.w3, self.client.address)
+            self._nodes = registered_nodes(self.client, to_block=self._follower.cursor)
+        return self._follower
 
     def _still_open(self, round_number: int) -> RoundInfo | None:
         """The round's record after the chain went back: None if it closed, `RoundVanished` if it is gone."""
@@ -276,19 +370,19 @@ class Aggregator:
     def _decide(
         self,
         round_number: int,
-        opened_block: int,
         submissions: list[events.UpdateSubmitted],
+        recorded: Mapping[str, int],
         base: Mapping[str, torch.Tensor],
+        store: BlobStore,
     ) -> _Decision:
         """Verify the submissions not yet rejected on chain and try the rule on the valid ones.
 
         A rejection already on chain (sent before a restart) is final: that update is neither
         fetched again nor ever included.
         """
-        recorded = {e.node: e.reason_code for e in round_rejections(self.client, round_number, from_block=opened_block)}
         fresh = [s for s in submissions if s.node not in recorded]
         intake = admit_and_merge(
-            self.store,
+            store,
             fresh,
             base,
             self.config.limits,
@@ -360,18 +454,19 @@ class Aggregator:
         started = time.perf_counter()
         included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
         try:
-            self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
+            finalized = self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
         except errors.RoundNotOpen:  # closed meanwhile: by our own finalize sent before a restart, or by hand
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
             return self._closed_result(self.client.get_round(info.round))
         timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-        model = self.client.model_of(model_hash)
+        commit = of_type(finalized.events, events.ModelCommitted)
+        self._latest = (model_hash, finalized.block_number)
         report(
             log,
             "committed",
             "round {round}: committed v{version} {model_hash} ({included} included, {rejected} rejected)",
             round=info.round,
-            version=model.version if model else "?",
+            version=commit[0].version if commit else "?",
             model_hash=model_hash,
             included=len(accepted),
             rejected=len(rejected),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +25,7 @@ from ledger.chain.client import LedgerClient, RoundState
 from ledger.chain.clock import ChainClock
 from ledger.core.data import Shard
 from ledger.core.hashing import sha256_hex
+from ledger.core.model import build_model, state_tensors
 from ledger.core.progress import megabytes, report
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
@@ -126,17 +128,27 @@ class EdgeNode:
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        if self.clock.too_late(info.deadline):
-            report(log, "round_closed", "round {round}: deadline passed while training; not submitting", round=round_number)
-            return Participation(round_number, Outcome.ROUND_CLOSED, train_seconds=trained - fetched)
         blob = serialize_tensors(weights)
-        update_hash = self.store.put(blob)
+        update_hash = sha256_hex(blob)
+        # The upload and the submission's preparation (nonce, simulation against the pending block,
+        # signature) run side by side; the transaction is sent only once the blob is stored, so the
+        # aggregator never sees a hash on chain whose bytes are not in the store yet.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as pool:
+            upload = pool.submit(self.store.put, blob)
+            try:
+                prepared = self.client.prepare_submission(round_number, update_hash, len(self.shard))
+            except errors.AlreadySubmitted:
+                return Participation(round_number, Outcome.ALREADY_SUBMITTED)
+            except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
+                report(log, "round_closed", "round {round}: closed before the update could be submitted ({reason})", round=round_number, reason=type(exc).__name__)
+                return Participation(round_number, Outcome.ROUND_CLOSED, train_seconds=trained - fetched)
+            upload.result()
         stored = time.perf_counter()
         report(log, "uploaded", "round {round}: uploaded {size}", round=round_number, size=megabytes(len(blob)), bytes=len(blob), update_hash=update_hash)
         if self.after_upload is not None:
             self.after_upload(update_hash, blob)
         try:
-            receipt = self.client.submit_update(round_number, update_hash, len(self.shard))
+            receipt = self.client.send(prepared)
         except errors.AlreadySubmitted:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
@@ -154,6 +166,13 @@ class EdgeNode:
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
         )
+
+    def warm_up(self) -> None:
+        """One throwaway training step on a few samples: torch's first backward pass, allocator and
+        kernel choices cost seconds on a busy machine, better spent before the node says it is ready.
+        Touches no state a round uses (fresh model, private generator)."""
+        few = Shard(self.shard.x[: self.config.batch_size], self.shard.y[: self.config.batch_size])
+        train_local(state_tensors(build_model(seed=0)), few, epochs=1, batch_size=self.config.batch_size, lr=self.config.lr, seed=0)
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:
         """The base model's tensors, only if its bytes hash to what the chain recorded."""

@@ -48,3 +48,15 @@ def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
 
     assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
     assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
+
+
+@pytest.mark.devnet
+def test_idle_bench_runs_small_and_reports_each_part() -> None:
+    from ledger.cli.bench.idle import measure_idle
+
+    report = measure_idle(nodes=3, processes=1, window=1.0, wakes=5, histories=(40,), persisted=())
+
+    assert set(report["idle_federation"]) == {"subscription", "polling_fallback"}
+    assert report["per_wake_by_history"]["40"]["blocks"] >= 40
+    shares = [report["idle_federation"][mode]["anvil_core_share"] for mode in ("subscription", "polling_fallback")]
+    assert all(isinstance(share, float) and share >= 0 for share in shares)

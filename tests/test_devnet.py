@@ -222,3 +222,21 @@ def test_dev_account_derivation_is_bounded() -> None:
     assert dev_account(0).address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
     with pytest.raises(ValueError):
         dev_account(DEV_ACCOUNT_COUNT)
+
+
+@pytest.mark.devnet
+def test_the_persister_writes_only_after_the_chain_moved_and_leaves_with_anvil(devnet: Devnet) -> None:
+    from ledger.core.polling import WaitTimeout, poll_until
+
+    devnet.start()
+    block, _ = _transfer(devnet.rpc_url, 1)
+    devnet.wait_persisted(block)
+    written = devnet.state_file.stat().st_mtime_ns
+    persister = int(devnet.persister_pid_file.read_text())
+
+    ledger.chain.devnet.rpc_call(devnet.rpc_url, "eth_chainId")  # a quiet chain: reads only
+    with pytest.raises(WaitTimeout):
+        poll_until(lambda: devnet.state_file.stat().st_mtime_ns != written, timeout=3, interval=0.2, what="a rewrite")
+    devnet.kill_hard()
+
+    poll_until(lambda: not ledger.chain.devnet.process_alive(persister), timeout=10, interval=0.1, what="the persister to leave")

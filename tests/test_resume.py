@@ -133,7 +133,7 @@ def test_a_node_asked_after_the_deadline_does_not_train(ledger_chain, store, dig
     aggregator = fresh_aggregator(ledger_chain, store, digits)
     aggregator.ensure_genesis()
     info = aggregator.open_round()
-    ledger_chain.advance_time(aggregator.config.round_seconds + 1)
+    ledger_chain.advance_time(info.deadline - ledger_chain.now() + 1)
     node = honest_nodes(ledger_chain, store, digits, 1)[0]
 
     outcome = node.participate(info.round)
@@ -147,9 +147,18 @@ def test_an_update_whose_blob_vanished_is_rejected_missing_not_crashed(ledger_ch
     aggregator.ensure_genesis()
     info = aggregator.open_round()
     ledger_chain.nodes[0].submit_update(info.round, sha256_hex(b"never stored"), 10)
-    ledger_chain.advance_time(aggregator.config.round_seconds + 1)
+    ledger_chain.advance_time(info.deadline - ledger_chain.now() + 1)
 
     result = aggregator.close_round(info.round)
 
     assert result.abandon_reason is AbandonReason.NO_VALID_UPDATES
     assert [r for _, r, _ in result.rejected] == [RejectReason.MISSING_BLOB]
+
+
+def test_round_windows_grow_with_the_federation_and_the_chain_s_pace():
+    from aggregator.coordinator import MIN_ROUND_SECONDS, round_window
+
+    assert round_window(5, 16.0) == MIN_ROUND_SECONDS + 1
+    assert round_window(1_000, 16.0) == MIN_ROUND_SECONDS + 125  # the default minute fits < 1,000 nodes
+    assert round_window(10_000, 16.0) > 20 * 60
+    assert round_window(1_000, 4.0) == 4 * round_window(1_000, 16.0) - 3 * MIN_ROUND_SECONDS

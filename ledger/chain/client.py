@@ -18,14 +18,14 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import MethodUnavailable, TransactionNotFound
+from web3.exceptions import TransactionNotFound
 from web3.types import TxParams
 
 from ledger.core import hashing
 from ledger.chain.artifact import load_artifact
 from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
 from ledger.chain.events import LedgerEvent, fetch_events
-from ledger.chain.keys import guard_dev_key
+from ledger.chain.keys import guard_dev_key, is_in_process_chain
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,11 @@ class LedgerClient:
         return self._transact("openRound", round, to_bytes32(base_model_hash), deadline, min_updates)
 
     def submit_update(self, round: int, update_hash: HashLike, num_samples: int) -> TxResult:
-        return self._transact("submitUpdate", round, to_bytes32(update_hash), num_samples)
+        return self.send(self.prepare_submission(round, update_hash, num_samples))
+
+    def prepare_submission(self, round: int, update_hash: HashLike, num_samples: int) -> PreparedTx:
+        """`submitUpdate`, simulated against the pending block and signed, ready for `send`."""
+        return self.prepare("submitUpdate", round, to_bytes32(update_hash), num_samples)
 
     def reject_update(self, round: int, node: str, reason_code: int) -> TxResult:
         return self._transact("rejectUpdate", round, to_checksum_address(node), int(reason_code))
@@ -248,12 +252,23 @@ class LedgerClient:
                 raise
             raise decode_revert(data) from exc
 
-    def _transact(self, name: str, *args: Any) -> TxResult:
+    def prepare(self, name: str, *args: Any) -> PreparedTx:
+        """Simulate and sign a call to contract function `name`, without sending it.
+
+        A revert surfaces here, as its typed error. Splitting this from `send` lets a caller do it
+        while other work runs (an edge node prepares its submission while its upload is in flight).
+        """
         if self.account is None:
             raise LedgerError(f"{name} needs a signing account; this client is read-only")
-        function = getattr(self.contract.functions, name)(*args)
-        receipt, tx_hash = _send(self.w3, self.account, function, name, self.receipt_timeout)
-        return self._result(name, tx_hash, receipt)
+        return _prepare(self.w3, self.account, getattr(self.contract.functions, name)(*args), name)
+
+    def send(self, prepared: PreparedTx) -> TxResult:
+        """Send a prepared transaction and await its receipt; a mined revert raises its typed error."""
+        receipt = _submit(self.w3, prepared, self.receipt_timeout)
+        return self._result(prepared.function, prepared.tx_hash[2:], receipt)
+
+    def _transact(self, name: str, *args: Any) -> TxResult:
+        return self.send(self.prepare(name, *args))
 
     def _result(self, name: str, tx_hash: str, receipt: Any) -> TxResult:
         from ledger.chain.events import decode_logs
@@ -270,20 +285,42 @@ class LedgerClient:
         return result
 
 
+@dataclass(frozen=True)
+class PreparedTx:
+    """A simulated, signed transaction: the same bytes are sent again if a chain loses them."""
+
+    function: str
+    tx: dict[str, Any]
+    raw: bytes
+    tx_hash: str  # 0x-prefixed
+
+
 def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: float) -> tuple[Any, str]:
-    """Simulate (surfacing reverts as typed errors), sign locally, send, await the receipt.
+    """Prepare (simulate, sign), send, await the receipt: `_prepare` then `_submit`."""
+    prepared = _prepare(w3, account, function, name)
+    return _submit(w3, prepared, timeout), prepared.tx_hash[2:]
+
+
+def _prepare(w3: Web3, account: LocalAccount, function: Any, name: str) -> PreparedTx:
+    """Simulate (surfacing reverts as typed errors) and sign locally.
 
     The simulation runs against the pending block, the one the transaction would land in, so a
-    deadline judged there is the deadline the contract applies. The signed bytes are kept: when the
-    chain forgets the transaction (a devnet restarted from a state file a second old), they are
-    sent again, which is safe because the same bytes are the same transaction (same nonce, same hash).
+    deadline judged there is the deadline the contract applies. The fee comes from that same
+    pending block's base fee (twice it, plus the tip), so no further reads are needed.
     """
-    params = {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
+    params: dict[str, Any] = {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
     try:
-        try:
+        if is_in_process_chain(w3):
+            # py-evm estimates by binary search (a dozen executions) and only at its latest block;
+            # for a contract call, one execution surfaces any revert.
+            if hasattr(function, "call"):
+                function.call(params)
+                gas = IN_PROCESS_GAS
+            else:  # the deployment
+                gas = function.estimate_gas(params)
+        else:
             gas = function.estimate_gas(params, block_identifier="pending")
-        except MethodUnavailable:  # py-evm's tester estimates against its latest block only
-            gas = function.estimate_gas(params)
+            params.update(_fees(w3, "pending"))
         tx = function.build_transaction({**params, "gas": gas})
     except LedgerError:
         raise
@@ -293,12 +330,32 @@ def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: fl
             raise
         raise decode_revert(data) from exc
     signed = account.sign_transaction(tx)
-    tx_hash = "0x" + bytes(signed.hash).hex()
-    _broadcast(w3, signed.raw_transaction, tx_hash)
-    receipt = _await_receipt(w3, signed.raw_transaction, tx_hash, name, timeout)
+    return PreparedTx(function=name, tx=dict(tx), raw=bytes(signed.raw_transaction), tx_hash="0x" + bytes(signed.hash).hex())
+
+
+def _submit(w3: Web3, prepared: PreparedTx, timeout: float) -> Any:
+    """Broadcast the signed bytes and await the receipt (re-sending them if the chain lost them)."""
+    _broadcast(w3, prepared.raw, prepared.tx_hash)
+    receipt = _await_receipt(w3, prepared.raw, prepared.tx_hash, prepared.function, timeout)
     if receipt["status"] != 1:
-        raise _replay_failure(w3, tx, receipt, name)
-    return receipt, tx_hash[2:]
+        raise _replay_failure(w3, prepared.tx, receipt, prepared.function)
+    return receipt
+
+
+# Gas for any ledger call on the in-process chain, where nothing is paid for: above the costliest
+# (finalizeRound, ~65k) with room to spare, far below the block's limit.
+IN_PROCESS_GAS = 1_000_000
+_TIP_WEI: dict[int, int] = {}  # per chain id: the priority fee the node suggested once
+
+
+def _fees(w3: Web3, block: str) -> dict[str, int]:
+    """EIP-1559 fees for a transaction landing in `block`: the tip asked once per chain, 2 × base fee + tip."""
+    chain_id = int(w3.eth.chain_id)
+    tip = _TIP_WEI.get(chain_id)
+    if tip is None:
+        tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    base_fee = int(w3.eth.get_block(block).get("baseFeePerGas") or 0)  # type: ignore[arg-type]
+    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip}
 
 
 _RESEND_SECONDS = 2.0

@@ -46,10 +46,24 @@ class ChainClock:
         self.poll_seconds = poll_seconds
         self.in_process = is_in_process_chain(w3)
         self.devnet = not self.in_process and int(w3.eth.chain_id) == DEV_CHAIN_ID
+        self._timestamps: dict[int, int] = {}
 
     def head(self) -> Head:
         """The latest block."""
         return _head(self.w3.eth.get_block("latest"))
+
+    def timestamp_of(self, number: int) -> int:
+        """Block `number`'s timestamp (blocks do not change their time: asked once, remembered)."""
+        cached = self._timestamps.get(number)
+        if cached is None:
+            if len(self._timestamps) > 1024:
+                self._timestamps.clear()
+            cached = self._timestamps[number] = int(self.w3.eth.get_block(number)["timestamp"])
+        return cached
+
+    def forget(self) -> None:
+        """Drop remembered block times: the chain went back, and its block numbers will be mined again."""
+        self._timestamps.clear()
 
     def now(self) -> int:
         """The latest block's timestamp: what a deadline is judged against right now."""
@@ -58,10 +72,9 @@ class ChainClock:
     def next_timestamp(self) -> int:
         """The timestamp the next block would carry (the pending block's, where the chain reports one)."""
         try:
-            pending = self.w3.eth.get_block("pending")
+            return int(self.w3.eth.get_block("pending")["timestamp"])
         except Exception:  # some nodes refuse "pending": the latest block is the best we know
             return self.now()
-        return max(int(pending["timestamp"]), self.now())
 
     def seconds_left(self, deadline: int) -> int:
         """Seconds of chain time until `deadline` (0 once the next block would be past it)."""
@@ -76,15 +89,18 @@ class ChainClock:
         head = self.head()
         return head if head.timestamp > deadline else None
 
-    def advance_past(self, deadline: int) -> None:
-        """One step of waiting for `deadline`: on a dev chain, make the block that passes it exist."""
+    def advance_past(self, deadline: int, *, next_timestamp: int | None = None) -> None:
+        """One step of waiting for `deadline`: on a dev chain, make the block that passes it exist.
+
+        `next_timestamp`, when the caller just read it, saves asking the chain again.
+        """
         if self.in_process:
             tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
             if self.now() <= deadline:
                 tester.time_travel(deadline + 1)
                 tester.mine_blocks(1)
             return
-        if self.devnet and self.next_timestamp() > deadline:
+        if self.devnet and (next_timestamp if next_timestamp is not None else self.next_timestamp()) > deadline:
             self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
             log.debug("mined an empty block to carry chain time past %d", deadline)
 

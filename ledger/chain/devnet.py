@@ -1,9 +1,12 @@
 """The devnet manager: a local anvil chain whose state survives restarts, and throwaway chains.
 
 anvil runs detached (its own session, output to a log file) so the CLI can return while the chain
-keeps running; a pid file under `var/devnet/` lets later commands find it. `--state` with a 1 s
-interval makes anvil rewrite its state file every second, so a kill -9 loses at most the last
-second of blocks. What survives a restart (anvil 1.7.1): block numbers, blocks >= 1 with their
+keeps running; a pid file under `var/devnet/` lets later commands find it. anvil loads its state
+file at start and writes it on a clean stop (`--state`); while it runs, a small persister process
+beside it (`ledger.chain.persist`) rewrites the file only when the chain moved, paced so the dumps
+cost at most a few percent of a core whatever the chain's length, so a quiet devnet costs nothing
+and a kill -9 loses at most the blocks since the last dump (about a second on a young chain).
+What survives a restart (anvil 1.7.1): block numbers, blocks >= 1 with their
 hashes and timestamps, transactions, receipts, logs, balances, nonces, code and storage. What does
 not: state queries at past blocks (`eth_getBalance(addr, n)` for n < head fails), and block 0,
 which anvil re-creates at every start, so its hash/timestamp may change; do not identify the chain
@@ -18,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -154,6 +158,10 @@ class Devnet:
         return self.state_dir / f"state-{self.port}.json"
 
     @property
+    def persister_pid_file(self) -> Path:
+        return self.state_dir / f"persist-{self.port}.pid"
+
+    @property
     def backup_file(self) -> Path:
         return self.state_dir / f"state-{self.port}.json.bak"
 
@@ -227,10 +235,16 @@ class Devnet:
             self._terminate(process.pid)
             self.pid_file.unlink(missing_ok=True)
             raise
+        if self.persist:
+            self._spawn_persister(process.pid)
         return self.status()
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (anvil writes its state on exit), SIGKILL after `timeout`; returns the pid stopped."""
+        """SIGTERM (anvil writes its state on exit), SIGKILL after `timeout`; returns the pid stopped.
+
+        The persister goes first, so it cannot replace the file while anvil writes its last state.
+        """
+        self._stop_persister(timeout)
         pid = self.pid()
         if pid is not None:
             self._terminate(pid, timeout)
@@ -281,6 +295,27 @@ class Devnet:
             )
         shutil.copyfile(self.state_file, self.backup_file)
 
+    def _spawn_persister(self, anvil_pid: int) -> None:
+        """Start `ledger.chain.persist` beside anvil, detached like it; it exits when anvil does."""
+        self._stop_persister(10.0)  # one persister per devnet (a crashed anvil's may still be leaving)
+        command = [sys.executable, "-m", "ledger.chain.persist", "--rpc-url", self.rpc_url]
+        command += ["--state-file", str(self.state_file), "--anvil-pid", str(anvil_pid)]
+        with self.log_file.with_name(f"persist-{self.port}.log").open("ab") as log:
+            persister = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _CHILDREN[persister.pid] = persister
+        _write_atomic(self.persister_pid_file, f"{persister.pid}\n")
+
+    def _stop_persister(self, timeout: float) -> None:
+        try:
+            pid = int(self.persister_pid_file.read_text(encoding="ascii").strip())
+        except (FileNotFoundError, ValueError):
+            return
+        if _is_persister(pid, self.port):
+            self._terminate(pid, timeout)
+        self.persister_pid_file.unlink(missing_ok=True)
+
     def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
         """Launch anvil in its own session so it outlives this process and ignores our Ctrl-C."""
         if self.log_file.exists():
@@ -290,7 +325,7 @@ class Devnet:
             "--host", HOST,
             "--port", str(self.port),
             "--chain-id", str(CHAIN_ID),
-            *(("--state", str(self.state_file), "--state-interval", "1") if self.persist else ()),
+            *(("--state", str(self.state_file)) if self.persist else ()),
             *(("--block-time", f"{self.block_time:g}") if self.block_time else ()),
             "--accounts", str(DEV_ACCOUNT_COUNT),
             # Errors still reach the log; the banner (dev private keys) and per-call lines do not.
@@ -333,7 +368,7 @@ class Devnet:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        if not _wait_until(lambda: not _alive(pid), timeout):
+        if not _wait_until(lambda: not process_alive(pid), timeout):
             _kill(pid, timeout)
 
     def _log_tail(self) -> str:
@@ -388,7 +423,7 @@ def rpc_call(url: str, method: str, params: Sequence[Any] = (), *, timeout: floa
     return rpc_batch(url, [(method, params)], timeout=timeout)[0]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether `pid` still runs (a zombie counts as dead)."""
     child = _CHILDREN.get(pid)
     if child is not None:
@@ -413,7 +448,7 @@ def _alive(pid: int) -> bool:
 
 def _is_anvil_on_port(pid: int, port: int) -> bool:
     """A pid file can outlive its process and the pid be reused: check it is anvil on `port`."""
-    if not _alive(pid):
+    if not process_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -422,6 +457,19 @@ def _is_anvil_on_port(pid: int, port: int) -> bool:
     except PermissionError:
         return False
     return bool(argv) and Path(os.fsdecode(argv[0])).name == "anvil" and _port_arg(argv) == port
+
+
+def _is_persister(pid: int, port: int) -> bool:
+    """Whether `pid` is still the persister of the devnet on `port` (pids get reused)."""
+    if not process_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc").is_dir()
+    except PermissionError:
+        return False
+    return b"ledger.chain.persist" in argv and f"127.0.0.1:{port}".encode() in b" ".join(argv)
 
 
 def _port_arg(argv: list[bytes]) -> int | None:
@@ -437,7 +485,7 @@ def _kill(pid: int, timeout: float) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    if not _wait_until(lambda: not _alive(pid), timeout):
+    if not _wait_until(lambda: not process_alive(pid), timeout):
         raise DevnetError(f"anvil pid {pid} survived SIGKILL for {timeout:g} s")
 
 

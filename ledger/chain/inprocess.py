@@ -6,12 +6,15 @@ Used by `fedledger demo --chain memory`, the gas benchmark and the pytest plugin
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
+from web3.types import RPCEndpoint, RPCResponse
 from web3.types import Wei
 
 from ledger.chain.client import LedgerClient
@@ -23,6 +26,19 @@ FUNDING_WEI = 100 * 10**18
 def deterministic_account(label: str) -> LocalAccount:
     """A throwaway key derived from a label, so test failures are reproducible (test chains only)."""
     return Account.from_key(keccak(text=f"fedledger-test-account:{label}"))
+
+
+class SerializedTesterProvider(EthereumTesterProvider):
+    """web3's py-evm provider, one request at a time: py-evm is not thread-safe, and parties
+    sharing the chain from threads (the demo's nodes train side by side) must not interleave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self._lock:
+            return super().make_request(method, params)
 
 
 @dataclass
@@ -70,7 +86,7 @@ class InProcessLedger:
 
 def start_in_process_ledger(node_count: int = DEFAULT_NODE_COUNT) -> InProcessLedger:
     """Boot a py-evm chain, deploy the committed artifact as admin, register `node_count` nodes."""
-    w3 = Web3(EthereumTesterProvider())
+    w3 = Web3(SerializedTesterProvider())
     admin_account = deterministic_account("admin")
     w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": admin_account.address, "value": Wei(FUNDING_WEI)})
     admin, _ = LedgerClient.deploy(w3, admin_account)

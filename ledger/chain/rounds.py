@@ -6,21 +6,47 @@ for) and the demo's report.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
 
 
+class NodeSet:
+    """The registered, unrevoked nodes in registration order, kept up to date event by event."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, None] = {}
+
+    def apply(self, found: Iterable[events.LedgerEvent]) -> None:
+        for event in found:
+            if isinstance(event, events.NodeRegistered):
+                self._active[event.node] = None
+            elif isinstance(event, events.NodeRevoked):
+                self._active.pop(event.node, None)
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._active))
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._active
+
+
+def registered_nodes(client: LedgerClient, from_block: int = 0, to_block: int | str = "latest") -> NodeSet:
+    """The node set as of `to_block`, from the registration and revocation events alone."""
+    nodes = NodeSet()
+    names = [events.NodeRegistered.event_name, events.NodeRevoked.event_name]
+    nodes.apply(events.fetch_events(client.w3, client.address, from_block, to_block, event_names=names))
+    return nodes
+
+
 def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
     """Registered, unrevoked nodes, in registration order."""
-    active: dict[str, None] = {}
-    for event in client.events(from_block):
-        if isinstance(event, events.NodeRegistered):
-            active[event.node] = None
-        elif isinstance(event, events.NodeRevoked):
-            active.pop(event.node, None)
-    return list(active)
+    return list(registered_nodes(client, from_block))
 
 
 def _round_topic(round_number: int) -> str:
@@ -35,13 +61,21 @@ def round_opened_block(client: LedgerClient, round_number: int) -> int:
     return int(opened[-1].ref.block_number)
 
 
-def round_submissions(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateSubmitted]:
+def round_submissions(
+    client: LedgerClient, round_number: int, from_block: int = 0, to_block: int | str = "latest"
+) -> list[events.UpdateSubmitted]:
     """This round's `UpdateSubmitted` events, filtered on the indexed round topic."""
-    return client.events(from_block, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(round_number)])
+    return client.events(
+        from_block, to_block, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(round_number)]
+    )
 
 
-def round_rejections(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateRejected]:
-    return client.events(from_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)])
+def round_rejections(
+    client: LedgerClient, round_number: int, from_block: int = 0, to_block: int | str = "latest"
+) -> list[events.UpdateRejected]:
+    return client.events(
+        from_block, to_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)]
+    )
 
 
 def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:

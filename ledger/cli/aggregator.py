@@ -63,12 +63,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--rounds", type=int, default=5, help="run until this round has closed (default 5)")
     add_rule_arguments(run)
     run.add_argument("--min-updates", type=int, default=1, help="valid updates that let a round close before its deadline")
-    run.add_argument("--round-seconds", type=int, default=60, help="submission window per round, in chain time")
+    run.add_argument(
+        "--round-seconds",
+        type=int,
+        default=None,
+        help="submission window per round, in chain time (default: 60 s plus twice the time the chain "
+        "takes in every registered node's submission at the rate measured last round)",
+    )
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test split")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
+    run.add_argument("--threads", type=int, default=1, help="torch threads for evaluation (default 1: the model is small)")
     run.set_defaults(handler=_run)
 
 
@@ -79,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.cli.wiring import Role, blob_store, check_role, ledger_client, signing_account
     from ledger.core.progress import report
 
-    if args.rounds < 1 or args.min_updates < 1 or args.round_seconds < 1:
-        raise UsageError("--rounds, --min-updates and --round-seconds must be at least 1")
+    if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds or 1) < 1 or args.threads < 1:
+        raise UsageError("--rounds, --min-updates, --round-seconds and --threads must be at least 1")
     rule_params = checked_rule(args)
     account = signing_account(args)
     set_role("aggregator")
@@ -95,7 +102,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from ledger.core.data import load_digits_split
+    from ledger.core.threads import pin_threads
 
+    pin_threads(args.threads)
     config = AggregatorConfig(
         rule=args.rule,
         rule_params=rule_params,

@@ -9,8 +9,9 @@ starts and becomes ready, each node's submission as it lands (the children log J
 files under var/demo/; the demo relays the ones that matter).
 
 Everything is checked before anything starts: the rule and its parameters, the node indexes.
-Threads are pinned: every node and the aggregator share the machine's cores, so each node trains
-on `--threads` torch threads (default: the cores divided among the nodes, at least one).
+Threads are pinned: every node and the aggregator share the machine's cores, so each runs on
+`--threads` torch threads (default one, and never more than the cores divided among the
+processes): the demo never oversubscribes the machine.
 
 This module and the CLI are the composition root: they import `aggregator` and `edge_node`, which
 never import each other.
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ NODE_EXIT_TIMEOUT = 60.0
 CHILD_READY_TIMEOUT = 300.0
 # The node events the demo relays from the children's JSON log lines (training epochs stay in the files).
 RELAYED_EVENTS = frozenset({"ready", "submitted", "skipped", "round_closed", "outcome"})
+ROUND_EVENTS = frozenset({"round_opened", "committed", "abandoned"})
+QUIET: frozenset[str] = frozenset()
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -56,8 +60,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_rule_arguments(demo)
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
-    demo.add_argument("--round-seconds", type=int, default=60, help="submission window per round, in chain time")
-    demo.add_argument("--threads", type=int, default=None, help="torch threads per node (default: cores / nodes, at least 1)")
+    demo.add_argument("--round-seconds", type=int, default=None, help="submission window per round, in chain time (default: sized from the federation, at least 60 s)")
+    demo.add_argument("--threads", type=int, default=None, help="torch threads per process (default 1, never more than cores / processes)")
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
@@ -72,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise UsageError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
-    if args.nodes < 1 or args.rounds < 1 or args.epochs < 1 or args.round_seconds < 1:
+    if args.nodes < 1 or args.rounds < 1 or args.epochs < 1 or (args.round_seconds or 1) < 1:
         raise UsageError("--nodes, --rounds, --epochs and --round-seconds must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
@@ -80,7 +84,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
     if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) // args.nodes)
+        from ledger.core.threads import DEFAULT_THREADS, threads_per_process
+
+        processes = args.nodes + 1 if args.chain == "anvil" else 1
+        args.threads = min(DEFAULT_THREADS, threads_per_process(processes))
     honest = args.nodes - len(bad)
     needs = 2 * args.rule_params["num_byzantine"] + 3 if args.rule == "krum" else 1
     if honest < needs:
@@ -104,8 +111,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run_memory(args: argparse.Namespace) -> int:
-    import torch
-
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, TrainingConfig
@@ -114,9 +119,10 @@ def _run_memory(args: argparse.Namespace) -> int:
     from ledger.config import Settings
     from ledger.core.data import load_digits_split, split_shards
     from ledger.core.progress import report
+    from ledger.core.threads import cores, pin_threads
     from ledger.store.local import LocalBlobStore
 
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     if not log.isEnabledFor(logging.DEBUG):
         logging.getLogger("edge_node").setLevel(logging.WARNING)  # N nodes in one process: their lines would interleave
     settings = Settings()
@@ -143,15 +149,20 @@ def _run_memory(args: argparse.Namespace) -> int:
     )
     aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
-    for _ in range(args.rounds):
-        info = aggregator.open_round()
-        for index, node in enumerate(nodes):
-            outcome = node.participate(info.round)
-            report(log, "node", "round {round}: node {index} {outcome}", round=info.round, index=index, outcome=outcome.outcome.value)
-        result = aggregator.close_round(info.round)  # every node has answered: the deadline is the only wait left
-        if not args.json:
-            print_round(result)
-    _finish(args, chain.admin, store, chain="memory")
+    seconds = []
+    # The nodes train side by side, one torch thread each, as many at once as there are cores; the
+    # chain takes their requests one at a time (`SerializedTesterProvider`).
+    with ThreadPoolExecutor(max_workers=max(1, cores() // args.threads), thread_name_prefix="node") as pool:
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            info = aggregator.open_round()
+            for index, outcome in enumerate(pool.map(lambda node: node.participate(info.round), nodes)):
+                report(log, "node", "round {round}: node {index} {outcome}", round=info.round, index=index, outcome=outcome.outcome.value)
+            result = aggregator.close_round(info.round)  # every node has answered: the deadline is the only wait left
+            seconds.append(time.perf_counter() - started)
+            if not args.json:
+                print_round(result)
+    _finish(args, chain.admin, store, chain="memory", seconds=seconds)
     if args.serve:
         _serve_memory(args, chain, store)
     return 0
@@ -188,7 +199,17 @@ def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
 class _Child:
     """One child process of the demo, its log file, and how far the demo has read it."""
 
-    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str], *, relay: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        *,
+        relay: frozenset[str] | None,
+        stdout: Any = None,
+    ) -> None:
+        """`relay`: the events to repeat (None: all); `stdout`: where results go (None: into the log)."""
         self.name = name
         self.log_path = log_path
         self.relay = relay
@@ -196,9 +217,14 @@ class _Child:
         self.ready = False
         self.reported_exit = False
         self.started = time.monotonic()
+        self.records: list[dict[str, Any]] = []  # the round events, for the per-round times
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                command,
+                stdout=log_file if stdout is None else stdout,
+                stderr=log_file if stdout is not None else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
 
     def new_lines(self) -> list[str]:
@@ -226,10 +252,12 @@ def _relay(children: Sequence[_Child]) -> None:
             if not isinstance(record, dict):
                 continue
             event, level = record.get("event"), record.get("level")
+            if event in ROUND_EVENTS:
+                child.records.append(record)
             if event == "ready" and not child.ready:
                 child.ready = True
                 report(log, "child_ready", "{name} ready after {seconds:.1f} s", name=child.name, seconds=time.monotonic() - child.started)
-            elif child.relay and (event in RELAYED_EVENTS or level in ("warning", "error")):
+            elif child.relay is None or event in child.relay or level in ("warning", "error"):
                 report(log, "child", "{name}: {message}", name=child.name, message=record.get("message"))
         if not child.reported_exit and child.process.poll() not in (None, 0):
             child.reported_exit = True
@@ -267,10 +295,8 @@ def _run_anvil(args: argparse.Namespace) -> int:
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
     store_url = f"http://127.0.0.1:{args.api_port}"
-    quiet = not log.isEnabledFor(logging.INFO)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     children: list[_Child] = []
-    aggregator: subprocess.Popen[bytes] | None = None
     try:
         api = _Child(
             "api",
@@ -278,7 +304,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             + ["--database-url", database_url, *chain_args],
             logs / "api.log",
             env,
-            relay=False,
+            relay=QUIET,
         )  # fmt: skip
         children.append(api)
         children.append(
@@ -288,7 +314,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
                 + ["--blobs-dir", str(blobs_dir), "--database-url", database_url, "--from-block", str(record.block_number)],
                 logs / "index.log",
                 env,
-                relay=False,
+                relay=QUIET,
             )
         )  # fmt: skip
         report(log, "starting", "started the ledger service (pid {pid}) and the indexer (pid {indexer}); logs in {logs}",
@@ -313,7 +339,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
                 command += ["--misbehave", "poison"]
-            nodes.append(_Child(f"node {index}", command, logs / f"node-{index}.log", env, relay=True))
+            nodes.append(_Child(f"node {index}", command, logs / f"node-{index}.log", env, relay=RELAYED_EVENTS))
         children += nodes
         report(log, "starting", "started {count} nodes ({threads} torch thread(s) each); waiting for them to be ready",
                count=args.nodes, threads=args.threads)
@@ -326,24 +352,30 @@ def _run_anvil(args: argparse.Namespace) -> int:
             return all(child.ready for child in nodes)
 
         poll_until(nodes_ready, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the nodes to start")
-        aggregator_command = fedledger + (["-q"] if quiet else []) + ["aggregator", "run", *chain_args, "--dev-key", "0"]
+        aggregator_command = fedledger + ["--log-format", "json", "aggregator", "run", *chain_args, "--dev-key", "0"]
         aggregator_command += ["--store", store_url, "--rounds", str(args.rounds), "--rule", args.rule]
-        aggregator_command += ["--min-updates", str(args.min_updates), "--round-seconds", str(args.round_seconds)]
+        aggregator_command += ["--min-updates", str(args.min_updates)]
+        if args.round_seconds is not None:
+            aggregator_command += ["--round-seconds", str(args.round_seconds)]
+        aggregator_command += ["--threads", str(args.threads)]
         for name, value in args.rule_params.items():
             aggregator_command += ["--rule-param", f"{name}={json.dumps(value)}"]
         report(log, "starting", "starting the aggregator ({rounds} rounds)", rounds=args.rounds)
-        aggregator_out = (logs / "aggregator.out").open("wb") if args.json else None
+        # Its round tables go to our stdout (a file with --json); its progress is relayed from its log.
+        tables = (logs / "aggregator.out").open("wb") if args.json else sys.stdout
         try:
-            aggregator = subprocess.Popen(aggregator_command, env=env, stdout=aggregator_out)
-            while aggregator.poll() is None:
+            aggregator = _Child("aggregator", aggregator_command, logs / "aggregator.log", env, relay=None, stdout=tables)
+            children.append(aggregator)
+            while aggregator.process.poll() is None:
                 _relay(children)
                 time.sleep(0.2)
         finally:
-            if aggregator_out is not None:
-                aggregator_out.close()
+            if tables is not sys.stdout:
+                tables.close()
         _relay(children)
-        if aggregator.returncode != 0:
-            raise CommandError(f"the aggregator failed (exit {aggregator.returncode}); node logs in {logs}")
+        if aggregator.process.returncode != 0:
+            raise CommandError(f"the aggregator failed (exit {aggregator.process.returncode}): see {aggregator.log_path}")
+        seconds = _round_seconds(aggregator.records)
         for child in nodes:
             try:
                 child.process.wait(timeout=NODE_EXIT_TIMEOUT)
@@ -351,7 +383,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
                 child.process.terminate()
         store = HttpBlobStore.from_ledger(store_url, admin, account=None, max_bytes=512 << 20)
         _wait_indexed(store_url, int(w3.eth.block_number))
-        _finish(args, admin, store, chain="anvil")
+        _finish(args, admin, store, chain="anvil", seconds=seconds)
         if args.serve:
             print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", file=sys.stderr, flush=True)
             try:
@@ -361,7 +393,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
         else:
             report(log, "indexed", "indexed; `fedledger demo --serve` keeps the audit page up at {url}/", url=store_url)
     finally:
-        processes = [child.process for child in children] + ([aggregator] if aggregator is not None else [])
+        processes = [child.process for child in children]
         for process in processes:
             if process.poll() is None:
                 process.terminate()
@@ -371,6 +403,21 @@ def _run_anvil(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
     return 0
+
+
+def _round_seconds(records: Sequence[dict[str, Any]]) -> list[float]:
+    """Each round's seconds from its opening to its commit (or abandon), from the aggregator's log times."""
+    from datetime import datetime
+
+    opened: dict[int, float] = {}
+    took = []
+    for record in records:
+        moment = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+        if record.get("event") == "round_opened":
+            opened[int(record["round"])] = moment
+        elif int(record.get("round", -1)) in opened:
+            took.append(moment - opened.pop(int(record["round"])))
+    return took
 
 
 def _answers(url: str) -> bool:
@@ -412,17 +459,29 @@ def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
 # ------------------------------------------------------------------ the end
 
 
-def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str) -> None:
-    """The lineage table, or the whole run as one JSON document with `--json`."""
+def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str, seconds: Sequence[float]) -> None:
+    """The lineage table and the time per round, or the whole run as one JSON document with `--json`.
+
+    A round's time runs from its opening to its commit (or abandon): the federation's pace, without
+    the processes' start-up.
+    """
     from dataclasses import asdict
 
+    from ledger.cli.bench.common import median
     from ledger.cli.report import format_lineage
     from ledger.cli.rounds import round_status
     from ledger.cli.versions import version_rows
+    from ledger.core.progress import report
 
     rows = version_rows(client, store)
+    per_round = {
+        "rounds": len(seconds),
+        "mean": round(sum(seconds) / len(seconds), 3) if seconds else None,
+        "median": round(median(list(seconds)), 3) if seconds else None,
+    }
     if not args.json:
         print(format_lineage(rows), flush=True)
+        report(log, "pace", "{rounds} rounds: {mean} s per round on average (median {median} s)", **per_round)
         return
     document = {
         "chain": chain,
@@ -431,5 +490,6 @@ def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str) ->
         "rule": {"name": args.rule, "params": args.rule_params},
         "rounds": [round_status(client, number) for number in range(1, client.counters().last_round + 1)],
         "versions": [asdict(row) for row in rows],
+        "seconds_per_round": {**per_round, "each": [round(value, 3) for value in seconds]},
     }
     print(json.dumps(document, indent=2), flush=True)

@@ -8,7 +8,9 @@ import logging
 import time
 from pathlib import Path
 
-from ledger.core.polling import POLL_SECONDS  # a new round is noticed within one poll
+# With no news, look at the chain's state again this often anyway (a notification can be missed
+# while a devnet restarts); news itself wakes the node at once.
+RECHECK_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     training.add_argument("--lr", type=float, default=0.05)
     training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index)")
     training.add_argument(
-        "--threads", type=int, default=None, help="torch threads for training (default: torch's own, one per core)"
+        "--threads", type=int, default=1, help="torch threads for training (default 1: the model is small; more only contend)"
     )
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
@@ -63,7 +65,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ledger.chain import events
     from ledger.chain.client import RoundState
+    from ledger.chain.follow import LedgerFollower, of_type
     from ledger.cli.errors import UsageError
     from ledger.cli.logs import set_role
     from ledger.cli.wiring import Role, blob_store, ledger_client, settings, signing_account
@@ -75,21 +79,19 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--node-index must be in 0..{args.num_nodes - 1}")
     if args.misbehave == "tamper" and args.tamper_dir is None:
         raise UsageError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     account = signing_account(args)
     set_role(f"node {account.address}")
     client = ledger_client(args, account=account, role=Role.NODE)
     store = blob_store(args, client)
 
-    import torch
-
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig
     from ledger.core.data import load_digits_split, split_shards
+    from ledger.core.threads import pin_threads
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    threads = pin_threads(args.threads)
     split = load_digits_split(seed=args.data_seed)
     shard = split_shards(split.train, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)[args.node_index]
     config = TrainingConfig(
@@ -104,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         transform=poison_transform() if args.misbehave == "poison" else None,
         after_upload=tamper_at_rest(args.tamper_dir) if args.misbehave == "tamper" else None,
     )
+    node.warm_up()  # the first pass through torch is the slow one: pay it now, not inside round 1's window
     report(
         log,
         "ready",
@@ -112,11 +115,12 @@ def _run(args: argparse.Namespace) -> int:
         shards=args.num_nodes,
         samples=len(shard),
         ledger=client.address,
-        threads=torch.get_num_threads(),
+        threads=threads,
     )
+    follower = LedgerFollower.from_head(client.w3, client.address)
     handled: set[int] = set()
+    last_round = client.counters().last_round
     while True:
-        last_round = client.counters().last_round
         if last_round and last_round not in handled:
             try:
                 result = node.participate(last_round)
@@ -138,7 +142,18 @@ def _run(args: argparse.Namespace) -> int:
             if client.get_round(args.rounds).state is not RoundState.OPEN:
                 report(log, "done", "round {round} closed; done", round=args.rounds)
                 return 0
-        time.sleep(POLL_SECONDS)
+        # Sleep until the chain has news for us: a round opened or closed. Nothing is asked of the
+        # chain meanwhile beyond the new blocks' logs (see ledger.chain.follow).
+        recheck_at = time.monotonic() + RECHECK_SECONDS
+        while True:
+            found = follower.wait(timeout=max(0.0, recheck_at - time.monotonic()))
+            news = of_type(found, events.RoundOpened, events.ModelCommitted, events.RoundAbandoned)
+            if news:
+                last_round = max([last_round] + [e.round for e in news if isinstance(e, events.RoundOpened)])
+                break
+            if time.monotonic() >= recheck_at:
+                last_round = client.counters().last_round
+                break
 
 
 # ------------------------------------------------------------------ the admin's commands

@@ -26,6 +26,7 @@ from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
 
 from ledger.chain import events as ev
+from ledger.chain.follow import NewHeads
 from ledger.core.errors import LedgerError
 from ledger.index.db import transaction
 from ledger.index.models import (
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 CURSOR_ID = 1
 DEFAULT_BATCH_BLOCKS = 2000
 DEFAULT_POLL_SECONDS = 0.5
+_STOP_CHECK_SECONDS = 0.5  # a follower waiting for blocks notices `stop` within this
 
 
 class IndexMismatch(LedgerError):
@@ -131,16 +133,25 @@ class Indexer:
         return stats
 
     def follow(self, stop: threading.Event, *, on_batch: Callable[[Batch], None] | None = None) -> RunStats:
-        """Keep indexing new blocks, polling every `poll_seconds`, until `stop` is set."""
+        """Keep indexing new blocks until `stop` is set, woken by each new block (`ledger.chain.follow`:
+        a newHeads subscription where the node offers one, else an `eth_blockNumber` poll every
+        `poll_seconds`); with no new block nothing else is asked of the chain or the database."""
         stats = RunStats()
         started = time.perf_counter()
-        while not stop.is_set():
-            stats_once = self.run_once(on_batch=on_batch)
-            stats.batches += stats_once.batches
-            stats.events += stats_once.events
-            stats.reorgs += stats_once.reorgs
-            stats.history.extend(stats_once.history)
-            stop.wait(self.config.poll_seconds)
+        heads = NewHeads(self.w3, poll_seconds=self.config.poll_seconds)
+        try:
+            while not stop.is_set():
+                seen = heads.head()  # run_once indexes at least up to here
+                stats_once = self.run_once(on_batch=on_batch)
+                stats.batches += stats_once.batches
+                stats.events += stats_once.events
+                stats.reorgs += stats_once.reorgs
+                stats.history.extend(stats_once.history)
+                while not stop.is_set():
+                    if heads.wait(after=seen, timeout=_STOP_CHECK_SECONDS) != seen:  # a new block, or the chain went back
+                        break
+        finally:
+            heads.close()
         stats.seconds = time.perf_counter() - started
         stats.last_block = self.cursor().last_block
         return stats

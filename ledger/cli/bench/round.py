@@ -3,8 +3,8 @@
 Starts anvil on a free port in a temporary folder, deploys a fresh ledger (no deployment record
 is written), registers 10 dev accounts as nodes, serves the blob store over HTTP
 (`serve_in_thread`, in this process), runs the real `Aggregator` in this process and 10 real
-`EdgeNode`s as separate OS processes that poll the chain for new rounds as `fedledger node run`
-does. Everything is stopped at the end, on error too.
+`EdgeNode`s as separate OS processes woken by new blocks, as `fedledger node run` is.
+Everything is stopped at the end, on error too.
 
 A round's wall time (the aggregator's `open_round` call to the `finalizeRound` receipt) is split
 along its critical path: the aggregator's own steps, plus the steps of the node whose submission
@@ -13,8 +13,8 @@ landed last (the one the round waited for). Phases:
 - training: that node's local training;
 - chain: transactions (send + receipt) and contract reads;
 - hashing/storage: serialize, upload, download, re-hash (and validate: the same pass);
-- waiting: polling latency, i.e. the node noticing the round, the aggregator noticing the last
-  submission after it landed;
+- waiting: the node noticing the round, the aggregator noticing the last submission after it
+  landed (both woken by the chain's new-head notifications);
 - aggregation: the merge's result and the test-set evaluation.
 
 The ledger's share is chain + hashing/storage + waiting. Like `ledger.cli.demo`, this module is a
@@ -54,12 +54,12 @@ class NodeRound:
     node: int
     round: int
     outcome: str
-    seen: float  # when the node's poll noticed the round
+    seen: float  # when the node noticed the round
     done: float  # when its submission's receipt came back
     train_seconds: float
     store_seconds: float  # base fetch + re-hash, serialize + upload
     chain_seconds: float  # submitUpdate: send + receipt
-    cpu_seconds: float  # this process's CPU since its previous report (polling included)
+    cpu_seconds: float  # this process's CPU since its previous report (waiting included)
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,18 @@ def _node_process(
     It runs until `stop` is set, so no process exits (and burns CPU tearing down) mid-round.
     """
     try:
-        import torch
-
-        # Ten nodes share this machine's cores: one thread each (a real node has its own machine).
-        torch.set_num_threads(1)
-
-        from ledger.cli.node import POLL_SECONDS
         from edge_node.node import EdgeNode, TrainingConfig
-        from ledger.chain.connect import connect
+        from ledger.chain import events
         from ledger.chain.client import LedgerClient
+        from ledger.chain.connect import connect
+        from ledger.chain.devkeys import dev_account
+        from ledger.chain.follow import LedgerFollower, of_type
         from ledger.config import Settings
         from ledger.core.data import load_digits_split, split_shards
-        from ledger.chain.devkeys import dev_account
+        from ledger.core.threads import DEFAULT_THREADS, pin_threads
         from ledger.store.http import HttpBlobStore
 
+        pin_threads(DEFAULT_THREADS)  # what `fedledger node run` pins by default
         account = dev_account(index + 1)
         client = LedgerClient(connect(rpc_url), address, account)
         settings = Settings()
@@ -109,20 +107,19 @@ def _node_process(
         node = EdgeNode(
             client, store, shard, TrainingConfig(epochs=epochs, seed=index), max_model_bytes=settings.max_blob_bytes
         )
+        node.warm_up()
+        follower = LedgerFollower.from_head(client.w3, address)
         reports.put(("ready", index))
-        handled: set[int] = set()
         cpu_mark = time.process_time()
         while not stop.is_set():
-            last_round = client.counters().last_round
-            if last_round and last_round not in handled:
+            for opened in of_type(follower.wait(timeout=0.5), events.RoundOpened):
                 seen = time.monotonic()
-                result = node.participate(last_round)
+                result = node.participate(opened.round)
                 done = time.monotonic()
-                handled.add(last_round)
                 reports.put(
                     NodeRound(
                         node=index,
-                        round=last_round,
+                        round=opened.round,
                         outcome=result.outcome.value,
                         seen=seen,
                         done=done,
@@ -133,8 +130,6 @@ def _node_process(
                     )
                 )
                 cpu_mark = time.process_time()
-            else:
-                time.sleep(POLL_SECONDS)
     except BaseException:
         reports.put(NodeFailed(index, traceback.format_exc()))
         raise
@@ -373,8 +368,8 @@ def _report(
         "chain": "anvil devnet (automine), fresh deployment",
         "execution": (
             "aggregator and HTTP blob service (waitress threads) in this process; each edge node a "
-            "separate OS process (multiprocessing spawn, one torch thread each) polling the chain every "
-            "edge_node.cli.POLL_SECONDS like `fedledger node run`"
+            "separate OS process (multiprocessing spawn, the default torch threads of `fedledger node run`) "
+            "woken by each new block (newHeads subscription) like `fedledger node run`"
         ),
         "nodes": nodes,
         "rounds": rounds,
