@@ -1,7 +1,9 @@
 """An edge node's part in a round: verify the base model against the chain, train, pin the update.
 
-The data never leaves the node: only the trained weights are serialized (canonical safetensors),
-stored content-addressed, and pinned on chain by their SHA-256 with the node's own key.
+Before it trains for a federation, a node compares the task spec pinned at genesis with its own
+and refuses to take part if they differ. The data never leaves the node: only the trained
+(trainable) weights are serialized (canonical safetensors), stored content-addressed, and pinned
+on chain by their SHA-256 with the node's own key.
 """
 
 from __future__ import annotations
@@ -9,17 +11,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
+from typing import Any
 
 import torch
 
+from ledger.audit.pinned import PinnedGenesisUnavailable, read_pinned_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
-from ledger.core.data import Shard
 from ledger.core.hashing import sha256_hex
+from ledger.core.task import Examples, Task
+from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 
 from edge_node.training import train_local
 
@@ -36,9 +44,10 @@ Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.05
+    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and its seed."""
+
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -60,13 +69,13 @@ class Participation:
 
 
 class EdgeNode:
-    """One data owner: its chain client (its key), a store, its private shard."""
+    """One data owner: its chain client (its key), a store, its private data set."""
 
     def __init__(
         self,
         client: LedgerClient,
         store: BlobStore,
-        shard: Shard,
+        shard: Examples,
         config: TrainingConfig = TrainingConfig(),
         *,
         max_model_bytes: int,
@@ -82,10 +91,26 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self._joined = False
 
     @property
     def address(self) -> str:
         return self.client.account.address  # type: ignore[union-attr]
+
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This node's task spec, compared with the federation's pinned one before it trains."""
+        return task_spec(self.config.task, self.config.hyperparameters)
+
+    def check_pinned_task(self) -> None:
+        """Refuses (`TaskSpecMismatch`, naming the field) a federation whose pinned task differs from this node's."""
+        if self._joined:
+            return
+        pinned = read_pinned_genesis(self.client, self.store)
+        if pinned is None:
+            raise PinnedGenesisUnavailable("no genesis is committed yet, so there is no task to compare with")
+        check_spec("node", pinned.task, self.spec)
+        self._joined = True
 
     def participate(self, round_number: int) -> Participation:
         """Train on the round's base model and submit; a closed or already-answered round is not an error."""
@@ -95,13 +120,12 @@ class EdgeNode:
         if self.client.submission_of(round_number, self.address) is not None:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         assert info.base_model_hash is not None
+        self.check_pinned_task()
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
         seed = self.config.seed * 1_000_003 + round_number
-        weights = train_local(
-            base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
-        )
+        weights = train_local(self.config.task, self.spec, base, self.shard, seed=seed)
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()

@@ -1,10 +1,13 @@
 """The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
 
-For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob and every
-update the metadata names; check the named updates against the chain (Merkle root, count, each
-one submitted in that round by that node with that sample count, none rejected); re-run the
-recorded rule with its parameters; serialize canonically and compare the SHA-256 with the chain's
-model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
+For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
+metadata (which pins the task spec) and every update the metadata names; check the named updates
+against the chain (Merkle root, count, each one submitted in that round by that node with that
+sample count, none rejected) and against the pinned manifest (an update holds exactly the
+trainable tensors); re-run the recorded rule with its parameters, copy the frozen tensors from the
+parent, serialize canonically and compare the SHA-256 with the chain's model hash. A round needs
+only the pinned manifest, not the task's code. For genesis: find the pinned task (installed, or
+given), check its spec is the pinned one, rebuild the model from the recorded seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -20,22 +23,27 @@ from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import RULES, Update, aggregate
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
+from ledger.core.task import Task
+from ledger.core.manifest import with_frozen
 from ledger.store.base import BlobStore
 
 
 def verify_version(
-    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None
 ) -> Verdict | None:
     """Read the chain, then re-derive; None if `model_hash` is not a committed version."""
     facts = read_chain_facts(client, model_hash)
-    return None if facts is None else rederive(facts, store, max_bytes=max_bytes)
+    return None if facts is None else rederive(facts, store, max_bytes=max_bytes, task=task)
 
 
-def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Verdict:
-    """Judge one committed version against `facts`, fetching its blobs from `store`."""
-    audit = Judgement(facts.version, store, max_bytes)
+def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None) -> Verdict:
+    """Judge one committed version against `facts`, fetching its blobs from `store`.
+
+    `task` rebuilds genesis instead of the installed task the pin names (its spec must still match).
+    """
+    audit = Judgement(facts.version, store, max_bytes, task)
     if facts.version.parent_hash is None:
         _rederive_genesis(audit)
     else:
@@ -59,11 +67,12 @@ def _rederive_genesis(audit: Judgement) -> None:
             actual=record.kind,
         )
         return
-    seed = record.seed
-    if not audit.known_architecture(record):
+    task = audit.installed_task(record.task)
+    if task is None:
         return
+    seed = record.seed
     try:
-        weights = state_tensors(build_model(seed))
+        weights = state_tensors(task.build_model(seed))
     except (ValueError, RuntimeError, OverflowError) as exc:  # torch refuses seeds outside 64 bits
         audit.find(
             FindingKind.METADATA_MALFORMED,
@@ -74,7 +83,7 @@ def _rederive_genesis(audit: Judgement) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(serialize_tensors(weights))
-    audit.compare_rederived(f"rebuilding {record.architecture} from seed {seed}")
+    audit.compare_rederived(f"rebuilding task {record.task.name!r} from seed {seed}")
 
 
 def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
@@ -112,8 +121,23 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     check_against_chain(audit, recipe, facts)
     audit.rule = {"name": recipe.rule.name, "params": dict(recipe.rule.params)}
     audit.updates = tuple(item.update_hash for item in recipe.included)
-    if not audit.known_architecture(record):
+
+    genesis = audit.pinned_genesis(next((e for e in facts.committed.values() if e.parent_hash is None), None))
+    if genesis is None:
         return
+    spec = genesis.task
+    if recipe.task_spec != spec.spec_hash:
+        audit.find(
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
+            "the metadata names another task spec than the one pinned at genesis",
+            expected=spec.spec_hash,
+            actual=recipe.task_spec,
+        )
+        return
+    if parent_tensors is not None and not audit.fits(parent_hash, "parent", parent_tensors, spec, trainable_only=False):
+        parent_tensors = None
 
     # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
     samples = {event.update_hash: event.num_samples for event in facts.submissions}
@@ -121,13 +145,14 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     for item in recipe.included:
         blob = audit.fetch(item.update_hash, "update")
         tensors = audit.tensors(item.update_hash, "update", blob) if blob is not None else None
-        if tensors is None:
-            continue
-        if parent_tensors is not None and not audit.fits(item.update_hash, tensors, parent_tensors):
+        if tensors is None or not audit.fits(item.update_hash, "update", tensors, spec, trainable_only=True):
             continue
         updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
+    frozen = [t.name for t in spec.tensors if not t.trainable]
+    if frozen and parent_tensors is None:
+        return  # the frozen tensors come from the parent, whose absence is already a finding
 
     if recipe.rule.name not in RULES:
         audit.find(
@@ -141,7 +166,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         return
     try:
         weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
-        rederived = serialize_tensors(weights)
+        rederived = serialize_tensors(with_frozen(weights, parent_tensors or {}, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,
@@ -151,4 +176,5 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(rederived)
-    audit.compare_rederived(f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates")
+    how = f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates"
+    audit.compare_rederived(how + (", frozen tensors from the parent" if frozen else ""))

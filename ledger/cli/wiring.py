@@ -1,13 +1,15 @@
-"""Builds a process's runtime pieces from its command line: chain client, signing key, store.
+"""Builds a process's runtime pieces from its command line: chain client, signing key, store, task.
 
-Every long-running command (edge node, aggregator, audit) takes the same chain and store options
-and resolves them the same way, here.
+Every long-running command (edge node, aggregator, audit) takes the same chain, store and task
+options and resolves them the same way, here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -15,6 +17,11 @@ from ledger.chain.client import LedgerClient
 from ledger.config import Settings
 from ledger.store.base import BlobStore
 from ledger.store.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from ledger.core.task import Task
+
+DEFAULT_TASK = "digits-mlp"  # ledger.tasks.registry.DEFAULT_TASK, without importing torch for --help
 
 
 def add_ledger_arguments(parser: argparse.ArgumentParser, *, signing: bool = True) -> None:
@@ -56,3 +63,56 @@ def blob_store(args: argparse.Namespace, client: LedgerClient) -> BlobStore:
             args.store, client, account=client.account, max_bytes=settings.max_blob_bytes
         )
     return LocalBlobStore(settings.blobs_dir, max_bytes=settings.max_blob_bytes)
+
+
+def name_value(text: str) -> tuple[str, Any]:
+    """NAME=VALUE with VALUE read as JSON when it is JSON (1, 0.5, true, "x"), else as a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def add_task_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    hyperparameters: bool = True,
+    default: str | None = DEFAULT_TASK,
+    default_help: str = DEFAULT_TASK,
+) -> None:
+    """--task, and (if `hyperparameters`) --hyper NAME=VALUE and its --epochs shorthand."""
+    parser.add_argument(
+        "--task", default=default, metavar="TASK",
+        help=f"an installed task's name (`fedledger task list`) or package.module:attr (default: {default_help})",
+    )  # fmt: skip
+    if hyperparameters:
+        add_hyperparameter_arguments(parser)
+
+
+def add_hyperparameter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--hyper NAME=VALUE (repeatable) and its --epochs shorthand."""
+    parser.add_argument(
+        "--hyper", type=name_value, action="append", default=[], metavar="NAME=VALUE",
+        help="override one of the task's hyperparameters (repeatable); every party must use the same",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=int, help="shorthand for --hyper epochs=N")
+
+
+def resolve_task(args: argparse.Namespace) -> tuple[Task, dict[str, Any]]:
+    """The task named by --task and its hyperparameter overrides, checked (`UsageError` if unusable)."""
+    from ledger.cli.errors import UsageError
+    from ledger.core.task import TaskError, resolve_hyperparameters
+    from ledger.tasks.registry import load_task
+
+    overrides = dict(getattr(args, "hyper", []) or [])
+    if getattr(args, "epochs", None) is not None:
+        overrides["epochs"] = args.epochs
+    try:
+        task = load_task(args.task)
+        resolve_hyperparameters(task, overrides)
+    except TaskError as exc:
+        raise UsageError(str(exc)) from exc
+    return task, overrides
