@@ -17,14 +17,15 @@ import torch
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
 from edge_node.node import EdgeNode, TrainingConfig
 from ledger.core.aggregation import Update, aggregate
-from ledger.core.data import load_digits_split, split_shards
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, encode_round
-from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state
+from ledger.core.model import load_state
 from ledger.chain.rounds import round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 
 MAX_BYTES = 16 * 1024 * 1024
 NODE_COUNT = 5
@@ -71,10 +72,11 @@ def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None
     torch.set_num_threads(1)  # the model is tiny: a second thread only adds overhead on 2 cores
     chain = start_in_process_ledger(NODE_COUNT)
     store = LocalBlobStore(root, max_bytes=MAX_BYTES)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
-    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=NODE_COUNT - 1))
-    config = [TrainingConfig(epochs=1, seed=i) for i in range(NODE_COUNT)]
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, NODE_COUNT, iid=True, seed=0)
+    hyper = {"epochs": 1}
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(hyperparameters=hyper, min_updates=NODE_COUNT - 1))
+    config = [TrainingConfig(hyperparameters=hyper, seed=i) for i in range(NODE_COUNT)]
     nodes = [
         EdgeNode(client, store, shard, config[i], max_model_bytes=MAX_BYTES)
         for i, (client, shard) in enumerate(zip(chain.nodes, shards))
@@ -90,10 +92,9 @@ def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None
 
 
 def _accuracy(federation: Federation, weights) -> float:
-    model = build_model(federation.aggregator.config.model_seed)
+    model = DIGITS_MLP.build_model(federation.aggregator.config.model_seed)
     load_state(model, weights)
-    test = federation.aggregator.test_split
-    return evaluate(model, test.x, test.y)
+    return DIGITS_MLP.evaluate(model, federation.aggregator.test_split)["accuracy"]
 
 
 def commit_lying_round(federation: Federation, *, lie: str) -> str:
@@ -127,7 +128,7 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
     metadata = encode_round(
         round_number=round_number,
         base_model_hash=base,
-        architecture=MODEL_NAME,
+        task_spec=federation.aggregator.spec.spec_hash,
         rule=rule,
         rule_params={},
         included=claimed,

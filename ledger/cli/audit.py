@@ -24,7 +24,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="re-fetch, re-hash and re-aggregate one version; exit 0 if it matches the chain, 1 if not",
     )
-    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional)")
+    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional), or `latest`")
     add_ledger_arguments(verify, signing=False)
     add_task_arguments(verify, hyperparameters=False, default=None, default_help="the installed task genesis pins")
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON (the API's shape)")
@@ -37,10 +37,12 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.core.hashing import normalize_hash
     from ledger.audit.rederive import read_chain_facts, rederive
+    from ledger.chain.rounds import committed_models
     from ledger.cli.wiring import blob_store, ledger_client, resolve_task
 
+    latest = args.model_hash == "latest"
     try:
-        model_hash = normalize_hash(args.model_hash)
+        model_hash = "" if latest else normalize_hash(args.model_hash)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     task = resolve_task(args)[0] if args.task is not None else None
@@ -49,6 +51,11 @@ def _verify(args: argparse.Namespace) -> int:
         if not ledger.w3.eth.get_code(ledger.address):
             where = f"{ledger.address} on chain {ledger.chain_id}"
             raise CommandError(f"no contract at {where}: check --contract / --rpc-url")
+        if latest:
+            versions = committed_models(ledger)
+            if not versions:
+                raise CommandError(f"ledger {ledger.address} has no committed version yet")
+            model_hash = versions[-1].model_hash
         facts = read_chain_facts(ledger, model_hash)
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc

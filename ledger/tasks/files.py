@@ -117,5 +117,5 @@ def checked_labelled(
     unknown = np.flatnonzero((labels != np.floor(labels)) | (labels < 0) | (labels >= num_classes))
     if len(unknown):
         row = int(unknown[0])
-        raise DataError(source, f"label {y[row]!r} at row {row} is not a class of this task (0..{num_classes - 1})")
+        raise DataError(source, f"label {y[row].item()!r} at row {row} is not a class of this task (0..{num_classes - 1})")
     return features, labels.astype(np.int64)
