@@ -11,15 +11,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eth_account.signers.local import LocalAccount
-
-from ledger.chain.client import LedgerClient
 from ledger.config import Settings
-from ledger.store.base import BlobStore
-from ledger.store.local import LocalBlobStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a command that needs no chain (task new) loads no web3
+    from eth_account.signers.local import LocalAccount
+
+    from ledger.chain.client import LedgerClient
     from ledger.core.task import Task
+    from ledger.store.base import BlobStore
 
 DEFAULT_TASK = "digits-mlp"  # ledger.tasks.registry.DEFAULT_TASK, without importing torch for --help
 
@@ -38,6 +37,7 @@ def add_ledger_arguments(parser: argparse.ArgumentParser, *, signing: bool = Tru
 
 
 def ledger_client(args: argparse.Namespace, *, account: LocalAccount | None) -> LedgerClient:
+    from ledger.chain.client import LedgerClient
     from ledger.chain.connect import connect
     from ledger.chain.deploy import load_deployment
 
@@ -62,6 +62,8 @@ def blob_store(args: argparse.Namespace, client: LedgerClient) -> BlobStore:
         return HttpBlobStore.from_ledger(
             args.store, client, account=client.account, max_bytes=settings.max_blob_bytes
         )
+    from ledger.store.local import LocalBlobStore
+
     return LocalBlobStore(settings.blobs_dir, max_bytes=settings.max_blob_bytes)
 
 
