@@ -1,10 +1,10 @@
 """README's "Your own model", run as written: a `task new` package in a fresh virtualenv, federated on anvil.
 
 The virtualenv lives outside the repository and has fedledger installed from its wheel (built from
-this checkout) and the user's task installed editable, as the README says. To stay fast it has no
-pip of its own and no copies of the heavy dependencies: a `.pth` file points at this checkout's
-`.venv` site-packages (torch, web3, pip, setuptools, pytest), and a two-line `bin/pip` launches
-that pip. Every README command then runs in a scratch folder with these substitutions only:
+this checkout) and the user's task installed editable, as the README says. To stay fast it copies
+no heavy dependency: a `.pth` file points at this test run's site-packages (torch, web3, pip,
+setuptools, pytest) and `bin/pip` launches that pip (`support.fresh_virtualenv`). Every README
+command then runs in a scratch folder with these substitutions only:
 `.venv/bin/` → the fresh virtualenv's `bin/`; the devnet and the ledger service on free ports
 (`FEDLEDGER_DEVNET_PORT`, `FEDLEDGER_RPC_URL`, `127.0.0.1:8600` → the free port); anvil from this
 checkout (`FEDLEDGER_ANVIL`, since an installed wheel has no `hardhat-free-devnet/`). A command
@@ -17,16 +17,14 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+from support import ROOT, fresh_virtualenv
 
 from ledger.chain.devnet import anvil_binary
 from ledger.core.polling import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMAND_TIMEOUT = 120
 ROLE_TIMEOUT = 120
 
@@ -47,32 +45,10 @@ def readme_commands(heading: str) -> list[str]:
     return commands
 
 
-def fresh_virtualenv(where: Path, wheels: Path) -> Path:
-    """A virtualenv with fedledger's wheel installed, dependencies from this checkout's .venv (see above)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=COMMAND_TIMEOUT)
-    python = where / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-    ).stdout.strip()  # fmt: skip
-    Path(site, "fedledger-test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    pip = where / "bin" / "pip"
-    pip.write_text(f"#!{python}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
-    pip.chmod(0o755)
-    quiet = ["--quiet", "--disable-pip-version-check"]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True, timeout=COMMAND_TIMEOUT,
-    )  # fmt: skip
-    [wheel] = wheels.glob("fedledger-*.whl")
-    subprocess.run([str(pip), "install", *quiet, "--no-deps", str(wheel)], check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
-    return where
-
-
 @pytest.mark.devnet
-def test_your_own_model_walkthrough_in_a_fresh_virtualenv_on_anvil(tmp_path: Path) -> None:
+def test_your_own_model_walkthrough_in_a_fresh_virtualenv_on_anvil(tmp_path: Path, fedledger_wheel: Path) -> None:
     commands = readme_commands("### Your own model")
-    venv = fresh_virtualenv(tmp_path / "venv", tmp_path / "wheels")
+    venv = fresh_virtualenv(tmp_path / "venv", fedledger_wheel).parent
     work = tmp_path / "work"
     work.mkdir()
     port, api_port = free_port(), free_port()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from importlib.abc import Traversable
 from importlib.resources import files
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _template_files(root) -> list[str]:  # type: ignore[no-untyped-def]
+def _template_files(root: Traversable) -> list[str]:
     """Relative paths of the template's files (importlib.resources traversables, not only folders)."""
     found = []
     pending = [("", root)]

@@ -142,7 +142,7 @@ def _coerced(task: str, name: str, default: Hyperparameter, value: object) -> Hy
         raise TaskError(
             f"task {task!r}: hyperparameter {name!r} must be a finite {expected.__name__}, got {value!r}"
         )
-    return value  # type: ignore[return-value]
+    return value
 
 
 def checked_metrics(task: Task, metrics: Mapping[str, float]) -> dict[str, float]:

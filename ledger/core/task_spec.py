@@ -98,7 +98,7 @@ class TaskSpec:
 
 
 def _scalar(value: object) -> bool:
-    return type(value) in (bool, int, str) or (type(value) is float and math.isfinite(value))  # type: ignore[arg-type]
+    return type(value) in (bool, int, str) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _tensors(items: object) -> tuple[TensorSpec, ...]:

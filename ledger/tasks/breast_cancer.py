@@ -33,6 +33,9 @@ STANDARDIZE = "standardize."
 class Standardize(nn.Module):
     """(x - mean) / std with fixed statistics, held as buffers so they are part of the weights."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.clone())

@@ -49,7 +49,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
     """An uncompressed `.npz` archive of plain numeric arrays (what `read_npz` reads back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as file:
-        np.savez(file, **arrays)
+        np.savez(file, allow_pickle=False, **arrays)
 
 
 def read_csv(path: Path, header: Sequence[str]) -> np.ndarray:
