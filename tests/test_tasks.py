@@ -172,6 +172,19 @@ def test_node_run_refuses_bad_data_in_one_line_before_any_chain_call(tmp_path: P
     assert err == f"fedledger: error: {bad}: label 12 at row 0 is not a class of this task (0..9)\n"
 
 
+def test_aggregator_run_refuses_unusable_test_data_before_any_chain_call(tmp_path: Path, monkeypatch, capsys) -> None:
+    def no_chain(*args, **kwargs):
+        raise AssertionError("the aggregator touched the chain before checking its test data")
+
+    monkeypatch.setattr("ledger.cli.wiring.ledger_client", no_chain)
+    missing = tmp_path / "test.csv"
+
+    code = main(["aggregator", "run", "--task", "breast-cancer-logreg", "--test-data", str(missing), "--dev-key", "0"])
+
+    assert code == 1
+    assert capsys.readouterr().err == f"fedledger: error: {missing}: no such file\n"
+
+
 def test_task_list_show_and_data_split(tmp_path: Path, capsys) -> None:
     assert main(["task", "list"]) == 0
     listed = capsys.readouterr().out
