@@ -11,17 +11,14 @@ from pathlib import Path
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_task_arguments
+    from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     data = subparsers.add_parser("data", help="write per-node data files from a task's bundled data set")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     split = sub.add_parser("split", help="split the task's bundled data into node-K files and a test file")
     add_task_arguments(split, hyperparameters=False)
     split.add_argument("--nodes", type=int, required=True, help="how many node files")
-    skew = split.add_mutually_exclusive_group()
-    skew.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shares (default)")
-    skew.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
+    add_share_arguments(split)
     split.add_argument("--seed", type=int, default=0, help="seed of the split")
     split.add_argument("--out", type=Path, required=True, help="folder for node-0..node-{N-1} and test files")
     split.set_defaults(handler=_split)

@@ -31,17 +31,14 @@ NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_task_arguments
+    from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
     add_task_arguments(demo)
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
-    split = demo.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="IID shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    demo.add_argument("--alpha", type=float, default=0.5)
+    add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
     demo.add_argument("--rule", default="fedavg")

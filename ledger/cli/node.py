@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_share_arguments, add_task_arguments
 
     node = subparsers.add_parser("node", help="run an edge node")
     sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
@@ -30,10 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--data", type=Path, help="this node's data in the task's format (e.g. from `fedledger data split`)")
     data.add_argument("--node-index", type=int, help="without --data: this node's share of the bundled data, 0-based")
     data.add_argument("--num-nodes", type=int, help="without --data: how many shares the bundled data is split into")
-    split = data.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shares (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    data.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
+    add_share_arguments(data)
     data.add_argument("--data-seed", type=int, default=0, help="seed of the split into shares")
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(

@@ -94,6 +94,14 @@ def add_task_arguments(
         add_hyperparameter_arguments(parser)
 
 
+def add_share_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--iid (default) or --non-iid with --alpha: how a bundled data set is shared out between nodes."""
+    skew = parser.add_mutually_exclusive_group()
+    skew.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shares (default)")
+    skew.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
+
+
 def add_hyperparameter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--hyper NAME=VALUE (repeatable) and its --epochs shorthand."""
     parser.add_argument(
