@@ -36,17 +36,25 @@ def one_thread():
     torch.set_num_threads(1)  # small models: a second thread only adds overhead on 2 cores
 
 
-def _federation(task, tmp_path: Path, *, nodes: int = 2, min_updates: int | None = None, **hooks) -> InProcessFederation:
+def _federation(task, tmp_path: Path, *, nodes: int = 2, min_updates: int | None = None, **config) -> InProcessFederation:
     store = LocalBlobStore(tmp_path / "blobs", max_bytes=4 * MAX_BYTES)
     return start_federation(
-        task, store, nodes=nodes, max_model_bytes=MAX_BYTES, hyperparameters=QUICK, min_updates=min_updates or nodes, **hooks
+        task, store, nodes=nodes, max_model_bytes=MAX_BYTES, hyperparameters=QUICK, min_updates=min_updates or nodes, **config
     )
 
 
-@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn", "breast-cancer-logreg", "digits-finetune"])
-def test_each_built_in_task_federates_and_every_version_re_derives(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "rule", "params"),
+    [
+        ("digits-mlp", "fedavg", {}),  # streaming FedAvg over full models
+        ("digits-cnn", "coordinate_median", {}),
+        ("breast-cancer-logreg", "trimmed_mean", {"trim_ratio": 0.2}),  # a collected rule over partial updates
+        ("digits-finetune", "fedavg", {}),  # streaming FedAvg over partial updates
+    ],
+)
+def test_each_built_in_task_federates_and_every_version_re_derives(tmp_path: Path, name: str, rule: str, params: dict) -> None:
     task = load_task(name)
-    federation = _federation(task, tmp_path)
+    federation = _federation(task, tmp_path, rule=rule, rule_params=params)
     genesis = federation.chain.admin.genesis_hash()
 
     results = [federation.run_round() for _ in range(2)]

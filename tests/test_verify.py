@@ -351,6 +351,19 @@ def test_genesis_of_a_task_not_installed_says_what_to_install(history: History) 
     assert verdict.rederived_hash is None
 
 
+def test_a_pinned_task_name_is_never_imported_as_a_module(history: History, tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_by_metadata.py").write_text(f"open({str(marker)!r}, 'w').close()\nTASK = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    facts, store = _genesis_pinning(history, name="planted_by_metadata:TASK")
+
+    verdict = rederive(facts, store)
+
+    assert [f.kind for f in verdict.findings] == [FindingKind.TASK_NOT_INSTALLED]
+    assert "no installed task is named 'planted_by_metadata:TASK'" in verdict.findings[0].detail
+    assert not marker.exists()
+
+
 def test_genesis_pinning_other_code_names_the_differing_field(history: History) -> None:
     facts, store = _genesis_pinning(history, code_sha256="cd" * 32)
 

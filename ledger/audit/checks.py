@@ -23,7 +23,7 @@ from ledger.core.serialization import MalformedBlob, deserialize_tensors
 from ledger.core.task import Task, TaskError
 from ledger.core.task_spec import TaskSpec, first_difference
 from ledger.store.base import BlobNotFound, BlobStore, BlobStoreError, HashMismatch
-from ledger.tasks.registry import load_task
+from ledger.tasks.registry import load_installed_task
 from ledger.tasks.spec import task_spec
 
 # Room for the small built-in models and far beyond; a blob over this is not one of ours (it is still reported).
@@ -156,7 +156,7 @@ class Judgement:
         """The pinned task as installed here, if its spec is the pinned one; else None after a finding."""
         wanted = {"name": pinned.name, "version": pinned.version, "code_sha256": pinned.code_sha256}
         try:
-            task = self.task if self.task is not None else load_task(pinned.name)
+            task = self.task if self.task is not None else load_installed_task(pinned.name)
         except TaskError as exc:
             self.find(
                 FindingKind.TASK_NOT_INSTALLED,

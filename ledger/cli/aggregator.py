@@ -35,15 +35,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.core.errors import LedgerError
-    from ledger.cli.wiring import blob_store, ledger_client, resolve_task, signing_account
+    from ledger.cli.wiring import blob_store, ledger_client, load_data_file, resolve_task, signing_account
 
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
 
     task, overrides = resolve_task(args)
     try:  # the held-out data is read before anything touches the chain
-        test_data = task.load_data(args.test_data) if args.test_data else task.bundled_data().test
-    except LedgerError as exc:
+        test_data = load_data_file(task, args.test_data) if args.test_data else task.bundled_data().test
+    except LedgerError as exc:  # a task with no bundled data
         raise CommandError(str(exc)) from exc
     try:
         client = ledger_client(args, account=signing_account(args))

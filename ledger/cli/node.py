@@ -122,16 +122,14 @@ def _run(args: argparse.Namespace) -> int:
 def _local_data(args: argparse.Namespace, task: Task) -> tuple[Examples, str]:
     """(data, where it came from): the --data file, or this node's share of the task's bundled data."""
     from ledger.cli.errors import CommandError, UsageError
+    from ledger.cli.wiring import load_data_file
     from ledger.core.errors import LedgerError
     from ledger.tasks.partition import split_examples
 
     if args.data is not None:
         if args.node_index is not None or args.num_nodes is not None:
             raise UsageError("--data is this node's whole data set: drop --node-index/--num-nodes")
-        try:
-            return task.load_data(args.data), f"data {args.data}"
-        except LedgerError as exc:
-            raise CommandError(str(exc)) from exc
+        return load_data_file(task, args.data), f"data {args.data}"
     if args.node_index is None or args.num_nodes is None:
         raise UsageError("give --data FILE, or --node-index and --num-nodes for a share of the bundled data")
     if not 0 <= args.node_index < args.num_nodes:

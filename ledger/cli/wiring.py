@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported where used: a command that needs no chain (task ne
     from eth_account.signers.local import LocalAccount
 
     from ledger.chain.client import LedgerClient
-    from ledger.core.task import Task
+    from ledger.core.task import Examples, Task
     from ledger.store.base import BlobStore
 
 DEFAULT_TASK = "digits-mlp"  # ledger.tasks.registry.DEFAULT_TASK, without importing torch for --help
@@ -109,6 +109,19 @@ def add_hyperparameter_arguments(parser: argparse.ArgumentParser | argparse._Arg
         help="override one of the task's hyperparameters (repeatable); every party must use the same",
     )  # fmt: skip
     parser.add_argument("--epochs", type=int, help="shorthand for --hyper epochs=N")
+
+
+def load_data_file(task: Task, path: Path) -> Examples:
+    """`task.load_data(path)`, any refusal as a one-line `CommandError` naming the file."""
+    from ledger.cli.errors import CommandError
+    from ledger.core.errors import LedgerError
+
+    try:
+        return task.load_data(path)
+    except LedgerError as exc:  # DataError: its one line names the file already
+        raise CommandError(str(exc)) from exc
+    except (ValueError, OSError) as exc:  # a team's own loader, refusing in its own words
+        raise CommandError(f"{path}: {exc}") from exc
 
 
 def resolve_task(args: argparse.Namespace) -> tuple[Task, dict[str, Any]]:

@@ -41,16 +41,23 @@ def installed_tasks() -> list[InstalledTask]:
 
 def load_task(reference: str) -> Task:
     """The task named `reference` (an installed entry point) or at `reference` = package.module:attr."""
-    if ":" in reference:
-        return _import(reference)
+    return _import(reference) if ":" in reference else load_installed_task(reference)
+
+
+def load_installed_task(name: str) -> Task:
+    """The installed task with this entry-point name; never imports a module the name spells.
+
+    For names read from untrusted bytes (a genesis record): only entry points that someone
+    installed here can be loaded, so a crafted name cannot make the auditor import other code.
+    """
     for installed in installed_tasks():
-        if installed.name == reference:
+        if installed.name == name:
             task = _import(installed.reference)
-            if task.name != reference:
-                raise TaskError(f"entry point {reference!r} ({installed.reference}) gives a task named {task.name!r}")
+            if task.name != name:
+                raise TaskError(f"entry point {name!r} ({installed.reference}) gives a task named {task.name!r}")
             return task
     known = ", ".join(task.name for task in installed_tasks()) or "none"
-    raise TaskNotFound(f"no installed task is named {reference!r} (installed: {known}); or pass package.module:attr")
+    raise TaskNotFound(f"no installed task is named {name!r} (installed: {known}); or pass package.module:attr")
 
 
 def _import(reference: str) -> Task:
