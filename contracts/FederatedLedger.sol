@@ -48,6 +48,8 @@ contract FederatedLedger {
 
     /// @notice The caller is not the admin.
     error LedgerNotAdmin(address account);
+    /// @notice The caller is not the pending admin named by transferAdmin.
+    error LedgerNotPendingAdmin(address account);
     /// @notice The caller does not hold the aggregator role.
     error LedgerNotAggregator(address account);
     /// @notice The caller is not a registered (and unrevoked) node.
@@ -95,6 +97,8 @@ contract FederatedLedger {
 
     // ------------------------------------------------------------------ events
 
+    /// @notice The admin named `newAdmin` as its successor; nothing changes until `newAdmin` accepts.
+    event AdminTransferStarted(address indexed previousAdmin, address indexed newAdmin);
     /// @notice The admin role moved to a new account.
     event AdminTransferred(address indexed previousAdmin, address indexed newAdmin);
     /// @notice The aggregator role was granted (`enabled`) or removed.
@@ -132,6 +136,7 @@ contract FederatedLedger {
     // ------------------------------------------------------------------ storage
 
     address private _admin;
+    address private _pendingAdmin;
     Counters private _counters;
     bytes32 private _genesisHash;
     mapping(address account => uint8 roles) private _roles;
@@ -162,13 +167,23 @@ contract FederatedLedger {
 
     // ------------------------------------------------------------------ roles
 
-    /// @notice Hands the admin role to `newAdmin`.
-    /// @dev Requires the caller to be admin and `newAdmin` non-zero. Emits AdminTransferred.
+    /// @notice Names `newAdmin` as the next admin; the role moves only when `newAdmin` calls acceptAdmin.
+    /// @dev Requires the caller to be admin and `newAdmin` non-zero. A new call replaces the pending admin
+    ///      (name yourself to withdraw an offer). Emits AdminTransferStarted.
     function transferAdmin(address newAdmin) external onlyAdmin {
         if (newAdmin == address(0)) revert LedgerZeroAddress();
+        _pendingAdmin = newAdmin;
+        emit AdminTransferStarted(_admin, newAdmin);
+    }
+
+    /// @notice Completes the handover started by transferAdmin: the caller becomes admin.
+    /// @dev Requires the caller to be the pending admin; clears it. Emits AdminTransferred.
+    function acceptAdmin() external {
+        if (msg.sender != _pendingAdmin) revert LedgerNotPendingAdmin(msg.sender);
         address previous = _admin;
-        _admin = newAdmin;
-        emit AdminTransferred(previous, newAdmin);
+        _admin = msg.sender;
+        delete _pendingAdmin;
+        emit AdminTransferred(previous, msg.sender);
     }
 
     /// @notice Grants or removes the aggregator role (open rounds, reject, finalize, abandon).
@@ -310,6 +325,11 @@ contract FederatedLedger {
     /// @notice The current admin.
     function admin() external view returns (address) {
         return _admin;
+    }
+
+    /// @notice The account named by transferAdmin that has not accepted yet (zero if none).
+    function pendingAdmin() external view returns (address) {
+        return _pendingAdmin;
     }
 
     /// @notice Whether `account` may submit updates.

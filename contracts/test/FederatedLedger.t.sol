@@ -33,16 +33,71 @@ contract FederatedLedgerTest is LedgerTestBase {
         assertTrue(abi.decode(logs[1].data, (bool)), "enabled");
     }
 
-    function test_transferAdmin_movesRoleAndEmits() public {
+    function test_transferAdmin_onlyNamesPendingAdminAndEmits() public {
+        _expectEmit();
+        emit FederatedLedger.AdminTransferStarted(address(this), OUTSIDER);
+        ledger.transferAdmin(OUTSIDER);
+        assertEq(ledger.admin(), address(this), "admin unchanged until accepted");
+        assertEq(ledger.pendingAdmin(), OUTSIDER, "pending admin");
+
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, OUTSIDER));
+        ledger.registerNode(address(0xC0FFEE));
+        ledger.registerNode(address(0xC0FFEE));
+    }
+
+    function test_acceptAdmin_movesRoleAndEmits() public {
+        ledger.transferAdmin(OUTSIDER);
         _expectEmit();
         emit FederatedLedger.AdminTransferred(address(this), OUTSIDER);
-        ledger.transferAdmin(OUTSIDER);
+        vm.prank(OUTSIDER);
+        ledger.acceptAdmin();
         assertEq(ledger.admin(), OUTSIDER, "admin");
+        assertEq(ledger.pendingAdmin(), address(0), "pending cleared");
+        assertTrue(ledger.isAggregator(address(this)), "roles other than admin stay");
 
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, address(this)));
         ledger.registerNode(address(0xC0FFEE));
         vm.prank(OUTSIDER);
         ledger.registerNode(address(0xC0FFEE));
+    }
+
+    function test_acceptAdmin_revertsForAnyoneButThePendingAdmin() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, address(this)));
+        ledger.acceptAdmin();
+
+        ledger.transferAdmin(OUTSIDER);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, NODE_A));
+        ledger.acceptAdmin();
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, address(this)));
+        ledger.acceptAdmin();
+    }
+
+    function test_acceptAdmin_worksOnce() public {
+        ledger.transferAdmin(OUTSIDER);
+        vm.prank(OUTSIDER);
+        ledger.acceptAdmin();
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, OUTSIDER));
+        ledger.acceptAdmin();
+    }
+
+    function test_transferAdmin_replacesThePendingAdmin() public {
+        ledger.transferAdmin(OUTSIDER);
+        _expectEmit();
+        emit FederatedLedger.AdminTransferStarted(address(this), NODE_B);
+        ledger.transferAdmin(NODE_B);
+        assertEq(ledger.pendingAdmin(), NODE_B, "replaced");
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, OUTSIDER));
+        ledger.acceptAdmin();
+
+        // Naming yourself withdraws the offer.
+        ledger.transferAdmin(address(this));
+        vm.prank(NODE_B);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, NODE_B));
+        ledger.acceptAdmin();
     }
 
     function test_transferAdmin_revertsOnZeroAddress() public {
