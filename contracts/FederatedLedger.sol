@@ -64,9 +64,11 @@ contract FederatedLedger {
     error LedgerAggregatorUnchanged(address account, bool enabled);
     /// @notice The genesis model was already committed.
     error LedgerGenesisAlreadyCommitted(bytes32 genesisHash);
+    /// @notice The genesis model is not committed yet.
+    error LedgerNoGenesis();
     /// @notice Rounds are numbered 1, 2, 3, ... with no gaps.
     error LedgerRoundOutOfOrder(uint256 expected, uint256 round);
-    /// @notice The previous round must be finalized or abandoned before the next opens.
+    /// @notice The previous round must be finalized or abandoned first.
     error LedgerRoundStillOpen(uint256 round);
     /// @notice The model hash is not a committed version.
     error LedgerModelNotCommitted(bytes32 modelHash);
@@ -107,6 +109,9 @@ contract FederatedLedger {
     event NodeRegistered(address indexed node);
     /// @notice A node may no longer submit updates; its past submissions stay on record.
     event NodeRevoked(address indexed node);
+    /// @notice The federation's policy changes, for round `fromRound` and every later one, to the JSON
+    ///         blob whose SHA-256 is `policyHash` (genesis metadata pins the policy in force before any).
+    event PolicyChanged(uint256 indexed fromRound, bytes32 policyHash);
     /// @notice A new model version is part of the lineage. Genesis is version 0, round 0, parent 0.
     /// @param round the round that produced it (0 for genesis)
     /// @param modelHash SHA-256 of the model's canonical safetensors bytes
@@ -215,12 +220,30 @@ contract FederatedLedger {
         emit NodeRevoked(node);
     }
 
+    // ------------------------------------------------------------------ policy
+
+    /// @notice Records that the federation's policy (aggregation rule and parameters, limits, ...) is,
+    ///         from the next round on, the JSON blob whose SHA-256 is `policyHash`.
+    /// @dev Requires the caller to be admin (the aggregator applies the policy, so it does not get to
+    ///      change it), a committed genesis (its metadata pins the first policy), no open round, and a
+    ///      non-zero hash. Stores nothing, as no check on chain reads the policy: round r runs under the
+    ///      last PolicyChanged with fromRound <= r, or genesis's policy if there is none.
+    ///      Emits PolicyChanged with fromRound = the next round to open.
+    function setPolicy(bytes32 policyHash) external onlyAdmin {
+        if (policyHash == bytes32(0)) revert LedgerZeroHash();
+        Counters memory c = _counters;
+        if (c.versionCount == 0) revert LedgerNoGenesis();
+        _checkNoRoundOpen(c.lastRound);
+        emit PolicyChanged(uint256(c.lastRound) + 1, policyHash);
+    }
+
     // ------------------------------------------------------------------ lineage
 
     /// @notice Commits the genesis model as version 0; every later version descends from it.
     /// @dev Requires the aggregator role; only once. Emits ModelCommitted with round 0 and parent 0.
     /// @param modelHash SHA-256 of the genesis model's canonical bytes
     /// @param metadataHash SHA-256 of the JSON blob describing how genesis was made (architecture, seed)
+    ///        and the federation's policy
     function commitGenesis(bytes32 modelHash, bytes32 metadataHash) external onlyAggregator {
         if (modelHash == bytes32(0)) revert LedgerZeroHash();
         if (_counters.versionCount != 0) revert LedgerGenesisAlreadyCommitted(_genesisHash);
@@ -239,7 +262,7 @@ contract FederatedLedger {
         uint64 lastRound = _counters.lastRound;
         uint256 expected = uint256(lastRound) + 1;
         if (round != expected) revert LedgerRoundOutOfOrder(expected, round);
-        if (lastRound != 0 && _rounds[lastRound].state == RoundState.Open) revert LedgerRoundStillOpen(lastRound);
+        _checkNoRoundOpen(lastRound);
         if (!_models[baseModelHash].committed) revert LedgerModelNotCommitted(baseModelHash);
         // Deadlines are minutes to hours away; a validator's few seconds of timestamp drift do not matter.
         // slither-disable-next-line timestamp
@@ -409,6 +432,10 @@ contract FederatedLedger {
 
     function _checkAggregator() private view {
         if ((_roles[msg.sender] & ROLE_AGGREGATOR) == 0) revert LedgerNotAggregator(msg.sender);
+    }
+
+    function _checkNoRoundOpen(uint64 lastRound) private view {
+        if (lastRound != 0 && _rounds[lastRound].state == RoundState.Open) revert LedgerRoundStillOpen(lastRound);
     }
 
     function _checkOpenBeforeDeadline(uint256 round) private view {

@@ -489,6 +489,54 @@ contract FederatedLedgerTest is LedgerTestBase {
         ledger.abandonRound(1, 1);
     }
 
+    // ------------------------------------------------------------------ policy
+
+    function test_setPolicy_emitsForTheNextRound() public {
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(1, POLICY_1);
+        ledger.setPolicy(POLICY_1);
+
+        (uint256 round,) = _openNext(GENESIS, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+        bytes32 policy2 = keccak256("policy 2");
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(2, policy2);
+        ledger.setPolicy(policy2);
+    }
+
+    function test_setPolicy_allowedAfterAnAbandonedRound() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.warp(uint256(deadline) + 1);
+        ledger.abandonRound(round, 1);
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(2, POLICY_1);
+        ledger.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsWhileARoundIsOpen() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundStillOpen.selector, round));
+        ledger.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsBeforeGenesis() public {
+        FederatedLedger fresh = new FederatedLedger();
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNoGenesis.selector));
+        fresh.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsOnZeroHash() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        ledger.setPolicy(bytes32(0));
+    }
+
+    function test_setPolicy_isAdminOnlyEvenForAggregators() public {
+        ledger.setAggregator(OUTSIDER, true);
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, OUTSIDER));
+        ledger.setPolicy(POLICY_1);
+    }
+
     // ------------------------------------------------------------------ access control
 
     function test_aggregatorFunctions_revertForNode() public {

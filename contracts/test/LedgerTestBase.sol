@@ -21,6 +21,7 @@ abstract contract LedgerTestBase {
     bytes32 internal constant ROOT_1 = keccak256("included root 1");
     bytes32 internal constant UPDATE_A = keccak256("update a");
     bytes32 internal constant UPDATE_B = keccak256("update b");
+    bytes32 internal constant POLICY_1 = keccak256("policy 1");
     address internal constant NODE_A = address(0xA11CE);
     address internal constant NODE_B = address(0xB0B);
     address internal constant OUTSIDER = address(0xBAD);
@@ -102,6 +103,8 @@ abstract contract LedgerTestBase {
         ledger.setAggregator(target, false);
         vm.expectRevert(err);
         ledger.transferAdmin(target);
+        vm.expectRevert(err);
+        ledger.setPolicy(POLICY_1);
         vm.stopPrank();
     }
 
