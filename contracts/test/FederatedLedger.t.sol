@@ -11,7 +11,7 @@ contract FederatedLedgerTest is LedgerTestBase {
 
     function test_constructor_makesDeployerAdminAndAggregator() public {
         vm.recordLogs();
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         bytes32[] memory adminTopics = vm.getRecordedLogs()[0].topics;
         assertEq(adminTopics[0], FederatedLedger.AdminTransferred.selector, "first event");
         assertEq(adminTopics[1], bytes32(0), "previous admin");
@@ -24,13 +24,25 @@ contract FederatedLedgerTest is LedgerTestBase {
 
     function test_constructor_emitsAggregatorSet() public {
         vm.recordLogs();
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         Vm.Log[] memory logs = vm.getRecordedLogs();
         assertEq(logs.length, 2, "constructor events");
         assertEq(logs[1].emitter, address(fresh), "emitter");
         assertEq(logs[1].topics[0], FederatedLedger.AggregatorSet.selector, "second event");
         assertEq(logs[1].topics[1], bytes32(uint256(uint160(address(this)))), "account");
         assertTrue(abi.decode(logs[1].data, (bool)), "enabled");
+    }
+
+    function test_constructor_setsAttestationQuorum() public {
+        assertEq(ledger.attestationQuorum(), 0, "default fixture has no gate");
+        FederatedLedger gated = new FederatedLedger(32);
+        assertEq(gated.attestationQuorum(), 32, "quorum");
+        assertEq(gated.MAX_AUDITORS(), 32, "max auditors");
+    }
+
+    function test_constructor_revertsOnQuorumAboveMaxAuditors() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerQuorumTooLarge.selector, 33, 32));
+        new FederatedLedger(33);
     }
 
     function test_transferAdmin_onlyNamesPendingAdminAndEmits() public {
@@ -192,7 +204,7 @@ contract FederatedLedgerTest is LedgerTestBase {
     // ------------------------------------------------------------------ genesis
 
     function test_commitGenesis_emitsVersionZero() public {
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         vm.expectEmit(true, true, true, true, address(fresh));
         emit FederatedLedger.ModelCommitted(0, GENESIS, bytes32(0), 0, bytes32(0), 0, GENESIS_META);
         fresh.commitGenesis(GENESIS, GENESIS_META);
@@ -214,7 +226,7 @@ contract FederatedLedgerTest is LedgerTestBase {
     }
 
     function test_commitGenesis_revertsOnZeroHash() public {
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
         fresh.commitGenesis(bytes32(0), GENESIS_META);
     }
@@ -520,7 +532,7 @@ contract FederatedLedgerTest is LedgerTestBase {
     }
 
     function test_setPolicy_revertsBeforeGenesis() public {
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNoGenesis.selector));
         fresh.setPolicy(POLICY_1);
     }
@@ -854,7 +866,7 @@ contract LedgerHandler {
 
     constructor() {
         vm.warp(now_);
-        ledger = new FederatedLedger();
+        ledger = new FederatedLedger(0);
         head = keccak256("handler genesis");
         ledger.commitGenesis(head, bytes32(0));
         versionCount = 1;

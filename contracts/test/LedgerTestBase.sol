@@ -4,8 +4,8 @@ pragma solidity 0.8.30;
 import {FederatedLedger} from "../FederatedLedger.sol";
 import {vm} from "./Vm.sol";
 
-/// @dev Assertions and fixtures shared by every suite: a ledger whose admin and only aggregator is the
-///      test contract, a committed genesis, and two registered nodes.
+/// @dev Assertions and fixtures shared by every suite: a ledger without an attestation quorum whose admin
+///      and only aggregator is the test contract, a committed genesis, and two registered nodes.
 abstract contract LedgerTestBase {
     error AssertionFailed(string what);
     error AssertEqUint(string what, uint256 got, uint256 want);
@@ -21,6 +21,9 @@ abstract contract LedgerTestBase {
     bytes32 internal constant ROOT_1 = keccak256("included root 1");
     bytes32 internal constant UPDATE_A = keccak256("update a");
     bytes32 internal constant UPDATE_B = keccak256("update b");
+    bytes32 internal constant REPORT_OK = keccak256("report ok");
+    bytes32 internal constant REPORT_FAIL = keccak256("report fail");
+    bytes32 internal constant RESOLUTION = keccak256("resolution");
     bytes32 internal constant POLICY_1 = keccak256("policy 1");
     address internal constant NODE_A = address(0xA11CE);
     address internal constant NODE_B = address(0xB0B);
@@ -30,7 +33,7 @@ abstract contract LedgerTestBase {
 
     function setUp() public virtual {
         vm.warp(START);
-        ledger = new FederatedLedger();
+        ledger = new FederatedLedger(0);
         ledger.commitGenesis(GENESIS, GENESIS_META);
         ledger.registerNode(NODE_A);
         ledger.registerNode(NODE_B);
@@ -104,6 +107,12 @@ abstract contract LedgerTestBase {
         vm.expectRevert(err);
         ledger.transferAdmin(target);
         vm.expectRevert(err);
+        ledger.setAuditor(target, true);
+        vm.expectRevert(err);
+        ledger.setAuditor(target, false);
+        vm.expectRevert(err);
+        ledger.resolveAttestation(GENESIS, target, REPORT_FAIL);
+        vm.expectRevert(err);
         ledger.setPolicy(POLICY_1);
         vm.stopPrank();
     }
@@ -112,6 +121,10 @@ abstract contract LedgerTestBase {
 
     function assertTrue(bool condition, string memory what) internal pure {
         if (!condition) revert AssertionFailed(what);
+    }
+
+    function assertEq(bool got, bool want, string memory what) internal pure {
+        if (got != want) revert AssertEqUint(what, got ? 1 : 0, want ? 1 : 0);
     }
 
     function assertEq(uint256 got, uint256 want, string memory what) internal pure {
