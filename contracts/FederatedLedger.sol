@@ -66,6 +66,17 @@ contract FederatedLedger {
     ///         one bit in a version's attestation bitmaps, for life (removing an auditor frees nothing).
     uint8 public constant MAX_AUDITORS = 32;
 
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant SUBMISSION_TYPEHASH =
+        keccak256("UpdateSubmission(uint256 round,bytes32 updateHash,uint64 numSamples)");
+    string private constant DOMAIN_NAME = "FederatedLedger";
+    string private constant DOMAIN_VERSION = "1";
+    /// @dev secp256k1's order n, halved: a signature with s above it is the malleable twin of a valid one.
+    uint256 private constant HALF_CURVE_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    uint256 private constant S_MASK = (1 << 255) - 1;
+    /// @dev One record of submitUpdatesBySig: updateHash (32) ‖ numSamples (8, big-endian) ‖ r (32) ‖ vs (32).
+    uint256 private constant SIGNED_UPDATE_LENGTH = 104;
 
     // ------------------------------------------------------------------ errors
 
@@ -124,6 +135,14 @@ contract FederatedLedger {
     error LedgerAlreadySubmitted(uint256 round, address node);
     /// @notice An update must be trained on at least one sample.
     error LedgerZeroSamples();
+    /// @notice A batch of signed submissions must be one or more whole 104-byte records.
+    error LedgerMalformedBatch(uint256 length);
+    /// @notice Entry `index` of a batch has a malformed signature: s in the upper half of the curve
+    ///         order (the malleable twin of a valid signature) or one from which no signer is recovered.
+    error LedgerInvalidSignature(uint256 index);
+    /// @notice Entry `index` of a batch recovers to `signer`, which is not a registered node. This is also
+    ///         what a signature for another round, chain, contract or content gives: a different signer.
+    error LedgerSignerNotNode(uint256 index, address signer);
     /// @notice The node has no submission in this round.
     error LedgerNoSubmission(uint256 round, address node);
     /// @notice The node's submission in this round was already rejected.
@@ -177,7 +196,7 @@ contract FederatedLedger {
     event AttestationResolved(bytes32 indexed modelHash, address indexed auditor, bytes32 resolutionHash);
     /// @notice A round opened on a committed base model.
     event RoundOpened(uint256 indexed round, bytes32 indexed baseModelHash, uint64 deadline, uint32 minUpdates);
-    /// @notice A registered node pinned its update for a round.
+    /// @notice A registered node pinned its update for a round (directly or through a relayed signature).
     event UpdateSubmitted(uint256 indexed round, address indexed node, bytes32 indexed updateHash, uint64 numSamples);
     /// @notice The aggregator refused a submitted update; `reasonCode` says why (see the client's RejectReason).
     event UpdateRejected(uint256 indexed round, address indexed node, bytes32 indexed updateHash, uint16 reasonCode);
@@ -187,6 +206,8 @@ contract FederatedLedger {
     // ------------------------------------------------------------------ storage
 
     uint8 private immutable _attestationQuorum;
+    uint256 private immutable _cachedChainId;
+    bytes32 private immutable _cachedDomainSeparator;
 
     address private _admin;
     address private _pendingAdmin;
@@ -223,6 +244,8 @@ contract FederatedLedger {
     constructor(uint8 quorum) {
         if (quorum > MAX_AUDITORS) revert LedgerQuorumTooLarge(quorum, MAX_AUDITORS);
         _attestationQuorum = quorum;
+        _cachedChainId = block.chainid;
+        _cachedDomainSeparator = _buildDomainSeparator();
         _admin = msg.sender;
         _accounts[msg.sender].roles = ROLE_AGGREGATOR;
         emit AdminTransferred(address(0), msg.sender);
@@ -381,9 +404,44 @@ contract FederatedLedger {
         if (updateHash == bytes32(0)) revert LedgerZeroHash();
         if (numSamples == 0) revert LedgerZeroSamples();
         _checkOpenBeforeDeadline(round);
-        if (_submissions[round][msg.sender] != bytes32(0)) revert LedgerAlreadySubmitted(round, msg.sender);
-        _submissions[round][msg.sender] = updateHash;
-        emit UpdateSubmitted(round, msg.sender, updateHash, numSamples);
+        mapping(address node => bytes32 updateHash) storage submissions = _submissions[round];
+        if (submissions[msg.sender] != bytes32(0)) revert LedgerAlreadySubmitted(round, msg.sender);
+        _recordSubmission(submissions, round, msg.sender, updateHash, numSamples);
+    }
+
+    /// @notice Posts updates that registered nodes signed off-chain (EIP-712, see hashSubmission), any
+    ///         number in one transaction; any account may relay them. Each is recorded exactly as if its
+    ///         node had called submitUpdate: the same storage slot, the same UpdateSubmitted event.
+    /// @dev `signedUpdates` is a run of 104-byte records, each updateHash (32 bytes) ‖ numSamples (8 bytes,
+    ///      big-endian) ‖ r (32) ‖ vs (32), where (r, vs) is the node's EIP-2098 compact signature: vs is s
+    ///      with v - 27 in its top bit. Packed rather than ABI-encoded because ABI padding of numSamples
+    ///      alone costs 96 gas per update.
+    ///      Requires one or more whole records (LedgerMalformedBatch) and `round` open before its deadline
+    ///      (LedgerRoundNotOpen, LedgerDeadlinePassed). Every record needs a non-zero update hash and
+    ///      sample count and a canonical signature (low s; the compact form always means v = 27 or 28)
+    ///      that recovers to a registered node over (round, updateHash, numSamples) under this contract's
+    ///      EIP-712 domain. A record failing any of that reverts the whole batch (LedgerZeroHash,
+    ///      LedgerZeroSamples, LedgerInvalidSignature(index), LedgerSignerNotNode(index, signer)): all of it
+    ///      is fixed when signed, so the relayer can check it before sending. A signature for another
+    ///      round, chain id or contract recovers some other account, so it fails as LedgerSignerNotNode.
+    ///      A record whose node already has a submission in `round` (sent directly, or earlier in the
+    ///      batch) is skipped instead: that state is the node's to change, so a node cannot make a
+    ///      relayer's batch fail, and its first submission stands. A node whose signature is not relayed
+    ///      can still call submitUpdate before the deadline, so a relayer cannot censor it.
+    ///      Emits UpdateSubmitted for each record recorded.
+    /// @param signedUpdates the records, all for `round`
+    /// @return submitted how many records were recorded; the others were skipped
+    function submitUpdatesBySig(uint256 round, bytes calldata signedUpdates) external returns (uint256 submitted) {
+        uint256 length = signedUpdates.length;
+        if (length == 0 || length % SIGNED_UPDATE_LENGTH != 0) revert LedgerMalformedBatch(length);
+        _checkOpenBeforeDeadline(round);
+        uint256 failedAt;
+        (submitted, failedAt) = _recordSignedUpdates(round, signedUpdates);
+        if (failedAt != 0) {
+            uint256 index = failedAt - 1;
+            uint256 start = index * SIGNED_UPDATE_LENGTH;
+            _revertForRecord(round, signedUpdates[start:start + SIGNED_UPDATE_LENGTH], index);
+        }
     }
 
     /// @notice Records that `node`'s update in `round` failed verification, with a reason code.
@@ -575,6 +633,31 @@ contract FederatedLedger {
         resolved = (m.resolvedBits & bit) != 0;
     }
 
+    /// @notice The EIP-712 digest a node signs to have `updateHash` relayed for `round`
+    ///         (typed data UpdateSubmission(uint256 round,bytes32 updateHash,uint64 numSamples) under
+    ///         domain name "FederatedLedger", version "1", this chain id and this contract).
+    function hashSubmission(uint256 round, bytes32 updateHash, uint64 numSamples) external view returns (bytes32) {
+        return _typedDataHash(_domainSeparator(), round, updateHash, numSamples);
+    }
+
+    /// @notice The EIP-712 domain signatures are checked under (ERC-5267): name, version, chain id and
+    ///         this contract; no salt, no extensions.
+    function eip712Domain()
+        external
+        view
+        returns (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        )
+    {
+        return (hex"0f", DOMAIN_NAME, DOMAIN_VERSION, block.chainid, address(this), bytes32(0), new uint256[](0));
+    }
+
     /// @notice Checks a Merkle proof that `updateHash` is one of the leaves under `root`.
     /// @dev Leaf = sha256(0x00 ‖ updateHash); inner node = sha256(0x01 ‖ min(a, b) ‖ max(a, b)).
     ///      The domain bytes keep a leaf from passing as an inner node; sorted pairs need no side bits.
@@ -628,6 +711,18 @@ contract FederatedLedger {
         }
     }
 
+    /// @dev The single place a submission is written, for submitUpdate and submitUpdatesBySig alike.
+    function _recordSubmission(
+        mapping(address node => bytes32 updateHash) storage submissions,
+        uint256 round,
+        address node,
+        bytes32 updateHash,
+        uint64 numSamples
+    ) private {
+        submissions[node] = updateHash;
+        emit UpdateSubmitted(round, node, updateHash, numSamples);
+    }
+
     function _commitModel(
         uint256 round,
         bytes32 modelHash,
@@ -652,6 +747,142 @@ contract FederatedLedger {
     function _auditorBit(address auditor) private view returns (uint32) {
         Account memory a = _accounts[auditor];
         return a.hasAuditorIndex ? uint32(1) << a.auditorIndex : 0;
+    }
+
+    function _domainSeparator() private view returns (bytes32) {
+        // Recomputed only after a chain split changes the chain id, so old-chain signatures stop working.
+        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                DOMAIN_TYPEHASH,
+                keccak256(bytes(DOMAIN_NAME)),
+                keccak256(bytes(DOMAIN_VERSION)),
+                block.chainid,
+                address(this)
+            )
+        );
+    }
+
+    /// @dev keccak256(0x1901 ‖ separator ‖ keccak256(abi.encode(SUBMISSION_TYPEHASH, round, updateHash,
+    ///      numSamples))), for hashSubmission and _revertForRecord; _recordSignedUpdates hashes the same
+    ///      bytes in its own frame. Uses memory past the free pointer without allocating it.
+    function _typedDataHash(bytes32 separator, uint256 round, bytes32 updateHash, uint64 numSamples)
+        private
+        pure
+        returns (bytes32 digest)
+    {
+        bytes32 typeHash = SUBMISSION_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            mstore(add(ptr, 0x20), round)
+            mstore(add(ptr, 0x40), updateHash)
+            mstore(add(ptr, 0x60), and(numSamples, 0xffffffffffffffff))
+            let structHash := keccak256(ptr, 0x80)
+            mstore(ptr, hex"1901")
+            mstore(add(ptr, 0x02), separator)
+            mstore(add(ptr, 0x22), structHash)
+            digest := keccak256(ptr, 0x42)
+        }
+    }
+
+    /// @dev The per-record work of submitUpdatesBySig for records that pass every check: recover the
+    ///      signer, check its node role, and record the update through the very slot and event
+    ///      _recordSubmission uses, skipping a node that already has a submission in `round`. It stops at
+    ///      the first record failing a check and returns its position + 1 as `failedAt` (0 if none), for
+    ///      _revertForRecord to name the error. It is assembly because it runs once per update: the same
+    ///      steps in Solidity cost ~900 gas more per update (32.9k instead of 31.9k in a batch of 100, where
+    ///      the fresh slot, the cold role read, ecrecover, the event and calldata alone cost 31.5k).
+    ///      Memory from the frame holds three regions, rewritten in place for each record:
+    ///        frame + 0x00  0x1901 ‖ domain separator ‖ struct hash                 (EIP-712 digest input)
+    ///        frame + 0x60  SUBMISSION_TYPEHASH ‖ round ‖ updateHash ‖ numSamples   (struct hash input;
+    ///                      the numSamples word is also the UpdateSubmitted event's data)
+    ///        frame + 0xe0  digest ‖ v ‖ r ‖ s                                      (ecrecover input)
+    function _recordSignedUpdates(uint256 round, bytes calldata signedUpdates)
+        private
+        returns (uint256 submitted, uint256 failedAt)
+    {
+        uint256 frame = _allocateSignatureFrame(round);
+        bytes32 topic = UpdateSubmitted.selector;
+        mapping(address node => bytes32 updateHash) storage submissions = _submissions[round];
+        assembly ("memory-safe") {
+            let end := add(signedUpdates.offset, signedUpdates.length)
+            for { let record := signedUpdates.offset } lt(record, end) { record := add(record, SIGNED_UPDATE_LENGTH) } {
+                let updateHash := calldataload(record)
+                let numSamples := shr(192, calldataload(add(record, 0x20)))
+                let vs := calldataload(add(record, 0x48))
+                let s := and(vs, S_MASK)
+                if or(or(iszero(updateHash), iszero(numSamples)), gt(s, HALF_CURVE_ORDER)) {
+                    failedAt := add(div(sub(record, signedUpdates.offset), SIGNED_UPDATE_LENGTH), 1)
+                    break
+                }
+                mstore(add(frame, 0xa0), updateHash)
+                mstore(add(frame, 0xc0), numSamples)
+                mstore(add(frame, 0x22), keccak256(add(frame, 0x60), 0x80))
+                mstore(add(frame, 0xe0), keccak256(frame, 0x42))
+                mstore(add(frame, 0x100), add(shr(255, vs), 27))
+                mstore(add(frame, 0x120), calldataload(add(record, 0x28)))
+                mstore(add(frame, 0x140), s)
+                // ecrecover (precompile 1) writes the signer, zero-padded like a mapping key, to 0x00; when
+                // no signer is recovered it returns nothing, leaving 0x00 stale, hence the returndatasize test.
+                pop(staticcall(gas(), 1, add(frame, 0xe0), 0x80, 0x00, 0x20))
+                let node := mload(0x00)
+                // _accounts[node].roles is the lowest byte of the account's slot.
+                mstore(0x20, _accounts.slot)
+                if or(iszero(returndatasize()), iszero(and(sload(keccak256(0x00, 0x40)), ROLE_NODE))) {
+                    failedAt := add(div(sub(record, signedUpdates.offset), SIGNED_UPDATE_LENGTH), 1)
+                    break
+                }
+                // _submissions[round][node]: record the update unless the node already submitted.
+                mstore(0x20, submissions.slot)
+                let slot := keccak256(0x00, 0x40)
+                if iszero(sload(slot)) {
+                    sstore(slot, updateHash)
+                    log4(add(frame, 0xc0), 0x20, topic, round, node, updateHash)
+                    submitted := add(submitted, 1)
+                }
+            }
+        }
+    }
+
+    /// @dev Allocates the 0x160 bytes _recordSignedUpdates hashes and recovers in, with the parts that are
+    ///      the same for every record of the batch already written.
+    function _allocateSignatureFrame(uint256 round) private view returns (uint256 frame) {
+        bytes32 separator = _domainSeparator();
+        bytes32 typeHash = SUBMISSION_TYPEHASH;
+        assembly ("memory-safe") {
+            frame := mload(0x40)
+            mstore(0x40, add(frame, 0x160))
+            mstore(frame, hex"1901")
+            mstore(add(frame, 0x02), separator)
+            mstore(add(frame, 0x60), typeHash)
+            mstore(add(frame, 0x80), round)
+        }
+    }
+
+    /// @dev Reverts with the named error for the record _recordSignedUpdates stopped at, checking it again
+    ///      in plain Solidity, in the same order.
+    function _revertForRecord(uint256 round, bytes calldata record, uint256 index) private view {
+        bytes32 updateHash = bytes32(record[0:32]);
+        uint64 numSamples = uint64(bytes8(record[32:40]));
+        if (updateHash == bytes32(0)) revert LedgerZeroHash();
+        if (numSamples == 0) revert LedgerZeroSamples();
+        bytes32 digest = _typedDataHash(_domainSeparator(), round, updateHash, numSamples);
+        address signer = _recoverSigner(digest, bytes32(record[40:72]), bytes32(record[72:104]));
+        if (signer == address(0)) revert LedgerInvalidSignature(index);
+        revert LedgerSignerNotNode(index, signer);
+    }
+
+    /// @dev ecrecover for an EIP-2098 compact signature, giving address(0) for what ecrecover would accept
+    ///      but a canonical signer never produces (s above half the curve order) and for no signer at all.
+    function _recoverSigner(bytes32 digest, bytes32 r, bytes32 vs) private pure returns (address) {
+        bytes32 s = vs & bytes32(S_MASK);
+        if (uint256(s) > HALF_CURVE_ORDER) return address(0);
+        uint8 v = uint8(uint256(vs) >> 255) + 27;
+        return ecrecover(digest, v, r, s);
     }
 
     /// @dev Set bits of a 32-bit word (SWAR): pairs, nibbles, bytes, then the byte sums in the top byte.

@@ -549,6 +549,27 @@ contract FederatedLedgerTest is LedgerTestBase {
         ledger.setPolicy(POLICY_1);
     }
 
+    // ------------------------------------------------------------------ EIP-712 domain
+
+    function test_eip712Domain_describesTheSigningDomain() public view {
+        (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        ) = ledger.eip712Domain();
+        assertEq(uint8(fields), 0x0f, "name, version, chainId, verifyingContract");
+        assertEq(keccak256(bytes(name)), keccak256("FederatedLedger"), "name");
+        assertEq(keccak256(bytes(version)), keccak256("1"), "version");
+        assertEq(chainId, block.chainid, "chainId");
+        assertEq(verifyingContract, address(ledger), "verifyingContract");
+        assertEq(salt, bytes32(0), "salt");
+        assertEq(extensions.length, 0, "extensions");
+    }
+
     // ------------------------------------------------------------------ access control
 
     function test_aggregatorFunctions_revertForNode() public {

@@ -4,6 +4,42 @@ pragma solidity 0.8.30;
 import {FederatedLedger} from "../FederatedLedger.sol";
 import {vm} from "./Vm.sol";
 
+/// @dev The EIP-712 digest of UpdateSubmission(round, updateHash, numSamples) under the ledger's domain as
+///      it would be on `chainId` at `verifyingContract`, written from the spec rather than from the contract.
+function submissionDigest(
+    uint256 chainId,
+    address verifyingContract,
+    uint256 round,
+    bytes32 updateHash,
+    uint64 numSamples
+) pure returns (bytes32) {
+    bytes32 domain = keccak256(
+        abi.encode(
+            keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+            keccak256("FederatedLedger"),
+            keccak256("1"),
+            chainId,
+            verifyingContract
+        )
+    );
+    bytes32 structHash = keccak256(
+        abi.encode(
+            keccak256("UpdateSubmission(uint256 round,bytes32 updateHash,uint64 numSamples)"),
+            round,
+            updateHash,
+            numSamples
+        )
+    );
+    return keccak256(abi.encodePacked(hex"1901", domain, structHash));
+}
+
+/// @dev `key`'s EIP-2098 compact signature over `digest`: vs = s with (v - 27) in the top bit.
+function signCompact(uint256 key, bytes32 digest) pure returns (bytes32 r, bytes32 vs) {
+    (uint8 v, bytes32 sigR, bytes32 s) = vm.sign(key, digest);
+    r = sigR;
+    vs = bytes32(uint256(s) | (uint256(v - 27) << 255));
+}
+
 /// @dev Assertions and fixtures shared by every suite: a ledger without an attestation quorum whose admin
 ///      and only aggregator is the test contract, a committed genesis, and two registered nodes.
 abstract contract LedgerTestBase {
@@ -11,6 +47,7 @@ abstract contract LedgerTestBase {
     error AssertEqUint(string what, uint256 got, uint256 want);
     error AssertEqBytes32(string what, bytes32 got, bytes32 want);
     error AssertEqAddress(string what, address got, address want);
+    error AssertEqBytes(string what, bytes got, bytes want);
 
     uint256 internal constant START = 1_700_000_000;
     uint64 internal constant WINDOW = 1 hours;
@@ -117,6 +154,34 @@ abstract contract LedgerTestBase {
         vm.stopPrank();
     }
 
+    // ------------------------------------------------------------------ EIP-712
+
+    function _submissionDigest(
+        uint256 chainId,
+        address verifyingContract,
+        uint256 round,
+        bytes32 updateHash,
+        uint64 numSamples
+    ) internal pure returns (bytes32) {
+        return submissionDigest(chainId, verifyingContract, round, updateHash, numSamples);
+    }
+
+    function _signCompact(uint256 key, bytes32 digest) internal pure returns (bytes32 r, bytes32 vs) {
+        return signCompact(key, digest);
+    }
+
+    /// @dev One 104-byte submitUpdatesBySig record, updateHash ‖ numSamples ‖ r ‖ vs, signed by `key` for
+    ///      this ledger on this chain.
+    function _record(uint256 key, uint256 round, bytes32 updateHash, uint64 numSamples)
+        internal
+        view
+        returns (bytes memory)
+    {
+        bytes32 digest = _submissionDigest(block.chainid, address(ledger), round, updateHash, numSamples);
+        (bytes32 r, bytes32 vs) = _signCompact(key, digest);
+        return abi.encodePacked(updateHash, numSamples, r, vs);
+    }
+
     // ------------------------------------------------------------------ assertions
 
     function assertTrue(bool condition, string memory what) internal pure {
@@ -137,5 +202,9 @@ abstract contract LedgerTestBase {
 
     function assertEq(address got, address want, string memory what) internal pure {
         if (got != want) revert AssertEqAddress(what, got, want);
+    }
+
+    function assertEq(bytes memory got, bytes memory want, string memory what) internal pure {
+        if (keccak256(got) != keccak256(want)) revert AssertEqBytes(what, got, want);
     }
 }
