@@ -39,9 +39,9 @@ def deployment_path(chain_id: int) -> Path:
     return home_dir() / "deployments" / f"{chain_id}.json"
 
 
-def deploy(w3: Web3, account: LocalAccount) -> tuple[LedgerClient, Deployment, TxResult]:
+def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> tuple[LedgerClient, Deployment, TxResult]:
     """Deploy and write the deployment record for the chain."""
-    client, result = LedgerClient.deploy(w3, account)
+    client, result = LedgerClient.deploy(w3, account, attestation_quorum=attestation_quorum)
     artifact = load_artifact()
     record = Deployment(
         address=client.address,
