@@ -49,7 +49,8 @@ def fresh_virtualenv(where: Path, wheel: Path) -> Path:
     pip.write_text(f"#!{python}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
     pip.chmod(0o755)
     subprocess.run(
-        [str(pip), "install", "--no-deps", "--quiet", "--disable-pip-version-check", str(wheel)],
+        # --ignore-installed: the .pth also shows this checkout's editable fedledger; install over it.
+        [str(pip), "install", "--no-deps", "--ignore-installed", "--quiet", "--disable-pip-version-check", str(wheel)],
         check=True, timeout=INSTALL_TIMEOUT, capture_output=True,
     )  # fmt: skip
     return where / "bin"

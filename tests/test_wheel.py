@@ -40,7 +40,7 @@ def elsewhere(tmp_path: Path) -> Path:
 
 
 def _run(bin_dir: Path, folder: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_") and k != "PYTHONPATH"}
     environment.update(PATH=f"{bin_dir}:/usr/bin:/bin", **env)
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=TIMEOUT)
 
