@@ -191,10 +191,12 @@ def complete_with_base(
 def add_change(base_tensor: torch.Tensor, change: np.ndarray, scale: np.float32 | None = None) -> torch.Tensor:
     """f32(f64(B) + f64(change) · f64(scale)), or f32(f64(B) + f64(change)) without a scale: a fresh tensor."""
     widened = change.astype(np.float64)
-    if scale is not None:
-        widened *= np.float64(scale)  # exact: q has 8 bits, the scale a 24-bit significand
-    total = _float32(base_tensor).numpy().astype(np.float64) + widened
-    return torch.from_numpy(np.ascontiguousarray(total.astype(np.float32)))
+    # A non-finite scale or change gives NaN or infinity here, which validation then refuses.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if scale is not None:
+            widened *= np.float64(scale)  # exact: q has 8 bits, the scale a 24-bit significand
+        total = _float32(base_tensor).numpy().astype(np.float64) + widened
+        return torch.from_numpy(np.ascontiguousarray(total.astype(np.float32)))
 
 
 # --------------------------------------------------------------------------------- helpers
