@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from federation import MAX_BYTES, PrivateHistory, shared_private_history, submit_crafted
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, PolicyConflict
 from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
@@ -23,20 +24,15 @@ from ledger.audit.verdict import FindingKind
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.chain.rounds import round_submissions
 from ledger.core.data import Shard, load_digits_split, split_shards
-from ledger.core.encoding import encode_update
 from ledger.core.metadata import decode, encode_genesis
 from ledger.core.model import MODEL_NAME, build_model, state_tensors
-from ledger.core.policy import FederationPolicy, PrivacyPolicy
+from ledger.core.serialization import serialize_tensors
+from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.safe_json import canonical_json
-from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.privacy.judge import next_claim
 from ledger.store.local import LocalBlobStore
 
-MAX_BYTES = 16 * 1024 * 1024
 NODES = 5
-# ε after one round is 0.701602 at n = 288 (q = 0.2, 5 steps) and 1.289960 at n = 30 (q = 1, 1 step).
-PRIVACY = PrivacyPolicy(noise_multiplier=3.205, max_grad_norm=1.0, delta=1e-5, epsilon_budget="1.000000", epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +53,6 @@ def _node(chain: InProcessLedger, store: LocalBlobStore, index: int, shard: Shar
     return EdgeNode(chain.nodes[index], store, shard, TrainingConfig(epochs=1, seed=index), max_model_bytes=MAX_BYTES)
 
 
-def _submit_crafted(chain, store, index, round_number, base_hash, encoding, num_samples, privacy=None) -> str:
-    """A node's update made by hand: the base nudged, encoded as told, stored and submitted."""
-    base = deserialize_tensors(store.get(base_hash), max_bytes=MAX_BYTES)
-    generator = torch.Generator().manual_seed(index)
-    weights = {name: t + 0.01 * torch.randn(t.shape, generator=generator) for name, t in base.items()}
-    update_hash = store.put(encode_update(weights, base, encoding, privacy=privacy))
-    chain.nodes[index].submit_update(round_number, update_hash, num_samples)
-    return update_hash
-
-
 def _all_verified(chain: InProcessLedger, store: LocalBlobStore, model_hashes: list[str]) -> None:
     for model_hash in model_hashes:
         verdict = verify_version(chain.admin, store, model_hash)
@@ -80,7 +66,7 @@ def test_an_encoded_federation_rejects_the_wrong_encoding_and_rederives(tmp_path
 
     info = aggregator.open_round()
     sent = [node.participate(info.round) for node in nodes]
-    stray = _submit_crafted(chain, store, NODES - 1, info.round, info.base_model_hash, wrong, len(shards[-1]))
+    stray = submit_crafted(chain, store, NODES - 1, info.round, info.base_model_hash, wrong, len(shards[-1]))
     result = aggregator.close_round(info.round)
 
     assert len(result.included) == NODES - 1
@@ -93,47 +79,46 @@ def test_an_encoded_federation_rejects_the_wrong_encoding_and_rederives(tmp_path
     _all_verified(chain, store, [chain.admin.genesis_hash(), result.model_hash])
 
 
-def test_a_private_federation_rejects_false_and_over_budget_claims_and_rederives(tmp_path, split) -> None:
-    chain, store, aggregator, shards = _federation(tmp_path, split, encoding="int8", privacy=PRIVACY)
-    small = Shard(shards[4].x[:30], shards[4].y[:30])
-    nodes = [_node(chain, store, i, shard) for i, shard in enumerate(shards[:4] + [small])]
-    address = [client.account.address for client in chain.nodes]
+@pytest.fixture(scope="module")
+def private(tmp_path_factory) -> PrivateHistory:
+    return shared_private_history(tmp_path_factory)
 
-    # Round 1: three honest nodes; node 3 understates its ε; node 4 (30 samples: q = 1) exceeds the budget.
-    first = aggregator.open_round()
-    honest = [nodes[i].participate(first.round) for i in range(3)]
-    claim = next_claim(PRIVACY, num_samples=len(shards[3]), earlier=[]).to_json()
-    liar = _submit_crafted(chain, store, 3, first.round, first.base_model_hash, "int8", len(shards[3]), {**claim, "epsilon": "0.100000"})
-    over = next_claim(PRIVACY, num_samples=30, earlier=[]).to_json()
-    spender = _submit_crafted(chain, store, 4, first.round, first.base_model_hash, "int8", 30, over)
-    one = aggregator.close_round(first.round)
 
-    assert [p.epsilon for p in honest] == ["0.701602"] * 3
+def test_false_and_over_budget_claims_are_rejected_while_the_round_commits(private: PrivateHistory) -> None:
+    one = private.results[0]
+    address = private.addresses
+
+    assert [p.epsilon for p in private.participations[0]] == ["0.701602"] * 3
     assert one.committed and len(one.included) == 3
     assert {(s.update_hash, r) for s, r, _ in one.rejected} == {
-        (liar, RejectReason.PRIVACY_CLAIM_INVALID),
-        (spender, RejectReason.PRIVACY_BUDGET_EXHAUSTED),
+        (private.liar, RejectReason.PRIVACY_CLAIM_INVALID),
+        (private.spender, RejectReason.PRIVACY_BUDGET_EXHAUSTED),
     }
-    record = decode(store.get(one.metadata_hash))
+    assert private.chain.admin.rejection_of(1, address[4]) == RejectReason.PRIVACY_BUDGET_EXHAUSTED
+    record = decode(private.store.get(one.metadata_hash))
     assert record.privacy == {address[0]: "0.701602", address[1]: "0.701602", address[2]: "0.701602", address[4]: "1.289960"}
 
-    # Round 2: node 3's rejected update still counts toward its ε; node 4 no longer publishes.
-    second = aggregator.open_round()
-    outcomes = [node.participate(second.round) for node in nodes]
-    chain.advance_time(61)  # node 4 will not submit: close at the deadline rather than wait for it
-    two = aggregator.close_round(second.round)
 
-    assert [o.epsilon for o in outcomes[:4]] == ["0.953006"] * 4
+def test_a_rejected_update_still_counts_and_an_exhausted_node_stops_publishing(private: PrivateHistory) -> None:
+    two, outcomes = private.results[1], private.participations[1]
+
+    assert [o.epsilon for o in outcomes[:4]] == ["0.953006"] * 4  # node 3's rejected round-1 update counted
     assert outcomes[4].outcome is Outcome.BUDGET_EXHAUSTED and outcomes[4].epsilon == "1.886091"
+    assert outcomes[4].update_hash is None
     assert len(two.included) == 4 and not two.rejected
-    assert decode(store.get(two.metadata_hash)).privacy == {a: "0.953006" for a in address[:4]}
-    _all_verified(chain, store, [chain.admin.genesis_hash(), one.model_hash, two.model_hash])
+    assert decode(private.store.get(two.metadata_hash)).privacy == {a: "0.953006" for a in private.addresses[:4]}
 
-    # An aggregator that records another ε than the claims state is caught.
+
+def test_every_private_version_rederives_and_a_misrecorded_epsilon_is_caught(private: PrivateHistory) -> None:
+    chain, store = private.chain, private.store
+    _all_verified(chain, store, private.model_hashes)
+
+    two = private.results[1]
     metadata = json.loads(store.get(two.metadata_hash))
-    metadata["privacy"][address[0]] = "0.500000"
+    metadata["privacy"][private.addresses[0]] = "0.500000"
     facts = read_chain_facts(chain.admin, two.model_hash)
-    lying = replace(facts, version=replace(facts.version, metadata_hash=store.put(canonical_json(metadata))))
+    forged = store.put(canonical_json(metadata))  # an extra blob; the shared history's own are untouched
+    lying = replace(facts, version=replace(facts.version, metadata_hash=forged))
     assert {f.kind for f in rederive(lying, store).findings} == {FindingKind.PRIVACY_MISMATCH}
 
 
