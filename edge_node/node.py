@@ -81,7 +81,7 @@ class Participation:
     train_seconds: float = 0.0
     store_seconds: float = 0.0
     chain_seconds: float = 0.0
-    epsilon: str | None = None  # the cumulative ε this update claims (DP federations)
+    epsilon: str | None = None  # DP: the cumulative ε this update claims (or would have, over the budget)
 
 
 class EdgeNode:

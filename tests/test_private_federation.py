@@ -27,7 +27,7 @@ from ledger.core.data import Shard, load_digits_split, split_shards
 from ledger.core.metadata import decode, encode_genesis
 from ledger.core.model import MODEL_NAME, build_model, state_tensors
 from ledger.core.serialization import serialize_tensors
-from ledger.core.policy import FederationPolicy
+from ledger.core.policy import FederationPolicy, PrivacyPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.safe_json import canonical_json
 from ledger.store.local import LocalBlobStore
@@ -178,3 +178,22 @@ def test_incomplete_privacy_options_are_a_one_line_usage_error(argv, message, tm
     assert main(["demo", "--chain", "memory", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_the_readme_aggregator_command_pins_this_policy_and_the_demo_forwards_it() -> None:
+    import shlex
+
+    from ledger.cli.main import build_parser
+    from ledger.cli.policy_options import policy_argv, privacy_policy
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [command] = [block for block in readme.replace("\\\n", " ").splitlines() if "aggregator run" in block and "--dp-" in block]
+    argv = shlex.split(command)[1:]  # drop .venv/bin/fedledger
+
+    args = build_parser("aggregator").parse_args(argv)
+    demo = build_parser("demo").parse_args(["demo", *argv[argv.index("--encoding"):]])
+    forwarded = build_parser("aggregator").parse_args(["aggregator", "run", "--dev-key", "0", *policy_argv(demo)])
+
+    expected = PrivacyPolicy(noise_multiplier=3.205, max_grad_norm=1.0, delta=1e-5, epsilon_budget="3.000000", batch_size=64, epochs=2)
+    assert (args.encoding, privacy_policy(args)) == ("int8", expected)
+    assert (forwarded.encoding, privacy_policy(forwarded)) == ("int8", expected)
