@@ -59,9 +59,16 @@ def _all_verified(chain: InProcessLedger, store: LocalBlobStore, model_hashes: l
         assert verdict is not None and verdict.ok, verdict.to_json() if verdict else model_hash
 
 
-@pytest.mark.parametrize(("encoding", "wrong"), [("f16", "int8"), ("int8", "f32")])
-def test_an_encoded_federation_rejects_the_wrong_encoding_and_rederives(tmp_path, split, encoding, wrong) -> None:
-    chain, store, aggregator, shards = _federation(tmp_path, split, encoding=encoding)
+@pytest.mark.parametrize(
+    ("encoding", "wrong", "rule", "params"),
+    [
+        ("f16", "int8", "coordinate_median", {}),
+        ("int8", "f32", "krum", {"num_byzantine": 0, "num_selected": 2}),
+        ("int8", "f16", "trimmed_mean", {"trim_ratio": 0.25}),
+    ],
+)  # fedavg (streaming) runs on int8 in the private federation below
+def test_an_encoded_federation_rejects_the_wrong_encoding_and_rederives(tmp_path, split, encoding, wrong, rule, params) -> None:
+    chain, store, aggregator, shards = _federation(tmp_path, split, encoding=encoding, rule=rule, rule_params=params)
     nodes = [_node(chain, store, i, shard) for i, shard in enumerate(shards[:-1])]
 
     info = aggregator.open_round()
