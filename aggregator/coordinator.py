@@ -1,8 +1,9 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over the cores);
-every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
+blob is fetched, re-hashed, decoded in the pinned encoding and validated, and its privacy claim
+judged when the federation trains with DP (`aggregator.intake`, pipelined over the cores);
+every refusal is recorded on chain with its reason, and each node's verified ε in the metadata. The merge gives the bytes of the pure rule
 from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
 with the Merkle root of the included updates. Failures are results: a round with no valid update
@@ -20,12 +21,13 @@ from typing import Any
 
 import torch
 
-from ledger.audit.pinned import read_pinned_genesis
+from ledger.audit.facts import read_genesis
 from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
+from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
-from ledger.core.policy import FederationPolicy
+from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.model import load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.task import Examples, Task, TaskError, checked_metrics
@@ -36,9 +38,11 @@ from ledger.tasks.spec import task_spec
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
 from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.store.base import BlobStore
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import ClaimVerdict, Entry, judge_claim
+from ledger.store.base import BlobStore, BlobStoreError
 
-from aggregator.intake import Limits, RoundIntake, admit_and_merge
+from aggregator.intake import Limits, PrivacyCheck, RoundIntake, admit_and_merge
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,16 @@ class AggregatorConfig:
     max_norm: float = 100.0
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    encoding: str = DEFAULT_ENCODING
+    privacy: PrivacyPolicy | None = None  # node-side DP-SGD and the per-node ε budget; None: no DP
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown update encoding {self.encoding!r}; known: {list(ENCODINGS)}")
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
+        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm, encoding=self.encoding)
 
     @property
     def policy(self) -> FederationPolicy:
@@ -68,7 +78,13 @@ class AggregatorConfig:
             rule_params=dict(self.rule_params),
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
+            encoding=self.encoding,
+            privacy=self.privacy,
         )
+
+
+class PolicyConflict(LedgerError):
+    """The chain's genesis pins another policy than this aggregator was configured with."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,7 @@ class RoundResult:
     metadata_hash: str | None
     accuracy: float | None
     timings: Mapping[str, float]
+    epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
     metrics: Mapping[str, float] = field(default_factory=dict)  # the task's metrics on the held-out data
 
     @property
@@ -96,6 +113,7 @@ class Aggregator:
         self.store = store
         self.test_split = test_split
         self.config = config
+        self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
 
     @cached_property
     def spec(self) -> TaskSpec:
@@ -107,21 +125,30 @@ class Aggregator:
     def ensure_genesis(self) -> str:
         """The genesis model's hash, committing a freshly initialised model if the chain has none.
 
-        On a chain that has one, the pinned task spec must be this aggregator's (`TaskSpecMismatch`).
+        A genesis already on chain must pin this configuration's policy (`PolicyConflict` if not)
+        and this aggregator's task spec (`TaskSpecMismatch`, naming the field): every decision is
+        re-checked against the pinned ones.
         """
         existing = self.client.genesis_hash()
         if existing is not None:
-            pinned = read_pinned_genesis(self.client, self.store)
-            assert pinned is not None  # the chain has a genesis version
-            check_spec("aggregator", pinned.task, self.spec)
+            try:
+                genesis = read_genesis(self.client, self.store)
+            except (LookupError, BlobStoreError, MetadataError) as exc:
+                raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
+            if genesis.policy != self.config.policy:
+                raise PolicyConflict(
+                    f"the chain's genesis pins the policy {genesis.policy.to_json()}; this aggregator was started with "
+                    f"{self.config.policy.to_json()}"
+                )
+            check_spec("aggregator", genesis.task, self.spec)
             return existing
         weights = state_tensors(self.config.task.build_model(self.config.model_seed))
         problem = manifest_mismatch(self.spec, weights)
         if problem is not None:  # a model whose shapes depend on the seed cannot be pinned
             raise TaskError(f"task {self.spec.name!r}: the model built from seed {self.config.model_seed}: {problem}")
         model_hash = self.store.put(serialize_tensors(weights))
-        genesis = encode_genesis(seed=self.config.model_seed, policy=self.config.policy, task=self.spec)
-        metadata_hash = self.store.put(genesis)
+        metadata = encode_genesis(seed=self.config.model_seed, policy=self.config.policy, task=self.spec)
+        metadata_hash = self.store.put(metadata)
         self.client.commit_genesis(model_hash, metadata_hash)
         return model_hash
 
@@ -183,6 +210,7 @@ class Aggregator:
                     rule=self.config.rule,
                     rule_params=self.config.rule_params,
                     workers=self.config.workers,
+                    privacy=self._privacy_check(round_number, submissions),
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 if closed or len(intake.accepted) >= info.min_updates:
@@ -191,6 +219,18 @@ class Aggregator:
             if time.monotonic() > give_up:
                 raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
             time.sleep(POLL_SECONDS)
+
+    def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
+        """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
+        policy, book = self.config.privacy, self._privacy_book
+        if policy is None or book is None:
+            return None
+        earlier: Mapping[str, list[Entry]] = book.earlier(round_number, [s.node for s in submissions])
+
+        def check(submission: events.UpdateSubmitted, claim: Mapping[str, Any] | None) -> ClaimVerdict:
+            return judge_claim(policy, claim, num_samples=submission.num_samples, earlier=earlier[submission.node])
+
+        return check
 
     # ---------------------------------------------------------------- commit
 
@@ -210,7 +250,7 @@ class Aggregator:
             started = time.perf_counter()
             self.client.abandon_round(info.round, why)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
+            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, intake.epsilons)
 
         started = time.perf_counter()
         weights = with_frozen(intake.weights(), base, self.spec)  # frozen tensors: the base's, bit for bit
@@ -228,6 +268,7 @@ class Aggregator:
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
+            privacy=None if self.config.privacy is None else intake.epsilons,
         )
         metadata_hash = self.store.put(metadata)
         timings["store"] = time.perf_counter() - started
@@ -245,6 +286,7 @@ class Aggregator:
             metadata_hash=metadata_hash,
             accuracy=metrics["accuracy"],
             timings=timings,
+            epsilons=intake.epsilons,
             metrics=metrics,
         )
 

@@ -1,34 +1,47 @@
 """An edge node's part in a round: verify the base model against the chain, train, pin the update.
 
-Before it trains for a federation, a node compares the task spec pinned at genesis with its own
-and refuses to take part if they differ. The data never leaves the node: only the trained
-(trainable) weights are serialized (canonical safetensors), stored content-addressed, and pinned
-on chain by their SHA-256 with the node's own key.
+The data never leaves the node: only the trained weights are encoded (in the encoding the
+federation pinned at genesis), stored content-addressed, and pinned on chain by their SHA-256 with
+the node's own key; only the tensors the pinned task trains travel. Before it trains, a node
+checks that it runs the task spec pinned at genesis and refuses to take part if not. When the
+federation trains privately, the node trains with DP-SGD under the pinned policy and puts its
+privacy claim (its cumulative ε, recomputed from its own earlier updates as the chain and the
+store hold them) inside the bytes it pins; it publishes nothing once the next update would take it
+over the budget.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import Enum
 from functools import cached_property
 from typing import Any
 
 import torch
 
-from ledger.audit.pinned import PinnedGenesisUnavailable, read_pinned_genesis
+from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
+from ledger.core.encoding import encode_update
+from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
+from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
+from ledger.core.serialization import deserialize_tensors
 from ledger.core.task import Examples, Task
 from ledger.core.task_spec import TaskSpec, check_spec
-from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.privacy.accountant import Spend
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 
+from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -42,19 +55,27 @@ AfterUpload = Callable[[str, bytes], None]
 Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
+class UnsupportedPolicy(LedgerError):
+    """The federation pins something this node's software cannot do: it does not join."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and its seed."""
+    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and
+    its seed; under DP the pinned policy's batch size and epochs apply, with the step `dp_lr`."""
 
     task: Task = DIGITS_MLP
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
+    seed: int = 0  # drives batch order without DP; DP noise and sampling always use OS entropy
+    dp_lr: float = DP_LEARNING_RATE
 
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
     ALREADY_SUBMITTED = "already submitted"
     ROUND_CLOSED = "round closed"
+    BUDGET_EXHAUSTED = "privacy budget exhausted: not publishing"
+    UNACCOUNTABLE = "an earlier update's privacy spend cannot be accounted for: not publishing"
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,7 @@ class Participation:
     train_seconds: float = 0.0
     store_seconds: float = 0.0
     chain_seconds: float = 0.0
+    epsilon: str | None = None  # DP: the cumulative ε this update claims (or would have, over the budget)
 
 
 class EdgeNode:
@@ -91,7 +113,8 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
-        self._joined = False
+        self._policy: FederationPolicy | None = None
+        self._privacy_book: PrivacyBook | None = None
 
     @property
     def address(self) -> str:
@@ -102,15 +125,15 @@ class EdgeNode:
         """This node's task spec, compared with the federation's pinned one before it trains."""
         return task_spec(self.config.task, self.config.hyperparameters)
 
-    def check_pinned_task(self) -> None:
-        """Refuses (`TaskSpecMismatch`, naming the field) a federation whose pinned task differs from this node's."""
-        if self._joined:
-            return
-        pinned = read_pinned_genesis(self.client, self.store)
-        if pinned is None:
-            raise PinnedGenesisUnavailable("no genesis is committed yet, so there is no task to compare with")
-        check_spec("node", pinned.task, self.spec)
-        self._joined = True
+    def policy(self) -> FederationPolicy:
+        """The policy pinned at genesis, read once, after checking that this node can follow it
+        (`UnsupportedPolicy`) and runs the pinned task (`TaskSpecMismatch`, naming the field)."""
+        if self._policy is None:
+            genesis = read_genesis(self.client, self.store)
+            check_supported(genesis.policy)
+            check_spec("node", genesis.task, self.spec)
+            self._policy = genesis.policy
+        return self._policy
 
     def participate(self, round_number: int) -> Participation:
         """Train on the round's base model and submit; a closed or already-answered round is not an error."""
@@ -120,16 +143,29 @@ class EdgeNode:
         if self.client.submission_of(round_number, self.address) is not None:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         assert info.base_model_hash is not None
-        self.check_pinned_task()
+        policy = self.policy()
+        claim: dict[str, Any] | None = None
+        if policy.privacy is not None:
+            spent = self._earlier_spends(round_number)
+            if spent is None:
+                return Participation(round_number, Outcome.UNACCOUNTABLE)
+            upcoming = next_claim(policy.privacy, num_samples=len(self.shard), earlier=spent)
+            if Decimal(upcoming.epsilon) > Decimal(policy.privacy.epsilon_budget):
+                return Participation(round_number, Outcome.BUDGET_EXHAUSTED, epsilon=upcoming.epsilon)
+            claim = upcoming.to_json()
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        seed = self.config.seed * 1_000_003 + round_number
-        weights = train_local(self.config.task, self.spec, base, self.shard, seed=seed)
+        task = self.config.task
+        if policy.privacy is not None:
+            weights = train_local_dp(task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
+        else:
+            seed = self.config.seed * 1_000_003 + round_number
+            weights = train_local(task, self.spec, base, self.shard, seed=seed)
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = serialize_tensors(weights)
+        blob = encode_update(weights, base, policy.encoding, privacy=claim)
         update_hash = self.store.put(blob)
         stored = time.perf_counter()
         if self.after_upload is not None:
@@ -150,7 +186,21 @@ class EdgeNode:
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
+            epsilon=None if claim is None else claim["epsilon"],
         )
+
+    def _earlier_spends(self, round_number: int) -> list[Spend] | None:
+        """What this node's earlier updates spent, from the chain and the store; None if any is unknown."""
+        policy = self.policy().privacy
+        assert policy is not None
+        if self._privacy_book is None:
+            self._privacy_book = PrivacyBook(self.client, self.store, policy)
+        entries = self._privacy_book.earlier(round_number, [self.address])[self.address]
+        for entry in entries:
+            if isinstance(entry, Unaccountable):
+                log.warning("node %s: update %s (round %d): %s", self.address, entry.update_hash, entry.round, entry.why)
+                return None
+        return [entry for entry in entries if isinstance(entry, Spend)]
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:
         """The base model's tensors, only if its bytes hash to what the chain recorded."""
@@ -160,3 +210,18 @@ class EdgeNode:
 
             raise HashMismatch(base_hash, sha256_hex(blob))
         return deserialize_tensors(blob, max_bytes=self.max_model_bytes)
+
+
+def check_supported(policy: FederationPolicy) -> None:
+    """`UnsupportedPolicy` (one line, naming what) if this software cannot follow `policy`."""
+    if policy.encoding not in ENCODINGS:
+        raise UnsupportedPolicy(
+            f"the federation pins update encoding {policy.encoding!r}; this fedledger writes {', '.join(ENCODINGS)}"
+        )
+    if policy.privacy is not None:
+        if policy.privacy.accountant != RDP_ACCOUNTANT:
+            raise UnsupportedPolicy(
+                f"the federation pins privacy accountant {policy.privacy.accountant!r}; this fedledger has {RDP_ACCOUNTANT!r}"
+            )
+        if importlib.util.find_spec("opacus") is None:
+            raise UnsupportedPolicy("the federation trains with differential privacy and Opacus is not installed")

@@ -18,6 +18,7 @@ from ledger.core.aggregation import Update, aggregate
 from ledger.core.manifest import with_frozen
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, encode_round
+from ledger.core.policy import PrivacyPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.core.task_spec import TaskSpecMismatch
@@ -114,6 +115,22 @@ def test_an_aggregator_restarted_with_another_task_refuses_the_chain(tmp_path: P
 
     with pytest.raises(TaskSpecMismatch, match=r"this aggregator's task differs .* at task\.hyperparameters\.lr"):
         restarted.ensure_genesis()
+
+
+def test_fine_tuning_composes_with_the_pinned_encoding_and_dp(tmp_path: Path) -> None:
+    # Only the head travels, as an int8 change; the nodes train it with DP-SGD (Opacus), the
+    # backbone frozen; every version still re-derives bit for bit.
+    privacy = PrivacyPolicy(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, epsilon_budget="20.000000", epochs=1)
+    federation = _federation(DIGITS_FINETUNE, tmp_path, encoding="int8", privacy=privacy)
+
+    result = federation.run_round()
+
+    assert len(result.included) == 2 and set(result.epsilons) == {node.address for node in federation.nodes}
+    update = federation.store.get(result.included[0].update_hash)
+    assert len(update) < 4 * 650  # 650 int8 values and two scales: less than the head's float32 values alone
+    for model_hash in (federation.chain.admin.genesis_hash(), result.model_hash):
+        verdict = verify_version(federation.chain.admin, federation.store, model_hash, max_bytes=MAX_BYTES)
+        assert verdict is not None and verdict.ok, verdict.to_json()
 
 
 def test_a_fine_tuning_update_carrying_the_backbone_is_rejected(tmp_path: Path) -> None:

@@ -246,9 +246,10 @@ def _with_metadata(history: History, round_index: int, edit) -> tuple[ChainFacts
     model_hash, metadata_hash, _ = _round_parts(history, round_index)
     facts = _facts(history, model_hash)
     source = history.federation.store
-    genesis_metadata = next(v.metadata_hash for v in facts.committed.values() if v.parent_hash is None)
-    names = [model_hash, facts.version.parent_hash, metadata_hash, genesis_metadata]
-    store = DictStore({name: source.get(name) for name in names})
+    genesis_metadata = facts.committed[history.honest[0]].metadata_hash  # pins the policy updates decode by
+    store = DictStore(
+        {name: source.get(name) for name in [model_hash, facts.version.parent_hash, metadata_hash, genesis_metadata]}
+    )
     for event in facts.submissions:
         store.put(source.get(event.update_hash))
     edited = edit(json.loads(source.get(metadata_hash)))

@@ -16,9 +16,11 @@ import torch
 from ledger.audit.facts import ChainFacts
 from ledger.audit.verdict import Finding, FindingKind, Verdict
 from ledger.chain import events
+from ledger.core.encoding import DecodedUpdate, DecodeError, decode_update
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import GenesisRecord, MetadataError, MetadataRecord, RoundRecord, decode
+from ledger.core.reasons import RejectReason
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
 from ledger.core.task import Task, TaskError
 from ledger.core.task_spec import TaskSpec, first_difference
@@ -28,6 +30,11 @@ from ledger.tasks.spec import task_spec
 
 # Room for the small built-in models and far beyond; a blob over this is not one of ours (it is still reported).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+_DECODE_FINDINGS = {
+    RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
+    RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
+    RejectReason.SHAPE_MISMATCH: FindingKind.SHAPE_MISMATCH,
+}
 
 
 @dataclass
@@ -92,10 +99,10 @@ class Judgement:
             self.find(FindingKind.BLOB_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
             return None
 
-    def fits(self, name: str, role: str, tensors: Mapping[str, torch.Tensor], spec: TaskSpec, *, trainable_only: bool) -> bool:
-        """Whether the tensors are the manifest's (only its trainable ones, for an update); a finding if not."""
+    def fits(self, name: str, role: str, tensors: Mapping[str, torch.Tensor], spec: TaskSpec) -> bool:
+        """Whether a model's tensors are the pinned manifest's (names and shapes); a finding if not."""
         shapes = {key: tuple(value.shape) for key, value in tensors.items()}
-        expected = {t.name: t.shape for t in spec.tensors if t.trainable or not trainable_only}
+        expected = {t.name: t.shape for t in spec.tensors}
         if shapes == expected:
             return True
         self.find(
@@ -107,6 +114,18 @@ class Judgement:
             actual={k: list(v) for k, v in shapes.items()},
         )
         return False
+
+    def decoded_update(
+        self, name: str, blob: bytes, base: Mapping[str, torch.Tensor], encoding: str
+    ) -> DecodedUpdate | None:
+        """The update decoded against `base` (the tensors that travel) in the pinned encoding, or None
+        after recording why not."""
+        try:
+            return decode_update(blob, base, encoding, max_bytes=self.max_bytes)
+        except DecodeError as exc:
+            kind = _DECODE_FINDINGS.get(exc.reason, FindingKind.BLOB_MALFORMED)
+            self.find(kind, name, "update", f"the update blob is not an update in the pinned encoding {encoding!r}: {exc.detail}")
+            return None
 
     def metadata(self) -> MetadataRecord | None:
         """The version's metadata record, or None after recording why not."""

@@ -1,13 +1,15 @@
 """The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
 
 For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
-metadata (which pins the task spec) and every update the metadata names; check the named updates
-against the chain (Merkle root, count, each one submitted in that round by that node with that
-sample count, none rejected) and against the pinned manifest (an update holds exactly the
-trainable tensors); re-run the recorded rule with its parameters, copy the frozen tensors from the
-parent, serialize canonically and compare the SHA-256 with the chain's model hash. A round needs
-only the pinned manifest, not the task's code. For genesis: find the pinned task (installed, or
-given), check its spec is the pinned one, rebuild the model from the recorded seed and compare.
+metadata (which pins the policy and the task spec) and every update the metadata names; check the
+named updates against the chain (Merkle root, count, each one submitted in that round by that node
+with that sample count, none rejected); decode each in the pinned encoding against the parent's
+trainable tensors (an update holds exactly those, per the pinned manifest); re-check every privacy
+claim, recorded ε and privacy or encoding rejection (`ledger.audit.privacy`); re-run the recorded
+rule with its parameters, copy the frozen tensors from the parent, serialize canonically and
+compare the SHA-256 with the chain's model hash. A round needs only the pinned manifest, not the
+task's code. For genesis: find the pinned task (installed, or given), check its spec is the pinned
+one, rebuild the model from the recorded seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -16,8 +18,12 @@ The judging (`rederive`) touches nothing but the store it is given.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
 from ledger.audit.facts import ChainFacts, read_chain_facts
+from ledger.audit.privacy import check_privacy
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import RULES, Update, aggregate
@@ -25,8 +31,8 @@ from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
 from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
+from ledger.core.manifest import trainable_part, with_frozen
 from ledger.core.task import Task
-from ledger.core.manifest import with_frozen
 from ledger.store.base import BlobStore
 
 
@@ -125,7 +131,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     genesis = audit.pinned_genesis(next((e for e in facts.committed.values() if e.parent_hash is None), None))
     if genesis is None:
         return
-    spec = genesis.task
+    policy, spec = genesis.policy, genesis.task
     if recipe.task_spec != spec.spec_hash:
         audit.find(
             FindingKind.METADATA_MISMATCH,
@@ -136,23 +142,29 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
             actual=recipe.task_spec,
         )
         return
-    if parent_tensors is not None and not audit.fits(parent_hash, "parent", parent_tensors, spec, trainable_only=False):
+    if parent_tensors is not None and not audit.fits(parent_hash, "parent", parent_tensors, spec):
         parent_tensors = None
+
+    blobs = {item.update_hash: audit.fetch(item.update_hash, "update") for item in recipe.included}
+    if parent_tensors is None:
+        return  # updates decode against the parent, and frozen tensors come from it: nothing to re-run
+    travelling = trainable_part(parent_tensors, spec)  # what updates carry, and are decoded against
 
     # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
     samples = {event.update_hash: event.num_samples for event in facts.submissions}
     updates: list[Update] = []
+    claims: dict[str, Mapping[str, Any] | None] = {}
     for item in recipe.included:
-        blob = audit.fetch(item.update_hash, "update")
-        tensors = audit.tensors(item.update_hash, "update", blob) if blob is not None else None
-        if tensors is None or not audit.fits(item.update_hash, "update", tensors, spec, trainable_only=True):
+        blob = blobs[item.update_hash]
+        decoded = audit.decoded_update(item.update_hash, blob, travelling, policy.encoding) if blob is not None else None
+        if decoded is None:
             continue
-        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
+        claims[item.update_hash] = decoded.privacy
+        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), decoded.tensors))
+    check_privacy(audit, recipe, facts, policy, claims)
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
     frozen = [t.name for t in spec.tensors if not t.trainable]
-    if frozen and parent_tensors is None:
-        return  # the frozen tensors come from the parent, whose absence is already a finding
 
     if recipe.rule.name not in RULES:
         audit.find(
@@ -166,7 +178,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         return
     try:
         weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
-        rederived = serialize_tensors(with_frozen(weights, parent_tensors or {}, spec))
+        rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,

@@ -49,12 +49,6 @@ def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.M
     return client.events(from_block, event_type=events.ModelCommitted)
 
 
-def genesis_commit(client: LedgerClient) -> events.ModelCommitted | None:
-    """The genesis version's `ModelCommitted` event (round 0), or None before genesis."""
-    found = client.events(0, event_type=events.ModelCommitted, topic_filters=[_round_topic(0)])
-    return found[0] if found else None
-
-
 @dataclass(frozen=True)
 class LineageStep:
     version: int

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.core.aggregation import RULES
+    from ledger.cli.policy_options import add_policy_arguments
     from ledger.cli.wiring import add_ledger_arguments, add_task_arguments, name_value
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
@@ -29,6 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
+    add_policy_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -37,10 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.cli.wiring import blob_store, ledger_client, load_data_file, resolve_task, signing_account
 
+    from ledger.cli.policy_options import privacy_policy
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
 
     task, overrides = resolve_task(args)
+    privacy = privacy_policy(args)
     try:  # the held-out data is read before anything touches the chain
         test_data = load_data_file(task, args.test_data) if args.test_data else task.bundled_data().test
     except LedgerError as exc:  # a task with no bundled data
@@ -64,15 +68,18 @@ def _run(args: argparse.Namespace) -> int:
         max_norm=args.max_norm,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
+        encoding=args.encoding,
+        privacy=privacy,
     )
     aggregator = Aggregator(client, store, test_data, config)
     try:
         genesis = aggregator.ensure_genesis()
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
+    dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
     print(
         f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, "  # type: ignore[union-attr]
-        f"task {task.name} (spec {aggregator.spec.spec_hash[:12]}), rule {args.rule}",
+        f"task {task.name} (spec {aggregator.spec.spec_hash[:12]}), rule {args.rule}, encoding {args.encoding}, {dp}",
         flush=True,
     )
     for _ in range(args.rounds):

@@ -31,6 +31,7 @@ NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ledger.cli.policy_options import add_policy_arguments
     from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
@@ -47,13 +48,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
+    add_policy_arguments(demo)
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import privacy_policy
     from ledger.cli.wiring import resolve_task
 
+    args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise CommandError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
@@ -80,6 +84,7 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
     from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from edge_node.node import Outcome
     from ledger.config import Settings
     from ledger.store.local import LocalBlobStore
 
@@ -101,9 +106,14 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
         rule=args.rule,
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
+        encoding=args.encoding,
+        privacy=args.privacy,
     )
     for _ in range(args.rounds):
         print_round(federation.run_round())
+        if set(federation.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
+            print(f"every node has spent its ε budget ({args.privacy.epsilon_budget}): stopping", flush=True)
+            break
     print(lineage_text(federation.chain.admin, store))
     if args.serve:
         _serve_memory(args, federation.chain, store)
@@ -146,6 +156,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import policy_argv
 
     if args.nodes > DEV_ACCOUNT_COUNT - 1:
         raise CommandError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
@@ -206,7 +217,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             children.append(_spawn(command, logs / f"node-{index}.log", env))
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, *task_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
-        aggregator_command += ["--round-seconds", str(args.round_seconds)]
+        aggregator_command += ["--round-seconds", str(args.round_seconds), *policy_argv(args)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
         children.append(aggregator)
         _watch(aggregator, children[2:-1], logs)

@@ -7,11 +7,11 @@ composition root: it imports both `aggregator` and `edge_node`, which never impo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
-from edge_node.node import EdgeNode, TrainingConfig
+from edge_node.node import EdgeNode, Outcome, TrainingConfig
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.core.task import Task
 from ledger.store.base import BlobStore
@@ -24,12 +24,18 @@ class InProcessFederation:
     store: BlobStore
     aggregator: Aggregator
     nodes: list[EdgeNode]
+    outcomes: list[Outcome] = field(default_factory=list)  # each node's, in the last round
 
     def run_round(self) -> RoundResult:
-        """Open a round, let every node take part, close it."""
+        """Open a round, let every node take part, close it.
+
+        If no node will submit (each has spent its ε budget), chain time moves past the deadline,
+        so the round is abandoned as it would be on a live chain.
+        """
         info = self.aggregator.open_round()
-        for node in self.nodes:
-            node.participate(info.round)
+        self.outcomes = [node.participate(info.round).outcome for node in self.nodes]
+        if set(self.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
+            self.chain.advance_time(self.aggregator.config.round_seconds + 1)
         return self.aggregator.close_round(info.round)
 
 

@@ -23,8 +23,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="train on local data and submit an update to every round the chain opens")
     add_ledger_arguments(run)
-    training = run.add_argument_group("task and training (the federation pins the task's spec at genesis)")
+    training = run.add_argument_group(
+        "task and training (the federation pins the task's spec at genesis; the update encoding, and under DP "
+        "the batch size and epochs, come from the policy genesis pins)"
+    )
     add_task_arguments(training)
+    training.add_argument("--dp-lr", type=float, default=1.0, help="plain SGD step of DP-SGD, when the federation trains privately")
     training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index, else 0)")
     data = run.add_argument_group("local data: a file the node owns, or a share of the task's bundled data set")
     data.add_argument("--data", type=Path, help="this node's data in the task's format (e.g. from `fedledger data split`)")
@@ -53,12 +57,13 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.cli.wiring import blob_store, ledger_client, resolve_task, signing_account
 
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, Outcome, TrainingConfig
+    from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
 
     task, overrides = resolve_task(args)
     shard, where = _local_data(args, task)  # bad data is refused before any chain call
     default_seed = args.node_index if args.data is None else 0
-    config = TrainingConfig(task=task, hyperparameters=overrides, seed=default_seed if args.seed is None else args.seed)
+    seed = default_seed if args.seed is None else args.seed
+    config = TrainingConfig(task=task, hyperparameters=overrides, seed=seed, dp_lr=args.dp_lr)
     try:
         client = ledger_client(args, account=signing_account(args))
         store = blob_store(args, client)
@@ -86,10 +91,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(f"node {node.address}: task {task.name} (spec {spec_hash[:12]}), {where}, {len(shard)} samples, ledger {client.address}", flush=True)
     try:
-        node.check_pinned_task()  # refuse at once if the federation already pinned another task
-    except TaskSpecMismatch as exc:
-        raise CommandError(str(exc)) from exc
-    except (BlobStoreError, LedgerError):
+        node.policy()  # refuse at once if the federation already pinned another task or a policy it cannot follow
+    except (TaskSpecMismatch, UnsupportedPolicy) as exc:
+        raise _cannot_join(node.address, exc) from exc
+    except (LookupError, BlobStoreError, LedgerError, ValueError):
         pass  # no genesis yet, or its metadata not reachable yet: checked again before the first round
     handled: set[int] = set()
     while True:
@@ -97,17 +102,18 @@ def _run(args: argparse.Namespace) -> int:
         if last_round and last_round not in handled:
             try:
                 result = node.participate(last_round)
-            except TaskSpecMismatch as exc:  # not this round's problem: this node cannot join at all
-                raise CommandError(str(exc)) from exc
+            except (TaskSpecMismatch, UnsupportedPolicy) as exc:  # not this round's problem: this node cannot join
+                raise _cannot_join(node.address, exc) from exc
             except (BlobStoreError, LedgerError, ValueError) as exc:
                 # A bad base blob or a refused upload loses this round, not the node.
                 print(f"node {node.address}: round {last_round}: skipped: {exc}", flush=True)
                 result = None
             handled.add(last_round)
             if result is not None and result.outcome is Outcome.SUBMITTED:
+                spent = "" if result.epsilon is None else f", ε {result.epsilon}"
                 print(
                     f"node {node.address}: round {last_round}: submitted {result.update_hash} "
-                    f"({result.num_samples} samples, trained in {result.train_seconds:.2f}s)",
+                    f"({result.num_samples} samples, trained in {result.train_seconds:.2f}s{spent})",
                     flush=True,
                 )
             elif result is not None:
@@ -117,6 +123,14 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"node {node.address}: round {args.rounds} closed; done", flush=True)
                 return 0
         time.sleep(POLL_SECONDS)
+
+
+def _cannot_join(address: str, problem: Exception) -> Exception:
+    """The one line a node that cannot take part exits with (its task, or a policy it cannot follow)."""
+    from ledger.cli.errors import CommandError
+    from ledger.core.task_spec import TaskSpecMismatch
+
+    return CommandError(str(problem) if isinstance(problem, TaskSpecMismatch) else f"node {address} cannot join: {problem}")
 
 
 def _local_data(args: argparse.Namespace, task: Task) -> tuple[Examples, str]:
