@@ -1,8 +1,9 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over the cores);
-every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
+blob is fetched, re-hashed, decoded in the pinned encoding and validated, and its privacy claim
+judged when the federation trains with DP (`aggregator.intake`, pipelined over the cores);
+every refusal is recorded on chain with its reason, and each node's verified ε in the metadata. The merge gives the bytes of the pure rule
 from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
 with the Merkle root of the included updates. Failures are results: a round with no valid update,
@@ -26,10 +27,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 
+from ledger.audit.facts import read_genesis
 from ledger.chain import errors, events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
@@ -42,19 +45,25 @@ from ledger.chain.rounds import (
     round_rejections,
     round_submissions,
 )
-from ledger.core.data import Shard
 from ledger.core.errors import LedgerError
+from ledger.core.manifest import manifest_mismatch, trainable_part, with_frozen
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, RoundRecord, decode, encode_genesis, encode_round
-from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
-from ledger.core.policy import FederationPolicy
+from ledger.core.model import load_state, state_tensors
+from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.polling import POLL_SECONDS
 from ledger.core.progress import report
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.core.task import Examples, Task, TaskError, checked_metrics
+from ledger.core.task_spec import TaskSpec, check_spec
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import ClaimVerdict, Entry, judge_claim
 from ledger.store.base import BlobStore, BlobStoreError, BufferedBlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 
-from aggregator.intake import Limits, admit_and_merge
+from aggregator.intake import Limits, PrivacyCheck, admit_and_merge
 from aggregator.prefetch import DEFAULT_BUDGET_BYTES as PREFETCH_BUDGET_BYTES
 from aggregator.prefetch import PrefetchingStore
 
@@ -80,6 +89,8 @@ Rejection = tuple[events.UpdateSubmitted, RejectReason, str]
 
 @dataclass(frozen=True)
 class AggregatorConfig:
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # overrides of the task's defaults
     rule: str = "fedavg"
     rule_params: Mapping[str, Any] = field(default_factory=dict)
     min_updates: int = 1
@@ -90,10 +101,16 @@ class AggregatorConfig:
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
     poll_seconds: float = POLL_SECONDS
+    encoding: str = DEFAULT_ENCODING
+    privacy: PrivacyPolicy | None = None  # node-side DP-SGD and the per-node ε budget; None: no DP
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown update encoding {self.encoding!r}; known: {list(ENCODINGS)}")
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
+        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm, encoding=self.encoding)
 
     @property
     def policy(self) -> FederationPolicy:
@@ -103,7 +120,13 @@ class AggregatorConfig:
             rule_params=dict(self.rule_params),
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
+            encoding=self.encoding,
+            privacy=self.privacy,
         )
+
+
+class PolicyConflict(LedgerError):
+    """The chain's genesis pins another policy than this aggregator was configured with."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,8 @@ class RoundResult:
     # True when the round had already closed on chain before this process looked (a restart
     # found a finalize or abandon that an earlier run had sent).
     found_closed: bool = False
+    epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # the task's metrics on the held-out data
 
     @property
     def committed(self) -> bool:
@@ -132,18 +157,19 @@ class _Decision:
 
     accepted: tuple[events.UpdateSubmitted, ...]
     rejected: tuple[Rejection, ...]
-    weights: dict[str, torch.Tensor] | None
+    weights: dict[str, torch.Tensor] | None  # the trainable tensors the rule gave
     refusal: str | None  # the rule's reason for refusing the accepted updates
+    epsilons: Mapping[str, str]
 
 
 class Aggregator:
-    """The coordinator: its chain client (an aggregator key), a store and the held-out test split."""
+    """The coordinator: its chain client (an aggregator key), a store and the task's held-out test data."""
 
     def __init__(
         self,
         client: LedgerClient,
         store: BlobStore,
-        test_split: Shard,
+        test_split: Examples,
         config: AggregatorConfig,
         *,
         clock: ChainClock | None = None,
@@ -159,6 +185,12 @@ class Aggregator:
         self._opened_blocks: dict[int, int] = {}
         self._latest: tuple[str, int] | None = None  # newest committed version: (hash, block)
         self._submission_rate = ASSUMED_SUBMISSIONS_PER_SECOND  # measured again at each round's close
+        self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
+
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This aggregator's task spec: pinned at genesis, or compared with the pinned one."""
+        return task_spec(self.config.task, self.config.hyperparameters)
 
     # ---------------------------------------------------------------- lineage
 
@@ -166,22 +198,38 @@ class Aggregator:
         """The genesis model's hash, committing a freshly initialised model if the chain has none.
 
         Deterministic (the model seed fixes the bytes), so a crash before the commit's receipt
-        just makes the restart store the same blobs and find, or send, the same commit.
+        just makes the restart store the same blobs and find, or send, the same commit. A genesis
+        already on chain must pin this configuration's policy (`PolicyConflict` if not) and this
+        aggregator's task spec (`TaskSpecMismatch`, naming the field): every decision is re-checked
+        against the pinned ones.
         """
         existing = self.client.genesis_hash()
         if existing is not None:
+            try:
+                genesis = read_genesis(self.client, self.store)
+            except (LookupError, BlobStoreError, MetadataError) as exc:
+                raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
+            if genesis.policy != self.config.policy:
+                raise PolicyConflict(
+                    f"the chain's genesis pins the policy {genesis.policy.to_json()}; this aggregator was started with "
+                    f"{self.config.policy.to_json()}"
+                )
+            check_spec("aggregator", genesis.task, self.spec)
             return existing
-        weights = state_tensors(build_model(self.config.model_seed))
+        weights = state_tensors(self.config.task.build_model(self.config.model_seed))
+        problem = manifest_mismatch(self.spec, weights)
+        if problem is not None:  # a model whose shapes depend on the seed cannot be pinned
+            raise TaskError(f"task {self.spec.name!r}: the model built from seed {self.config.model_seed}: {problem}")
         model_hash = self.store.put(serialize_tensors(weights))
-        metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed, policy=self.config.policy))
+        metadata_hash = self.store.put(encode_genesis(seed=self.config.model_seed, policy=self.config.policy, task=self.spec))
         try:
             self.client.commit_genesis(model_hash, metadata_hash)
         except errors.GenesisAlreadyCommitted:  # our own earlier commit landed after all
             pass
-        genesis = self.client.genesis_hash()
-        assert genesis is not None
-        report(log, "genesis", "committed genesis {model_hash}", model_hash=genesis)
-        return genesis
+        committed = self.client.genesis_hash()
+        assert committed is not None
+        report(log, "genesis", "committed genesis {model_hash}", model_hash=committed)
+        return committed
 
     def latest_model(self) -> str:
         """The newest committed version (read from the last one known onwards, not from block 0)."""
@@ -261,6 +309,9 @@ class Aggregator:
         assert info.base_model_hash is not None
         base_blob = self.store.get(info.base_model_hash)
         base = deserialize_tensors(base_blob, max_bytes=self.config.max_update_bytes)
+        problem = manifest_mismatch(self.spec, base)
+        if problem is not None:
+            raise TaskError(f"the base model {info.base_model_hash} does not fit the task's manifest: {problem}")
         follower = self._following()
         # Small rounds are fetched as their submissions land (a local folder needs no fetching ahead).
         fetch_ahead = not isinstance(self.store, BufferedBlobStore) and len(base_blob) * max(len(self._nodes), 1) <= PREFETCH_BUDGET_BYTES
@@ -325,11 +376,12 @@ class Aggregator:
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
                 in_order = sorted(submissions.values(), key=lambda e: (e.ref.block_number, e.ref.log_index))
-                decision = self._decide(round_number, in_order, recorded, base, prefetch or self.store)
+                # Updates carry only the trainable tensors: they are validated and merged against that part.
+                decision = self._decide(round_number, in_order, recorded, trainable_part(base, self.spec), prefetch or self.store)
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 enough = len(decision.accepted) >= info.min_updates and decision.refusal is None
                 if closed or enough:
-                    return self._finish(info, decision, timings)
+                    return self._finish(info, decision, base, timings)
                 if decision.refusal is not None:
                     report(log, "rule_refused", "round {round}: {detail}; waiting for more updates or the deadline",
                            round=round_number, detail=decision.refusal)
@@ -389,6 +441,7 @@ class Aggregator:
             rule=self.config.rule,
             rule_params=self.config.rule_params,
             workers=self.config.workers,
+            privacy=self._privacy_check(round_number, fresh),
         )
         found = {s.node: (r, d) for s, r, d in intake.rejected}
         for node, code in recorded.items():
@@ -410,11 +463,25 @@ class Aggregator:
                 weights = intake.weights()
             except ValueError as exc:  # e.g. Krum with fewer than 2f + 3 valid updates
                 refusal = f"rule {self.config.rule} refused the {len(intake.accepted)} valid updates: {exc}"
-        return _Decision(intake.accepted, rejected, weights, refusal)
+        return _Decision(intake.accepted, rejected, weights, refusal, intake.epsilons)
+
+    def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
+        """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
+        policy, book = self.config.privacy, self._privacy_book
+        if policy is None or book is None:
+            return None
+        earlier: Mapping[str, list[Entry]] = book.earlier(round_number, [s.node for s in submissions])
+
+        def check(submission: events.UpdateSubmitted, claim: Mapping[str, Any] | None) -> ClaimVerdict:
+            return judge_claim(policy, claim, num_samples=submission.num_samples, earlier=earlier[submission.node])
+
+        return check
 
     # ---------------------------------------------------------------- commit
 
-    def _finish(self, info: RoundInfo, decision: _Decision, timings: dict[str, float]) -> RoundResult:
+    def _finish(
+        self, info: RoundInfo, decision: _Decision, base: Mapping[str, torch.Tensor], timings: dict[str, float]
+    ) -> RoundResult:
         assert info.base_model_hash is not None
         accepted, rejected = decision.accepted, decision.rejected
         started = time.perf_counter()
@@ -429,11 +496,14 @@ class Aggregator:
             started = time.perf_counter()
             self._abandon(info.round, why)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, why)
+            return RoundResult(
+                info.round, info.base_model_hash, (), rejected, None, None, None, timings,
+                abandon_reason=why, epsilons=decision.epsilons,
+            )  # fmt: skip
 
         started = time.perf_counter()
-        weights = decision.weights
-        accuracy = self._evaluate(weights)
+        weights = with_frozen(decision.weights, base, self.spec)  # frozen tensors: the base's, bit for bit
+        metrics = self._evaluate(weights)
         timings["aggregate"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -441,12 +511,13 @@ class Aggregator:
         metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
-            architecture=MODEL_NAME,
+            task_spec=self.spec.spec_hash,
             rule=self.config.rule,
             rule_params=self.config.rule_params,
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
-            metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
+            metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
+            privacy=None if self.config.privacy is None else decision.epsilons,
         )
         metadata_hash = self.store.put(metadata)
         timings["store"] = time.perf_counter() - started
@@ -478,8 +549,10 @@ class Aggregator:
             rejected=rejected,
             model_hash=model_hash,
             metadata_hash=metadata_hash,
-            accuracy=accuracy,
+            accuracy=metrics["accuracy"],
             timings=timings,
+            epsilons=decision.epsilons,
+            metrics=metrics,
         )
 
     def _reject(self, round_number: int, submission: events.UpdateSubmitted, reason: RejectReason, detail: str) -> None:
@@ -509,7 +582,10 @@ class Aggregator:
         if info.state is RoundState.ABANDONED:
             abandoned = self.client.events(event_type=events.RoundAbandoned, topic_filters=["0x" + info.round.to_bytes(32, "big").hex()])
             reason = AbandonReason(abandoned[-1].reason_code) if abandoned else None
-            return RoundResult(info.round, info.base_model_hash or "", (), rejected, None, None, None, {}, reason, True)
+            return RoundResult(
+                info.round, info.base_model_hash or "", (), rejected, None, None, None, {},
+                abandon_reason=reason, found_closed=True,
+            )  # fmt: skip
         commit = next(e for e in committed_models(self.client) if e.round == info.round and e.version > 0)
         record = self._round_record(commit.metadata_hash)
         if record is not None:
@@ -542,7 +618,8 @@ class Aggregator:
             return None
         return record if isinstance(record, RoundRecord) else None
 
-    def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
-        model = build_model(self.config.model_seed)
+    def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """The task's metrics (at least accuracy and loss) of `weights` on the held-out data."""
+        model = self.config.task.build_model(self.config.model_seed)
         load_state(model, weights)
-        return evaluate(model, self.test_split.x, self.test_split.y)
+        return checked_metrics(self.config.task, self.config.task.evaluate(model, self.test_split))

@@ -1,35 +1,57 @@
 """An edge node's part in a round: verify the base model against the chain, train, pin the update.
 
-The data never leaves the node: only the trained weights are serialized (canonical safetensors),
-stored content-addressed, and pinned on chain by their SHA-256 with the node's own key.
+The data never leaves the node: only the trained weights are encoded (in the encoding the
+federation pinned at genesis), stored content-addressed, and pinned on chain by their SHA-256 with
+the node's own key; only the tensors the pinned task trains travel. Before it trains, a node
+checks that it runs the task spec pinned at genesis and refuses to take part if not. When the
+federation trains privately, the node trains with DP-SGD under the pinned policy and puts its
+privacy claim (its cumulative ε, recomputed from its own earlier updates as the chain and the
+store hold them) inside the bytes it pins; it publishes nothing once the next update would take it
+over the budget.
 
-"May I still submit?" is asked of the chain (the timestamp its next block would carry), before
-training and again before uploading; a submission that still lands after the deadline reverts
-and is reported as "round closed", never as an error. Every step is idempotent, so a node killed
-at any point (after its upload, before its submission) simply takes part again when restarted.
+"May I still submit?" is asked of the chain (the timestamp its next block would carry) before
+training, and the submission is simulated against the pending block while the update uploads; a
+submission that still lands after the deadline reverts and is reported as "round closed", never as
+an error. Every step is idempotent, so a node killed at any point (after its upload, before its
+submission) simply takes part again when restarted.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import Enum
+from functools import cached_property
+from typing import Any
 
 import torch
 
+from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
 from ledger.chain.clock import ChainClock
-from ledger.core.data import Shard
+from ledger.core.encoding import encode_update
+from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
+from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
 from ledger.core.progress import megabytes, report
-from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.core.serialization import deserialize_tensors
+from ledger.core.task import Examples, Task
+from ledger.core.task_spec import TaskSpec, check_spec
+from ledger.privacy.accountant import Spend
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 
+from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -43,18 +65,27 @@ AfterUpload = Callable[[str, bytes], None]
 Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
+class UnsupportedPolicy(LedgerError):
+    """The federation pins something this node's software cannot do: it does not join."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.05
-    seed: int = 0
+    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and
+    its seed; under DP the pinned policy's batch size and epochs apply, with the step `dp_lr`."""
+
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0  # drives batch order without DP; DP noise and sampling always use OS entropy
+    dp_lr: float = DP_LEARNING_RATE
 
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
     ALREADY_SUBMITTED = "already submitted"
     ROUND_CLOSED = "round closed"
+    BUDGET_EXHAUSTED = "privacy budget exhausted: not publishing"
+    UNACCOUNTABLE = "an earlier update's privacy spend cannot be accounted for: not publishing"
 
 
 @dataclass(frozen=True)
@@ -63,20 +94,21 @@ class Participation:
     outcome: Outcome
     update_hash: str | None = None
     num_samples: int = 0
-    block_number: int | None = None
     train_seconds: float = 0.0
     store_seconds: float = 0.0
     chain_seconds: float = 0.0
+    epsilon: str | None = None  # DP: the cumulative ε this update claims (or would have, over the budget)
+    block_number: int | None = None
 
 
 class EdgeNode:
-    """One data owner: its chain client (its key), a store, its private shard."""
+    """One data owner: its chain client (its key), a store, its private data set."""
 
     def __init__(
         self,
         client: LedgerClient,
         store: BlobStore,
-        shard: Shard,
+        shard: Examples,
         config: TrainingConfig = TrainingConfig(),
         *,
         max_model_bytes: int,
@@ -94,10 +126,27 @@ class EdgeNode:
         self.transform = transform
         self.after_upload = after_upload
         self.clock = clock or ChainClock(client.w3)
+        self._policy: FederationPolicy | None = None
+        self._privacy_book: PrivacyBook | None = None
 
     @property
     def address(self) -> str:
         return self.client.account.address  # type: ignore[union-attr]
+
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This node's task spec, compared with the federation's pinned one before it trains."""
+        return task_spec(self.config.task, self.config.hyperparameters)
+
+    def policy(self) -> FederationPolicy:
+        """The policy pinned at genesis, read once, after checking that this node can follow it
+        (`UnsupportedPolicy`) and runs the pinned task (`TaskSpecMismatch`, naming the field)."""
+        if self._policy is None:
+            genesis = read_genesis(self.client, self.store)
+            check_supported(genesis.policy)
+            check_spec("node", genesis.task, self.spec)
+            self._policy = genesis.policy
+        return self._policy
 
     def participate(self, round_number: int) -> Participation:
         """Train on the round's base model and submit; a closed or already-answered round is not an error."""
@@ -107,28 +156,35 @@ class EdgeNode:
         if self.client.submission_of(round_number, self.address) is not None:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         assert info.base_model_hash is not None
+        policy = self.policy()
+        claim: dict[str, Any] | None = None
+        if policy.privacy is not None:
+            spent = self._earlier_spends(round_number)
+            if spent is None:
+                return Participation(round_number, Outcome.UNACCOUNTABLE)
+            upcoming = next_claim(policy.privacy, num_samples=len(self.shard), earlier=spent)
+            if Decimal(upcoming.epsilon) > Decimal(policy.privacy.epsilon_budget):
+                return Participation(round_number, Outcome.BUDGET_EXHAUSTED, epsilon=upcoming.epsilon)
+            claim = upcoming.to_json()
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        seed = self.config.seed * 1_000_003 + round_number
-        epochs = self.config.epochs
+        task = self.config.task
+        if policy.privacy is not None:
+            report(log, "training", "round {round}: training with DP-SGD", round=round_number)
+            weights = train_local_dp(task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
+        else:
+            seed = self.config.seed * 1_000_003 + round_number
+            epochs = self.spec.hyperparameters.get("epochs", "?")
 
-        def on_epoch(epoch: int) -> None:
-            report(log, "training", "round {round}: training epoch {epoch}/{epochs}", round=round_number, epoch=epoch, epochs=epochs)
+            def on_epoch(epoch: int) -> None:
+                report(log, "training", "round {round}: training epoch {epoch}/{epochs}", round=round_number, epoch=epoch, epochs=epochs)
 
-        weights = train_local(
-            base,
-            self.shard,
-            epochs=epochs,
-            batch_size=self.config.batch_size,
-            lr=self.config.lr,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
+            weights = train_local(task, self.spec, base, self.shard, seed=seed, on_epoch=on_epoch)
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = serialize_tensors(weights)
+        blob = encode_update(weights, base, policy.encoding, privacy=claim)
         update_hash = sha256_hex(blob)
         # The upload and the submission's preparation (nonce, simulation against the pending block,
         # signature) run side by side; the transaction is sent only once the blob is stored, so the
@@ -161,18 +217,33 @@ class EdgeNode:
             outcome=Outcome.SUBMITTED,
             update_hash=update_hash,
             num_samples=len(self.shard),
-            block_number=receipt.block_number,
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
+            epsilon=None if claim is None else claim["epsilon"],
+            block_number=receipt.block_number,
         )
 
     def warm_up(self) -> None:
-        """One throwaway training step on a few samples: torch's first backward pass, allocator and
+        """One throwaway training pass on a few samples: torch's first backward pass, allocator and
         kernel choices cost seconds on a busy machine, better spent before the node says it is ready.
-        Touches no state a round uses (fresh model, private generator)."""
-        few = Shard(self.shard.x[: self.config.batch_size], self.shard.y[: self.config.batch_size])
-        train_local(state_tensors(build_model(seed=0)), few, epochs=1, batch_size=self.config.batch_size, lr=self.config.lr, seed=0)
+        Touches no state a round uses (a fresh model, a private generator)."""
+        few = self.shard.subset(torch.arange(min(len(self.shard), 32)))
+        model = self.config.task.build_model(seed=0)
+        train_local(self.config.task, self.spec, state_tensors(model), few, seed=0)
+
+    def _earlier_spends(self, round_number: int) -> list[Spend] | None:
+        """What this node's earlier updates spent, from the chain and the store; None if any is unknown."""
+        policy = self.policy().privacy
+        assert policy is not None
+        if self._privacy_book is None:
+            self._privacy_book = PrivacyBook(self.client, self.store, policy)
+        entries = self._privacy_book.earlier(round_number, [self.address])[self.address]
+        for entry in entries:
+            if isinstance(entry, Unaccountable):
+                log.warning("node %s: update %s (round %d): %s", self.address, entry.update_hash, entry.round, entry.why)
+                return None
+        return [entry for entry in entries if isinstance(entry, Spend)]
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:
         """The base model's tensors, only if its bytes hash to what the chain recorded."""
@@ -182,3 +253,18 @@ class EdgeNode:
 
             raise HashMismatch(base_hash, sha256_hex(blob))
         return deserialize_tensors(blob, max_bytes=self.max_model_bytes)
+
+
+def check_supported(policy: FederationPolicy) -> None:
+    """`UnsupportedPolicy` (one line, naming what) if this software cannot follow `policy`."""
+    if policy.encoding not in ENCODINGS:
+        raise UnsupportedPolicy(
+            f"the federation pins update encoding {policy.encoding!r}; this fedledger writes {', '.join(ENCODINGS)}"
+        )
+    if policy.privacy is not None:
+        if policy.privacy.accountant != RDP_ACCOUNTANT:
+            raise UnsupportedPolicy(
+                f"the federation pins privacy accountant {policy.privacy.accountant!r}; this fedledger has {RDP_ACCOUNTANT!r}"
+            )
+        if importlib.util.find_spec("opacus") is None:
+            raise UnsupportedPolicy("the federation trains with differential privacy and Opacus is not installed")

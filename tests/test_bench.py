@@ -1,11 +1,14 @@
-"""The aggregation and round benchmarks run end to end on small inputs (their figures are not checked here)."""
+"""The aggregation, round and updates benchmarks run end to end on small inputs (their figures are not checked here)."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 
 from ledger.cli.bench.aggregate import measure_aggregate
 from ledger.cli.bench.round import NodeRound, critical_path, measure_round
+from ledger.cli.bench.updates import measure_updates
 
 
 def test_aggregate_bench_reports_every_variant_and_matches_the_reference_fedavg(tmp_path) -> None:
@@ -42,6 +45,18 @@ def test_the_critical_path_splits_a_round_into_phases_that_add_up() -> None:
     assert phases["ledger_share"] == pytest.approx(1.45 - 0.6 - 0.05)
 
 
+def test_tasks_bench_reports_each_task_it_ran() -> None:
+    from ledger.cli.bench.tasks import measure_tasks
+
+    report = measure_tasks(("breast-cancer-logreg",), nodes=2, rounds=1)
+
+    [(name, task)] = report["tasks"].items()
+    assert name == "breast-cancer-logreg"
+    assert task["all_versions_verified"] is True
+    assert task["update_bytes"] < task["model_bytes"]  # the frozen standardization does not travel
+    assert len(task["accuracy_per_round"]) == 1 and task["final_accuracy"] == task["accuracy_per_round"][0]
+
+
 @pytest.mark.devnet
 def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
     report = measure_round(nodes=2, rounds=1, epochs=1)
@@ -60,3 +75,13 @@ def test_idle_bench_runs_small_and_reports_each_part() -> None:
     assert report["per_wake_by_history"]["40"]["blocks"] >= 40
     shares = [report["idle_federation"][mode]["anvil_core_share"] for mode in ("subscription", "polling_fallback")]
     assert all(isinstance(share, float) and share >= 0 for share in shares)
+def test_updates_bench_compares_encodings_and_runs_a_private_federation() -> None:
+    report = measure_updates(nodes=2, rounds=1, epochs=1, repeats=1, dp_targets=(8.0,))
+
+    encodings = report["encodings"]
+    assert set(encodings) == {"f32", "f16", "int8"}
+    assert all(figures["verified"] for figures in encodings.values())
+    assert encodings["int8"]["update_bytes_median"] < encodings["f16"]["update_bytes_median"] < encodings["f32"]["update_bytes_median"]
+    private = report["privacy"]["runs"]["epsilon_8"]
+    assert private["verified"] and private["rejected_updates"] == 0
+    assert Decimal(private["epsilon_recorded_after_last_round"]) <= Decimal("8")

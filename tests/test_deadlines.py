@@ -20,7 +20,8 @@ from ledger.chain.client import LedgerClient, RoundState
 from ledger.chain.connect import connect
 from ledger.chain.devkeys import dev_account
 from ledger.chain.devnet import Devnet, rpc_call, throwaway_devnet
-from ledger.core.data import load_digits_split, split_shards
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 from ledger.core.reasons import AbandonReason
 from ledger.store.local import LocalBlobStore
 
@@ -38,8 +39,8 @@ def anvil() -> Iterator[Devnet]:
 @pytest.fixture(scope="module")
 def digits():
     torch.set_num_threads(1)
-    split = load_digits_split(seed=0)
-    return split, split_shards(split.train, 3, iid=True, seed=0)
+    split = DIGITS_MLP.bundled_data()
+    return split, split_examples(split.train, 3, iid=True, seed=0)
 
 
 @dataclass
@@ -61,9 +62,10 @@ def federation(anvil, digits, tmp_path, **config) -> Federation:
         account = dev_account(index + 1)
         admin.register_node(account.address)
         nodes.append(
-            EdgeNode(admin.as_account(account), store, digits[1][index], TrainingConfig(epochs=1, seed=index), max_model_bytes=MAX_BYTES)
+            EdgeNode(admin.as_account(account), store, digits[1][index], TrainingConfig(hyperparameters={"epochs": 1}, seed=index), max_model_bytes=MAX_BYTES)
         )
     config.setdefault("max_update_bytes", MAX_BYTES)
+    config.setdefault("hyperparameters", {"epochs": 1})  # the nodes' (the task spec genesis pins)
     aggregator = Aggregator(admin, store, digits[0].test, AggregatorConfig(**config))
     aggregator.ensure_genesis()
     return Federation(anvil, aggregator, nodes)

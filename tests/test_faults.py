@@ -101,7 +101,7 @@ class Federation:
 
     def start_aggregator(self) -> None:
         arguments = ["aggregator", "run", *self.chain_args(), "--dev-key", "0", "--store", self.store_url]
-        arguments += ["--rounds", str(ROUNDS), "--min-updates", "1", "--round-seconds", "600"]
+        arguments += ["--rounds", str(ROUNDS), "--min-updates", "1", "--round-seconds", "600", "--epochs", "1"]
         self.spawn("aggregator", *arguments)
 
     def kill(self, name: str) -> None:
@@ -395,23 +395,24 @@ def _uninterrupted_hashes(blobs: Path) -> list[str]:
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, TrainingConfig
     from ledger.chain.inprocess import start_in_process_ledger
-    from ledger.core.data import load_digits_split, split_shards
+    from ledger.tasks.digits import DIGITS_MLP
+    from ledger.tasks.partition import split_examples
     from ledger.store.local import LocalBlobStore
 
     torch.set_num_threads(1)
     chain = start_in_process_ledger(NODES)
     store = LocalBlobStore(blobs, 1 << 26)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, NODES, iid=True, alpha=0.5, seed=0)
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, NODES, iid=True, alpha=0.5, seed=0)
     nodes = [
         EdgeNode(
-            client, store, shard, TrainingConfig(epochs=1, seed=index), max_model_bytes=1 << 26,
+            client, store, shard, TrainingConfig(hyperparameters={"epochs": 1}, seed=index), max_model_bytes=1 << 26,
             transform=poison_transform() if index == POISON else None,
             after_upload=tamper_at_rest(blobs) if index == TAMPER else None,
         )  # fmt: skip
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
-    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=1, round_seconds=600))
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=1, round_seconds=600, hyperparameters={"epochs": 1}))
     hashes = [aggregator.ensure_genesis()]
     for _ in range(ROUNDS):
         info = aggregator.open_round()

@@ -15,7 +15,8 @@ from ledger.chain import events
 from ledger.chain.client import RoundState
 from ledger.chain.clock import ChainClock
 from ledger.chain.rounds import round_rejections
-from ledger.core.data import load_digits_split, split_shards
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 from ledger.core.hashing import sha256_hex
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.store.local import LocalBlobStore
@@ -26,8 +27,8 @@ MAX_BYTES = 1 << 20
 @pytest.fixture(scope="module")
 def digits():
     torch.set_num_threads(1)
-    split = load_digits_split(seed=0)
-    return split, split_shards(split.train, 5, iid=True, seed=0)
+    split = DIGITS_MLP.bundled_data()
+    return split, split_examples(split.train, 5, iid=True, seed=0)
 
 
 @pytest.fixture
@@ -39,12 +40,13 @@ def fresh_aggregator(chain, store, digits, **config):
     """A new aggregator process's view: nothing but the chain and the store survive a crash."""
     config.setdefault("min_updates", 2)
     config.setdefault("max_update_bytes", MAX_BYTES)
+    config.setdefault("hyperparameters", {"epochs": 1})  # the nodes' (the task spec genesis pins)
     return Aggregator(chain.admin, store, digits[0].test, AggregatorConfig(**config))
 
 
 def honest_nodes(chain, store, digits, count):
     return [
-        EdgeNode(client, store, shard, TrainingConfig(epochs=1, seed=i), max_model_bytes=MAX_BYTES)
+        EdgeNode(client, store, shard, TrainingConfig(hyperparameters={"epochs": 1}, seed=i), max_model_bytes=MAX_BYTES)
         for i, (client, shard) in enumerate(zip(chain.nodes[:count], digits[1]))
     ]
 

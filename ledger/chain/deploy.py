@@ -39,9 +39,9 @@ def deployment_path(chain_id: int) -> Path:
     return home_dir() / "deployments" / f"{chain_id}.json"
 
 
-def deploy(w3: Web3, account: LocalAccount) -> tuple[LedgerClient, Deployment, TxResult]:
+def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> tuple[LedgerClient, Deployment, TxResult]:
     """Deploy and write the deployment record for the chain."""
-    client, result = LedgerClient.deploy(w3, account)
+    client, result = LedgerClient.deploy(w3, account, attestation_quorum=attestation_quorum)
     artifact = load_artifact()
     record = Deployment(
         address=client.address,
@@ -86,7 +86,7 @@ def check_ledger_code(w3: Web3, address: str) -> None:
     chain_id = int(w3.eth.chain_id)
     if not code:
         raise NotALedger(f"no contract at {address} on chain {chain_id}")
-    if code != bytes.fromhex(load_artifact().deployed_bytecode[2:]):
+    if not load_artifact().is_runtime_code(code):
         raise NotALedger(
             f"the contract at {address} on chain {chain_id} is not this fedledger's FederatedLedger "
             "(its code differs from the packaged artifact)"

@@ -9,28 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def rule_param(text: str) -> tuple[str, Any]:
-    """`NAME=VALUE` from the command line; VALUE is JSON when it parses as JSON, else a string."""
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(raw)
-    except json.JSONDecodeError:
-        return name, raw
-
-
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     """--rule and --rule-param, shared with the demo (the rule's name is checked before anything starts)."""
+    from ledger.cli.wiring import name_value
+
     parser.add_argument("--rule", default="fedavg", help="fedavg (default), coordinate_median, trimmed_mean or krum")
     parser.add_argument(
         "--rule-param",
-        type=rule_param,
+        type=name_value,
         action="append",
         default=[],
         metavar="NAME=VALUE",
@@ -52,7 +44,8 @@ def checked_rule(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.policy_options import add_policy_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
     sub = aggregator.add_subparsers(dest="aggregator_command", required=True, metavar="ACTION")
@@ -60,6 +53,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "run", help="commit genesis if needed, then open, verify, aggregate and commit rounds (resumes an open round)"
     )
     add_ledger_arguments(run)
+    add_task_arguments(run)
+    run.add_argument("--test-data", type=Path, help="held-out evaluation data in the task's format (default: the task's bundled test split)")
     run.add_argument("--rounds", type=int, default=5, help="run until this round has closed (default 5)")
     add_rule_arguments(run)
     run.add_argument("--min-updates", type=int, default=1, help="valid updates that let a round close before its deadline")
@@ -73,22 +68,30 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
-    run.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test split")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
     run.add_argument("--threads", type=int, default=1, help="torch threads for evaluation (default 1: the model is small)")
+    add_policy_arguments(run)
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ledger.cli.errors import UsageError
+    from ledger.cli.errors import CommandError, UsageError
     from ledger.cli.logs import set_role
+    from ledger.cli.policy_options import privacy_policy
     from ledger.cli.report import print_round
-    from ledger.cli.wiring import Role, blob_store, check_role, ledger_client, signing_account
+    from ledger.cli.wiring import Role, blob_store, check_role, ledger_client, load_data_file, resolve_task, signing_account
+    from ledger.core.errors import LedgerError
     from ledger.core.progress import report
 
     if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds or 1) < 1 or args.threads < 1:
         raise UsageError("--rounds, --min-updates, --round-seconds and --threads must be at least 1")
     rule_params = checked_rule(args)
+    task, overrides = resolve_task(args)
+    privacy = privacy_policy(args)
+    try:  # the held-out data is read before anything touches the chain
+        test_data = load_data_file(task, args.test_data) if args.test_data else task.bundled_data().test
+    except LedgerError as exc:  # a task with no bundled data
+        raise CommandError(str(exc)) from exc
     account = signing_account(args)
     set_role("aggregator")
     client = ledger_client(args, account=account, role=Role.AGGREGATOR)
@@ -101,11 +104,12 @@ def _run(args: argparse.Namespace) -> int:
             report(log, "registered", "registered node {node}", node=address)
 
     from aggregator.coordinator import Aggregator, AggregatorConfig
-    from ledger.core.data import load_digits_split
     from ledger.core.threads import pin_threads
 
     pin_threads(args.threads)
     config = AggregatorConfig(
+        task=task,
+        hyperparameters=overrides,
         rule=args.rule,
         rule_params=rule_params,
         min_updates=args.min_updates,
@@ -113,16 +117,23 @@ def _run(args: argparse.Namespace) -> int:
         max_norm=args.max_norm,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
+        encoding=args.encoding,
+        privacy=privacy,
     )
-    aggregator = Aggregator(client, store, load_digits_split(seed=args.data_seed).test, config)
+    aggregator = Aggregator(client, store, test_data, config)
+    dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
     report(
         log,
         "ready",
-        "{account}: ledger {ledger}, rule {rule} {params}, until round {rounds}",
+        "{account}: ledger {ledger}, task {task} (spec {spec}), rule {rule} {params}, encoding {encoding}, {dp}, until round {rounds}",
         account=account.address,
         ledger=client.address,
+        task=task.name,
+        spec=aggregator.spec.spec_hash[:12],
         rule=args.rule,
         params=json.dumps(rule_params, sort_keys=True),
+        encoding=args.encoding,
+        dp=dp,
         rounds=args.rounds,
     )
     aggregator.run(args.rounds, print_round)

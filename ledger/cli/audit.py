@@ -2,9 +2,11 @@
 
 Reads the version's record from the chain (the deployment record, or --contract), fetches its
 blobs from a local folder (--blobs-dir) or the ledger service (--store URL), re-hashes them,
-re-runs the recorded rule and compares the result with the on-chain hash. Exit 0 when the version
-verifies, 1 when it does not (each finding printed), 2 on a usage error, 3 when the chain or the
-store cannot be reached ("could not check": no verdict either way). `latest` names the newest version.
+re-runs the recorded rule and compares the result with the on-chain hash. Genesis is rebuilt with
+the task its metadata pins (installed, or named with --task); if it is not installed, the finding
+says which task, version and code hash to install. Exit 0 when the version verifies, 1 when it
+does not (each finding printed), 2 on a usage error, 3 when the chain or the store cannot be
+reached ("could not check": no verdict either way). `latest` names the newest version.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
 
     audit = subparsers.add_parser("audit", help="check committed model versions against the chain")
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -25,6 +27,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional), or `latest`")
     add_ledger_arguments(verify, signing=False)
+    add_task_arguments(verify, hyperparameters=False, default=None, default_help="the installed task genesis pins")
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON (the API's shape)")
     verify.set_defaults(handler=_verify)
 
@@ -32,9 +35,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.rederive import read_chain_facts, rederive
     from ledger.cli.errors import CommandError, DependencyUnavailable
-    from ledger.cli.wiring import blob_store, ledger_client, resolve_model_hash, settings
+    from ledger.cli.wiring import blob_store, ledger_client, resolve_model_hash, resolve_task, settings
     from ledger.core.errors import Unavailable
 
+    task = resolve_task(args)[0] if args.task is not None else None
     ledger = ledger_client(args, account=None)
     model_hash = resolve_model_hash(ledger, args.model_hash)
     facts = read_chain_facts(ledger, model_hash)
@@ -42,7 +46,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise CommandError(f"{model_hash} is not a committed model version on ledger {ledger.address}")
     try:
         store = blob_store(args, ledger)
-        verdict = rederive(facts, store, max_bytes=settings(args).max_blob_bytes)
+        verdict = rederive(facts, store, max_bytes=settings(args).max_blob_bytes, task=task)
     except Unavailable as exc:  # not a verdict: nothing was fetched, so nothing was found wrong either
         raise DependencyUnavailable(f"could not check {model_hash}: {exc}") from exc
     if args.json:

@@ -3,8 +3,9 @@
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
 the blob store over HTTP, and runs the aggregator and every node as separate OS processes
 (`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
-process on the in-process chain. Either way it prints a table per round and the lineage at the end
-(or, with `--json`, one JSON document), and says what it is doing while it waits: each child as it
+process on the in-process chain. Either way it federates `--task` (default digits-mlp) on shares of
+the task's bundled data, prints a table per round and the lineage at the end (or, with `--json`,
+one JSON document), and says what it is doing while it waits: each child as it
 starts and becomes ready, each node's submission as it lands (the children log JSON lines to their
 files under var/demo/; the demo relays the ones that matter).
 
@@ -30,9 +31,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.config import home_dir
+
+if TYPE_CHECKING:
+    from ledger.core.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +50,18 @@ QUIET: frozenset[str] = frozenset()
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.cli.aggregator import add_rule_arguments
+    from ledger.cli.policy_options import add_policy_arguments
+    from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
+    add_task_arguments(demo)
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
-    split = demo.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="IID shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    demo.add_argument("--alpha", type=float, default=0.5)
+    add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
     add_rule_arguments(demo)
-    demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=None, help="submission window per round, in chain time (default: sized from the federation, at least 60 s)")
     demo.add_argument("--threads", type=int, default=None, help="torch threads per process (default 1, never more than cores / processes)")
@@ -66,18 +69,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
     demo.add_argument("--json", action="store_true", help="print the rounds and the lineage as one JSON document at the end")
+    add_policy_arguments(demo)
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.aggregator import checked_rule
     from ledger.cli.errors import UsageError
+    from ledger.cli.policy_options import privacy_policy
+    from ledger.cli.wiring import resolve_task
 
+    args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise UsageError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
-    if args.nodes < 1 or args.rounds < 1 or args.epochs < 1 or (args.round_seconds or 1) < 1:
-        raise UsageError("--nodes, --rounds, --epochs and --round-seconds must be at least 1")
+    if args.nodes < 1 or args.rounds < 1 or (args.round_seconds or 1) < 1:
+        raise UsageError("--nodes, --rounds and --round-seconds must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     args.rule_params = checked_rule(args)
@@ -96,9 +103,10 @@ def _run(args: argparse.Namespace) -> int:
             "its rounds will be abandoned (reason rule_refused) after their deadline",
             args.rule_params["num_byzantine"], needs, honest,
         )  # fmt: skip
+    task, overrides = resolve_task(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
-        return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
+        return _run_memory(args, task, overrides) if args.chain == "memory" else _run_anvil(args, overrides)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -110,14 +118,12 @@ def _interrupt(signum: int, frame: object) -> None:
 # ------------------------------------------------------------------ memory
 
 
-def _run_memory(args: argparse.Namespace) -> int:
-    from aggregator.coordinator import Aggregator, AggregatorConfig
+def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any]) -> int:
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, TrainingConfig
-    from ledger.chain.inprocess import start_in_process_ledger
+    from edge_node.node import Outcome
+    from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split, split_shards
     from ledger.core.progress import report
     from ledger.core.threads import cores, pin_threads
     from ledger.store.local import LocalBlobStore
@@ -128,43 +134,44 @@ def _run_memory(args: argparse.Namespace) -> int:
     settings = Settings()
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
-    report(log, "starting", "in-process chain: deploying the ledger and registering {nodes} nodes", nodes=args.nodes)
-    chain = start_in_process_ledger(args.nodes)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
-    nodes = [
-        EdgeNode(
-            client,
-            store,
-            shard,
-            TrainingConfig(epochs=args.epochs, seed=index),
-            max_model_bytes=settings.max_blob_bytes,
-            transform=poison_transform() if index in args.poison else None,
-            after_upload=tamper_at_rest(blobs_dir) if index in args.tamper else None,
-        )
-        for index, (client, shard) in enumerate(zip(chain.nodes, shards))
-    ]
-    config = AggregatorConfig(
-        rule=args.rule, rule_params=args.rule_params, min_updates=args.min_updates, round_seconds=args.round_seconds
+    report(log, "starting", "in-process chain: deploying the ledger and registering {nodes} nodes; task {task}", nodes=args.nodes, task=task.name)
+    hooks: dict[int, dict[str, Any]] = {k: {"transform": poison_transform()} for k in args.poison}
+    hooks.update({k: {"after_upload": tamper_at_rest(blobs_dir)} for k in args.tamper})
+    federation = start_federation(
+        task,
+        store,
+        nodes=args.nodes,
+        max_model_bytes=settings.max_blob_bytes,
+        hyperparameters=overrides,
+        iid=args.iid,
+        alpha=args.alpha,
+        node_hooks=hooks,
+        # The nodes train side by side, one torch thread each, as many at once as there are cores.
+        parallel=max(1, cores() // args.threads),
+        rule=args.rule,
+        rule_params=args.rule_params,
+        min_updates=args.min_updates,
+        round_seconds=args.round_seconds,
+        encoding=args.encoding,
+        privacy=args.privacy,
     )
-    aggregator = Aggregator(chain.admin, store, split.test, config)
-    aggregator.ensure_genesis()
+    for node in federation.nodes:
+        node.warm_up()
     seconds = []
-    # The nodes train side by side, one torch thread each, as many at once as there are cores; the
-    # chain takes their requests one at a time (`SerializedTesterProvider`).
-    with ThreadPoolExecutor(max_workers=max(1, cores() // args.threads), thread_name_prefix="node") as pool:
-        for _ in range(args.rounds):
-            started = time.perf_counter()
-            info = aggregator.open_round()
-            for index, outcome in enumerate(pool.map(lambda node: node.participate(info.round), nodes)):
-                report(log, "node", "round {round}: node {index} {outcome}", round=info.round, index=index, outcome=outcome.outcome.value)
-            result = aggregator.close_round(info.round)  # every node has answered: the deadline is the only wait left
-            seconds.append(time.perf_counter() - started)
-            if not args.json:
-                print_round(result)
-    _finish(args, chain.admin, store, chain="memory", seconds=seconds)
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        result = federation.run_round()
+        seconds.append(time.perf_counter() - started)
+        for index, outcome in enumerate(federation.outcomes):
+            report(log, "node", "round {round}: node {index} {outcome}", round=result.round, index=index, outcome=outcome.value)
+        if not args.json:
+            print_round(result)
+        if set(federation.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
+            report(log, "budget", "every node has spent its ε budget ({budget}): stopping", budget=args.privacy.epsilon_budget)
+            break
+    _finish(args, federation.chain.admin, store, chain="memory", seconds=seconds)
     if args.serve:
-        _serve_memory(args, chain, store)
+        _serve_memory(args, federation.chain, store)
     return 0
 
 
@@ -264,12 +271,13 @@ def _relay(children: Sequence[_Child]) -> None:
             report(log, "child_exit", "{name} exited with code {code}: see {path}", name=child.name, code=child.process.returncode, path=str(child.log_path))
 
 
-def _run_anvil(args: argparse.Namespace) -> int:
+def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.chain.connect import connect
     from ledger.chain.deploy import deploy
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
     from ledger.cli.errors import CommandError, UsageError
+    from ledger.cli.policy_options import policy_argv
     from ledger.core.polling import poll_until
     from ledger.core.progress import report
     from ledger.store.http import HttpBlobStore
@@ -294,6 +302,9 @@ def _run_anvil(args: argparse.Namespace) -> int:
     _migrate(database_url)
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
+    task_args = ["--task", args.task]
+    for name, value in overrides.items():
+        task_args += ["--hyper", f"{name}={json.dumps(value)}"]
     store_url = f"http://127.0.0.1:{args.api_port}"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     children: list[_Child] = []
@@ -330,9 +341,9 @@ def _run_anvil(args: argparse.Namespace) -> int:
 
         nodes: list[_Child] = []
         for index in range(args.nodes):
-            command = fedledger + ["--log-format", "json", "node", "run", *chain_args, "--dev-key", str(index + 1)]
+            command = fedledger + ["--log-format", "json", "node", "run", *chain_args, *task_args, "--dev-key", str(index + 1)]
             command += ["--store", store_url, "--node-index", str(index), "--num-nodes", str(args.nodes)]
-            command += ["--rounds", str(args.rounds), "--epochs", str(args.epochs), "--threads", str(args.threads)]
+            command += ["--rounds", str(args.rounds), "--threads", str(args.threads)]
             if not args.iid:
                 command += ["--non-iid", "--alpha", str(args.alpha)]
             if index in args.tamper:
@@ -352,12 +363,12 @@ def _run_anvil(args: argparse.Namespace) -> int:
             return all(child.ready for child in nodes)
 
         poll_until(nodes_ready, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the nodes to start")
-        aggregator_command = fedledger + ["--log-format", "json", "aggregator", "run", *chain_args, "--dev-key", "0"]
+        aggregator_command = fedledger + ["--log-format", "json", "aggregator", "run", *chain_args, *task_args, "--dev-key", "0"]
         aggregator_command += ["--store", store_url, "--rounds", str(args.rounds), "--rule", args.rule]
         aggregator_command += ["--min-updates", str(args.min_updates)]
         if args.round_seconds is not None:
             aggregator_command += ["--round-seconds", str(args.round_seconds)]
-        aggregator_command += ["--threads", str(args.threads)]
+        aggregator_command += ["--threads", str(args.threads), *policy_argv(args)]
         for name, value in args.rule_params.items():
             aggregator_command += ["--rule-param", f"{name}={json.dumps(value)}"]
         report(log, "starting", "starting the aggregator ({rounds} rounds)", rounds=args.rounds)

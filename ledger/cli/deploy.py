@@ -12,6 +12,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("deploy", help="deploy the ledger contract and record it under var/deployments/")
     parser.add_argument("--rpc-url", default=None, help="JSON-RPC endpoint (default $FEDLEDGER_RPC_URL or the devnet)")
     add_key_arguments(parser, required=False)
+    parser.add_argument(
+        "--attestation-quorum",
+        type=int,
+        default=0,
+        metavar="K",
+        help="auditors' ok attestations a version needs before a round may build on it (0: off; at most 32)",
+    )
     parser.add_argument("--json", action="store_true", help="print the deployment record as JSON")
     parser.set_defaults(handler=_deploy)
 
@@ -26,7 +33,7 @@ def _deploy(args: argparse.Namespace) -> int:
         args.dev_key = 0  # the devnet's first account; the client refuses it on any other chain
     account = signing_account(args)
     w3 = connect_chain(args)
-    client, record, result = deploy(w3, account)
+    client, record, result = deploy(w3, account, attestation_quorum=args.attestation_quorum)
     if args.json:
         print(json.dumps({**asdict(record), "gas_used": result.gas_used, "record": str(deployment_path(record.chain_id))}))
         return 0

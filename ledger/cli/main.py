@@ -36,6 +36,8 @@ COMMANDS: dict[str, Command] = {
     "round": Command("ledger.cli.rounds", "show a round's state, or abandon one after its deadline"),
     "versions": Command("ledger.cli.versions", "the committed model versions, genesis first"),
     "keys": Command("ledger.cli.keys", "create an encrypted keystore for a new account"),
+    "task": Command("ledger.cli.task", "list, show or create tasks (the model, data and training a federation pins)"),
+    "data": Command("ledger.cli.data", "write per-node data files from a task's bundled data set"),
     "demo": Command("ledger.cli.demo", "run a federated training demo end to end"),
     "audit": Command("ledger.cli.audit", "check committed model versions against the chain"),
     "bench": Command("ledger.cli.bench.common", "run a benchmark and print its figures as JSON"),

@@ -7,37 +7,47 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.core.task import Examples, Task
+
+log = logging.getLogger(__name__)
 
 # With no news, look at the chain's state again this often anyway (a notification can be missed
 # while a devnet restarts); news itself wakes the node at once.
 RECHECK_SECONDS = 10.0
 
-log = logging.getLogger(__name__)
-
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_chain_arguments, add_key_arguments, add_ledger_arguments
+    from ledger.cli.wiring import (
+        add_chain_arguments,
+        add_key_arguments,
+        add_ledger_arguments,
+        add_share_arguments,
+        add_task_arguments,
+    )
 
     node = subparsers.add_parser("node", help="run an edge node; list, register or revoke nodes")
     sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="train on local data and submit an update to every round the chain opens")
     add_ledger_arguments(run)
-    data = run.add_argument_group("local data (sklearn digits, split as the federation agreed)")
-    data.add_argument("--node-index", type=int, required=True, help="this node's shard, 0-based")
-    data.add_argument("--num-nodes", type=int, required=True, help="how many shards the data is split into")
-    split = data.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    data.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
-    data.add_argument("--data-seed", type=int, default=0)
-    training = run.add_argument_group("training")
-    training.add_argument("--epochs", type=int, default=5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--lr", type=float, default=0.05)
-    training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index)")
+    training = run.add_argument_group(
+        "task and training (the federation pins the task's spec at genesis; the update encoding, and under DP "
+        "the batch size and epochs, come from the policy genesis pins)"
+    )
+    add_task_arguments(training)
+    training.add_argument("--dp-lr", type=float, default=1.0, help="plain SGD step of DP-SGD, when the federation trains privately")
+    training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index, else 0)")
     training.add_argument(
         "--threads", type=int, default=1, help="torch threads for training (default 1: the model is small; more only contend)"
     )
+    data = run.add_argument_group("local data: a file the node owns, or a share of the task's bundled data set")
+    data.add_argument("--data", type=Path, help="this node's data in the task's format (e.g. from `fedledger data split`)")
+    data.add_argument("--node-index", type=int, help="without --data: this node's share of the bundled data, 0-based")
+    data.add_argument("--num-nodes", type=int, help="without --data: how many shares the bundled data is split into")
+    add_share_arguments(data)
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the split into shares")
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
         "--misbehave",
@@ -70,49 +80,54 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.chain.follow import LedgerFollower, of_type
     from ledger.cli.errors import UsageError
     from ledger.cli.logs import set_role
-    from ledger.cli.wiring import Role, blob_store, ledger_client, settings, signing_account
+    from ledger.cli.wiring import Role, blob_store, ledger_client, resolve_task, settings, signing_account
     from ledger.core.errors import LedgerError, Unavailable
     from ledger.core.progress import report
+    from ledger.core.task_spec import TaskSpecMismatch
     from ledger.store.base import BlobStoreError
 
-    if not 0 <= args.node_index < args.num_nodes:
-        raise UsageError(f"--node-index must be in 0..{args.num_nodes - 1}")
     if args.misbehave == "tamper" and args.tamper_dir is None:
         raise UsageError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    task, overrides = resolve_task(args)
+    shard, where = _local_data(args, task)  # bad data is refused before any chain call
     account = signing_account(args)
     set_role(f"node {account.address}")
     client = ledger_client(args, account=account, role=Role.NODE)
     store = blob_store(args, client)
 
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, Outcome, TrainingConfig
-    from ledger.core.data import load_digits_split, split_shards
+    from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
     from ledger.core.threads import pin_threads
 
     threads = pin_threads(args.threads)
-    split = load_digits_split(seed=args.data_seed)
-    shard = split_shards(split.train, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)[args.node_index]
-    config = TrainingConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.node_index if args.seed is None else args.seed
-    )
+    default_seed = args.node_index if args.data is None else 0
+    seed = default_seed if args.seed is None else args.seed
     node = EdgeNode(
         client,
         store,
         shard,
-        config,
+        TrainingConfig(task=task, hyperparameters=overrides, seed=seed, dp_lr=args.dp_lr),
         max_model_bytes=settings(args).max_blob_bytes,
         transform=poison_transform() if args.misbehave == "poison" else None,
         after_upload=tamper_at_rest(args.tamper_dir) if args.misbehave == "tamper" else None,
     )
+    spec_hash = node.spec.spec_hash
+    try:
+        node.policy()  # refuse at once if the federation already pinned another task or a policy it cannot follow
+    except (TaskSpecMismatch, UnsupportedPolicy) as exc:
+        raise _cannot_join(node.address, exc) from exc
+    except (LookupError, BlobStoreError, LedgerError, ValueError):
+        pass  # no genesis yet, or its metadata not reachable yet: checked again before the first round
     node.warm_up()  # the first pass through torch is the slow one: pay it now, not inside round 1's window
     report(
         log,
         "ready",
-        "ready: shard {index}/{shards}, {samples} samples, ledger {ledger}, {threads} torch threads",
-        index=args.node_index,
-        shards=args.num_nodes,
+        "ready: task {task} (spec {spec}), {where}, {samples} samples, ledger {ledger}, {threads} torch threads",
+        task=task.name,
+        spec=spec_hash[:12],
+        where=where,
         samples=len(shard),
         ledger=client.address,
         threads=threads,
@@ -126,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
                 result = node.participate(last_round)
                 if result.outcome is not Outcome.SUBMITTED:
                     report(log, "outcome", "round {round}: {outcome}", round=last_round, outcome=result.outcome.value)
+            except (TaskSpecMismatch, UnsupportedPolicy) as exc:  # not this round's problem: this node cannot join
+                raise _cannot_join(node.address, exc) from exc
             except BlobStoreError as exc:
                 if isinstance(exc, Unavailable):
                     what = "the store stayed unreachable"
@@ -154,6 +171,37 @@ def _run(args: argparse.Namespace) -> int:
             if time.monotonic() >= recheck_at:
                 last_round = client.counters().last_round
                 break
+
+
+def _cannot_join(address: str, problem: Exception) -> Exception:
+    """The one line a node that cannot take part exits with (its task, or a policy it cannot follow)."""
+    from ledger.cli.errors import CommandError
+    from ledger.core.task_spec import TaskSpecMismatch
+
+    return CommandError(str(problem) if isinstance(problem, TaskSpecMismatch) else f"node {address} cannot join: {problem}")
+
+
+def _local_data(args: argparse.Namespace, task: Task) -> tuple[Examples, str]:
+    """(data, where it came from): the --data file, or this node's share of the task's bundled data."""
+    from ledger.cli.errors import CommandError, UsageError
+    from ledger.cli.wiring import load_data_file
+    from ledger.core.errors import LedgerError
+    from ledger.tasks.partition import split_examples
+
+    if args.data is not None:
+        if args.node_index is not None or args.num_nodes is not None:
+            raise UsageError("--data is this node's whole data set: drop --node-index/--num-nodes")
+        return load_data_file(task, args.data), f"data {args.data}"
+    if args.node_index is None or args.num_nodes is None:
+        raise UsageError("give --data FILE, or --node-index and --num-nodes for a share of the bundled data")
+    if not 0 <= args.node_index < args.num_nodes:
+        raise UsageError(f"--node-index must be in 0..{args.num_nodes - 1}")
+    try:
+        pool = task.bundled_data().train
+        shares = split_examples(pool, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)
+    except (LedgerError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    return shares[args.node_index], f"share {args.node_index}/{args.num_nodes} of its bundled data"
 
 
 # ------------------------------------------------------------------ the admin's commands

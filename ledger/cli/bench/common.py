@@ -20,6 +20,8 @@ BENCH_MODULES = (
     "ledger.cli.bench.round",
     "ledger.cli.bench.idle",
     "ledger.cli.bench.cli",
+    "ledger.cli.bench.updates",
+    "ledger.cli.bench.tasks",
 )
 
 

@@ -84,8 +84,8 @@ def _idle_federation(nodes: int, processes: int, window: float) -> dict[str, Any
     from ledger.chain.connect import connect
     from ledger.chain.devkeys import dev_account
     from ledger.chain.devnet import Devnet
-    from ledger.core.data import load_digits_split
     from ledger.store.local import LocalBlobStore
+    from ledger.tasks.digits import DIGITS_MLP
     from eth_account import Account
 
     results: dict[str, Any] = {}
@@ -101,7 +101,7 @@ def _idle_federation(nodes: int, processes: int, window: float) -> dict[str, Any
             aggregator = Aggregator(
                 LedgerClient(connect(devnet.rpc_url, patience=0.5), admin.address, dev_account(0)),
                 LocalBlobStore(Path(tmp) / "blobs", 1 << 26),
-                load_digits_split(seed=0).test,
+                DIGITS_MLP.bundled_data().test,
                 AggregatorConfig(round_seconds=3600, min_updates=1),
             )
             aggregator.ensure_genesis()

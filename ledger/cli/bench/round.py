@@ -93,8 +93,9 @@ def _node_process(
         from ledger.chain.devkeys import dev_account
         from ledger.chain.follow import LedgerFollower, of_type
         from ledger.config import Settings
-        from ledger.core.data import load_digits_split, split_shards
         from ledger.core.threads import DEFAULT_THREADS, pin_threads
+        from ledger.tasks.digits import DIGITS_MLP
+        from ledger.tasks.partition import split_examples
         from ledger.store.http import HttpBlobStore
 
         pin_threads(DEFAULT_THREADS)  # what `fedledger node run` pins by default
@@ -102,11 +103,9 @@ def _node_process(
         client = LedgerClient(connect(rpc_url), address, account)
         settings = Settings()
         store = HttpBlobStore.from_ledger(store_url, client, account=account, max_bytes=settings.max_blob_bytes)
-        split = load_digits_split(seed=0)
-        shard = split_shards(split.train, nodes, iid=True, alpha=0.5, seed=0)[index]
-        node = EdgeNode(
-            client, store, shard, TrainingConfig(epochs=epochs, seed=index), max_model_bytes=settings.max_blob_bytes
-        )
+        shard = split_examples(DIGITS_MLP.bundled_data().train, nodes, iid=True, alpha=0.5, seed=0)[index]
+        config = TrainingConfig(task=DIGITS_MLP, hyperparameters={"epochs": epochs}, seed=index)
+        node = EdgeNode(client, store, shard, config, max_model_bytes=settings.max_blob_bytes)
         node.warm_up()
         follower = LedgerFollower.from_head(client.w3, address)
         reports.put(("ready", index))
@@ -197,7 +196,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split
+    from ledger.tasks.digits import DIGITS_MLP
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
@@ -226,8 +225,10 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
             store = HttpBlobStore.from_ledger(
                 server.url, admin, account=dev_account(0), max_bytes=settings.max_blob_bytes
             )
-            config = AggregatorConfig(min_updates=nodes, round_seconds=int(ROUND_TIMEOUT))
-            aggregator = Aggregator(admin, store, load_digits_split(seed=0).test, config)
+            config = AggregatorConfig(
+                task=DIGITS_MLP, hyperparameters={"epochs": epochs}, min_updates=nodes, round_seconds=int(ROUND_TIMEOUT)
+            )
+            aggregator = Aggregator(admin, store, DIGITS_MLP.bundled_data().test, config)
             aggregator.ensure_genesis()
 
             context = multiprocessing.get_context("spawn")

@@ -18,6 +18,7 @@ from typing import Any, cast
 from ledger.core.merkle import merkle_root
 from ledger.chain.devnet import rpc_batch, rpc_call
 from ledger.core.reasons import AbandonReason, RejectReason
+from ledger.core.task_spec import TaskSpec, TensorSpec
 
 BULK_GAS = 300_000
 _BULK_RPC_TIMEOUT = 60.0
@@ -26,6 +27,16 @@ FAR_FUTURE_SECONDS = 10**7
 
 def label_hash(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
+
+
+# The task the scripted histories pin at genesis: a stand-in, since their models are labels, not weights.
+SYNTHETIC_TASK = TaskSpec(
+    name="synthetic",
+    version="1",
+    code_sha256=label_hash("synthetic task code"),
+    hyperparameters={},
+    tensors=(TensorSpec("weight", (1,), "float32", True),),
+)
 
 
 # --------------------------------------------------------------------------- scripted (any chain)
@@ -56,14 +67,16 @@ def scripted_history(
 
     Round 2 rejects one update; the round after the last is abandoned when `advance_time` can move
     past its deadline; the last node is revoked at the end; round 3's metadata blob is left out of
-    the store (the index must then derive inclusion from the chain alone).
+    the store (the index must then derive inclusion from the chain alone). At the end, one of every
+    governance event: an auditor attests the first version ok and the second not ok, the admin
+    resolves the failure, changes the policy, and offers and withdraws the admin role.
     """
     from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
     from ledger.core.policy import FederationPolicy
 
     admin = chain.admin
     nodes = chain.nodes
-    genesis_meta = encode_genesis(architecture="synthetic", seed=0, policy=FederationPolicy(rule="fedavg"))
+    genesis_meta = encode_genesis(seed=0, policy=FederationPolicy(rule="fedavg"), task=SYNTHETIC_TASK)
     genesis = label_hash(f"{label}/genesis")
     admin.commit_genesis(genesis, _put(store, genesis_meta))
     history = ScriptedHistory(genesis_hash=genesis, versions=[genesis])
@@ -87,7 +100,7 @@ def scripted_history(
         metadata = encode_round(
             round_number=round_number,
             base_model_hash=base,
-            architecture="synthetic",
+            task_spec=SYNTHETIC_TASK.spec_hash,
             rule="fedavg",
             rule_params={},
             included=[IncludedUpdate(h, n, samples[n]) for n, h in included.items()],
@@ -115,7 +128,22 @@ def scripted_history(
     if nodes:
         admin.revoke_node(nodes[-1].account.address)
         history.revoked.append(nodes[-1].account.address)
+    _governance(chain, history, label)
     return history
+
+
+def _governance(chain: Any, history: ScriptedHistory, label: str) -> None:
+    """Attestations, a resolution, a policy change and an admin offer (no round is open here)."""
+    admin = chain.admin
+    auditor = chain.client(chain.new_account(f"{label}/auditor"))
+    admin.set_auditor(auditor.account.address, True)
+    auditor.attest_version(history.versions[0], True, label_hash(f"{label}/report-0"))
+    if len(history.versions) > 1:
+        auditor.attest_version(history.versions[1], False, label_hash(f"{label}/report-1"))
+        admin.resolve_attestation(history.versions[1], auditor.account.address, label_hash(f"{label}/resolution"))
+    admin.set_policy(label_hash(f"{label}/policy-2"))
+    admin.transfer_admin(auditor.account.address)
+    admin.transfer_admin(admin.account.address)  # withdraws the offer: the admin stays
 
 
 def _put(store: Any | None, blob: bytes) -> str:
