@@ -142,7 +142,9 @@ class Aggregator:
         waiting_since = time.perf_counter()
         while True:
             closed = self.deadline_passed(info)  # judged before reading, so no submission can follow it
+            read_started = time.perf_counter()
             submissions = round_submissions(self.client, round_number, from_block=opened_block)
+            timings["event_reads"] = time.perf_counter() - read_started  # the last read: the one the round closes on
             if closed or len(submissions) >= wanted:
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
@@ -156,6 +158,8 @@ class Aggregator:
                     workers=self.config.workers,
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
+                for phase, seconds in intake.timings.items():
+                    timings[phase] = timings.get(phase, 0.0) + seconds
                 if closed or len(intake.accepted) >= info.min_updates:
                     return self._finish(info, intake, timings)
                 wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
@@ -173,7 +177,7 @@ class Aggregator:
             if self.client.rejection_of(info.round, submission.node) == 0:
                 log.info("round %d: rejecting %s from %s: %s (%s)", info.round, submission.update_hash, submission.node, reason.name, detail)
                 self.client.reject_update(info.round, submission.node, reason)
-        timings["chain"] = time.perf_counter() - started
+        timings["chain"] = timings["rejections"] = time.perf_counter() - started
         if not accepted:
             reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
@@ -183,7 +187,10 @@ class Aggregator:
 
         started = time.perf_counter()
         weights = intake.weights()
+        merged = time.perf_counter()
         accuracy = self._evaluate(weights)
+        timings["merge_result"] = merged - started
+        timings["evaluate"] = time.perf_counter() - merged
         timings["aggregate"] = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -17,10 +17,11 @@ fresh memory for a 100 MB blob costs the kernel more than reading the blob into 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ class Checked:
 
     submission: events.UpdateSubmitted
     verdict: Accepted | Rejected
+    fetch_seconds: float = 0.0  # download + re-hash (the store's `get`)
+    validate_seconds: float = 0.0  # parse + checks against the base
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,14 @@ class RoundIntake:
 
     The accepted updates are already folded into `merge` (streaming rules hold no tensors);
     `weights()` finishes it, and raises what the rule raises (e.g. too few updates for Krum).
+    `timings` are seconds of work per phase: `fetch_rehash` and `validate` summed over the worker
+    threads (they overlap each other and the merge), `merge` on the calling thread.
     """
 
     accepted: tuple[events.UpdateSubmitted, ...]
     rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...]
     merge: Merge
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def weights(self) -> Weights:
         return self.merge.result()
@@ -126,11 +132,16 @@ def admit_and_merge(
     # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
     spares = None if merge.keeps_updates else _Spares()
     refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
+    timings = {"fetch_rehash": 0.0, "validate": 0.0, "merge": 0.0}
     for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares):
+        timings["fetch_rehash"] += verified.fetch_seconds
+        timings["validate"] += verified.validate_seconds
         verdict = verified.verdict
         if isinstance(verdict, Accepted):
             submission = verified.submission
+            started = time.perf_counter()
             merge.add(Update(submission.update_hash, submission.num_samples, verdict.tensors))
+            timings["merge"] += time.perf_counter() - started
             refusals[index] = None
         else:
             refusals[index] = verdict
@@ -139,7 +150,7 @@ def admit_and_merge(
     rejected = tuple(
         (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
     )
-    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge)
+    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, timings=timings)
 
 
 # ---------------------------------------------------------------------------------- plumbing
@@ -170,12 +181,14 @@ def _check_into(
     spare: np.ndarray | None,
 ) -> tuple[Checked, np.ndarray | None]:
     """`check_update`, reading into `spare` if the store can; also returns the buffer the blob went to."""
+    started = time.perf_counter()
     fetched = fetch(store, submission, spare)
+    fetched_at = time.perf_counter()
     if isinstance(fetched, Rejected):
-        return Checked(submission, fetched), spare
+        return Checked(submission, fetched, fetch_seconds=fetched_at - started), spare
     buffer = fetched.obj if isinstance(fetched, memoryview) and isinstance(fetched.obj, np.ndarray) else spare
     verdict = validate_blob(fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm)
-    return Checked(submission, verdict), buffer
+    return Checked(submission, verdict, fetched_at - started, time.perf_counter() - fetched_at), buffer
 
 
 def _pipeline(

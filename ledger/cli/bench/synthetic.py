@@ -134,7 +134,7 @@ class BulkHistory:
     node_addresses: tuple[str, ...]
 
 
-def _calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]], str]:
+def calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]], str]:
     """`encode(function_name, args)` → 0x calldata, from the committed ABI (one encode per call)."""
     from eth_abi import encode
     from eth_utils import function_abi_to_4byte_selector
@@ -171,12 +171,13 @@ def anvil_bulk_history(
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.chain.devkeys import dev_account
+    from ledger.chain.events import fetch_events
 
     w3 = connect(rpc_url)
     admin_account = dev_account(0)
     client, deployed = LedgerClient.deploy(w3, admin_account)
     admin = admin_account.address
-    encode = _calldata_encoder(load_artifact().abi)
+    encode = calldata_encoder(load_artifact().abi)
     node_addresses = tuple(to_checksum_address("0x" + label_hash(f"{label}/node-{i}")[:40]) for i in range(nodes))
     nonces = {address: 0 for address in node_addresses}
     nonces[admin] = int(w3.eth.get_transaction_count(admin))
@@ -232,12 +233,12 @@ def anvil_bulk_history(
         rpc_call(rpc_url, "evm_setAutomine", [True])
         rpc_call(rpc_url, "anvil_autoImpersonateAccount", [False])
     head = int(w3.eth.block_number)
-    logs = w3.eth.get_logs({"address": client.address, "fromBlock": deployed.block_number, "toBlock": head})
+    events = fetch_events(w3, client.address, deployed.block_number, head)
     return BulkHistory(
         address=client.address,
         deploy_block=deployed.block_number,
         head_block=head,
-        events=len(logs),
+        events=len(events),
         node_addresses=node_addresses,
     )
 
