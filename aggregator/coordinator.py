@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,12 @@ from ledger.core.policy import FederationPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
-from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
+from ledger.chain.rounds import FederationView, SubmissionFeed, chain_now, round_rejections
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
 
 from aggregator.intake import Limits, RoundIntake, admit_and_merge
+from aggregator.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class AggregatorConfig:
     max_norm: float = 100.0
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    # Bytes of updates fetched while the round is open, so closing it does not wait on the store.
+    prefetch_bytes: int = 64 * 1024 * 1024
 
     @property
     def limits(self) -> Limits:
@@ -87,6 +91,9 @@ class Aggregator:
         self.store = store
         self.test_split = test_split
         self.config = config
+        # Active nodes, where each round opened, the latest version: read incrementally, so a
+        # round's reads cost the same on a chain of 10 rounds or 10,000.
+        self.view = FederationView(client)
 
     # ---------------------------------------------------------------- lineage
 
@@ -102,10 +109,10 @@ class Aggregator:
         return model_hash
 
     def latest_model(self) -> str:
-        versions = committed_models(self.client)
-        if not versions:
+        latest = self.view.latest_model()
+        if latest is None:
             raise LookupError("no model committed yet: commit genesis first")
-        return versions[-1].model_hash
+        return latest
 
     # ---------------------------------------------------------------- one round
 
@@ -125,66 +132,107 @@ class Aggregator:
     def close_round(self, round_number: int) -> RoundResult:
         """Wait for the round's submissions, check each, record rejections, then finalize (or abandon).
 
-        One loop: each poll reads the round's submissions once, from its `RoundOpened` block. It
-        moves on when every active node has submitted or the deadline passed; if too few updates
-        are valid to close before the deadline, it waits for another submission or the deadline.
+        One loop: each poll reads the round's new submissions (a `SubmissionFeed` from its
+        `RoundOpened` block) and starts fetching their blobs (`Prefetcher`). It moves on when every
+        active node has submitted or the deadline passed; if too few updates are valid to close
+        before the deadline, it waits for another submission or the deadline.
         """
         info = self.client.get_round(round_number)
         if info.state is not RoundState.OPEN:
             raise ValueError(f"round {round_number} is {info.state.name.lower()}, not open")
         assert info.base_model_hash is not None
-        opened_block = round_opened_block(self.client, round_number)
+        feed = SubmissionFeed(self.client, round_number, self.view.round_opened_block(round_number))
         base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
-        wanted = max(len(active_nodes(self.client)), 1)
+        wanted = max(len(self.view.active_nodes()), 1)
         timings: dict[str, float] = {}
         timeout = max(info.deadline - time.time(), 0) + 30
         give_up = time.monotonic() + timeout
         waiting_since = time.perf_counter()
-        while True:
-            closed = self.deadline_passed(info)  # judged before reading, so no submission can follow it
-            read_started = time.perf_counter()
-            submissions = round_submissions(self.client, round_number, from_block=opened_block)
-            timings["event_reads"] = time.perf_counter() - read_started  # the last read: the one the round closes on
-            if closed or len(submissions) >= wanted:
-                started = time.perf_counter()
-                timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
-                intake = admit_and_merge(
-                    self.store,
-                    submissions,
-                    base,
-                    self.config.limits,
-                    rule=self.config.rule,
-                    rule_params=self.config.rule_params,
-                    workers=self.config.workers,
-                )
-                timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
-                for phase, seconds in intake.timings.items():
-                    timings[phase] = timings.get(phase, 0.0) + seconds
-                if closed or len(intake.accepted) >= info.min_updates:
-                    return self._finish(info, intake, timings)
-                wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
-            if time.monotonic() > give_up:
-                raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
-            time.sleep(POLL_SECONDS)
+        with Prefetcher(self.store, budget_bytes=self.config.prefetch_bytes, workers=self.config.workers) as prefetch:
+            while True:
+                closed = self.deadline_passed(info)  # judged before reading, so no submission can follow it
+                read_started = time.perf_counter()
+                submissions = feed.read()
+                timings["event_reads"] = time.perf_counter() - read_started  # the last read: the one the round closes on
+                prefetch.add(submissions)
+                if closed or len(submissions) >= wanted:
+                    started = time.perf_counter()
+                    timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
+                    intake = admit_and_merge(
+                        prefetch.finish(),
+                        submissions,
+                        base,
+                        self.config.limits,
+                        rule=self.config.rule,
+                        rule_params=self.config.rule_params,
+                        workers=self.config.workers,
+                    )
+                    timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
+                    for phase, seconds in intake.timings.items():
+                        timings[phase] = timings.get(phase, 0.0) + seconds
+                    if closed or len(intake.accepted) >= info.min_updates:
+                        return self._finish(info, intake, timings)
+                    wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
+                if time.monotonic() > give_up:
+                    raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
+                time.sleep(POLL_SECONDS)
 
     # ---------------------------------------------------------------- commit
 
     def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
+        """Record the rejections, and meanwhile merge, evaluate and store the model; then finalize.
+
+        The rejections are chain writes and the rest is local work and uploads: they meet only at
+        `finalizeRound` (which closes the round to rejections), so they run side by side.
+        """
         assert info.base_model_hash is not None
         accepted, rejected = intake.accepted, intake.rejected
-        started = time.perf_counter()
-        for submission, reason, detail in rejected:
-            if self.client.rejection_of(info.round, submission.node) == 0:
-                log.info("round %d: rejecting %s from %s: %s (%s)", info.round, submission.update_hash, submission.node, reason.name, detail)
-                self.client.reject_update(info.round, submission.node, reason)
-        timings["chain"] = timings["rejections"] = time.perf_counter() - started
-        if not accepted:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rejections") as chain:
+            recording = chain.submit(self._record_rejections, info.round, rejected, timings)
+            committed = self._store_model(info, intake, timings) if accepted else None
+            started = time.perf_counter()
+            recording.result()
+            timings["rejections_wait"] = time.perf_counter() - started
+        timings["chain"] = timings["rejections"]
+        if committed is None:
             why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
             self.client.abandon_round(info.round, why)
-            timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+            timings["chain"] += time.perf_counter() - started
             return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
 
+        model_hash, metadata_hash, accuracy = committed
+        started = time.perf_counter()
+        included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
+        self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
+        timings["chain"] += time.perf_counter() - started
+        return RoundResult(
+            round=info.round,
+            base_model_hash=info.base_model_hash,
+            included=accepted,
+            rejected=rejected,
+            model_hash=model_hash,
+            metadata_hash=metadata_hash,
+            accuracy=accuracy,
+            timings=timings,
+        )
+
+    def _record_rejections(
+        self, round_number: int, rejected: Sequence[tuple[events.UpdateSubmitted, RejectReason, str]], timings: dict[str, float]
+    ) -> None:
+        """Put each rejection on chain with its reason, except those already there (a resumed round)."""
+        started = time.perf_counter()
+        opened_block = self.view.round_opened_block(round_number)
+        recorded = {event.node for event in round_rejections(self.client, round_number, from_block=opened_block)}
+        pending = [(submission, reason, detail) for submission, reason, detail in rejected if submission.node not in recorded]
+        for submission, reason, detail in pending:
+            log.info("round %d: rejecting %s from %s: %s (%s)", round_number, submission.update_hash, submission.node, reason.name, detail)
+        self.client.reject_updates(round_number, [(submission.node, reason) for submission, reason, _ in pending])
+        timings["rejections"] = time.perf_counter() - started
+
+    def _store_model(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> tuple[str, str, float]:
+        """Merge, evaluate, and store the model and its metadata: (model hash, metadata hash, accuracy)."""
+        assert info.base_model_hash is not None
         started = time.perf_counter()
         weights = intake.weights()
         merged = time.perf_counter()
@@ -201,27 +249,13 @@ class Aggregator:
             architecture=MODEL_NAME,
             rule=self.config.rule,
             rule_params=self.config.rule_params,
-            included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
-            rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
+            included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in intake.accepted],
+            rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in intake.rejected],
             metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
         )
         metadata_hash = self.store.put(metadata)
         timings["store"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
-        self.client.finalize_round(info.round, model_hash, merkle_root(included_hashes), len(accepted), metadata_hash)
-        timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-        return RoundResult(
-            round=info.round,
-            base_model_hash=info.base_model_hash,
-            included=accepted,
-            rejected=rejected,
-            model_hash=model_hash,
-            metadata_hash=metadata_hash,
-            accuracy=accuracy,
-            timings=timings,
-        )
+        return model_hash, metadata_hash, accuracy
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
         model = build_model(self.config.model_seed)

@@ -6,21 +6,12 @@ for) and the demo's report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
 
 
-def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
-    """Registered, unrevoked nodes, in registration order."""
-    active: dict[str, None] = {}
-    for event in client.events(from_block):
-        if isinstance(event, events.NodeRegistered):
-            active[event.node] = None
-        elif isinstance(event, events.NodeRevoked):
-            active.pop(event.node, None)
-    return list(active)
 
 
 def _round_topic(round_number: int) -> str:
@@ -80,6 +71,128 @@ def lineage(client: LedgerClient, model_hash: str, from_block: int = 0) -> list[
         )
         current = event.parent_hash
     return steps
+
+
+# --------------------------------------------------------------------------- reads that follow the chain
+
+
+@dataclass
+class _Cursor:
+    """How far a follower has read: the last block and its hash (a changed hash means a reorg)."""
+
+    block: int
+    block_hash: str | None = None
+
+    def advance(self, client: LedgerClient) -> tuple[int, int] | None:
+        """The next block range to read, [first, head], or None when nothing is new.
+
+        Reads the head once; if the block this cursor stands on no longer has the hash it had,
+        the chain reorganized under us: the caller must forget what it read and start again.
+        """
+        head = client.w3.eth.get_block("latest")
+        head_number = int(head["number"])
+        first = self.block + 1 if self.block_hash is not None else self.block
+        if head_number < first:
+            return None
+        self.block, self.block_hash = head_number, bytes(head["hash"]).hex()
+        return first, head_number
+
+    def still_on_chain(self, client: LedgerClient) -> bool:
+        if self.block_hash is None:
+            return True
+        return bytes(client.w3.eth.get_block(self.block)["hash"]).hex() == self.block_hash
+
+
+class SubmissionFeed:
+    """A round's `UpdateSubmitted` events, read incrementally: each `read()` asks only for new blocks.
+
+    Polling a round with one read from its `RoundOpened` block costs O(submissions so far) per
+    poll, O(N²) over a round of N nodes; this costs O(new submissions) plus two block reads. A
+    reorg under the feed (its last block's hash changed) makes it read the round again.
+    """
+
+    def __init__(self, client: LedgerClient, round_number: int, opened_block: int) -> None:
+        self.client = client
+        self.round = round_number
+        self.opened_block = opened_block
+        self._cursor = _Cursor(opened_block)
+        self._seen: list[events.UpdateSubmitted] = []
+
+    def read(self) -> list[events.UpdateSubmitted]:
+        """Every submission to the round so far, in chain order."""
+        if not self._cursor.still_on_chain(self.client):
+            self._cursor, self._seen = _Cursor(self.opened_block), []
+        span = self._cursor.advance(self.client)
+        if span is not None:
+            first, head = span
+            self._seen.extend(
+                self.client.events(first, head, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(self.round)])
+            )
+        return list(self._seen)
+
+
+_FOLLOWED = (events.NodeRegistered, events.NodeRevoked, events.RoundOpened, events.ModelCommitted)
+
+
+@dataclass
+class FederationState:
+    """What `FederationView` keeps: the active nodes, where each round opened, the latest version."""
+
+    active: dict[str, None] = field(default_factory=dict)  # registration order
+    opened_blocks: dict[int, int] = field(default_factory=dict)
+    latest_model: str | None = None
+
+    def apply(self, event: events.LedgerEvent) -> None:
+        if isinstance(event, events.NodeRegistered):
+            self.active[event.node] = None
+        elif isinstance(event, events.NodeRevoked):
+            self.active.pop(event.node, None)
+        elif isinstance(event, events.RoundOpened):
+            self.opened_blocks[event.round] = event.ref.block_number
+        elif isinstance(event, events.ModelCommitted):
+            self.latest_model = event.model_hash
+
+
+class FederationView:
+    """The facts a coordinator needs every round — active nodes, where a round opened, the latest
+    version — kept current by reading only the blocks it has not read yet (registrations, rounds
+    and commits: a few events per round, never the submissions).
+
+    The first refresh reads these events from `start_block` once; later ones cost what is new,
+    whatever the chain's length. A reorg under the view makes it read everything again.
+    """
+
+    def __init__(self, client: LedgerClient, start_block: int = 0) -> None:
+        self.client = client
+        self.start_block = start_block
+        self._cursor = _Cursor(start_block)
+        self._state = FederationState()
+
+    def refresh(self) -> FederationState:
+        if not self._cursor.still_on_chain(self.client):
+            self._cursor, self._state = _Cursor(self.start_block), FederationState()
+        span = self._cursor.advance(self.client)
+        if span is not None:
+            first, head = span
+            names = [cls.event_name for cls in _FOLLOWED]
+            for event in events.fetch_events(self.client.w3, self.client.address, first, head, event_names=names):
+                self._state.apply(event)
+        return self._state
+
+    def active_nodes(self) -> list[str]:
+        """Registered, unrevoked nodes, in registration order (as `active_nodes`)."""
+        return list(self.refresh().active)
+
+    def round_opened_block(self, round_number: int) -> int:
+        """The block that opened the round (as `round_opened_block`)."""
+        block = self.refresh().opened_blocks.get(round_number)
+        if block is None:
+            raise LookupError(f"round {round_number} was never opened on this ledger")
+        return block
+
+    def latest_model(self) -> str | None:
+        """The model hash of the latest `ModelCommitted`, genesis included; None before genesis."""
+        return self.refresh().latest_model
 
 
 def chain_now(client: LedgerClient) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -64,6 +65,17 @@ def status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process so far, from /proc (None where there is no /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak_rss() -> bool:

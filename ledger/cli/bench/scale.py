@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median
+from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median, process_cpu_seconds
 
 NODES = (10, 100, 1000)
 ROUNDS = 2
@@ -118,11 +118,18 @@ def measure_nodes(
                 for process in processes:
                     process.start()
                 _wait_ready(reports, len(processes))
+                roles = {"anvil": [anvil.pid()], "ledger_service": [os.getpid()], "aggregator": [processes[0].pid]}
+                roles["drivers"] = [process.pid for process in processes[1:]]
                 per_round = []
                 for _ in range(rounds):
+                    cpu_before = _cpu_by_role(roles)
                     commands.put("round")
                     aggregator_round, submitted = _collect_round(reports, nodes)
-                    per_round.append(_round_figures(anvil.rpc_url, admin, aggregator_round, submitted))
+                    figures = _round_figures(anvil.rpc_url, admin, aggregator_round, submitted)
+                    figures["cpu_seconds"] = {
+                        role: after - cpu_before[role] for role, after in _cpu_by_role(roles).items()
+                    }
+                    per_round.append(figures)
                 commands.put("stop")
             finally:
                 _stop(processes, commands, stop)
@@ -207,6 +214,11 @@ def _collect_round(reports: Any, nodes: int) -> tuple[Any, list[Any]]:
     return aggregator_round, submitted
 
 
+def _cpu_by_role(roles: dict[str, list[int | None]]) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes (0 where /proc cannot tell)."""
+    return {role: sum(process_cpu_seconds(pid) or 0.0 for pid in pids) for role, pids in roles.items()}
+
+
 def _stop(processes: list[multiprocessing.process.BaseProcess], commands: Any, stop: Any) -> None:
     """Ask every process to finish, then terminate (and at last kill) the ones that do not."""
     stop.set()
@@ -248,18 +260,21 @@ def _round_figures(rpc_url: str, admin: Any, aggregator_round: Any, submitted: l
     gas = round_gas(rpc_url, opened_block, committed[0].ref.block_number)
     timings = aggregator_round.timings
     last_landed = max(s.landed for s in submitted)
-    seen_at = aggregator_round.open_returned_at + timings.get("wait_submissions", 0.0)
+    last_to_finalize = aggregator_round.finalized_at - last_landed
     # After the last receipt: the poll noticing it, then close_round's own steps.
+    # Rejections are recorded while the model is merged, evaluated and stored: only the wait for
+    # them after the store is on the critical path (their whole time is reported beside it).
     phases = {
-        "notice": max(0.0, seen_at - last_landed),
         "event_read": timings.get("event_reads", 0.0),
         "intake_wall": timings.get("verify", 0.0),
-        "rejections": timings.get("rejections", 0.0),
         "merge_result": timings.get("merge_result", 0.0),
         "evaluate": timings.get("evaluate", 0.0),
         "store": timings.get("store", 0.0),
+        "rejections_wait": timings.get("rejections_wait", 0.0),
         "finalize": timings.get("chain", 0.0) - timings.get("rejections", 0.0),
     }
+    # The rest is the poll noticing the last submission (its sleep and deadline check).
+    phases["notice"] = max(0.0, last_to_finalize - sum(phases.values()))
     return {
         "round": round_number,
         "submissions": len(submitted),
@@ -269,8 +284,9 @@ def _round_figures(rpc_url: str, admin: Any, aggregator_round: Any, submitted: l
         "submissions_per_second": len(submitted) / max(last_landed - aggregator_round.open_returned_at, 1e-9),
         "node_upload_seconds_median": median([s.uploaded - s.started for s in submitted]),
         "node_submit_seconds_median": median([s.landed - s.uploaded for s in submitted]),
-        "last_submission_to_finalize_seconds": aggregator_round.finalized_at - last_landed,
+        "last_submission_to_finalize_seconds": last_to_finalize,
         "phases": phases,
+        "rejections_seconds": timings.get("rejections", 0.0),
         "intake_work_seconds": {
             "fetch_rehash": timings.get("fetch_rehash", 0.0),
             "validate": timings.get("validate", 0.0),
@@ -358,7 +374,7 @@ def _nodes_report(
                 "submissions_per_second": med("submissions_per_second"),
                 "last_submission_to_finalize_seconds": med("last_submission_to_finalize_seconds"),
                 "phases": {name: med("phases", name) for name in per_round[0]["phases"]},
-                "intake_work_seconds": {name: med("intake_work_seconds", name) for name in per_round[0]["intake_work_seconds"]},
+        "intake_work_seconds": {name: med("intake_work_seconds", name) for name in per_round[0]["intake_work_seconds"]},
                 "aggregator_peak_rss_mib": med("aggregator_rss_mib", "peak_in_round")
                 if per_round[0]["aggregator_rss_mib"]["peak_in_round"] is not None
                 else None,
