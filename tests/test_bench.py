@@ -48,3 +48,35 @@ def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
 
     assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
     assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
+
+
+@pytest.mark.devnet
+def test_scale_bench_runs_a_small_federation_and_history_end_to_end() -> None:
+    from ledger.cli.bench.scale import measure_scale
+
+    report = measure_scale(
+        nodes=[4], rounds=1, drivers=2, threads=2, reject_every=4, api_requests=5,
+        history_rounds=3, history_nodes=4, databases=["sqlite"],
+    )  # fmt: skip
+
+    (four,) = report["by_nodes"]
+    (round_one,) = four["per_round"]
+    assert (round_one["submissions"], round_one["included"], round_one["rejected"]) == (4, 3, 1)
+    assert round_one["gas"]["submit_median"] > 21_000 and round_one["gas"]["round_total"] > 4 * 21_000
+    assert set(round_one["phases"]) >= {"event_read", "intake_wall", "store", "finalize", "notice"}
+    assert round_one["aggregator_rss_mib"]["peak_in_round"] is None or round_one["aggregator_rss_mib"]["peak_in_round"] > 50
+    assert four["api"]["round_page"]["p99_ms"] > 0 and four["api"]["indexed_events"] > 4
+    history = report["history"]
+    assert history["events"] > 3 * 4 and history["by_database"]["sqlite"]["index_events_per_second"] > 0
+    assert set(history["by_database"]["sqlite"]["api"]) == {"lineage", "round_page_last", "round_page_first", "summary"}
+
+
+def test_node_counts_parse_and_refuse_nonsense() -> None:
+    import argparse
+
+    from ledger.cli.bench.scale import parse_counts
+
+    assert parse_counts("10,100,1000") == [10, 100, 1000]
+    for bad in ("", "ten", "10,-1", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_counts(bad)

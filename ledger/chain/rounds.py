@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from web3.exceptions import BlockNotFound
+
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
-
-
 
 
 def _round_topic(round_number: int) -> str:
@@ -100,7 +100,10 @@ class _Cursor:
     def still_on_chain(self, client: LedgerClient) -> bool:
         if self.block_hash is None:
             return True
-        return bytes(client.w3.eth.get_block(self.block)["hash"]).hex() == self.block_hash
+        try:
+            return bytes(client.w3.eth.get_block(self.block)["hash"]).hex() == self.block_hash
+        except BlockNotFound:  # the chain went back below it
+            return False
 
 
 class SubmissionFeed:

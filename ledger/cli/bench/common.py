@@ -47,6 +47,17 @@ def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
 
 
+def rounded(value: Any, digits: int = 4) -> Any:
+    """`value` with every float in it (through dicts and lists) rounded to `digits` places."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """The sample at `fraction` of the sorted samples (nearest rank; p99 of 200 is the 198th)."""
     ordered = sorted(samples)

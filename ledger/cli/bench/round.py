@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds
+from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds, rounded
 from ledger.core.polling import free_port
 
 NODES = 10
@@ -346,10 +346,6 @@ def _wait_ready(reports: Any, nodes: int) -> None:
         ready.add(report[1])
 
 
-def _rounded(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: round(value, 4) if isinstance(value, float) else value for key, value in values.items()}
-
-
 def _report(
     per_round: list[dict[str, Any]], *, nodes: int, rounds: int, epochs: int, load_before: tuple[float, ...]
 ) -> dict[str, Any]:
@@ -372,16 +368,16 @@ def _report(
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "warmup_rounds": WARMUP_ROUNDS,
         "wall_seconds_median": round(median([r["wall_seconds"] for r in measured]), 4),
-        "critical_path_median": _rounded(medians),
+        "critical_path_median": rounded(medians),
         "per_round": [
             {
                 "round": r["round"],
                 "wall_seconds": round(r["wall_seconds"], 4),
-                "critical_path": _rounded(r["critical_path"]),
-                "aggregator": _rounded(r["aggregator"]),
-                "nodes_median": _rounded(r["nodes_median"]),
-                "last_node": _rounded(r["last_node"]),
-                "cpu_seconds": _rounded(r["cpu_seconds"]),
+                "critical_path": rounded(r["critical_path"]),
+                "aggregator": rounded(r["aggregator"]),
+                "nodes_median": rounded(r["nodes_median"]),
+                "last_node": rounded(r["last_node"]),
+                "cpu_seconds": rounded(r["cpu_seconds"]),
                 "accuracy": r["accuracy"],
                 "warmup": r in warmup,
             }

@@ -35,10 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median, process_cpu_seconds
+from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median, process_cpu_seconds, rounded
 
 NODES = (10, 100, 1000)
-ROUNDS = 2
+ROUNDS = 3  # the first is a warm-up (first use of connections, torch, caches) when there are more
 DRIVERS = 4
 THREADS_PER_DRIVER = 4
 REJECT_EVERY = 50
@@ -94,7 +94,7 @@ def measure_nodes(
         commands = context.Queue()
         stop = context.Event()
         processes: list[multiprocessing.process.BaseProcess] = []
-        setup_seconds = time.monotonic() - started
+        stages = {"setup": time.monotonic() - started}  # deploy, fund and register the N keys
         with serve_in_thread(app, threads=8) as server:
             try:
                 processes.append(
@@ -115,9 +115,12 @@ def measure_nodes(
                             daemon=True,
                         )
                     )
+                marker = time.monotonic()
                 for process in processes:
                     process.start()
                 _wait_ready(reports, len(processes))
+                stages["start_processes"] = time.monotonic() - marker
+                marker = time.monotonic()
                 roles = {"anvil": [anvil.pid()], "ledger_service": [os.getpid()], "aggregator": [processes[0].pid]}
                 roles["drivers"] = [process.pid for process in processes[1:]]
                 per_round = []
@@ -131,11 +134,15 @@ def measure_nodes(
                     }
                     per_round.append(figures)
                 commands.put("stop")
+                stages["rounds"] = time.monotonic() - marker
             finally:
                 _stop(processes, commands, stop)
+            marker = time.monotonic()
             api = _api_latency(anvil.rpc_url, admin.address, store, requests=api_requests)
+            stages["api"] = time.monotonic() - marker
+    stages["end_to_end"] = time.monotonic() - started
     bad = sum(scale_roles.is_bad_node(i, reject_every) for i in range(nodes))
-    return _nodes_report(nodes, bad, drivers, threads, setup_seconds, per_round, api, time.monotonic() - started)
+    return _nodes_report(nodes, bad, drivers, threads, stages, per_round, api)
 
 
 def register_nodes(rpc_url: str, admin: Any, addresses: Sequence[str]) -> None:
@@ -162,12 +169,12 @@ def register_nodes(rpc_url: str, admin: Any, addresses: Sequence[str]) -> None:
         )
         for offset, address in enumerate(addresses)
     ]
-    rpc_call(rpc_url, "evm_setAutomine", [False])
+    rpc_call(rpc_url, "evm_setAutomine", [False], timeout=120)
     try:
         rpc_batch(rpc_url, calls, timeout=120)
-        rpc_call(rpc_url, "evm_mine")
+        rpc_call(rpc_url, "evm_mine", timeout=120)
     finally:
-        rpc_call(rpc_url, "evm_setAutomine", [True])
+        rpc_call(rpc_url, "evm_setAutomine", [True], timeout=120)
     missing = [address for address in (addresses[0], addresses[-1]) if not admin.is_node(address)]
     if missing:
         raise RuntimeError(f"registration failed for {missing}")
@@ -277,6 +284,7 @@ def _round_figures(rpc_url: str, admin: Any, aggregator_round: Any, submitted: l
     phases["notice"] = max(0.0, last_to_finalize - sum(phases.values()))
     return {
         "round": round_number,
+        "round_seconds": aggregator_round.finalized_at - aggregator_round.opened_at,
         "submissions": len(submitted),
         "included": aggregator_round.included,
         "rejected": aggregator_round.rejected,
@@ -334,47 +342,45 @@ def _api_latency(rpc_url: str, address: str, store: Any, *, requests: int) -> di
     }
 
 
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {key: _rounded(item) for key, item in value.items()}
-    return value
-
-
 def _nodes_report(
     nodes: int,
     bad: int,
     drivers: int,
     threads: int,
-    setup_seconds: float,
+    stages: dict[str, float],
     per_round: list[dict[str, Any]],
     api: dict[str, Any],
-    seconds: float,
 ) -> dict[str, Any]:
+    warmup = 1 if len(per_round) > 1 else 0
+    for index, figures in enumerate(per_round):
+        figures["warmup"] = index < warmup
+    measured = per_round[warmup:]
+
     def med(*path: str) -> float:
         values = []
-        for figures in per_round:
+        for figures in measured:
             value: Any = figures
             for key in path:
                 value = value[key]
             values.append(value)
         return median(values)
 
-    return _rounded(
+    return rounded(
         {
             "nodes": nodes,
             "bad_nodes": bad,
             "drivers": drivers,
             "threads_per_driver": threads,
             "rounds": len(per_round),
-            "setup_seconds": setup_seconds,
-            "end_to_end_seconds": seconds,
+            "warmup_rounds": warmup,
+            "stage_seconds": stages,
             "median": {
                 "submissions_per_second": med("submissions_per_second"),
                 "last_submission_to_finalize_seconds": med("last_submission_to_finalize_seconds"),
                 "phases": {name: med("phases", name) for name in per_round[0]["phases"]},
-        "intake_work_seconds": {name: med("intake_work_seconds", name) for name in per_round[0]["intake_work_seconds"]},
+                "intake_work_seconds": {name: med("intake_work_seconds", name) for name in per_round[0]["intake_work_seconds"]},
+                "rejections_seconds": med("rejections_seconds"),
+                "cpu_seconds": {role: med("cpu_seconds", role) for role in per_round[0]["cpu_seconds"]},
                 "aggregator_peak_rss_mib": med("aggregator_rss_mib", "peak_in_round")
                 if per_round[0]["aggregator_rss_mib"]["peak_in_round"] is not None
                 else None,
@@ -452,7 +458,7 @@ def measure_scale(
                 "gas_per_round": r["median"]["gas_per_round"],
                 "lineage_p99_ms": r["api"]["lineage"]["p99_ms"],
                 "round_page_p99_ms": r["api"]["round_page"]["p99_ms"],
-                "end_to_end_seconds": r["end_to_end_seconds"],
+                "end_to_end_seconds": r["stage_seconds"]["end_to_end"],
             }
             for r in by_nodes
         ],

@@ -192,11 +192,11 @@ def anvil_bulk_history(
 
     def mine(calls: list[tuple[str, list[Any]]]) -> None:
         rpc_batch(rpc_url, calls, timeout=_BULK_RPC_TIMEOUT)
-        rpc_call(rpc_url, "evm_mine")
+        rpc_call(rpc_url, "evm_mine", timeout=_BULK_RPC_TIMEOUT)
 
-    rpc_call(rpc_url, "anvil_autoImpersonateAccount", [True])
+    rpc_call(rpc_url, "anvil_autoImpersonateAccount", [True], timeout=_BULK_RPC_TIMEOUT)
     rpc_batch(rpc_url, timeout=_BULK_RPC_TIMEOUT, calls=[("anvil_setBalance", [address, hex(10**21)]) for address in node_addresses])
-    rpc_call(rpc_url, "evm_setAutomine", [False])
+    rpc_call(rpc_url, "evm_setAutomine", [False], timeout=_BULK_RPC_TIMEOUT)
     try:
         deadline = int(w3.eth.get_block("latest")["timestamp"]) + FAR_FUTURE_SECONDS
         genesis = bytes.fromhex(label_hash(f"{label}/genesis"))
@@ -230,8 +230,8 @@ def anvil_bulk_history(
                 closing.append(tx(admin, "openRound", round_number + 1, model, deadline, 1))
             mine(closing)
     finally:
-        rpc_call(rpc_url, "evm_setAutomine", [True])
-        rpc_call(rpc_url, "anvil_autoImpersonateAccount", [False])
+        rpc_call(rpc_url, "evm_setAutomine", [True], timeout=_BULK_RPC_TIMEOUT)
+        rpc_call(rpc_url, "anvil_autoImpersonateAccount", [False], timeout=_BULK_RPC_TIMEOUT)
     head = int(w3.eth.block_number)
     events = fetch_events(w3, client.address, deployed.block_number, head)
     return BulkHistory(
