@@ -15,11 +15,13 @@ from enum import Enum
 import torch
 
 from ledger.chain import errors
-from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.client import LedgerClient, RoundState, sign_submission
+from ledger.chain.rounds import chain_now
 from ledger.core.data import Shard
 from ledger.core.hashing import sha256_hex
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
+from ledger.store.relay import RelayFolder
 
 from edge_node.training import train_local
 
@@ -44,6 +46,8 @@ class TrainingConfig:
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
+    HANDED_OVER = "handed to a relayer"  # signed and left for a relayer; see `EdgeNode.ensure_submitted`
+    RELAYED = "relayed"
     ALREADY_SUBMITTED = "already submitted"
     ROUND_CLOSED = "round closed"
 
@@ -72,6 +76,7 @@ class EdgeNode:
         max_model_bytes: int,
         transform: Transform | None = None,
         after_upload: AfterUpload | None = None,
+        relay: RelayFolder | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -82,6 +87,8 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self.relay = relay
+        self._handed: dict[int, tuple[str, int]] = {}  # round -> (update hash, samples) left for a relayer
 
     @property
     def address(self) -> str:
@@ -110,6 +117,15 @@ class EdgeNode:
         stored = time.perf_counter()
         if self.after_upload is not None:
             self.after_upload(update_hash, blob)
+        if self.relay is not None:
+            account = self.client.account
+            assert account is not None
+            record = sign_submission(account, self.client.chain_id, self.client.address, round_number, update_hash, len(self.shard))
+            self.relay.hand_over(round_number, self.address, record)
+            self._handed[round_number] = (update_hash, len(self.shard))
+            return Participation(
+                round_number, Outcome.HANDED_OVER, update_hash, len(self.shard), trained - fetched, (fetched - started) + (stored - trained)
+            )
         try:
             self.client.submit_update(round_number, update_hash, len(self.shard))
         except errors.AlreadySubmitted:
@@ -126,6 +142,34 @@ class EdgeNode:
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
+        )
+
+    def ensure_submitted(self, round_number: int, *, grace_seconds: int) -> Participation:
+        """After `participate` handed the submission to a relayer: RELAYED once the chain holds it;
+        once chain time is within `grace_seconds` of the deadline without it, submit it directly
+        (a relayer can delay or drop a record, never keep the node out); HANDED_OVER meanwhile."""
+        handed = self._handed.get(round_number)
+        if handed is None:
+            raise ValueError(f"round {round_number}: no submission was handed to a relayer")
+        update_hash, num_samples = handed
+        on_chain = self.client.submission_of(round_number, self.address)
+        if on_chain is not None:
+            return Participation(round_number, Outcome.RELAYED, on_chain, num_samples)
+        info = self.client.get_round(round_number)
+        if info.state is not RoundState.OPEN:
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        if chain_now(self.client) < info.deadline - grace_seconds:
+            return Participation(round_number, Outcome.HANDED_OVER, update_hash, num_samples)
+        started = time.perf_counter()
+        try:
+            self.client.submit_update(round_number, update_hash, num_samples)
+        except errors.AlreadySubmitted:  # the relayer's batch landed first
+            return Participation(round_number, Outcome.RELAYED, update_hash, num_samples)
+        except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
+            log.info("round %d closed before %s could submit: %s", round_number, self.address, exc)
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        return Participation(
+            round_number, Outcome.SUBMITTED, update_hash, num_samples, chain_seconds=time.perf_counter() - started
         )
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:

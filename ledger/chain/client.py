@@ -382,7 +382,7 @@ def _send_many(
     """
     nonce = w3.eth.get_transaction_count(account.address, "pending")
     first = _build(w3, account, calls[0][1], {})
-    shared = {key: first[key] for key in ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice") if key in first}
+    shared: dict[str, Any] = {key: first[key] for key in ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice") if key in first}
     shared["gas"] = first["gas"] + first["gas"] // MANY_GAS_HEADROOM
     built = [(calls[0][0], {**first, "nonce": nonce})]
     for offset, (name, function) in enumerate(calls[1:], start=1):
@@ -474,3 +474,24 @@ def sign_submission(
         + signed.r.to_bytes(32, "big")
         + vs.to_bytes(32, "big")
     )
+
+
+def recover_submission(chain_id: int, contract: str, round: int, record: bytes) -> tuple[str, str, int]:
+    """(signer, update hash, sample count) of a signed record, checked off-chain as the contract
+    checks it; `ValueError` for a malformed record or a non-canonical (high s) signature."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    if len(record) != SUBMISSION_RECORD_BYTES:
+        raise ValueError(f"a signed submission record is {SUBMISSION_RECORD_BYTES} bytes, got {len(record)}")
+    update_hash, num_samples = record[:32].hex(), int.from_bytes(record[32:40], "big")
+    r, vs = int.from_bytes(record[40:72], "big"), int.from_bytes(record[72:104], "big")
+    s, v = vs & ((1 << 255) - 1), 27 + (vs >> 255)
+    if s > _SECP256K1_HALF_ORDER:
+        raise ValueError("signature s is in the upper half of the curve order (malleable): the contract refuses it")
+    typed = submission_typed_data(chain_id, contract, round, update_hash, num_samples)
+    signer = Account.recover_message(encode_typed_data(full_message=typed), vrs=(v, r, s))
+    return to_checksum_address(signer), update_hash, num_samples
+
+
+_SECP256K1_HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Row, Select, bindparam, case, func, literal, select, union_all
+from sqlalchemy import Row, Select, bindparam, case, func, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
 from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Submission
@@ -168,8 +168,9 @@ def included_heads(session: Session, numbers: Sequence[int], limit: int) -> dict
     """The first `limit` included updates of each of several rounds, with each round's total.
 
     Two queries whose cost is bounded by `limit` per round, however many updates a round
-    included: the heads as one UNION ALL of per-round `LIMIT` reads, the totals as a count, both
-    straight from the (round, included, update_hash, node) index.
+    included, both straight from the (round, included, update_hash, node) index: the totals as a
+    count, the heads as per-round `LIMIT` reads (a LATERAL join on PostgreSQL, whose planner takes
+    ~10 ms over a 50-arm UNION ALL; the UNION ALL elsewhere, e.g. SQLite, which has no LATERAL).
     """
     heads: dict[int, IncludedHead] = {}
     if not numbers:
@@ -184,10 +185,29 @@ def included_heads(session: Session, numbers: Sequence[int], limit: int) -> dict
         heads[number] = IncludedHead([], int(total))
     if heads:
         wanted = sorted(heads)
-        parameters: dict[str, Any] = {f"round_{i}": number for i, number in enumerate(wanted)}
-        for row in session.execute(_heads_statement(len(wanted)), {**parameters, "per_round": limit}).all():
+        parameters: dict[str, Any]
+        statement: Any
+        if session.get_bind().dialect.name == "postgresql":
+            statement, parameters = _LATERAL_HEADS, {"rounds": wanted}
+        else:
+            statement, parameters = _heads_statement(len(wanted)), {f"round_{i}": n for i, n in enumerate(wanted)}
+        for row in session.execute(statement, {**parameters, "per_round": limit}).all():
             heads[row.round].rows.append(row)
     return heads
+
+
+_LATERAL_HEADS = text(
+    "SELECT head.round, head.update_hash, head.node, head.num_samples "
+    "FROM unnest(CAST(:rounds AS BIGINT[])) AS wanted(round) CROSS JOIN LATERAL ("
+    "SELECT round, update_hash, node, num_samples FROM updates "
+    "WHERE updates.round = wanted.round AND included = true ORDER BY update_hash, node LIMIT :per_round) AS head "
+    "ORDER BY head.round, head.update_hash, head.node"
+).columns(
+    Submission.__table__.c.round,
+    Submission.__table__.c.update_hash,
+    Submission.__table__.c.node,
+    Submission.__table__.c.num_samples,
+)
 
 
 @lru_cache(maxsize=64)

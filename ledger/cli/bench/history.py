@@ -128,6 +128,7 @@ def _index_and_serve(w3: Any, history: Any, url: str, *, rounds: int, api_reques
         if stats.events != history.events:
             raise RuntimeError(f"indexed {stats.events} events, the chain has {history.events}")
         caught_up_step = _seconds(indexer.step)
+        _settle(engine)
         with transaction(sessions) as session:
             tip = queries.latest_version(session)
             assert tip is not None
@@ -157,3 +158,16 @@ def _index_and_serve(w3: Any, history: Any, url: str, *, rounds: int, api_reques
     }
 
 
+
+
+def _settle(engine: Any) -> None:
+    """What a database does by itself soon after a bulk load (autovacuum: statistics and the
+    visibility map PostgreSQL's index-only scans need), done now so the latencies are steady-state."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
