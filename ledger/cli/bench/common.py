@@ -58,6 +58,24 @@ def rounded(value: Any, digits: int = 4) -> Any:
     return value
 
 
+def stop_processes(processes: Sequence[Any], stop: Any | None) -> None:
+    """Set `stop` (a multiprocessing Event the processes watch), wait for them, then terminate
+    (and at last kill) the ones that do not finish."""
+    if stop is not None:
+        stop.set()
+    deadline = time.monotonic() + 15.0
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5.0)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5.0)
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     """The sample at `fraction` of the sorted samples (nearest rank; p99 of 200 is the 198th)."""
     ordered = sorted(samples)

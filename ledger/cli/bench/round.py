@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds, rounded
+from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds, rounded, stop_processes
 from ledger.core.polling import free_port
 
 NODES = 10
@@ -305,7 +305,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
                 )
         finally:
             try:
-                _stop_processes(processes, stop if processes else None)
+                stop_processes(processes, stop if processes else None)
             finally:
                 try:
                     if server is not None:
@@ -314,23 +314,6 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
                     devnet.stop()
 
     return _report(per_round, nodes=nodes, rounds=rounds, epochs=epochs, load_before=load_before)
-
-
-def _stop_processes(processes: list[multiprocessing.process.BaseProcess], stop: Any) -> None:
-    """Ask the node processes to finish, then terminate (and at last kill) the ones that do not."""
-    if stop is not None:
-        stop.set()
-    deadline = time.monotonic() + 15.0
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5.0)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5.0)
 
 
 def _wait_ready(reports: Any, nodes: int) -> None:

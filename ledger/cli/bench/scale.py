@@ -35,7 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median, process_cpu_seconds, rounded
+from ledger.cli.bench.common import (
+    add_output_arguments,
+    emit,
+    http_latency,
+    median,
+    process_cpu_seconds,
+    rounded,
+    stop_processes,
+)
 
 NODES = (10, 100, 1000)
 ROUNDS = 3  # the first is a warm-up (first use of connections, torch, caches) when there are more
@@ -140,7 +148,8 @@ def measure_nodes(
                 commands.put("stop")
                 stages["rounds"] = time.monotonic() - marker
             finally:
-                _stop(processes, commands, stop)
+                commands.put("stop")  # the aggregator waits on its command queue
+                stop_processes(processes, stop)
             marker = time.monotonic()
             api = _api_latency(anvil.rpc_url, admin.address, store, requests=api_requests)
             stages["api"] = time.monotonic() - marker
@@ -228,25 +237,6 @@ def _collect_round(reports: Any, nodes: int) -> tuple[Any, list[Any]]:
 def _cpu_by_role(roles: dict[str, list[int | None]]) -> dict[str, float]:
     """CPU seconds used so far by each role's processes (0 where /proc cannot tell)."""
     return {role: sum(process_cpu_seconds(pid) or 0.0 for pid in pids) for role, pids in roles.items()}
-
-
-def _stop(processes: list[multiprocessing.process.BaseProcess], commands: Any, stop: Any) -> None:
-    """Ask every process to finish, then terminate (and at last kill) the ones that do not."""
-    stop.set()
-    commands.put("stop")
-    deadline = time.monotonic() + 15.0
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5.0)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5.0)
-
-
-# ---------------------------------------------------------------------------------- figures
 
 
 def round_gas(rpc_url: str, first_block: int, last_block: int) -> int:
