@@ -14,13 +14,13 @@ from ledger.chain import events
 from ledger.chain.client import LedgerClient
 
 
-def _round_topic(round_number: int) -> str:
+def round_topic(round_number: int) -> str:
     return "0x" + round_number.to_bytes(32, "big").hex()
 
 
 def round_opened_block(client: LedgerClient, round_number: int) -> int:
     """The block that opened the round: every submission and rejection of it lies at or after it."""
-    opened = client.events(0, event_type=events.RoundOpened, topic_filters=[_round_topic(round_number)])
+    opened = client.events(0, event_type=events.RoundOpened, topic_filters=[round_topic(round_number)])
     if not opened:
         raise LookupError(f"round {round_number} was never opened on this ledger")
     return int(opened[-1].ref.block_number)
@@ -28,11 +28,11 @@ def round_opened_block(client: LedgerClient, round_number: int) -> int:
 
 def round_submissions(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateSubmitted]:
     """This round's `UpdateSubmitted` events, filtered on the indexed round topic."""
-    return client.events(from_block, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(round_number)])
+    return client.events(from_block, event_type=events.UpdateSubmitted, topic_filters=[round_topic(round_number)])
 
 
 def round_rejections(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateRejected]:
-    return client.events(from_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)])
+    return client.events(from_block, event_type=events.UpdateRejected, topic_filters=[round_topic(round_number)])
 
 
 def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:
@@ -129,7 +129,7 @@ class SubmissionFeed:
         if span is not None:
             first, head = span
             self._seen.extend(
-                self.client.events(first, head, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(self.round)])
+                self.client.events(first, head, event_type=events.UpdateSubmitted, topic_filters=[round_topic(self.round)])
             )
         return list(self._seen)
 

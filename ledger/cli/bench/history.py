@@ -4,8 +4,8 @@ A throwaway anvil gets 1,000 rounds of 100 submissions (every 10th rejected) thr
 `anvil_bulk_history` (real contract calls, fake hashes). Then:
 
 - the chain reads a coordinator makes each poll, early in that history and at its end, to show
-  they do not grow with it: a round's submissions (`SubmissionFeed`, from the round's
-  `RoundOpened` block) and the federation's state (`FederationView` once it has caught up),
+  they do not grow with it: a poll of an open round's submissions (its own few blocks, as a
+  `SubmissionFeed` reads them) and the federation's state (`FederationView` once it has caught up),
   beside what one read of every event from block 0 costs (what the node count used to cost);
 - per database (SQLite file, throwaway PostgreSQL): indexing the whole history with the real
   indexer, the cost of an indexer poll once caught up, and through a real HTTP server the latency
@@ -55,7 +55,7 @@ def measure_history(*, rounds: int, nodes: int, databases: Sequence[str], api_re
     from ledger.chain.client import LedgerClient
     from ledger.chain.connect import connect
     from ledger.chain.devnet import throwaway_devnet
-    from ledger.chain.rounds import FederationView, SubmissionFeed
+    from ledger.chain.rounds import FederationView, round_topic
     from ledger.cli.bench.synthetic import anvil_bulk_history
 
     with throwaway_devnet(gas_limit=GAS_LIMIT) as anvil, tempfile.TemporaryDirectory(prefix="fedledger-bench-history-") as tmp:
@@ -71,13 +71,17 @@ def measure_history(*, rounds: int, nodes: int, databases: Sequence[str], api_re
         view_first_seconds = time.perf_counter() - started
         early, late = min(2, rounds), rounds
 
-        def first_read(round_number: int) -> Callable[[], Any]:
-            return lambda: SubmissionFeed(client, round_number, view.round_opened_block(round_number)).read()
+        def poll_while_open(round_number: int) -> Callable[[], Any]:
+            """The read a poll of the round makes while it is open: its own few blocks (here 2)."""
+            opened = view.round_opened_block(round_number)
+            return lambda: client.events(
+                opened, opened + 1, event_type=events.UpdateSubmitted, topic_filters=[round_topic(round_number)]
+            )
 
         reads = {
-            "round_submissions_first_read_seconds": {
-                f"round_{early}": _seconds(first_read(early)),
-                f"round_{late}": _seconds(first_read(late)),
+            "round_poll_read_seconds": {
+                f"round_{early}": _seconds(poll_while_open(early)),
+                f"round_{late}": _seconds(poll_while_open(late)),
             },
             "federation_view_refresh_seconds": _seconds(view.refresh),
             "federation_view_first_refresh_seconds": view_first_seconds,
