@@ -121,7 +121,7 @@ def test_the_round_included_index_comes_and_goes_with_its_revision(database_url)
 
     db.upgrade(engine)
     assert "ix_updates_round_included" in indexes()
-    db.downgrade(engine, "0001")
+    db.downgrade(engine, "0002")
     assert "ix_updates_round_included" not in indexes() and "ix_updates_update_hash" in indexes()
     db.upgrade(engine)
     assert "ix_updates_round_included" in indexes()

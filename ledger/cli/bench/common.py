@@ -24,6 +24,7 @@ BENCH_MODULES = (
     "ledger.cli.bench.round",
     "ledger.cli.bench.cli",
     "ledger.cli.bench.scale",
+    "ledger.cli.bench.updates",
 )
 
 
