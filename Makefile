@@ -72,6 +72,7 @@ bench: setup
 	$(BIN)/fedledger bench cli --json
 	$(BIN)/fedledger bench scale --json
 	$(BIN)/fedledger bench updates --json
+	$(BIN)/fedledger bench tasks --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

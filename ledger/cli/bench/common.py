@@ -25,6 +25,7 @@ BENCH_MODULES = (
     "ledger.cli.bench.cli",
     "ledger.cli.bench.scale",
     "ledger.cli.bench.updates",
+    "ledger.cli.bench.tasks",
 )
 
 
