@@ -13,7 +13,8 @@ from edge_node.node import EdgeNode, Outcome, TrainingConfig
 from ledger.chain.client import sign_submission
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.chain.relay import relay_records
-from ledger.core.data import load_digits_split, split_shards
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 from ledger.store.local import LocalBlobStore
 from ledger.store.relay import RelayFolder
 
@@ -28,13 +29,15 @@ def federation(root: Path, relayed: set[int]) -> tuple[InProcessLedger, Aggregat
     chain = start_in_process_ledger(NODES)
     store = LocalBlobStore(root / "blobs", max_bytes=MAX_BYTES)
     folder = RelayFolder(root / "relay")
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, NODES, iid=True, seed=0)
-    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=NODES, round_seconds=600))
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, NODES, iid=True, seed=0)
+    hyper = {"epochs": 1}
+    config = AggregatorConfig(hyperparameters=hyper, min_updates=NODES, round_seconds=600)
+    aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
     nodes = [
         EdgeNode(
-            client, store, shard, TrainingConfig(epochs=1, seed=i), max_model_bytes=MAX_BYTES,
+            client, store, shard, TrainingConfig(hyperparameters=hyper, seed=i), max_model_bytes=MAX_BYTES,
             relay=folder if i in relayed else None,
         )  # fmt: skip
         for i, (client, shard) in enumerate(zip(chain.nodes, shards))

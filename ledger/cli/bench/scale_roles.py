@@ -84,7 +84,7 @@ def aggregator_process(rpc_url: str, address: str, store_url: str, round_seconds
         from ledger.chain.devkeys import dev_account
         from ledger.cli.bench.common import reset_peak_rss, status_kib
         from ledger.config import Settings
-        from ledger.core.data import load_digits_split
+        from ledger.tasks.digits import DIGITS_MLP
         from ledger.store.http import HttpBlobStore
 
         settings = Settings()
@@ -92,7 +92,7 @@ def aggregator_process(rpc_url: str, address: str, store_url: str, round_seconds
         client = LedgerClient(connect(rpc_url), address, account)
         store = HttpBlobStore.from_ledger(store_url, client, account=account, max_bytes=settings.max_blob_bytes)
         config = AggregatorConfig(min_updates=1, round_seconds=round_seconds)
-        aggregator = Aggregator(client, store, load_digits_split(seed=0).test, config)
+        aggregator = Aggregator(client, store, DIGITS_MLP.bundled_data().test, config)
         aggregator.ensure_genesis()
         reports.put(("ready", "aggregator"))
         while commands.get() == "round":
