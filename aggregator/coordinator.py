@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -44,6 +45,7 @@ from ledger.chain.rounds import (
     round_opened_block,
     round_rejections,
     round_submissions,
+    round_topic,
 )
 from ledger.core.errors import LedgerError
 from ledger.core.manifest import manifest_mismatch, trainable_part, with_frozen
@@ -64,8 +66,7 @@ from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 
 from aggregator.intake import Limits, PrivacyCheck, admit_and_merge
-from aggregator.prefetch import DEFAULT_BUDGET_BYTES as PREFETCH_BUDGET_BYTES
-from aggregator.prefetch import PrefetchingStore
+from aggregator.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class AggregatorConfig:
     max_norm: float = 100.0
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    # Bytes of updates fetched while the round is open, so closing it does not wait on the store.
+    prefetch_bytes: int = 64 * 1024 * 1024
     poll_seconds: float = POLL_SECONDS
     encoding: str = DEFAULT_ENCODING
     privacy: PrivacyPolicy | None = None  # node-side DP-SGD and the per-node ε budget; None: no DP
@@ -160,6 +163,8 @@ class _Decision:
     weights: dict[str, torch.Tensor] | None  # the trainable tensors the rule gave
     refusal: str | None  # the rule's reason for refusing the accepted updates
     epsilons: Mapping[str, str]
+    recorded: frozenset[str]  # nodes whose rejection was already on chain (sent before a restart)
+    timings: Mapping[str, float]  # the intake's seconds per phase (fetch_rehash, validate, merge)
 
 
 class Aggregator:
@@ -313,9 +318,10 @@ class Aggregator:
         if problem is not None:
             raise TaskError(f"the base model {info.base_model_hash} does not fit the task's manifest: {problem}")
         follower = self._following()
-        # Small rounds are fetched as their submissions land (a local folder needs no fetching ahead).
-        fetch_ahead = not isinstance(self.store, BufferedBlobStore) and len(base_blob) * max(len(self._nodes), 1) <= PREFETCH_BUDGET_BYTES
-        prefetch = PrefetchingStore(self.store) if fetch_ahead else None
+        # Updates are fetched as their submissions land, within a byte budget (a local folder needs
+        # no fetching ahead: the intake reads it in place).
+        fetch_ahead = not isinstance(self.store, BufferedBlobStore)
+        prefetch = Prefetcher(self.store, budget_bytes=self.config.prefetch_bytes, workers=self.config.workers) if fetch_ahead else None
         try:
             return self._close(info, base, follower, prefetch)
         finally:
@@ -327,29 +333,36 @@ class Aggregator:
         info: RoundInfo,
         base: Mapping[str, torch.Tensor],
         follower: LedgerFollower,
-        prefetch: PrefetchingStore | None,
+        prefetch: Prefetcher | None,
     ) -> RoundResult:
         round_number = info.round
         opened_block = self._opened_blocks.pop(round_number, None)
         if opened_block is None:  # a round this process did not open (a restart): find it once
             opened_block = round_opened_block(self.client, round_number)
-        submissions: dict[str, events.UpdateSubmitted] = {}
-        recorded: dict[str, int] = {}  # rejections already on chain (sent before a restart)
-        if opened_block <= follower.cursor:  # what happened before we started following
-            for early in round_submissions(self.client, round_number, from_block=opened_block, to_block=follower.cursor):
-                submissions[early.node] = early
-                if prefetch is not None:
-                    prefetch.want(early.update_hash)
-            for rejection in round_rejections(self.client, round_number, from_block=opened_block, to_block=follower.cursor):
-                recorded[rejection.node] = rejection.reason_code
+        # What happened before we started following: read once, up to the follower's cursor.
+        submissions, recorded = self._round_so_far(round_number, opened_block, follower.cursor)
         timings: dict[str, float] = {}
         waiting_since = time.perf_counter()
         shown: tuple[int, float] | None = None
         shown_at = 0.0
-        highest = follower.cursor
+        rewinds = follower.rewinds
+        landed = list(submissions.values())  # submissions not yet handed to the prefetcher
         wanted = 0
         found = follower.read()
         while True:
+            if follower.rewinds != rewinds:  # a reorg, or a devnet restarted from an older state
+                rewinds = follower.rewinds
+                self.clock.forget()
+                self._latest = None
+                still_open = self._still_open(round_number)
+                if still_open is None:
+                    return self._closed_result(self.client.get_round(round_number))
+                info = still_open
+                # What we gathered may be gone: the round's facts are read again from the chain.
+                opened_block = round_opened_block(self.client, round_number)
+                submissions, recorded = self._round_so_far(round_number, opened_block, follower.cursor)
+                self._nodes = registered_nodes(self.client, to_block=follower.cursor)
+                landed = list(submissions.values())
             self._nodes.apply(found)
             for event in of_type(found, events.UpdateSubmitted, events.UpdateRejected):
                 if event.round != round_number:
@@ -358,15 +371,10 @@ class Aggregator:
                     recorded[event.node] = event.reason_code
                     continue
                 submissions[event.node] = event
-                if prefetch is not None:
-                    prefetch.want(event.update_hash)
-            if follower.cursor < highest:  # the chain went back (a devnet restarted from an older state)
-                self.clock.forget()
-                still_open = self._still_open(round_number)
-                if still_open is None:
-                    return self._closed_result(self.client.get_round(round_number))
-                info = still_open
-            highest = follower.cursor
+                landed.append(event)
+            if prefetch is not None:
+                prefetch.add(landed)  # fetched while the round stays open
+            landed = []
             expected = max(len(self._nodes), 1)
             wanted = max(wanted, expected)
             # Judged on the last block whose events we hold: no submission can follow a block past it.
@@ -377,8 +385,11 @@ class Aggregator:
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
                 in_order = sorted(submissions.values(), key=lambda e: (e.ref.block_number, e.ref.log_index))
                 # Updates carry only the trainable tensors: they are validated and merged against that part.
-                decision = self._decide(round_number, in_order, recorded, trainable_part(base, self.spec), prefetch or self.store)
+                store = prefetch.finish() if prefetch is not None else self.store
+                decision = self._decide(round_number, in_order, recorded, trainable_part(base, self.spec), store)
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
+                for phase, seconds in decision.timings.items():
+                    timings[phase] = timings.get(phase, 0.0) + seconds
                 enough = len(decision.accepted) >= info.min_updates and decision.refusal is None
                 if closed or enough:
                     return self._finish(info, decision, base, timings)
@@ -396,7 +407,20 @@ class Aggregator:
             self.clock.advance_past(info.deadline, next_timestamp=upcoming)
             # Until the next block, or until the deadline could be passed (then a devnet block is mined).
             timeout = min(WAITING_REPORT_SECONDS, max(left, self.config.poll_seconds))
-            found = follower.wait(timeout=timeout)
+            head = follower.heads.wait(after=follower.cursor, timeout=timeout)
+            read_started = time.perf_counter()
+            found = follower.read_to(head)
+            timings["event_reads"] = time.perf_counter() - read_started  # the last read: the one the round closes on
+
+    def _round_so_far(
+        self, round_number: int, opened_block: int, to_block: int
+    ) -> tuple[dict[str, events.UpdateSubmitted], dict[str, int]]:
+        """The round's submissions (by node) and the rejections already on chain, up to `to_block`."""
+        if opened_block > to_block:
+            return {}, {}
+        submissions = {s.node: s for s in round_submissions(self.client, round_number, from_block=opened_block, to_block=to_block)}
+        recorded = {r.node: r.reason_code for r in round_rejections(self.client, round_number, from_block=opened_block, to_block=to_block)}
+        return submissions, recorded
 
     def _measure_rate(self, opened_block: int, submissions: Iterable[events.UpdateSubmitted]) -> None:
         """Submissions per second of chain time this round showed (from its opening to its last one)."""
@@ -463,7 +487,7 @@ class Aggregator:
                 weights = intake.weights()
             except ValueError as exc:  # e.g. Krum with fewer than 2f + 3 valid updates
                 refusal = f"rule {self.config.rule} refused the {len(intake.accepted)} valid updates: {exc}"
-        return _Decision(intake.accepted, rejected, weights, refusal, intake.epsilons)
+        return _Decision(intake.accepted, rejected, weights, refusal, intake.epsilons, frozenset(recorded), intake.timings)
 
     def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
         """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
@@ -482,46 +506,35 @@ class Aggregator:
     def _finish(
         self, info: RoundInfo, decision: _Decision, base: Mapping[str, torch.Tensor], timings: dict[str, float]
     ) -> RoundResult:
+        """Record the rejections, and meanwhile merge, evaluate and store the model; then finalize (or abandon).
+
+        The rejections are chain writes and the rest is local work and uploads: they meet only at
+        `finalizeRound` (which closes the round to rejections), so they run side by side.
+        """
         assert info.base_model_hash is not None
         accepted, rejected = decision.accepted, decision.rejected
-        started = time.perf_counter()
-        for submission, reason, detail in rejected:
-            self._reject(info.round, submission, reason, detail)
-        timings["chain"] = time.perf_counter() - started
-        if decision.weights is None:
+        pending = [rejection for rejection in rejected if rejection[0].node not in decision.recorded]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rejections") as chain:
+            recording = chain.submit(self._record_rejections, info.round, pending, timings)
+            stored = self._store_model(info, decision, base, timings) if decision.weights is not None else None
+            started = time.perf_counter()
+            recording.result()
+            timings["rejections_wait"] = time.perf_counter() - started
+        timings["chain"] = timings["rejections"]
+        if stored is None:
             if decision.refusal is not None:
                 why = AbandonReason.RULE_REFUSED
             else:
                 why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
             self._abandon(info.round, why)
-            timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+            timings["chain"] += time.perf_counter() - started
             return RoundResult(
                 info.round, info.base_model_hash, (), rejected, None, None, None, timings,
                 abandon_reason=why, epsilons=decision.epsilons,
             )  # fmt: skip
 
-        started = time.perf_counter()
-        weights = with_frozen(decision.weights, base, self.spec)  # frozen tensors: the base's, bit for bit
-        metrics = self._evaluate(weights)
-        timings["aggregate"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        model_hash = self.store.put(serialize_tensors(weights))
-        metadata = encode_round(
-            round_number=info.round,
-            base_model_hash=info.base_model_hash,
-            task_spec=self.spec.spec_hash,
-            rule=self.config.rule,
-            rule_params=self.config.rule_params,
-            included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
-            rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
-            metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
-            privacy=None if self.config.privacy is None else decision.epsilons,
-        )
-        metadata_hash = self.store.put(metadata)
-        timings["store"] = time.perf_counter() - started
-
+        model_hash, metadata_hash, metrics = stored
         started = time.perf_counter()
         included_hashes = [bytes.fromhex(s.update_hash) for s in accepted]
         try:
@@ -555,6 +568,49 @@ class Aggregator:
             metrics=metrics,
         )
 
+    def _store_model(
+        self, info: RoundInfo, decision: _Decision, base: Mapping[str, torch.Tensor], timings: dict[str, float]
+    ) -> tuple[str, str, dict[str, float]]:
+        """Merge, evaluate, and store the model and its metadata: (model hash, metadata hash, metrics)."""
+        assert info.base_model_hash is not None and decision.weights is not None
+        started = time.perf_counter()
+        weights = with_frozen(decision.weights, base, self.spec)  # frozen tensors: the base's, bit for bit
+        merged = time.perf_counter()
+        metrics = self._evaluate(weights)
+        timings["merge_result"] = merged - started
+        timings["evaluate"] = time.perf_counter() - merged
+        timings["aggregate"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        model_hash = self.store.put(serialize_tensors(weights))
+        metadata = encode_round(
+            round_number=info.round,
+            base_model_hash=info.base_model_hash,
+            task_spec=self.spec.spec_hash,
+            rule=self.config.rule,
+            rule_params=self.config.rule_params,
+            included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in decision.accepted],
+            rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in decision.rejected],
+            metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
+            privacy=None if self.config.privacy is None else decision.epsilons,
+        )
+        metadata_hash = self.store.put(metadata)
+        timings["store"] = time.perf_counter() - started
+        return model_hash, metadata_hash, metrics
+
+    def _record_rejections(self, round_number: int, pending: Sequence[Rejection], timings: dict[str, float]) -> None:
+        """Put each rejection not yet on chain there with its reason, sent back to back (one wait for
+        all receipts); if one of ours from before a restart landed meanwhile, one by one, skipping it."""
+        started = time.perf_counter()
+        for submission, reason, detail in pending:
+            log.debug("round %d: rejecting %s from %s: %s (%s)", round_number, submission.update_hash, submission.node, reason.name, detail)
+        try:
+            self.client.reject_updates(round_number, [(submission.node, reason) for submission, reason, _ in pending])
+        except errors.AlreadyRejected:
+            for submission, reason, detail in pending:
+                self._reject(round_number, submission, reason, detail)
+        timings["rejections"] = time.perf_counter() - started
+
     def _reject(self, round_number: int, submission: events.UpdateSubmitted, reason: RejectReason, detail: str) -> None:
         """Record one rejection, once: a rejection already on chain is left as it is."""
         if self.client.rejection_of(round_number, submission.node) != 0:
@@ -580,7 +636,7 @@ class Aggregator:
         recorded = {e.node: RejectReason(e.reason_code) for e in round_rejections(self.client, info.round)}
         rejected = tuple((s, recorded[s.node], "recorded on chain") for s in submissions if s.node in recorded)
         if info.state is RoundState.ABANDONED:
-            abandoned = self.client.events(event_type=events.RoundAbandoned, topic_filters=["0x" + info.round.to_bytes(32, "big").hex()])
+            abandoned = self.client.events(event_type=events.RoundAbandoned, topic_filters=[round_topic(info.round)])
             reason = AbandonReason(abandoned[-1].reason_code) if abandoned else None
             return RoundResult(
                 info.round, info.base_model_hash or "", (), rejected, None, None, None, {},

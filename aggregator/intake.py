@@ -18,10 +18,11 @@ fresh memory for a 100 MB blob costs the kernel more than reading the blob into 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,8 @@ class Checked:
     submission: events.UpdateSubmitted
     verdict: Accepted | Rejected
     epsilon: str | None = None
+    fetch_seconds: float = 0.0  # download + re-hash (the store's `get`)
+    validate_seconds: float = 0.0  # parse, checks against the base, privacy claim
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,15 @@ class RoundIntake:
     The accepted updates are already folded into `merge` (streaming rules hold no tensors);
     `weights()` finishes it, and raises what the rule raises (e.g. too few updates for Krum).
     `epsilons` holds each node's cumulative ε where the accountant verified its claim.
+    `timings` are seconds of work per phase: `fetch_rehash` and `validate` summed over the worker
+    threads (they overlap each other and the merge), `merge` on the calling thread.
     """
 
     accepted: tuple[events.UpdateSubmitted, ...]
     rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...]
     merge: Merge
     epsilons: Mapping[str, str]
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def weights(self) -> Weights:
         return self.merge.result()
@@ -142,13 +148,18 @@ def admit_and_merge(
     spares = None if merge.keeps_updates else _Spares()
     refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
     epsilons: dict[str, str] = {}
+    timings = {"fetch_rehash": 0.0, "validate": 0.0, "merge": 0.0}
     for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares, privacy=privacy):
+        timings["fetch_rehash"] += verified.fetch_seconds
+        timings["validate"] += verified.validate_seconds
         if verified.epsilon is not None:
             epsilons[verified.submission.node] = verified.epsilon
         verdict = verified.verdict
         if isinstance(verdict, Accepted):
             submission = verified.submission
+            started = time.perf_counter()
             merge.add(Update(submission.update_hash, submission.num_samples, verdict.tensors))
+            timings["merge"] += time.perf_counter() - started
             refusals[index] = None
         else:
             refusals[index] = verdict
@@ -157,7 +168,7 @@ def admit_and_merge(
     rejected = tuple(
         (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
     )
-    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons)
+    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons, timings=timings)
 
 
 # ---------------------------------------------------------------------------------- plumbing
@@ -189,19 +200,24 @@ def _check_into(
     privacy: PrivacyCheck | None,
 ) -> tuple[Checked, np.ndarray | None]:
     """`check_update`, reading into `spare` if the store can; also returns the buffer the blob went to."""
+    started = time.perf_counter()
     fetched = fetch(store, submission, spare)
+    fetched_at = time.perf_counter()
     if isinstance(fetched, Rejected):
-        return Checked(submission, fetched), spare
+        return Checked(submission, fetched, fetch_seconds=fetched_at - started), spare
     buffer = fetched.obj if isinstance(fetched, memoryview) and isinstance(fetched.obj, np.ndarray) else spare
     verdict: Accepted | Rejected = validate_blob(
         fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm, encoding=limits.encoding
     )
-    if privacy is None or not isinstance(verdict, Accepted):
-        return Checked(submission, verdict), buffer
-    judged = privacy(submission, verdict.privacy)
-    if judged.reason is not None:
-        verdict = Rejected(judged.reason, judged.detail)
-    return Checked(submission, verdict, judged.epsilon), buffer
+    if privacy is not None and isinstance(verdict, Accepted):
+        judged = privacy(submission, verdict.privacy)
+        epsilon = judged.epsilon
+        if judged.reason is not None:
+            verdict = Rejected(judged.reason, judged.detail)
+    else:
+        epsilon = None
+    timed = {"fetch_seconds": fetched_at - started, "validate_seconds": time.perf_counter() - fetched_at}
+    return Checked(submission, verdict, epsilon, **timed), buffer
 
 
 def _pipeline(

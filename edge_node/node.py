@@ -33,7 +33,7 @@ import torch
 
 from ledger.audit.facts import read_genesis
 from ledger.chain import errors
-from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.client import LedgerClient, RoundState, sign_submission
 from ledger.chain.clock import ChainClock
 from ledger.core.encoding import encode_update
 from ledger.core.errors import LedgerError
@@ -48,6 +48,7 @@ from ledger.privacy.accountant import Spend
 from ledger.privacy.history import PrivacyBook
 from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
+from ledger.store.relay import RelayFolder
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 
@@ -82,6 +83,8 @@ class TrainingConfig:
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
+    HANDED_OVER = "handed to a relayer"  # signed and left for a relayer; see `EdgeNode.ensure_submitted`
+    RELAYED = "relayed"
     ALREADY_SUBMITTED = "already submitted"
     ROUND_CLOSED = "round closed"
     BUDGET_EXHAUSTED = "privacy budget exhausted: not publishing"
@@ -115,6 +118,7 @@ class EdgeNode:
         transform: Transform | None = None,
         after_upload: AfterUpload | None = None,
         clock: ChainClock | None = None,
+        relay: RelayFolder | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -126,6 +130,8 @@ class EdgeNode:
         self.transform = transform
         self.after_upload = after_upload
         self.clock = clock or ChainClock(client.w3)
+        self.relay = relay
+        self._handed: dict[int, tuple[str, int]] = {}  # round -> (update hash, samples) left for a relayer
         self._policy: FederationPolicy | None = None
         self._privacy_book: PrivacyBook | None = None
 
@@ -203,6 +209,16 @@ class EdgeNode:
         report(log, "uploaded", "round {round}: uploaded {size}", round=round_number, size=megabytes(len(blob)), bytes=len(blob), update_hash=update_hash)
         if self.after_upload is not None:
             self.after_upload(update_hash, blob)
+        if self.relay is not None:
+            account = self.client.account
+            assert account is not None
+            record = sign_submission(account, self.client.chain_id, self.client.address, round_number, update_hash, len(self.shard))
+            self.relay.hand_over(round_number, self.address, record)
+            self._handed[round_number] = (update_hash, len(self.shard))
+            return Participation(
+                round_number, Outcome.HANDED_OVER, update_hash, len(self.shard), trained - fetched,
+                (fetched - started) + (stored - trained), epsilon=None if claim is None else claim["epsilon"],
+            )  # fmt: skip
         try:
             receipt = self.client.send(prepared)
         except errors.AlreadySubmitted:
@@ -231,6 +247,34 @@ class EdgeNode:
         few = self.shard.subset(torch.arange(min(len(self.shard), 32)))
         model = self.config.task.build_model(seed=0)
         train_local(self.config.task, self.spec, state_tensors(model), few, seed=0)
+
+    def ensure_submitted(self, round_number: int, *, grace_seconds: int) -> Participation:
+        """After `participate` handed the submission to a relayer: RELAYED once the chain holds it;
+        once chain time is within `grace_seconds` of the deadline without it, submit it directly
+        (a relayer can delay or drop a record, never keep the node out); HANDED_OVER meanwhile."""
+        handed = self._handed.get(round_number)
+        if handed is None:
+            raise ValueError(f"round {round_number}: no submission was handed to a relayer")
+        update_hash, num_samples = handed
+        on_chain = self.client.submission_of(round_number, self.address)
+        if on_chain is not None:
+            return Participation(round_number, Outcome.RELAYED, on_chain, num_samples)
+        info = self.client.get_round(round_number)
+        if info.state is not RoundState.OPEN:
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        if self.clock.now() < info.deadline - grace_seconds:
+            return Participation(round_number, Outcome.HANDED_OVER, update_hash, num_samples)
+        started = time.perf_counter()
+        try:
+            self.client.submit_update(round_number, update_hash, num_samples)
+        except errors.AlreadySubmitted:  # the relayer's batch landed first
+            return Participation(round_number, Outcome.RELAYED, update_hash, num_samples)
+        except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
+            log.info("round %d closed before %s could submit: %s", round_number, self.address, exc)
+            return Participation(round_number, Outcome.ROUND_CLOSED)
+        return Participation(
+            round_number, Outcome.SUBMITTED, update_hash, num_samples, chain_seconds=time.perf_counter() - started
+        )
 
     def _earlier_spends(self, round_number: int) -> list[Spend] | None:
         """What this node's earlier updates spent, from the chain and the store; None if any is unknown."""

@@ -183,11 +183,31 @@ def test_lineage_goes_back_to_genesis_with_each_steps_contributors(client, servi
     assert [s["depth"] for s in body["items"]] == [4, 3, 2, 1, 0]
     round_two = body["items"][2]
     assert round_two["round"] == 2
-    assert round_two["nodes"] == sorted(service.nodes[1:])
-    assert {u["update_hash"] for u in round_two["included_updates"]} == {
-        service.script.submissions[2][n] for n in service.nodes[1:]
-    }
-    assert body["items"][-1]["included_updates"] == [] and body["items"][-1]["parent_hash"] is None
+    included = round_two["included_updates"]
+    assert sorted(u["node"] for u in included["items"]) == sorted(service.nodes[1:])
+    assert {u["update_hash"] for u in included["items"]} == {service.script.submissions[2][n] for n in service.nodes[1:]}
+    assert included["total"] == len(service.nodes) - 1 and included["next"] is None  # all of them fit in the step
+    genesis = body["items"][-1]
+    assert genesis["included_updates"]["items"] == [] and genesis["included_updates"]["total"] == 0
+    assert genesis["parent_hash"] is None
+
+
+def test_a_lineage_step_embeds_its_first_updates_and_links_to_the_rest(client, service, monkeypatch) -> None:
+    from ledger.api.v1 import models
+
+    monkeypatch.setattr(models, "STEP_UPDATES", 1)  # the script's rounds include 1-2 updates; the page size is 10
+    round_one = get(client, f"{API}/models/{service.script.versions[1]}/lineage")["items"][0]["included_updates"]
+
+    first, total = round_one["items"], round_one["total"]
+    rest, url = [], round_one["next"]
+    while url is not None:
+        page = get(client, url)
+        assert page["total"] == total and page["offset"] == 1 + len(rest)
+        rest, url = rest + page["items"], page["next"]
+
+    assert len(first) == 1 and total == len(service.nodes)
+    expected = get(client, f"{API}/models/{service.script.versions[1]}?limit=1000")["included_updates"]["items"]
+    assert first + rest == expected  # the embedded head, then the rest, in hash order
 
 
 def test_lineage_paginates_from_either_end(client, service) -> None:

@@ -75,6 +75,37 @@ def test_idle_bench_runs_small_and_reports_each_part() -> None:
     assert report["per_wake_by_history"]["40"]["blocks"] >= 40
     shares = [report["idle_federation"][mode]["anvil_core_share"] for mode in ("subscription", "polling_fallback")]
     assert all(isinstance(share, float) and share >= 0 for share in shares)
+def test_scale_bench_runs_a_small_federation_and_history_end_to_end() -> None:
+    from ledger.cli.bench.scale import measure_scale
+
+    report = measure_scale(
+        nodes=[4], rounds=1, drivers=1, threads=2, reject_every=4, api_requests=3,
+        history_rounds=2, history_nodes=3, databases=["sqlite"],
+    )  # fmt: skip
+
+    (four,) = report["by_nodes"]
+    (round_one,) = four["per_round"]
+    assert (round_one["submissions"], round_one["included"], round_one["rejected"]) == (4, 3, 1)
+    assert round_one["gas"]["submit_median"] > 21_000 and round_one["gas"]["round_total"] > 4 * 21_000
+    assert set(round_one["phases"]) >= {"event_read", "intake_wall", "store", "finalize", "notice"}
+    assert round_one["aggregator_rss_mib"]["peak_in_round"] is None or round_one["aggregator_rss_mib"]["peak_in_round"] > 50
+    assert four["api"]["round_page"]["p99_ms"] > 0 and four["api"]["indexed_events"] > 4
+    history = report["history"]
+    assert history["events"] > 2 * 3 and history["by_database"]["sqlite"]["index_events_per_second"] > 0
+    assert set(history["by_database"]["sqlite"]["api"]) == {"lineage", "round_page_last", "round_page_first", "summary"}
+
+
+def test_node_counts_parse_and_refuse_nonsense() -> None:
+    import argparse
+
+    from ledger.cli.bench.scale import parse_counts
+
+    assert parse_counts("10,100,1000") == [10, 100, 1000]
+    for bad in ("", "ten", "10,-1", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_counts(bad)
+
+
 def test_updates_bench_compares_encodings_and_runs_a_private_federation() -> None:
     report = measure_updates(nodes=2, rounds=1, epochs=1, repeats=1, dp_targets=(8.0,))
 

@@ -295,6 +295,38 @@ def test_reject_needs_submission_reason_role_and_open_round(ledger_chain, ledger
         ledger_chain.admin.reject_update(2, node, 1)
 
 
+def test_reject_updates_records_each_rejection_in_order(ledger_chain, ledger_nodes, open_round):
+    nodes = [n.account.address for n in ledger_nodes[:3]]
+    for index, node in enumerate(ledger_nodes[:3]):
+        node.submit_update(1, h(f"bad-{index}"), 5)
+
+    results = ledger_chain.admin.reject_updates(1, [(nodes[0], 7), (nodes[1], 2), (nodes[2], 9)])
+
+    rejected = [only(result, events.UpdateRejected) for result in results]
+    assert [(r.node, r.update_hash, r.reason_code) for r in rejected] == [
+        (nodes[0], h("bad-0"), 7),
+        (nodes[1], h("bad-1"), 2),
+        (nodes[2], h("bad-2"), 9),
+    ]
+    assert [ledger_chain.admin.rejection_of(1, n) for n in nodes] == [7, 2, 9]
+    assert ledger_chain.admin.reject_updates(1, []) == []
+
+
+def test_reject_updates_raises_the_typed_error_of_a_call_that_reverts(ledger_chain, ledger_nodes, open_round):
+    first, second = (n.account.address for n in ledger_nodes[:2])
+    for index, node in enumerate(ledger_nodes[:2]):
+        node.submit_update(1, h(f"bad-{index}"), 5)
+    ledger_chain.admin.reject_update(1, second, 4)
+
+    with pytest.raises(errors.AlreadyRejected) as caught:  # the second call reverts once mined
+        ledger_chain.admin.reject_updates(1, [(first, 7), (second, 7)])
+
+    assert (caught.value.round, caught.value.node) == (1, second)
+    assert ledger_chain.admin.rejection_of(1, first) == 7 and ledger_chain.admin.rejection_of(1, second) == 4
+    with pytest.raises(errors.NoSubmission):  # the first is estimated: refused before anything is sent
+        ledger_chain.admin.reject_updates(1, [(ledger_nodes[2].account.address, 1)])
+
+
 # ------------------------------------------------------------------ finalizing
 
 

@@ -40,8 +40,10 @@ def test_a_waiting_follower_is_woken_by_the_next_block_and_hands_out_only_its_ev
 
     assert follower.heads.subscribed  # anvil offers newHeads over WebSocket on its HTTP port
     assert [(type(e), e.node) for e in found] == [(events.NodeRegistered, dev_account(2).address)]
-    # Waiting asked the chain only for the head (before and after the wake) and the new block's logs.
-    assert set(requests) <= {"eth_blockNumber", "eth_getLogs"} and requests.count("eth_getLogs") == 1
+    # Waiting asked the chain only for the head (before and after the wake), the new block (its
+    # hash, to see a reorg later) and its logs.
+    assert set(requests) <= {"eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs"}
+    assert requests.count("eth_getLogs") == 1 and requests.count("eth_getBlockByNumber") == 1
     assert follower.wait(timeout=0.2) == []  # no block, no events, and no error
 
 
@@ -69,7 +71,7 @@ def test_a_chain_that_went_back_is_followed_again_from_its_new_head(anvil: Devne
 
     rpc_call(anvil.rpc_url, "evm_revert", [snapshot])
 
-    assert follower.read() == [] and follower.cursor == ahead - 3
+    assert follower.read() == [] and follower.cursor == ahead - 3 and follower.rewinds == 1
 
 
 def test_threads_are_pinned_and_never_oversubscribe() -> None:

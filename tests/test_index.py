@@ -6,12 +6,9 @@ rejectionOf, modelOf, isNode) and its event log, never against what the indexer 
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, R
 from ledger.chain.devnet import rpc_call
 from ledger.cli.bench.synthetic import anvil_bulk_history, label_hash, scripted_history
 from ledger.core.merkle import merkle_root
-from ledger.core.polling import free_port, poll_until
+from ledger.core.polling import poll_until
 from ledger.store.local import LocalBlobStore
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 
@@ -429,53 +426,21 @@ def test_index_run_refuses_an_out_of_date_schema(tmp_path, capsys) -> None:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _postgres_bin() -> Path | None:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster in a temp dir on a free port (as user postgres when we are root)."""
     pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: pip install 'psycopg[binary]'")
-    binaries = _postgres_bin()
-    if binaries is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql): initdb/pg_ctl not found")
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        try:
-            import pwd
+    from ledger.index.postgres import PostgresUnavailable, throwaway_postgres
 
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        if runuser is None:
-            pytest.skip("running as root and runuser is missing, so the server cannot drop privileges")
-        run_as = [runuser, "-u", "postgres", "--"]
-    data = Path(tempfile.mkdtemp(prefix="fedledger-pg-"))
-    if run_as:
-        shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    cluster = data / "cluster"
-
-    def run(*command: str) -> None:
-        done = subprocess.run([*run_as, *command], capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{command[0]} failed: {done.stdout}\n{done.stderr}")
-
+    cluster = throwaway_postgres()
     try:
-        run(str(binaries / "initdb"), "-D", str(cluster), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(str(binaries / "pg_ctl"), "-D", str(cluster), "-o", options, "-l", str(data / "log"), "-w", "start")
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            run(str(binaries / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop")
+        url = cluster.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        cluster.__exit__(None, None, None)
 
 
 def test_postgresql_migrates_indexes_and_serves(postgres_url, scripted) -> None:

@@ -111,3 +111,17 @@ def test_the_api_serves_without_an_index_only_when_none_exists(tmp_path, monkeyp
     engine = db.make_engine(f"sqlite:///{tmp_path / 'var' / 'index.sqlite'}")
     db.upgrade(engine)
     assert db.service_database_url(None) == f"sqlite:///{tmp_path / 'var' / 'index.sqlite'}"
+
+
+def test_the_round_included_index_comes_and_goes_with_its_revision(database_url) -> None:
+    engine = db.make_engine(database_url)
+
+    def indexes() -> set[str]:
+        return {index["name"] for index in sa.inspect(engine).get_indexes("updates")}
+
+    db.upgrade(engine)
+    assert "ix_updates_round_included" in indexes()
+    db.downgrade(engine, "0002")
+    assert "ix_updates_round_included" not in indexes() and "ix_updates_update_hash" in indexes()
+    db.upgrade(engine)
+    assert "ix_updates_round_included" in indexes()

@@ -7,6 +7,7 @@ before any gas is spent), signed locally with the caller's key and awaited to it
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from ledger.chain.events import LedgerEvent, fetch_events
 from ledger.chain.keys import guard_dev_key, is_in_process_chain
 
 log = logging.getLogger(__name__)
+
+MANY_GAS_HEADROOM = 4  # calls after the first of a batch get its estimate + 1/4
 
 E = TypeVar("E", bound=LedgerEvent)
 
@@ -143,8 +146,12 @@ class LedgerClient:
         return client, client._result("deploy", tx_hash, receipt)
 
     def as_account(self, account: LocalAccount) -> LedgerClient:
-        """The same ledger, signing as another account."""
-        return LedgerClient(self.w3, self.address, account, receipt_timeout=self.receipt_timeout)
+        """The same ledger, signing as another account (sharing this client's connection and its
+        contract object, whose ABI handling costs ~10 ms to build)."""
+        guard_dev_key(self.w3, account.address, self.chain_id)
+        other = copy.copy(self)
+        other.account = account
+        return other
 
     # ---------------------------------------------------------------- writes
 
@@ -202,6 +209,12 @@ class LedgerClient:
 
     def reject_update(self, round: int, node: str, reason_code: int) -> TxResult:
         return self._transact("rejectUpdate", round, to_checksum_address(node), int(reason_code))
+
+    def reject_updates(self, round: int, rejections: Sequence[tuple[str, int]]) -> list[TxResult]:
+        """`reject_update` for each (node, reason code), sent back to back and then awaited: one
+        round trip to a receipt for all of them instead of one each."""
+        calls = [("rejectUpdate", (round, to_checksum_address(node), int(code))) for node, code in rejections]
+        return self._transact_many(calls)
 
     def finalize_round(
         self,
@@ -342,6 +355,27 @@ class LedgerClient:
     def _transact(self, name: str, *args: Any) -> TxResult:
         return self.send(self.prepare(name, *args))
 
+    def _transact_many(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[TxResult]:
+        """Independent calls of one function without a round trip to a receipt between them.
+
+        The first is simulated (a revert surfaces as its typed error before anything is sent); the
+        others take its gas with headroom, its fees and the next nonces. All are sent, then the
+        receipts awaited in order: one that reverted anyway is replayed into its typed error.
+        """
+        if not calls:
+            return []
+        if len({name for name, _ in calls}) != 1:
+            raise ValueError("_transact_many sends calls of one function (their gas is estimated once)")
+        first = self.prepare(calls[0][0], *calls[0][1])
+        assert self.account is not None  # `prepare` refused a read-only client
+        prepared = [first] + [
+            _prepare(self.w3, self.account, getattr(self.contract.functions, name)(*args), name, after=first, offset=offset)
+            for offset, (name, args) in enumerate(calls[1:], start=1)
+        ]
+        for tx in prepared:
+            _broadcast(self.w3, tx.raw, tx.tx_hash)
+        return [self._result(tx.function, tx.tx_hash[2:], _settle(self.w3, tx, self.receipt_timeout)) for tx in prepared]
+
     def _result(self, name: str, tx_hash: str, receipt: Any) -> TxResult:
         from ledger.chain.events import decode_logs
 
@@ -373,13 +407,23 @@ def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: fl
     return _submit(w3, prepared, timeout), prepared.tx_hash[2:]
 
 
-def _prepare(w3: Web3, account: LocalAccount, function: Any, name: str) -> PreparedTx:
+def _prepare(
+    w3: Web3, account: LocalAccount, function: Any, name: str, *, after: PreparedTx | None = None, offset: int = 0
+) -> PreparedTx:
     """Simulate (surfacing reverts as typed errors) and sign locally.
 
     The simulation runs against the pending block, the one the transaction would land in, so a
     deadline judged there is the deadline the contract applies. The fee comes from that same
-    pending block's base fee (twice it, plus the tip), so no further reads are needed.
+    pending block's base fee (twice it, plus the tip), so no further reads are needed. With
+    `after` (a prepared call of the same function) nothing is simulated: the transaction takes its
+    fees, its gas with headroom and its nonce + `offset`, to be sent right behind it.
     """
+    if after is not None:
+        gas = int(after.tx["gas"]) + int(after.tx["gas"]) // MANY_GAS_HEADROOM
+        behind: dict[str, Any] = {"from": account.address, "nonce": int(after.tx["nonce"]) + offset, "gas": gas}
+        behind.update({key: after.tx[key] for key in ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice") if key in after.tx})
+        tx = function.build_transaction(behind)
+        return _signed(account, name, tx)
     params: dict[str, Any] = {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
     try:
         if is_in_process_chain(w3):
@@ -401,6 +445,10 @@ def _prepare(w3: Web3, account: LocalAccount, function: Any, name: str) -> Prepa
         if data is None:
             raise
         raise decode_revert(data) from exc
+    return _signed(account, name, tx)
+
+
+def _signed(account: LocalAccount, name: str, tx: Any) -> PreparedTx:
     signed = account.sign_transaction(tx)
     return PreparedTx(function=name, tx=dict(tx), raw=bytes(signed.raw_transaction), tx_hash="0x" + bytes(signed.hash).hex())
 
@@ -408,6 +456,11 @@ def _prepare(w3: Web3, account: LocalAccount, function: Any, name: str) -> Prepa
 def _submit(w3: Web3, prepared: PreparedTx, timeout: float) -> Any:
     """Broadcast the signed bytes and await the receipt (re-sending them if the chain lost them)."""
     _broadcast(w3, prepared.raw, prepared.tx_hash)
+    return _settle(w3, prepared, timeout)
+
+
+def _settle(w3: Web3, prepared: PreparedTx, timeout: float) -> Any:
+    """The receipt of a broadcast transaction; a mined revert raises its typed error."""
     receipt = _await_receipt(w3, prepared.raw, prepared.tx_hash, prepared.function, timeout)
     if receipt["status"] != 1:
         raise _replay_failure(w3, prepared.tx, receipt, prepared.function)
@@ -540,3 +593,24 @@ def sign_submission(
         + signed.r.to_bytes(32, "big")
         + vs.to_bytes(32, "big")
     )
+
+
+def recover_submission(chain_id: int, contract: str, round: int, record: bytes) -> tuple[str, str, int]:
+    """(signer, update hash, sample count) of a signed record, checked off-chain as the contract
+    checks it; `ValueError` for a malformed record or a non-canonical (high s) signature."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    if len(record) != SUBMISSION_RECORD_BYTES:
+        raise ValueError(f"a signed submission record is {SUBMISSION_RECORD_BYTES} bytes, got {len(record)}")
+    update_hash, num_samples = record[:32].hex(), int.from_bytes(record[32:40], "big")
+    r, vs = int.from_bytes(record[40:72], "big"), int.from_bytes(record[72:104], "big")
+    s, v = vs & ((1 << 255) - 1), 27 + (vs >> 255)
+    if s > _SECP256K1_HALF_ORDER:
+        raise ValueError("signature s is in the upper half of the curve order (malleable): the contract refuses it")
+    typed = submission_typed_data(chain_id, contract, round, update_hash, num_samples)
+    signer = Account.recover_message(encode_typed_data(full_message=typed), vrs=(v, r, s))
+    return to_checksum_address(signer), update_hash, num_samples
+
+
+_SECP256K1_HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0

@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 from web3.providers import HTTPProvider
 
 from ledger.chain.events import LedgerEvent, fetch_events
@@ -127,13 +128,22 @@ class NewHeads:
 
 
 class LedgerFollower:
-    """A cursor over one ledger's events: each read hands out the events of blocks not read before."""
+    """A cursor over one ledger's events: each read hands out the events of blocks not read before.
+
+    Reorg-safe: the follower remembers the hash of the block its cursor stands on. When the chain
+    no longer has that block (a reorg, or a devnet restarted from an older state), the events it
+    handed out may be gone and others may have taken their place below the cursor: it hands out
+    nothing, moves the cursor to the new head and counts a rewind (`rewinds`), and whoever keeps
+    state from its events reads that state again from the chain.
+    """
 
     def __init__(self, w3: Web3, address: str, *, from_block: int, heads: NewHeads | None = None) -> None:
         self.w3 = w3
         self.address = Web3.to_checksum_address(address)
         self.cursor = from_block - 1  # the last block whose events were handed out
         self.heads = heads or NewHeads(w3)
+        self.rewinds = 0  # times the chain went back under the cursor
+        self._cursor_hash: bytes | None = None  # None: not known yet (nothing to compare with)
 
     @classmethod
     def from_head(cls, w3: Web3, address: str, *, heads: NewHeads | None = None) -> LedgerFollower:
@@ -151,16 +161,36 @@ class LedgerFollower:
         return self.read_to(self.heads.wait(after=self.cursor, timeout=timeout))
 
     def read_to(self, head: int) -> list[LedgerEvent]:
-        """The events of blocks (cursor, head]; the cursor moves to `head`."""
-        if head < self.cursor:  # the chain went back (a devnet restarted from an older state)
-            log.info("chain head %d is below our cursor %d: following again from there", head, self.cursor)
-            self.cursor = head
-            return []
+        """The events of blocks (cursor, head]; the cursor moves to `head`.
+
+        One block read per call with new blocks (the head's hash, and its parent's when it is the
+        next block), so a reorg under the cursor is seen; none when nothing is new.
+        """
         if head == self.cursor:
             return []
+        try:
+            block = self.w3.eth.get_block(head)
+        except BlockNotFound:  # the head moved back between the two reads: seen on the next one
+            return []
+        if head < self.cursor or not self._on_chain(head, block):
+            log.info("the chain went back under block %d (head %d): reading it again from there", self.cursor, head)
+            self.rewinds += 1
+            self.cursor, self._cursor_hash = head, bytes(block["hash"])
+            return []
         found = fetch_events(self.w3, self.address, self.cursor + 1, head)
-        self.cursor = head
+        self.cursor, self._cursor_hash = head, bytes(block["hash"])
         return found
+
+    def _on_chain(self, head: int, block: Any) -> bool:
+        """Whether the block the cursor stands on is still the chain's block at that height."""
+        if self._cursor_hash is None:
+            return True
+        if head == self.cursor + 1:
+            return bytes(block["parentHash"]) == self._cursor_hash
+        try:
+            return bytes(self.w3.eth.get_block(self.cursor)["hash"]) == self._cursor_hash
+        except BlockNotFound:
+            return False
 
     def close(self) -> None:
         self.heads.close()

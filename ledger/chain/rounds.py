@@ -49,13 +49,13 @@ def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
     return list(registered_nodes(client, from_block))
 
 
-def _round_topic(round_number: int) -> str:
+def round_topic(round_number: int) -> str:
     return "0x" + round_number.to_bytes(32, "big").hex()
 
 
 def round_opened_block(client: LedgerClient, round_number: int) -> int:
     """The block that opened the round: every submission and rejection of it lies at or after it."""
-    opened = client.events(0, event_type=events.RoundOpened, topic_filters=[_round_topic(round_number)])
+    opened = client.events(0, event_type=events.RoundOpened, topic_filters=[round_topic(round_number)])
     if not opened:
         raise LookupError(f"round {round_number} was never opened on this ledger")
     return int(opened[-1].ref.block_number)
@@ -66,7 +66,7 @@ def round_submissions(
 ) -> list[events.UpdateSubmitted]:
     """This round's `UpdateSubmitted` events, filtered on the indexed round topic."""
     return client.events(
-        from_block, to_block, event_type=events.UpdateSubmitted, topic_filters=[_round_topic(round_number)]
+        from_block, to_block, event_type=events.UpdateSubmitted, topic_filters=[round_topic(round_number)]
     )
 
 
@@ -74,7 +74,7 @@ def round_rejections(
     client: LedgerClient, round_number: int, from_block: int = 0, to_block: int | str = "latest"
 ) -> list[events.UpdateRejected]:
     return client.events(
-        from_block, to_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)]
+        from_block, to_block, event_type=events.UpdateRejected, topic_filters=[round_topic(round_number)]
     )
 
 

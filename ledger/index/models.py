@@ -129,6 +129,11 @@ class Submission(Base):
     """
 
     __tablename__ = "updates"
+    __table_args__ = (
+        # A round's included updates in hash order, straight from the index: the API's pages of
+        # them (a lineage step's first few, a version's list) read only the rows they show.
+        Index("ix_updates_round_included", "round", "included", "update_hash", "node"),
+    )
 
     round: Mapped[int] = mapped_column(BigInteger, ForeignKey("rounds.round"), primary_key=True, autoincrement=False)
     node: Mapped[Address] = mapped_column(ForeignKey("nodes.address"), primary_key=True, index=True)

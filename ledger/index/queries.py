@@ -6,13 +6,12 @@ walks parent links with one recursive CTE (one round trip, whatever the depth).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Row, Select, bindparam, case, func, literal, select
+from sqlalchemy import Row, Select, bindparam, case, func, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
 from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Submission
@@ -168,18 +167,73 @@ def included_updates(session: Session, round_number: int, page: Page) -> Paged[S
     return Paged(list(session.scalars(_page(base, page, Submission.update_hash, Submission.node))), _total(session, base))
 
 
-def included_by_round(session: Session, numbers: Sequence[int]) -> dict[int, list[Row[Any]]]:
-    """Included updates of several rounds at once (one query, plain rows), by hash within a round."""
-    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
-    if numbers:
-        table = Submission.__table__
-        for row in session.execute(
-            select(table)
-            .where(table.c.round.in_(numbers), table.c.included.is_(True))
-            .order_by(table.c.round, table.c.update_hash, table.c.node)
-        ).all():
-            grouped[row.round].append(row)
-    return grouped
+@dataclass(frozen=True)
+class IncludedHead:
+    """The first `limit` included updates of a round (by hash, then node) and how many there are."""
+
+    rows: list[Row[Any]]
+    total: int
+
+
+def included_heads(session: Session, numbers: Sequence[int], limit: int) -> dict[int, IncludedHead]:
+    """The first `limit` included updates of each of several rounds, with each round's total.
+
+    Two queries whose cost is bounded by `limit` per round, however many updates a round
+    included, both straight from the (round, included, update_hash, node) index: the totals as a
+    count, the heads as per-round `LIMIT` reads (a LATERAL join on PostgreSQL, whose planner takes
+    ~10 ms over a 50-arm UNION ALL; the UNION ALL elsewhere, e.g. SQLite, which has no LATERAL).
+    """
+    heads: dict[int, IncludedHead] = {}
+    if not numbers:
+        return heads
+    table = Submission.__table__
+    totals = session.execute(
+        select(table.c.round, func.count())
+        .where(table.c.round.in_(numbers), table.c.included == True)  # noqa: E712 (= true: the index's form)
+        .group_by(table.c.round)
+    )
+    for number, total in totals:
+        heads[number] = IncludedHead([], int(total))
+    if heads:
+        wanted = sorted(heads)
+        parameters: dict[str, Any]
+        statement: Any
+        if session.get_bind().dialect.name == "postgresql":
+            statement, parameters = _LATERAL_HEADS, {"rounds": wanted}
+        else:
+            statement, parameters = _heads_statement(len(wanted)), {f"round_{i}": n for i, n in enumerate(wanted)}
+        for row in session.execute(statement, {**parameters, "per_round": limit}).all():
+            heads[row.round].rows.append(row)
+    return heads
+
+
+_LATERAL_HEADS = text(
+    "SELECT head.round, head.update_hash, head.node, head.num_samples "
+    "FROM unnest(CAST(:rounds AS BIGINT[])) AS wanted(round) CROSS JOIN LATERAL ("
+    "SELECT round, update_hash, node, num_samples FROM updates "
+    "WHERE updates.round = wanted.round AND included = true ORDER BY update_hash, node LIMIT :per_round) AS head "
+    "ORDER BY head.round, head.update_hash, head.node"
+).columns(
+    Submission.__table__.c.round,
+    Submission.__table__.c.update_hash,
+    Submission.__table__.c.node,
+    Submission.__table__.c.num_samples,
+)
+
+
+@lru_cache(maxsize=64)
+def _heads_statement(rounds: int) -> Any:
+    """`rounds` arms of `... WHERE round = :round_i AND included ORDER BY update_hash, node LIMIT :per_round`."""
+    table = Submission.__table__
+    arms = [
+        select(table.c.round, table.c.update_hash, table.c.node, table.c.num_samples)
+        .where(table.c.round == bindparam(f"round_{i}"), table.c.included == True)  # noqa: E712
+        .order_by(table.c.update_hash, table.c.node)
+        .limit(bindparam("per_round", literal_execute=False))
+        .subquery()
+        for i in range(rounds)
+    ]
+    return union_all(*(select(arm) for arm in arms))
 
 
 def lineage(session: Session, tip: ModelVersion, page: Page) -> Paged[Row[Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -92,6 +93,11 @@ class HttpBlobStore:
         self.timeout = timeout
         self.backoff = Backoff(patience=patience)
         self._session = requests.Session()
+        # Proxy settings are read from the environment once, not on every request (requests
+        # scans the whole environment per request otherwise: ~0.5 ms of a 2 ms blob fetch).
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._session.trust_env = False
 
     @classmethod
     def from_ledger(

@@ -98,14 +98,27 @@ async function submissionsOf(roundNumber) {
   return submissions;
 }
 
+async function withRest(page) {
+  // The items of a page embedded in another answer, and of the pages its `next` links lead to.
+  const items = [...page.items];
+  let url = page.next;
+  while (url) {
+    const body = await getJSON(url);
+    items.push(...body.items);
+    url = body.next;
+  }
+  return items;
+}
+
 async function includedOf(models) {
   // Which updates (and so which nodes) each version merged: the latest version's lineage in one
-  // walk, then any version off that path (a fork) on its own.
+  // walk (each step embeds its first updates and links to the rest), then any version off that
+  // path (a fork) on its own.
   const included = new Map();
   if (!models.length) return included;
   const latest = models[models.length - 1];
   for (const step of await getAll(`${API}/models/${latest.model_hash}/lineage`)) {
-    included.set(step.model_hash, step.included_updates);
+    included.set(step.model_hash, await withRest(step.included_updates));
   }
   for (const model of models) {
     if (!included.has(model.model_hash) && model.version > 0) {

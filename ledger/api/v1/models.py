@@ -1,16 +1,19 @@
-"""`/api/v1/models`, `/api/v1/models/<hash>` and its `/lineage`: the committed versions and their ancestry."""
+"""`/api/v1/models`, `/api/v1/models/<hash>`, its `/included` updates and its `/lineage`: the committed versions and their ancestry."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, jsonify
+from flask import Blueprint, abort, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
-from ledger.api.v1.common import contributor, envelope, hash_arg, page_arg, version
+from ledger.api.v1.common import DEFAULT_LIMIT, contributor, envelope, hash_arg, page_arg, version
 from ledger.index import queries
 from ledger.index.models import ModelVersion
+
+STEP_UPDATES = 10  # included updates embedded per lineage step; the rest are a link away
+_PLACEHOLDER = "0" * 64
 
 blueprint = Blueprint("api_models", __name__)
 
@@ -43,22 +46,40 @@ def get_model(model_hash: str) -> ResponseReturnValue:
     return jsonify(body)
 
 
+@blueprint.get("/models/<model_hash>/included")
+def get_included(model_hash: str) -> ResponseReturnValue:
+    """The version's included updates, by hash (paginated): the rest of a lineage step's first few."""
+    session = get_session()
+    page = page_arg()
+    row = _version_or_404(session, model_hash)
+    return jsonify(envelope(queries.included_updates(session, row.round, page), page, contributor))
+
+
 @blueprint.get("/models/<model_hash>/lineage")
 def get_lineage(model_hash: str) -> ResponseReturnValue:
-    """From this version back to genesis, newest first; each step lists its included updates and their nodes."""
+    """From this version back to genesis, newest first; each step embeds the first few of its
+    included updates as a page whose `next` leads to `/models/<hash>/included` for the rest, so a
+    page costs the same whether rounds include ten updates or ten thousand."""
     session = get_session()
     page = page_arg()
     tip = _version_or_404(session, model_hash)
     found = queries.lineage(session, tip, page)
-    included = queries.included_by_round(session, [v.round for v in found.items if v.round > 0])
+    heads = queries.included_heads(session, [v.round for v in found.items if v.round > 0], STEP_UPDATES)
+    # One url_for, then a substitution per step: building a URL costs ~0.2 ms, 50 of them a page's budget.
+    rest_url = url_for("api_models.get_included", model_hash=_PLACEHOLDER, limit=DEFAULT_LIMIT, offset=STEP_UPDATES)
 
     def step(item: Any) -> dict[str, Any]:
-        updates = included.get(item.round, []) if item.round > 0 else []
-        return {
-            **version(item),
-            "included_updates": [contributor(u) for u in updates],
-            "nodes": sorted({u.node for u in updates}),
+        head = heads.get(item.round) if item.round > 0 else None
+        total = head.total if head else 0
+        rest = rest_url.replace(_PLACEHOLDER, item.model_hash) if total > STEP_UPDATES else None
+        included = {
+            "items": [contributor(u) for u in head.rows] if head else [],
+            "total": total,
+            "limit": STEP_UPDATES,
+            "offset": 0,
+            "next": rest,
         }
+        return {**version(item), "included_updates": included}
 
     body = envelope(found, page, step)
     body["model_hash"] = tip.model_hash

@@ -237,19 +237,20 @@ _PATHS: dict[str, Any] = {
         params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
         errors={"404": "not a committed version"},
     ),
+    "/api/v1/models/{model_hash}/included": _get(
+        "The version's included updates, by hash",
+        _ok("a page of included updates", _page_of(_ref("Contributor"))),
+        params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
+        errors={"404": "not a committed version"},
+    ),
     "/api/v1/models/{model_hash}/lineage": _get(
-        "From this version back to genesis, newest first, with each step's included updates",
+        "From this version back to genesis, newest first; each step embeds its first 10 included updates "
+        "(by hash) as a page whose next link is /models/{model_hash}/included",
         _ok(
             "a page of lineage steps",
             {
                 "allOf": [
-                    _page_of(
-                        _with(
-                            "Version",
-                            included_updates={"type": "array", "items": _ref("Contributor")},
-                            nodes={"type": "array", "items": _ADDRESS},
-                        )
-                    ),
+                    _page_of(_with("Version", included_updates=_page_of(_ref("Contributor")))),
                     {"type": "object", "properties": {"model_hash": _HASH}},
                 ]
             },

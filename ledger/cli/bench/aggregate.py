@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median
+from ledger.cli.bench.common import add_output_arguments, emit, median, reset_peak_rss, status_kib
 
 UPDATES = 20
 PARAMETERS = 25_000_000
@@ -168,28 +168,6 @@ def verified(store: Any, submissions: Sequence[Any], base_hash: str, config: Any
 # ---------------------------------------------------------------------------------- measuring
 
 
-def peak_rss_supported() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
-
-
 def _timed(run: Callable[[], dict[str, Any]], track_rss: bool) -> tuple[float, str, float | None]:
     """(seconds, digest of the serialized result, peak RSS in MiB during the run)."""
     from ledger.core.hashing import sha256_hex
@@ -197,11 +175,11 @@ def _timed(run: Callable[[], dict[str, Any]], track_rss: bool) -> tuple[float, s
 
     gc.collect()
     if track_rss:
-        _reset_peak()
+        reset_peak_rss()
     started = time.perf_counter()
     weights = run()
     seconds = time.perf_counter() - started
-    peak = (_status_kib("VmHWM") or 0) / 1024 if track_rss else None
+    peak = (status_kib("VmHWM") or 0) / 1024 if track_rss else None
     digest = sha256_hex(serialize_tensors(weights))
     del weights
     return seconds, digest, peak
@@ -233,7 +211,7 @@ def measure_aggregate(
 
     if updates < 1 or repetitions < 1:
         raise ValueError("updates and repetitions must be at least 1")
-    track_rss = peak_rss_supported()
+    track_rss = reset_peak_rss()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-aggregate-", dir=workdir) as tmp:
         update_bytes = 4 * parameters + 1024  # the header is well under 1 KiB
@@ -245,7 +223,7 @@ def measure_aggregate(
         for submission in submissions:  # warm the page cache, as just after the uploads
             store.path_for(submission.update_hash).read_bytes()
         gc.collect()
-        baseline_rss = (_status_kib("VmRSS") or 0) / 1024
+        baseline_rss = (status_kib("VmRSS") or 0) / 1024
 
         variants: dict[str, Callable[[], dict[str, Any]]] = {
             "unverified": lambda: unverified(store, submissions),

@@ -72,9 +72,9 @@ def _followers(rpc_url: str, address: str, count: int, websocket: bool, ready: A
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    from ledger.cli.bench.round import _process_cpu_seconds
+    from ledger.cli.bench.common import process_cpu_seconds
 
-    seconds = _process_cpu_seconds(pid)
+    seconds = process_cpu_seconds(pid)
     return seconds if seconds is not None else float("nan")
 
 

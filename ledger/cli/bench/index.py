@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median
+from ledger.cli.bench.common import add_output_arguments, emit, http_latency, median
 
 INDEX_TARGET_EVENTS_PER_SECOND = 5_000
 API_TARGET_P99_MS = 20.0
@@ -129,13 +129,7 @@ def _run_index(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- api
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 def measure_api(*, versions: int, updates: int, requests: int) -> dict[str, Any]:
-    import http.client
     import json
 
     from ledger.api.app import create_app
@@ -162,30 +156,13 @@ def measure_api(*, versions: int, updates: int, requests: int) -> dict[str, Any]
         }
         results: dict[str, Any] = {}
         with serve_in_thread(app, threads=2) as server:
-            connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
             for name, path in cases.items():
-                latencies: list[float] = []
                 count = requests if name != "whole_lineage" else max(requests // 4, 20)  # 1.6 MB each
-                for attempt in range(count + count // 10):
-                    started = time.perf_counter()
-                    connection.request("GET", path)
-                    response = connection.getresponse()
-                    body = response.read()
-                    elapsed = (time.perf_counter() - started) * 1000
-                    if response.status != 200:
-                        raise RuntimeError(f"{path}: HTTP {response.status}: {body[:200]!r}")
-                    if attempt >= count // 10:  # the first tenth warms caches and is not counted
-                        latencies.append(elapsed)
-                steps = len(json.loads(body)["items"])
+                measured = http_latency(server.host, server.port, path, requests=count)
                 results[name] = {
-                    "path": path.replace(tip, "<tip>"),
-                    "requests": count,
-                    "steps_per_response": steps,
-                    "response_bytes": len(body),
-                    "p50_ms": round(_percentile(latencies, 0.50), 3),
-                    "p99_ms": round(_percentile(latencies, 0.99), 3),
+                    **measured.summary(label=path.replace(tip, "<tip>")),
+                    "steps_per_response": len(json.loads(measured.last_body)["items"]),
                 }
-            connection.close()
         engine.dispose()
     p99 = results["default_page"]["p99_ms"]
     return {

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median
+from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds, rounded, stop_processes
 from ledger.core.polling import free_port
 
 NODES = 10
@@ -249,14 +249,14 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
             pending: dict[int, list[NodeRound]] = {}
             anvil_pid = devnet.pid()
             for _ in range(WARMUP_ROUNDS + rounds):
-                cpu_before = (time.process_time(), _process_cpu_seconds(anvil_pid))
+                cpu_before = (time.process_time(), process_cpu_seconds(anvil_pid))
                 opened_at = time.monotonic()
                 info = aggregator.open_round()
                 open_returned_at = time.monotonic()
                 result = aggregator.close_round(info.round)
                 closed_at = time.monotonic()
                 submissions_seen_at = open_returned_at + result.timings["wait_submissions"]
-                cpu_after = (time.process_time(), _process_cpu_seconds(anvil_pid))
+                cpu_after = (time.process_time(), process_cpu_seconds(anvil_pid))
                 if not result.committed or len(result.included) != nodes:
                     raise RuntimeError(f"round {info.round} did not commit all {nodes} updates: {result}")
                 node_rounds = _collect(reports, info.round, nodes, pending)
@@ -301,7 +301,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
                 )
         finally:
             try:
-                _stop_processes(processes, stop if processes else None)
+                stop_processes(processes, stop if processes else None)
             finally:
                 try:
                     if server is not None:
@@ -310,34 +310,6 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
                     devnet.stop()
 
     return _report(per_round, nodes=nodes, rounds=rounds, epochs=epochs, load_before=load_before)
-
-
-def _stop_processes(processes: list[multiprocessing.process.BaseProcess], stop: Any) -> None:
-    """Ask the node processes to finish, then terminate (and at last kill) the ones that do not."""
-    if stop is not None:
-        stop.set()
-    deadline = time.monotonic() + 15.0
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5.0)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5.0)
-
-
-def _process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU of another process, from /proc (None where there is no /proc)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(reports: Any, nodes: int) -> None:
@@ -351,10 +323,6 @@ def _wait_ready(reports: Any, nodes: int) -> None:
         if isinstance(report, NodeFailed):
             raise RuntimeError(f"node {report.node} failed to start:\n{report.error}")
         ready.add(report[1])
-
-
-def _rounded(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: round(value, 4) if isinstance(value, float) else value for key, value in values.items()}
 
 
 def _report(
@@ -379,16 +347,16 @@ def _report(
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "warmup_rounds": WARMUP_ROUNDS,
         "wall_seconds_median": round(median([r["wall_seconds"] for r in measured]), 4),
-        "critical_path_median": _rounded(medians),
+        "critical_path_median": rounded(medians),
         "per_round": [
             {
                 "round": r["round"],
                 "wall_seconds": round(r["wall_seconds"], 4),
-                "critical_path": _rounded(r["critical_path"]),
-                "aggregator": _rounded(r["aggregator"]),
-                "nodes_median": _rounded(r["nodes_median"]),
-                "last_node": _rounded(r["last_node"]),
-                "cpu_seconds": _rounded(r["cpu_seconds"]),
+                "critical_path": rounded(r["critical_path"]),
+                "aggregator": rounded(r["aggregator"]),
+                "nodes_median": rounded(r["nodes_median"]),
+                "last_node": rounded(r["last_node"]),
+                "cpu_seconds": rounded(r["cpu_seconds"]),
                 "accuracy": r["accuracy"],
                 "warmup": r in warmup,
             }

@@ -162,7 +162,7 @@ class BulkHistory:
     node_addresses: tuple[str, ...]
 
 
-def _calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]], str]:
+def calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]], str]:
     """`encode(function_name, args)` → 0x calldata, from the committed ABI (one encode per call)."""
     from eth_abi import encode
     from eth_utils import function_abi_to_4byte_selector
@@ -199,12 +199,13 @@ def anvil_bulk_history(
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.chain.devkeys import dev_account
+    from ledger.chain.events import fetch_events
 
     w3 = connect(rpc_url)
     admin_account = dev_account(0)
     client, deployed = LedgerClient.deploy(w3, admin_account)
     admin = admin_account.address
-    encode = _calldata_encoder(load_artifact().abi)
+    encode = calldata_encoder(load_artifact().abi)
     node_addresses = tuple(to_checksum_address("0x" + label_hash(f"{label}/node-{i}")[:40]) for i in range(nodes))
     nonces: dict[str, int] = {address: 0 for address in node_addresses}
     nonces[admin] = int(w3.eth.get_transaction_count(admin))
@@ -219,11 +220,11 @@ def anvil_bulk_history(
 
     def mine(calls: list[tuple[str, list[Any]]]) -> None:
         rpc_batch(rpc_url, calls, timeout=_BULK_RPC_TIMEOUT)
-        rpc_call(rpc_url, "evm_mine")
+        rpc_call(rpc_url, "evm_mine", timeout=_BULK_RPC_TIMEOUT)
 
-    rpc_call(rpc_url, "anvil_autoImpersonateAccount", [True])
+    rpc_call(rpc_url, "anvil_autoImpersonateAccount", [True], timeout=_BULK_RPC_TIMEOUT)
     rpc_batch(rpc_url, timeout=_BULK_RPC_TIMEOUT, calls=[("anvil_setBalance", [address, hex(10**21)]) for address in node_addresses])
-    rpc_call(rpc_url, "evm_setAutomine", [False])
+    rpc_call(rpc_url, "evm_setAutomine", [False], timeout=_BULK_RPC_TIMEOUT)
     try:
         deadline = int(w3.eth.get_block("latest")["timestamp"]) + FAR_FUTURE_SECONDS
         genesis = bytes.fromhex(label_hash(f"{label}/genesis"))
@@ -257,15 +258,15 @@ def anvil_bulk_history(
                 closing.append(tx(admin, "openRound", round_number + 1, model, deadline, 1))
             mine(closing)
     finally:
-        rpc_call(rpc_url, "evm_setAutomine", [True])
-        rpc_call(rpc_url, "anvil_autoImpersonateAccount", [False])
+        rpc_call(rpc_url, "evm_setAutomine", [True], timeout=_BULK_RPC_TIMEOUT)
+        rpc_call(rpc_url, "anvil_autoImpersonateAccount", [False], timeout=_BULK_RPC_TIMEOUT)
     head = int(w3.eth.block_number)
-    logs = w3.eth.get_logs({"address": client.address, "fromBlock": deployed.block_number, "toBlock": head})
+    events = fetch_events(w3, client.address, deployed.block_number, head)
     return BulkHistory(
         address=client.address,
         deploy_block=deployed.block_number,
         head_block=head,
-        events=len(logs),
+        events=len(events),
         node_addresses=node_addresses,
     )
 
