@@ -36,7 +36,7 @@ def round_status(client: Any, round_number: int) -> dict[str, Any]:
     from ledger.chain import events
     from ledger.chain.client import RoundState
     from ledger.chain.clock import ChainClock
-    from ledger.chain.rounds import active_nodes, committed_models, round_rejections, round_submissions
+    from ledger.chain.rounds import active_nodes, committed_models, round_rejections, round_submissions, round_topic
     from ledger.core.reasons import AbandonReason, RejectReason
 
     info = client.get_round(round_number)
@@ -76,8 +76,7 @@ def round_status(client: Any, round_number: int) -> dict[str, Any]:
     if info.state is RoundState.FINALIZED:
         status["model_hash"] = next(e.model_hash for e in committed_models(client) if e.round == round_number and e.version > 0)
     elif info.state is RoundState.ABANDONED:
-        topic = "0x" + round_number.to_bytes(32, "big").hex()
-        abandoned = client.events(event_type=events.RoundAbandoned, topic_filters=[topic])
+        abandoned = client.events(event_type=events.RoundAbandoned, topic_filters=[round_topic(round_number)])
         status["abandon_reason"] = _reason(AbandonReason, abandoned[-1].reason_code if abandoned else None)
     return status
 
