@@ -37,7 +37,7 @@ from ledger.audit.facts import read_genesis
 from ledger.chain import errors, events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
-from ledger.chain.follow import LedgerFollower, of_type
+from ledger.chain.follow import LedgerFollower, NewHeads, of_type
 from ledger.chain.rounds import (
     NodeSet,
     committed_models,
@@ -178,12 +178,14 @@ class Aggregator:
         config: AggregatorConfig,
         *,
         clock: ChainClock | None = None,
+        heads: NewHeads | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.test_split = test_split
         self.config = config
         self.clock = clock or ChainClock(client.w3, poll_seconds=config.poll_seconds)
+        self._heads = heads  # what wakes the waits (None: a newHeads subscription, or polling)
         # Kept up to date from new blocks only (see `_following`): nothing here re-reads history per poll.
         self._follower: LedgerFollower | None = None
         self._nodes = NodeSet()
@@ -363,6 +365,7 @@ class Aggregator:
                 submissions, recorded = self._round_so_far(round_number, opened_block, follower.cursor)
                 self._nodes = registered_nodes(self.client, to_block=follower.cursor)
                 landed = list(submissions.values())
+                wanted = 0
             self._nodes.apply(found)
             for event in of_type(found, events.UpdateSubmitted, events.UpdateRejected):
                 if event.round != round_number:
@@ -432,7 +435,7 @@ class Aggregator:
     def _following(self) -> LedgerFollower:
         """The follower over this ledger's new blocks (and the node set as of its cursor)."""
         if self._follower is None:
-            self._follower = LedgerFollower.from_head(self.client.w3, self.client.address)
+            self._follower = LedgerFollower.from_head(self.client.w3, self.client.address, heads=self._heads)
             self._nodes = registered_nodes(self.client, to_block=self._follower.cursor)
         return self._follower
 

@@ -14,7 +14,8 @@ from edge_node.node import EdgeNode, Outcome, TrainingConfig
 from ledger.chain import events
 from ledger.chain.client import RoundState
 from ledger.chain.clock import ChainClock
-from ledger.chain.rounds import round_rejections
+from ledger.chain.follow import NewHeads
+from ledger.chain.rounds import round_rejections, round_submissions
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.partition import split_examples
 from ledger.core.hashing import sha256_hex
@@ -164,3 +165,47 @@ def test_round_windows_grow_with_the_federation_and_the_chain_s_pace():
     assert round_window(1_000, 16.0) == MIN_ROUND_SECONDS + 125  # the default minute fits < 1,000 nodes
     assert round_window(10_000, 16.0) > 20 * 60
     assert round_window(1_000, 4.0) == 4 * round_window(1_000, 16.0) - 3 * MIN_ROUND_SECONDS
+
+
+class ScriptedHeads(NewHeads):
+    """New-head waits that first play the given chain actions (each wait, the next one)."""
+
+    def __init__(self, w3, actions) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(w3, websocket=False, poll_seconds=0.01)
+        self.actions = list(actions)
+
+    def wait(self, after: int, timeout: float) -> int:
+        if self.actions:
+            self.actions.pop(0)()
+        return super().wait(after, timeout)
+
+
+def test_a_reorg_while_the_round_is_open_is_read_again_and_only_the_new_branch_is_merged(ledger_chain, store, digits):
+    # Prepare: node 0's update is on chain and read by the aggregator, then the chain reorganizes
+    tester = ledger_chain.w3.provider.ethereum_tester
+    nodes = honest_nodes(ledger_chain, store, digits, 5)
+    other = EdgeNode(ledger_chain.nodes[0], store, digits[1][0], TrainingConfig(hyperparameters={"epochs": 1}, seed=99),
+                     max_model_bytes=MAX_BYTES)  # fmt: skip
+
+    def reorg() -> None:  # the other branch: node 0 submitted another update, and everyone else too
+        tester.revert_to_snapshot(snapshot)
+        for node in [other, *nodes[1:]]:
+            assert node.participate(1).outcome is Outcome.SUBMITTED
+        tester.mine_blocks(2)
+
+    heads = ScriptedHeads(ledger_chain.w3, [reorg])
+    aggregator = Aggregator(ledger_chain.admin, store, digits[0].test, fresh_aggregator(ledger_chain, store, digits).config, heads=heads)
+    aggregator.ensure_genesis()
+    aggregator.open_round()
+    snapshot = tester.take_snapshot()
+    dropped = nodes[0].participate(1).update_hash
+
+    # Execute
+    result = aggregator.close_round(1)
+
+    # Assert: the round closed on the new branch's five updates; the dropped one is nowhere
+    on_chain = {s.node: s.update_hash for s in round_submissions(ledger_chain.admin, 1)}
+    assert result.committed and len(result.included) == 5
+    assert {s.node: s.update_hash for s in result.included} == on_chain
+    assert dropped not in on_chain.values() and on_chain[ledger_chain.nodes[0].account.address] != dropped
+    assert heads.actions == []  # the reorg was played while the aggregator waited
