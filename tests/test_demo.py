@@ -31,7 +31,8 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path
         completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stdout + completed.stderr
         out, progress = completed.stdout, completed.stderr
-        assert "encoding int8, no DP" in progress  # pinned at genesis; the node processes read it from there
+        # Said once, by the aggregator that pinned it at genesis; the node processes read it from there.
+        assert progress.count("encoding int8, no DP") == 1 and "aggregator: " in progress
         assert out.count("rejected (hash_mismatch") == 2
         assert "lineage (genesis → latest):" in out and "v2 " in out
         assert "indexed; " in progress  # the SQL index caught up with the chain before the demo ended

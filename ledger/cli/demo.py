@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 NODE_EXIT_TIMEOUT = 60.0
 CHILD_READY_TIMEOUT = 300.0
 # The node events the demo relays from the children's JSON log lines (training epochs stay in the files).
-RELAYED_EVENTS = frozenset({"ready", "submitted", "skipped", "round_closed", "outcome"})
+# A node's readiness is said as its start-up time; the aggregator's ready line is relayed whole: it
+# names the pinned encoding and privacy, once for the federation.
+RELAYED_EVENTS = frozenset({"submitted", "skipped", "round_closed", "outcome"})
 ROUND_EVENTS = frozenset({"round_opened", "committed", "abandoned"})
 QUIET: frozenset[str] = frozenset()
 
@@ -264,7 +266,7 @@ def _relay(children: Sequence[_Child]) -> None:
             if event == "ready" and not child.ready:
                 child.ready = True
                 report(log, "child_ready", "{name} ready after {seconds:.1f} s", name=child.name, seconds=time.monotonic() - child.started)
-            elif child.relay is None or event in child.relay or level in ("warning", "error"):
+            if child.relay is None or event in child.relay or level in ("warning", "error"):
                 report(log, "child", "{name}: {message}", name=child.name, message=record.get("message"))
         if not child.reported_exit and child.process.poll() not in (None, 0):
             child.reported_exit = True
