@@ -372,7 +372,7 @@ def _report(
         "benchmark": "round",
         "chain": "anvil devnet (automine), fresh deployment",
         "execution": (
-            "aggregator and HTTP blob service (waitress threads) in this process; each edge node a "
+            "aggregator and HTTP blob service (uvicorn + a2wsgi threads) in this process; each edge node a "
             "separate OS process (multiprocessing spawn, one torch thread each) polling the chain every "
             "edge_node.cli.POLL_SECONDS like `fedledger node run`"
         ),

@@ -1,0 +1,55 @@
+"""Garbage collection of the blob folder: what no chain event pins goes after its grace period."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ledger.api.gc import GcPolicy, PinnedHashes, collect_garbage
+from ledger.chain.inprocess import InProcessLedger
+from ledger.store.local import LocalBlobStore
+
+HOUR = 3600.0
+
+
+def _age(store: LocalBlobStore, name: str, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(store.path_for(name), (then, then))
+
+
+def test_unpinned_blobs_go_after_the_grace_period_and_pinned_ones_stay(ledger_chain: InProcessLedger, tmp_path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs", max_bytes=1 << 20)
+    admin, node = ledger_chain.admin, ledger_chain.nodes[0]
+    genesis, metadata = store.put(b"genesis model"), store.put(b"genesis metadata")
+    submitted, rejected = store.put(b"an update on chain"), store.put(b"a rejected update")
+    orphan, fresh = store.put(b"uploaded, never submitted"), store.put(b"uploaded a minute ago")
+    admin.commit_genesis(genesis, metadata)
+    admin.open_round(1, genesis, ledger_chain.now() + 600, 1)
+    node.submit_update(1, submitted, 10)
+    ledger_chain.nodes[1].submit_update(1, rejected, 10)
+    admin.reject_update(1, ledger_chain.nodes[1].account.address, 8)
+    for name in (genesis, metadata, submitted, rejected, orphan):
+        _age(store, name, 48 * HOUR)
+    _age(store, fresh, 60)
+    stale_temp = store.path_for(orphan).parent / ".deadbeef-crashed.tmp"
+    live_temp = store.path_for(orphan).parent / ".cafef00d-uploading.tmp"
+    for temp in (stale_temp, live_temp):
+        temp.write_bytes(b"part of an upload")
+    os.utime(stale_temp, (time.time() - 2 * HOUR,) * 2)
+    pinned = PinnedHashes(admin)
+
+    report = collect_garbage(store, pinned, GcPolicy(grace_seconds=24 * HOUR, temp_grace_seconds=HOUR))
+
+    assert report.deleted == (orphan,)
+    assert report.deleted_bytes == len(b"uploaded, never submitted")
+    assert (report.temp_files_deleted, report.kept_pinned, report.kept_young) == (1, 4, 1)
+    assert not store.exists(orphan) and not stale_temp.exists()
+    assert all(store.exists(name) for name in (genesis, metadata, submitted, rejected, fresh))
+    assert live_temp.exists()
+
+    # The next pass reads only new blocks: a hash pinned since then is kept, even once old.
+    ledger_chain.nodes[2].submit_update(1, fresh, 10)
+    _age(store, fresh, 48 * HOUR)
+    again = collect_garbage(store, pinned, GcPolicy(grace_seconds=24 * HOUR))
+    assert again.deleted == () and store.exists(fresh)
+    assert again.pinned_through_block == int(ledger_chain.w3.eth.block_number)
