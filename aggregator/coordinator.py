@@ -24,10 +24,11 @@ from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.core.data import Shard
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
-from ledger.core.policy import FederationPolicy
+from ledger.core.hashing import sha256_hex
+from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES, FederationPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
-from ledger.core.polling import POLL_SECONDS, WaitTimeout
+from ledger.core.polling import POLL_SECONDS, WaitTimeout, poll_until
 from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
@@ -45,6 +46,7 @@ class AggregatorConfig:
     round_seconds: int = 60
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
+    max_num_samples: int = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
 
@@ -60,6 +62,7 @@ class AggregatorConfig:
             rule_params=dict(self.rule_params),
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
+            max_num_samples=self.max_num_samples,
         )
 
 
@@ -73,6 +76,7 @@ class RoundResult:
     metadata_hash: str | None
     accuracy: float | None
     timings: Mapping[str, float]
+    abandoned: AbandonReason | None = None  # why the round closed without a model, if it did
 
     @property
     def committed(self) -> bool:
@@ -152,7 +156,7 @@ class Aggregator:
                     base,
                     self.config.limits,
                     rule=self.config.rule,
-                    rule_params=self.config.rule_params,
+                    rule_params=self.config.policy.rule_call_params(),
                     workers=self.config.workers,
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
@@ -176,24 +180,29 @@ class Aggregator:
         timings["chain"] = time.perf_counter() - started
         if not accepted:
             why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
-            started = time.perf_counter()
-            self.client.abandon_round(info.round, why)
-            timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
+            return self._abandon(info, why, (), rejected, timings)
 
         started = time.perf_counter()
         weights = intake.weights()
-        accuracy = self._evaluate(weights)
+        model_blob = serialize_tensors(weights)
         timings["aggregate"] = time.perf_counter() - started
+        if self.client.model_of(sha256_hex(model_blob)) is not None:
+            # E.g. free-riders returning the base: the chain cannot commit a version twice, so the
+            # round closes without one (after its deadline, as the contract requires).
+            log.info("round %d: the aggregate is already committed; abandoning the round", info.round)
+            return self._abandon(info, AbandonReason.MODEL_UNCHANGED, accepted, rejected, timings)
+        started = time.perf_counter()
+        accuracy = self._evaluate(weights)
+        timings["aggregate"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        model_hash = self.store.put(serialize_tensors(weights))
+        model_hash = self.store.put(model_blob)
         metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
             architecture=MODEL_NAME,
             rule=self.config.rule,
-            rule_params=self.config.rule_params,
+            rule_params=self.config.policy.rule_call_params(),
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
@@ -215,6 +224,26 @@ class Aggregator:
             accuracy=accuracy,
             timings=timings,
         )
+
+    def _abandon(
+        self,
+        info: RoundInfo,
+        why: AbandonReason,
+        valid: tuple[events.UpdateSubmitted, ...],
+        rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...],
+        timings: dict[str, float],
+    ) -> RoundResult:
+        """Close the round without a model once its deadline has passed (the contract's rule)."""
+        assert info.base_model_hash is not None
+        poll_until(
+            lambda: self.deadline_passed(info),
+            timeout=max(info.deadline - time.time(), 0) + 60,
+            what=f"the deadline of round {info.round} to pass",
+        )
+        started = time.perf_counter()
+        self.client.abandon_round(info.round, why)
+        timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+        return RoundResult(info.round, info.base_model_hash, valid, rejected, None, None, None, timings, abandoned=why)
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
         model = build_model(self.config.model_seed)

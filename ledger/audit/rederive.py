@@ -115,8 +115,9 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     if not audit.known_architecture(record):
         return
 
-    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
-    samples = {event.update_hash: event.num_samples for event in facts.submissions}
+    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the
+    # metadata, matched on (hash, node): a copied hash is another node's submission.
+    samples = {(event.update_hash, event.node.lower()): event.num_samples for event in facts.submissions}
     updates: list[Update] = []
     for item in recipe.included:
         blob = audit.fetch(item.update_hash, "update")
@@ -125,7 +126,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
             continue
         if parent_tensors is not None and not audit.fits(item.update_hash, tensors, parent_tensors):
             continue
-        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
+        updates.append(Update(item.update_hash, samples.get((item.update_hash, item.node.lower()), item.num_samples), tensors))
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 

@@ -81,10 +81,13 @@ def format_lineage(rows: Sequence[LineageRow]) -> str:
 
 
 def round_rows(result: RoundResult) -> list[RoundRow]:
-    rows = [RoundRow(s.node, s.update_hash, s.num_samples, "included") for s in result.included]
+    valid = "included" if result.committed else "valid, not committed"
+    rows = [RoundRow(s.node, s.update_hash, s.num_samples, valid) for s in result.included]
     rows += [RoundRow(s.node, s.update_hash, s.num_samples, f"rejected ({reason_text(int(r))})") for s, r, _ in result.rejected]
     return rows
 
 
 def print_round(result: RoundResult) -> None:
-    print(format_round(result.round, round_rows(result), model_hash=result.model_hash, accuracy=result.accuracy), flush=True)
+    note = "" if result.abandoned is None else f"abandoned: {result.abandoned.name.lower()}"
+    rows = round_rows(result)
+    print(format_round(result.round, rows, model_hash=result.model_hash, accuracy=result.accuracy, note=note), flush=True)

@@ -39,15 +39,30 @@ Weights = dict[str, torch.Tensor]
 Rule = Callable[..., Weights]
 
 
-def fedavg(updates: Sequence[Update]) -> Weights:
-    """Average of the weights, each update weighted by its `num_samples` (McMahan et al., 2017)."""
+def sample_weight(num_samples: int, max_samples: int | None) -> int:
+    """The weight an update's self-reported `num_samples` earns: capped at the federation's bound.
+
+    Nothing on chain can prove a sample count, so the cap (pinned in the policy and in each
+    round's rule parameters) is all that stops one node from outweighing all others.
+    """
+    if max_samples is None:
+        return num_samples
+    if type(max_samples) is not int or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive int, got {max_samples!r}")
+    return min(num_samples, max_samples)
+
+
+def fedavg(updates: Sequence[Update], *, max_samples: int | None = None) -> Weights:
+    """Average of the weights, each update weighted by its `num_samples` (McMahan et al., 2017),
+    capped at `max_samples` when given (see `sample_weight`)."""
     ordered = _ordered(updates)
-    total = sum(update.num_samples for update in ordered)
+    weights = [sample_weight(update.num_samples, max_samples) for update in ordered]
+    total = sum(weights)
     result: dict[str, np.ndarray] = {}
     for name in _names(ordered):
         accumulator = np.zeros(tuple(ordered[0].tensors[name].shape), dtype=np.float64)
-        for update in ordered:
-            accumulator += update.num_samples * _as_float64(update.tensors[name])
+        for weight, update in zip(weights, ordered, strict=True):
+            accumulator += weight * _as_float64(update.tensors[name])
         result[name] = accumulator / total
     return _as_weights(result)
 
@@ -83,12 +98,15 @@ def trimmed_mean(updates: Sequence[Update], *, trim_ratio: float) -> Weights:
     return _as_weights(result)
 
 
-def krum(updates: Sequence[Update], *, num_byzantine: int, num_selected: int = 1) -> Weights:
+def krum(
+    updates: Sequence[Update], *, num_byzantine: int, num_selected: int = 1, max_samples: int | None = None
+) -> Weights:
     """Krum (Blanchard et al., 2017): the update closest to its n - f - 2 nearest neighbours.
 
     Each update's score is the sum of squared L2 distances to its n - f - 2 nearest others; the
     lowest score wins, ties going to the smaller update hash. With `num_selected` m > 1 this is
-    Multi-Krum: the m best are combined by `fedavg`. Needs n >= 2f + 3 updates.
+    Multi-Krum: the m best are combined by `fedavg` (sample weights capped at `max_samples`).
+    Needs n >= 2f + 3 updates.
     """
     ordered = _ordered(updates)
     count = len(ordered)
@@ -113,7 +131,7 @@ def krum(updates: Sequence[Update], *, num_byzantine: int, num_selected: int = 1
     best = sorted(range(count), key=lambda i: (scores[i], i))[:num_selected]
     if num_selected == 1:
         return _as_weights({name: _as_float64(ordered[best[0]].tensors[name]) for name in names})
-    return fedavg([ordered[i] for i in best])
+    return fedavg([ordered[i] for i in best], max_samples=max_samples)
 
 
 RULES: dict[str, Rule] = {

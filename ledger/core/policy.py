@@ -17,20 +17,42 @@ class PolicyError(ValueError):
     """A policy document with a missing or ill-typed field; the message names the field."""
 
 
+DEFAULT_MAX_NUM_SAMPLES = 10_000
+# The rules of `ledger.core.aggregation` that weight updates by sample count (their `max_samples` param).
+SAMPLE_WEIGHTED_RULES = frozenset({"fedavg", "krum"})
+
+
 @dataclass(frozen=True)
 class FederationPolicy:
-    """What the aggregator may include: the rule (with its parameters) and the limits on an update."""
+    """What the aggregator may include: the rule (with its parameters) and the limits on an update.
+
+    `max_num_samples` caps the sample count an update is weighted by (a node's claim is
+    unverifiable); None only for policies pinned before the cap existed.
+    """
 
     rule: str
     rule_params: Mapping[str, Any] = field(default_factory=dict)
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
+    max_num_samples: int | None = DEFAULT_MAX_NUM_SAMPLES
+
+    def __post_init__(self) -> None:
+        if self.max_num_samples is not None and (type(self.max_num_samples) is not int or self.max_num_samples < 1):
+            raise PolicyError(f"max_num_samples must be a positive integer, got {self.max_num_samples!r}")
+
+    def rule_call_params(self) -> dict[str, Any]:
+        """The parameters the rule runs with and each round records: the pinned ones, plus the
+        sample cap for rules that weight by sample count (unless the params set their own)."""
+        params = dict(self.rule_params)
+        if self.rule in SAMPLE_WEIGHTED_RULES and self.max_num_samples is not None:
+            params.setdefault("max_samples", self.max_num_samples)
+        return params
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": {"name": self.rule, "params": dict(self.rule_params)},
-            "limits": {"max_update_bytes": self.max_update_bytes, "max_norm": self.max_norm},
-        }
+        limits: dict[str, Any] = {"max_update_bytes": self.max_update_bytes, "max_norm": self.max_norm}
+        if self.max_num_samples is not None:
+            limits["max_num_samples"] = self.max_num_samples
+        return {"rule": {"name": self.rule, "params": dict(self.rule_params)}, "limits": limits}
 
     @classmethod
     def from_json(cls, document: object) -> FederationPolicy:
@@ -49,4 +71,13 @@ class FederationPolicy:
             raise PolicyError("'policy.limits.max_norm' must be a positive finite number")
         if not math.isfinite(max_norm) or max_norm <= 0:
             raise PolicyError("'policy.limits.max_norm' must be a positive finite number")
-        return cls(rule=rule["name"], rule_params=dict(rule["params"]), max_update_bytes=max_bytes, max_norm=float(max_norm))
+        max_samples = limits.get("max_num_samples")
+        if max_samples is not None and (type(max_samples) is not int or max_samples < 1):
+            raise PolicyError("'policy.limits.max_num_samples' must be a positive integer")
+        return cls(
+            rule=rule["name"],
+            rule_params=dict(rule["params"]),
+            max_update_bytes=max_bytes,
+            max_norm=float(max_norm),
+            max_num_samples=max_samples,
+        )

@@ -21,6 +21,8 @@ class RejectReason(IntEnum):
     NON_FINITE = 7
     NORM_TOO_LARGE = 8
     TOO_LARGE = 9
+    DUPLICATE_UPDATE = 10
+    NO_CHANGE = 11
 
     @property
     def description(self) -> str:
@@ -38,6 +40,8 @@ _DESCRIPTIONS: dict[RejectReason, str] = {
     RejectReason.NON_FINITE: "a tensor holds NaN or infinity",
     RejectReason.NORM_TOO_LARGE: "the update moves the model further (L2 norm) than the bound allows",
     RejectReason.TOO_LARGE: "the blob exceeds the size limit",
+    RejectReason.DUPLICATE_UPDATE: "another node submitted the same update hash earlier in the round",
+    RejectReason.NO_CHANGE: "the update equals the base model: nothing was trained (a free-rider)",
 }
 
 
@@ -46,3 +50,4 @@ class AbandonReason(IntEnum):
 
     NO_SUBMISSIONS = 1
     NO_VALID_UPDATES = 2
+    MODEL_UNCHANGED = 3  # the aggregate is a version already committed: nothing new to commit

@@ -105,5 +105,7 @@ def test_reason_codes_are_the_stable_uint16_values_the_chain_records() -> None:
         "NON_FINITE": 7,
         "NORM_TOO_LARGE": 8,
         "TOO_LARGE": 9,
+        "DUPLICATE_UPDATE": 10,
+        "NO_CHANGE": 11,
     }
     assert all(reason.description for reason in RejectReason)
