@@ -25,7 +25,8 @@ from ledger.core.data import Shard
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
 from ledger.core.hashing import sha256_hex
-from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES, FederationPolicy
+from ledger.core.aggregation import rule_defaults
+from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE, FederationPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout, poll_until
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AggregatorConfig:
-    rule: str = "fedavg"
-    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = DEFAULT_RULE
+    rule_params: Mapping[str, Any] = field(default_factory=dict)  # the rule's defaults fill the rest
     min_updates: int = 1
     round_seconds: int = 60
     max_update_bytes: int = 64 * 1024 * 1024
@@ -56,10 +57,11 @@ class AggregatorConfig:
 
     @property
     def policy(self) -> FederationPolicy:
-        """The part of this configuration an auditor re-checks decisions against (pinned at genesis)."""
+        """The part of this configuration an auditor re-checks decisions against (pinned at genesis),
+        every rule parameter spelled out, defaults included."""
         return FederationPolicy(
             rule=self.rule,
-            rule_params=dict(self.rule_params),
+            rule_params={**rule_defaults(self.rule), **self.rule_params},
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
             max_num_samples=self.max_num_samples,

@@ -105,24 +105,26 @@ class StreamingFedAvg:
 
 
 class CollectedRule:
-    """Any registered rule: keeps the updates and runs the pure rule over all of them at the end."""
+    """Any registered rule: keeps the updates and runs the pure rule over all of them at the end
+    (with the round's base, for the rules that work on changes from it)."""
 
     keeps_updates = True
 
-    def __init__(self, rule: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, rule: str, params: Mapping[str, Any], base: Mapping[str, torch.Tensor] | None = None) -> None:
         self._rule = rule
         self._params = dict(params)
+        self._base = base
         self._updates: list[Update] = []
 
     def add(self, update: Update) -> None:
         self._updates.append(update)
 
     def result(self) -> Weights:
-        return aggregate(self._rule, self._updates, **self._params)
+        return aggregate(self._rule, self._updates, base=self._base, **self._params)
 
 
 def start_merge(rule: str, params: Mapping[str, Any], base: Mapping[str, torch.Tensor]) -> Merge:
     """Streaming FedAvg for `fedavg` (with at most its sample cap); any other rule goes through `aggregate`."""
     if rule == "fedavg" and set(params) <= {"max_samples"}:
         return StreamingFedAvg(base, max_samples=params.get("max_samples"))
-    return CollectedRule(rule, params)
+    return CollectedRule(rule, params, base)

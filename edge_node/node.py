@@ -16,11 +16,13 @@ import torch
 
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.rounds import round_submissions
 from ledger.core.data import Shard
 from ledger.core.hashing import sha256_hex
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
 
+from edge_node.misbehaviour import Attack, RoundView
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class EdgeNode:
         max_model_bytes: int,
         transform: Transform | None = None,
         after_upload: AfterUpload | None = None,
+        attack: Attack | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -82,6 +85,7 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self.attack = attack  # demo only: what this node submits instead of its honest update
 
     @property
     def address(self) -> str:
@@ -98,20 +102,27 @@ class EdgeNode:
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        seed = self.config.seed * 1_000_003 + round_number
-        weights = train_local(
-            base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
-        )
-        if self.transform is not None:
+        num_samples = len(self.shard)
+        existing: str | None = None  # an attacker may submit a stored blob's hash as is
+        if self.attack is not None:
+            contribution = self.attack(self._view(round_number, info.base_model_hash, base))
+            weights, existing, num_samples = contribution.weights, contribution.update_hash, contribution.num_samples
+        else:
+            weights = self._train(base, round_number, self.shard, None)
+        if weights is not None and self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = serialize_tensors(weights)
-        update_hash = self.store.put(blob)
+        if weights is not None:
+            blob = serialize_tensors(weights)
+            update_hash = self.store.put(blob)
+            if self.after_upload is not None:
+                self.after_upload(update_hash, blob)
+        else:
+            assert existing is not None
+            update_hash = existing
         stored = time.perf_counter()
-        if self.after_upload is not None:
-            self.after_upload(update_hash, blob)
         try:
-            self.client.submit_update(round_number, update_hash, len(self.shard))
+            self.client.submit_update(round_number, update_hash, num_samples)
         except errors.AlreadySubmitted:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
@@ -122,10 +133,33 @@ class EdgeNode:
             round=round_number,
             outcome=Outcome.SUBMITTED,
             update_hash=update_hash,
-            num_samples=len(self.shard),
+            num_samples=num_samples,
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
+        )
+
+    def _train(
+        self, base: Mapping[str, torch.Tensor], round_number: int, shard: Shard, epochs: int | None
+    ) -> dict[str, torch.Tensor]:
+        seed = self.config.seed * 1_000_003 + round_number
+        return train_local(
+            base, shard, epochs=epochs or self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
+        )
+
+    def _view(self, round_number: int, base_hash: str, base: Mapping[str, torch.Tensor]) -> RoundView:
+        def others() -> list[tuple[str, int]]:
+            mine = self.address.lower()
+            found = round_submissions(self.client, round_number)
+            return [(s.update_hash, s.num_samples) for s in found if s.node.lower() != mine]
+
+        return RoundView(
+            round=round_number,
+            base_hash=base_hash,
+            base=base,
+            shard=self.shard,
+            train=lambda shard, epochs: self._train(base, round_number, shard, epochs),
+            submitted=others,
         )
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:

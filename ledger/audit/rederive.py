@@ -141,7 +141,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     try:
-        weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
+        weights = aggregate(recipe.rule.name, updates, base=parent_tensors, **recipe.rule.params)
         rederived = serialize_tensors(weights)
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(

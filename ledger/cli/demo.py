@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ledger.cli.node import ATTACKS
 from ledger.config import home_dir
 
 NODE_EXIT_TIMEOUT = 60.0
@@ -35,8 +36,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
     demo.add_argument("--alpha", type=float, default=0.5)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
-    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
-    demo.add_argument("--rule", default="fedavg")
+    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K poisons (see --attack)")
+    demo.add_argument(
+        "--attack",
+        choices=["nan_or_scaled", *ATTACKS],
+        default="nan_or_scaled",
+        help="what --poison nodes do: NaN / 10^4-scaled weights (default, rejected by the intake) or an attack "
+        "that passes every check (sign_flip, label_flip, scaling, slow_poison, inflated_samples, copy_hash, free_rider)",
+    )
+    demo.add_argument("--rule", default=None, help="aggregation rule (default: the robust arc_nnm_trimmed_mean)")
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=60)
@@ -56,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError("--nodes and --rounds must be at least 1")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
+    if args.rule is None:
+        from ledger.core.policy import DEFAULT_RULE
+
+        args.rule = DEFAULT_RULE
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
         return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
@@ -73,7 +85,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def _run_memory(args: argparse.Namespace) -> int:
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
-    from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, TrainingConfig
     from ledger.config import Settings
     from ledger.core.data import load_digits_split, split_shards
@@ -87,6 +99,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     chain = start_in_process_ledger(args.nodes)
     split = load_digits_split(seed=0)
     shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
+    config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
     nodes = [
         EdgeNode(
             client,
@@ -94,12 +107,14 @@ def _run_memory(args: argparse.Namespace) -> int:
             shard,
             TrainingConfig(epochs=args.epochs, seed=index),
             max_model_bytes=settings.max_blob_bytes,
-            transform=poison_transform() if index in args.poison else None,
+            transform=poison_transform() if index in args.poison and args.attack == "nan_or_scaled" else None,
             after_upload=tamper_at_rest(blobs_dir) if index in args.tamper else None,
+            attack=attack_named(args.attack, max_norm=config.max_norm)
+            if index in args.poison and args.attack != "nan_or_scaled"
+            else None,
         )
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
-    config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
     aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
     for _ in range(args.rounds):
@@ -203,7 +218,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             if index in args.tamper:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
-                command += ["--misbehave", "poison"]
+                command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
             children.append(_spawn(command, logs / f"node-{index}.log", env))
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]

@@ -4,11 +4,13 @@ Every rule orders the updates by hash first (so arrival order never matters), ac
 float64 with numpy (single-threaded, so the thread count cannot change the result) and returns
 fresh float32 tensors sorted by name. Inputs are never modified. Same updates in, same bytes
 out: that is what lets an auditor re-run a round and compare its hash with the chain's.
-Updates are full model weights (see edge_node.training), not deltas.
+Updates are full model weights (see edge_node.training), not deltas; the robust default,
+`arc_nnm_trimmed_mean`, works on their changes from the round's base, which it is given.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,20 +136,148 @@ def krum(
     return fedavg([ordered[i] for i in best], max_samples=max_samples)
 
 
+def arc_nnm_trimmed_mean(
+    updates: Sequence[Update], *, base: Mapping[str, torch.Tensor], byzantine_fraction: float = 0.4
+) -> Weights:
+    """The robust default: base + CWTM_f(NNM_f(ARC_f(changes))), every update counted once.
+
+    With the changes x_i = W_i - base (float64, flattened over sorted names, rows in hash order)
+    and f = `byzantine_budget(n, byzantine_fraction)` (2 of 5, 1 of 3 or 4, 0 of 1 or 2):
+    1. ARC, adaptive robust clipping (Allouah et al. 2024): the k = floor(2f(n - f)/n) longest
+       changes are scaled down to the length of the (k+1)-th longest, so no change can be much
+       longer than most honest ones, whatever the absolute norm bound allows;
+    2. NNM, nearest-neighbour mixing (Allouah et al. 2023): each change becomes the mean of its
+       n - f nearest changes (itself included), which shrinks what f outliers can pull, also
+       when honest nodes' data differ (non-IID);
+    3. CWTM, coordinate-wise trimmed mean (Yin et al. 2018): per coordinate, the mean after
+       dropping the f lowest and f highest values.
+    Sample counts weigh nothing: they are self-reported. Lengths and distances are numpy float64
+    sums over whole rows (one thread, pairwise, no BLAS); neighbour ranks break ties by hash
+    order. ByzFL (EPFL) implements the same three steps; this is an independent implementation.
+    """
+    ordered = _ordered(updates)
+    names = _names(ordered)
+    missing = sorted(set(names) - set(base))
+    if missing:
+        raise ValueError(f"the base has no tensors {missing}; validate updates first")
+    reference = np.concatenate([_as_float64(base[name]).ravel() for name in names])
+    changes = np.stack([np.concatenate([_as_float64(u.tensors[name]).ravel() for name in names]) for u in ordered])
+    changes -= reference
+    byzantine = byzantine_budget(len(ordered), byzantine_fraction)
+    mixed = nearest_neighbour_mixing(adaptive_robust_clip(changes, byzantine), byzantine)
+    merged = reference + coordinate_trimmed_mean(mixed, byzantine)
+    result: dict[str, np.ndarray] = {}
+    offset = 0
+    for name in names:
+        shape = tuple(base[name].shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        result[name] = merged[offset : offset + size].reshape(shape)
+        offset += size
+    return _as_weights(result)
+
+
+def byzantine_budget(count: int, byzantine_fraction: float) -> int:
+    """How many of `count` updates the robust rule assumes hostile: floor(fraction · n), never half."""
+    if not 0.0 <= byzantine_fraction < 0.5:
+        raise ValueError(f"byzantine_fraction must be in [0, 0.5), got {byzantine_fraction}")
+    return max(0, min(math.floor(byzantine_fraction * count), (count + 1) // 2 - 1))
+
+
+def adaptive_robust_clip(rows: np.ndarray, byzantine: int) -> np.ndarray:
+    """ARC: a new matrix whose k = floor(2f(n - f)/n) longest rows (ties: later row first) are scaled
+    to the length of the (k+1)-th longest; `rows` is not modified."""
+    count = rows.shape[0]
+    clipped = np.array(rows, dtype=np.float64, copy=True)
+    k = math.floor(2 * byzantine * (count - byzantine) / count) if count else 0
+    if not 0 < k < count:
+        return clipped
+    lengths = [math.sqrt(_sum_of_squares(row)) for row in rows]
+    by_length = sorted(range(count), key=lambda i: (lengths[i], i))
+    threshold = lengths[by_length[count - k - 1]]
+    for i in by_length[count - k :]:
+        if lengths[i] > threshold:
+            clipped[i] *= threshold / lengths[i]
+    return clipped
+
+
+def nearest_neighbour_mixing(rows: np.ndarray, byzantine: int) -> np.ndarray:
+    """NNM: row i becomes the mean of its n - f nearest rows (itself included; ties: lower row first),
+    summed in row order; `rows` is not modified."""
+    count = rows.shape[0]
+    if byzantine <= 0:
+        return np.array(rows, dtype=np.float64, copy=True)
+    distances = np.zeros((count, count), dtype=np.float64)
+    for i in range(count):
+        for j in range(i + 1, count):
+            distances[i, j] = distances[j, i] = _sum_of_squares(rows[i] - rows[j])
+    keep = count - byzantine
+    mixed = np.empty_like(rows, dtype=np.float64)
+    for i in range(count):
+        nearest = sorted(sorted(range(count), key=lambda j: (float(distances[i, j]), j))[:keep])
+        accumulator = np.zeros(rows.shape[1], dtype=np.float64)
+        for j in nearest:
+            accumulator += rows[j]
+        mixed[i] = accumulator / keep
+    return mixed
+
+
+def coordinate_trimmed_mean(rows: np.ndarray, trim: int) -> np.ndarray:
+    """Per column, the mean after dropping the `trim` lowest and `trim` highest values."""
+    count = rows.shape[0]
+    if not 0 <= 2 * trim < count:
+        raise ValueError(f"cannot trim {trim} from each side of {count} values")
+    values = np.sort(rows, axis=0, kind="stable")
+    accumulator = np.zeros(rows.shape[1], dtype=np.float64)
+    for row in values[trim : count - trim]:
+        accumulator += row
+    return accumulator / (count - 2 * trim)
+
+
+def _sum_of_squares(row: np.ndarray) -> float:
+    """Σ row², numpy's pairwise float64 sum on one thread: the same value on every run and thread count."""
+    return float(np.add.reduce(row * row))
+
+
 RULES: dict[str, Rule] = {
     "fedavg": fedavg,
     "coordinate_median": coordinate_median,
     "trimmed_mean": trimmed_mean,
     "krum": krum,
+    "arc_nnm_trimmed_mean": arc_nnm_trimmed_mean,
 }
 
+# Rules that work on changes from the round's base model, so `aggregate` hands them `base`.
+RULES_ON_CHANGES = frozenset({"arc_nnm_trimmed_mean"})
 
-def aggregate(rule_name: str, updates: Sequence[Update], **params: Any) -> Weights:
-    """Runs the rule registered as `rule_name`; the name and params go in the round's metadata."""
+
+def rule_defaults(rule_name: str) -> dict[str, Any]:
+    """The keyword parameters `rule_name` has defaults for (not `base`): what a round pins when the
+    federation did not set them, so the metadata names every parameter the rule ran with."""
+    rule = RULES[rule_name]
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(rule).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and parameter.default is not inspect.Parameter.empty
+        and name != "base"
+    }
+
+
+def aggregate(
+    rule_name: str, updates: Sequence[Update], *, base: Mapping[str, torch.Tensor] | None = None, **params: Any
+) -> Weights:
+    """Runs the rule registered as `rule_name`; the name and params go in the round's metadata.
+
+    `base` (the round's base weights) is handed to the rules that work on changes from it.
+    """
     try:
         rule = RULES[rule_name]
     except KeyError:
         raise ValueError(f"unknown aggregation rule {rule_name!r}; known: {sorted(RULES)}") from None
+    if rule_name in RULES_ON_CHANGES:
+        if base is None:
+            raise ValueError(f"{rule_name} works on changes from the round's base model: give base=")
+        return rule(updates, base=base, **params)
     return rule(updates, **params)
 
 

@@ -17,6 +17,7 @@ class PolicyError(ValueError):
     """A policy document with a missing or ill-typed field; the message names the field."""
 
 
+DEFAULT_RULE = "arc_nnm_trimmed_mean"  # robust against 1 and 2 hostile nodes of 5 (`fedledger bench robustness`)
 DEFAULT_MAX_NUM_SAMPLES = 10_000
 # The rules of `ledger.core.aggregation` that weight updates by sample count (their `max_samples` param).
 SAMPLE_WEIGHTED_RULES = frozenset({"fedavg", "krum"})
@@ -44,8 +45,8 @@ class FederationPolicy:
         """The parameters the rule runs with and each round records: the pinned ones, plus the
         sample cap for rules that weight by sample count (unless the params set their own)."""
         params = dict(self.rule_params)
-        if self.rule in SAMPLE_WEIGHTED_RULES and self.max_num_samples is not None:
-            params.setdefault("max_samples", self.max_num_samples)
+        if self.rule in SAMPLE_WEIGHTED_RULES and self.max_num_samples is not None and params.get("max_samples") is None:
+            params["max_samples"] = self.max_num_samples
         return params
 
     def to_json(self) -> dict[str, Any]:

@@ -10,7 +10,17 @@ import sys
 import pytest
 import torch
 
-from ledger.core.aggregation import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
+from ledger.core.aggregation import (
+    RULES,
+    Update,
+    aggregate,
+    arc_nnm_trimmed_mean,
+    byzantine_budget,
+    coordinate_median,
+    fedavg,
+    krum,
+    trimmed_mean,
+)
 from ledger.core.hashing import sha256_hex
 from ledger.core.model import build_model, state_tensors
 from ledger.core.serialization import serialize_tensors
@@ -86,6 +96,41 @@ def test_multi_krum_fedavgs_the_best_m() -> None:
     assert torch.equal(krum(updates, num_byzantine=1, num_selected=2)["w"], torch.tensor([1.25]))
 
 
+def test_fedavg_caps_each_sample_count_at_max_samples() -> None:
+    # Prepare: one update claims 10**12 samples; the cap makes it count as 3, like the other.
+    updates = [_update("a", 3, 0.0), _update("b", 10**12, 8.0)]
+
+    assert torch.equal(fedavg(updates, max_samples=3)["w"], torch.tensor([4.0]))
+    assert torch.equal(fedavg(updates)["w"], torch.tensor([8.0]))  # uncapped, the claim wins
+    with pytest.raises(ValueError, match="max_samples"):
+        fedavg(updates, max_samples=0)
+
+
+def test_arc_nnm_trimmed_mean_small_case_exactly() -> None:
+    # Prepare: base 0, changes 1, 2, 3, 4, 100; f = floor(0.4 * 5) = 2.
+    # ARC clips the k = floor(2*2*3/5) = 2 longest (4, 100) to the third longest, 3: [1, 2, 3, 3, 3].
+    # NNM: each row -> mean of its 3 nearest (ties to the lower row): [2, 2, 3, 3, 3].
+    # CWTM drops 2 from each side: 3.
+    updates = [_update(tag, 1, value) for tag, value in zip("abcde", [1.0, 2.0, 3.0, 4.0, 100.0], strict=True)]
+
+    result = arc_nnm_trimmed_mean(updates, base={"w": torch.tensor([0.0])})
+
+    assert torch.equal(result["w"], torch.tensor([3.0]))
+    assert byzantine_budget(5, 0.4) == 2 and byzantine_budget(4, 0.4) == 1 and byzantine_budget(2, 0.4) == 0
+
+
+def test_arc_nnm_trimmed_mean_ignores_sample_counts_and_works_on_changes() -> None:
+    base = {"w": torch.tensor([10.0, -10.0])}
+    honest = [_update(tag, 5, 11.0, -9.0) for tag in "abc"]
+    hostile = [_update("d", 10**12, -1000.0, 1000.0), _update("e", 10**12, 1000.0, -1000.0)]
+
+    result = arc_nnm_trimmed_mean(honest + hostile, base=base)
+
+    assert torch.equal(result["w"], torch.tensor([11.0, -9.0]))
+    with pytest.raises(ValueError, match="byzantine_fraction"):
+        arc_nnm_trimmed_mean(honest, base=base, byzantine_fraction=0.5)
+
+
 def test_krum_needs_2f_plus_3_updates() -> None:
     updates = [_update(tag, 1, 0.0) for tag in "abcd"]
 
@@ -96,7 +141,7 @@ def test_krum_needs_2f_plus_3_updates() -> None:
 def _model_updates(count: int, seed: int) -> list[Update]:
     """`count` updates shaped like the real model: its init plus seeded noise, hashed for real."""
     generator = torch.Generator().manual_seed(seed)
-    base = state_tensors(build_model(seed=0))
+    base = MODEL_BASE
     updates = []
     for index in range(count):
         tensors = {
@@ -109,18 +154,21 @@ def _model_updates(count: int, seed: int) -> list[Update]:
 
 CASES: dict[str, tuple[str, dict]] = {
     "fedavg": ("fedavg", {}),
+    "fedavg_capped": ("fedavg", {"max_samples": 20}),
     "coordinate_median": ("coordinate_median", {}),
     "trimmed_mean": ("trimmed_mean", {"trim_ratio": 0.2}),
     "krum": ("krum", {"num_byzantine": 2}),
     "multi_krum": ("krum", {"num_byzantine": 1, "num_selected": 3}),
+    "arc_nnm_trimmed_mean": ("arc_nnm_trimmed_mean", {"byzantine_fraction": 0.4}),
 }
+MODEL_BASE = state_tensors(build_model(seed=0))  # what `_model_updates` perturbs: the rounds' base
 
 
 def rule_digests() -> dict[str, str]:
     """SHA-256 of each rule's serialized output on fixed updates (also run in a subprocess)."""
     updates = _model_updates(7, seed=42)
     return {
-        case: sha256_hex(serialize_tensors(aggregate(rule, updates, **params)))
+        case: sha256_hex(serialize_tensors(aggregate(rule, updates, base=MODEL_BASE, **params)))
         for case, (rule, params) in CASES.items()
     }
 
@@ -132,9 +180,9 @@ def test_shuffled_arrival_order_gives_identical_bytes(case: str) -> None:
     shuffled = updates[:]
     random.Random(1).shuffle(shuffled)
 
-    first = serialize_tensors(aggregate(rule, updates, **params))
-    again = serialize_tensors(aggregate(rule, updates, **params))
-    reordered = serialize_tensors(aggregate(rule, shuffled, **params))
+    first = serialize_tensors(aggregate(rule, updates, base=MODEL_BASE, **params))
+    again = serialize_tensors(aggregate(rule, updates, base=MODEL_BASE, **params))
+    reordered = serialize_tensors(aggregate(rule, shuffled, base=MODEL_BASE, **params))
 
     assert first == again == reordered
 
@@ -146,13 +194,15 @@ def test_inputs_are_not_mutated_or_aliased(case: str) -> None:
     snapshot = [(u.update_hash, {name: t.clone() for name, t in u.tensors.items()}) for u in updates]
     order = [u.update_hash for u in updates]
 
-    result = aggregate(rule, updates, **params)
+    base_before = {name: t.clone() for name, t in MODEL_BASE.items()}
+    result = aggregate(rule, updates, base=MODEL_BASE, **params)
     for tensor in result.values():
         tensor.add_(1.0)
 
     assert [u.update_hash for u in updates] == order
     for update, (_, before) in zip(updates, snapshot, strict=True):
         assert all(torch.equal(update.tensors[name], before[name]) for name in before)
+    assert all(torch.equal(MODEL_BASE[name], base_before[name]) for name in base_before)
 
 
 def test_same_bytes_in_a_fresh_process_with_another_thread_count() -> None:
@@ -173,7 +223,7 @@ def test_every_rule_refuses_an_empty_round(rule: str) -> None:
     params = {"trim_ratio": 0.1} if rule == "trimmed_mean" else {"num_byzantine": 0} if rule == "krum" else {}
 
     with pytest.raises(ValueError, match="empty"):
-        aggregate(rule, [], **params)
+        aggregate(rule, [], base=MODEL_BASE, **params)
 
 
 def test_updates_of_different_models_are_refused() -> None:
@@ -183,7 +233,8 @@ def test_updates_of_different_models_are_refused() -> None:
 
 def test_unknown_rule_names_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match="known: \\['coordinate_median', 'fedavg', 'krum', 'trimmed_mean'\\]"
+        ValueError,
+        match="known: \\['arc_nnm_trimmed_mean', 'coordinate_median', 'fedavg', 'krum', 'trimmed_mean'\\]",
     ):
         aggregate("mean", [_update("a", 1, 1.0)])
 
