@@ -253,8 +253,12 @@ class GuardedH11Protocol(H11Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:  # the client is already gone: nothing to linger for
+            self.transport.abort()
+            return
         self.flow.resume_reading()
         self._linger_timer = self.loop.call_later(self.guard.limits.linger_seconds, self.transport.abort)
 

@@ -19,6 +19,8 @@ BENCH_MODULES = (
     "ledger.cli.bench.aggregate",
     "ledger.cli.bench.round",
     "ledger.cli.bench.cli",
+    "ledger.cli.bench.robustness",
+    "ledger.cli.bench.load",
 )
 
 
