@@ -70,6 +70,8 @@ bench: setup
 	$(BIN)/fedledger bench index --json
 	$(BIN)/fedledger bench api --json
 	$(BIN)/fedledger bench cli --json
+	$(BIN)/fedledger bench robustness --json
+	$(BIN)/fedledger bench load --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

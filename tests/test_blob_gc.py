@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+
+import pytest
 
 from ledger.api.gc import GcPolicy, PinnedHashes, collect_garbage
 from ledger.chain.inprocess import InProcessLedger
@@ -53,3 +56,27 @@ def test_unpinned_blobs_go_after_the_grace_period_and_pinned_ones_stay(ledger_ch
     again = collect_garbage(store, pinned, GcPolicy(grace_seconds=24 * HOUR))
     assert again.deleted == () and store.exists(fresh)
     assert again.pinned_through_block == int(ledger_chain.w3.eth.block_number)
+
+
+@pytest.mark.devnet
+def test_fedledger_api_gc_deletes_what_the_chain_does_not_pin(tmp_path, capsys) -> None:
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.connect import connect
+    from ledger.chain.devkeys import dev_account
+    from ledger.chain.devnet import throwaway_devnet
+    from ledger.cli.main import main
+
+    store = LocalBlobStore(tmp_path / "blobs", max_bytes=1 << 20)
+    genesis, metadata, orphan = store.put(b"genesis"), store.put(b"metadata"), store.put(b"orphan")
+    for name in (genesis, metadata, orphan):
+        _age(store, name, 48 * HOUR)
+    with throwaway_devnet() as devnet:
+        admin, _ = LedgerClient.deploy(connect(devnet.rpc_url), dev_account(0))
+        admin.commit_genesis(genesis, metadata)
+        chain = ["--rpc-url", devnet.rpc_url, "--contract", admin.address, "--blobs-dir", str(store.root)]
+
+        assert main(["api", "gc", *chain, "--json"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["deleted"] == [orphan] and report["kept_pinned"] == 2
+    assert store.exists(genesis) and store.exists(metadata) and not store.exists(orphan)

@@ -208,9 +208,9 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
     # Several nodes may submit one hash (a copy is rejected as a duplicate): match (hash, node).
     submitted = {(event.update_hash, event.node.lower()): event for event in facts.submissions}
     submitters: dict[str, list[str]] = {}
-    for event in facts.submissions:
-        submitters.setdefault(event.update_hash, []).append(event.node)
-    rejected_nodes = {event.node: event for event in facts.rejections}
+    for submission in facts.submissions:
+        submitters.setdefault(submission.update_hash, []).append(submission.node)
+    rejected_nodes = {rejection.node: rejection for rejection in facts.rejections}
     for item in record.included:
         event = submitted.get((item.update_hash, item.node.lower()))
         signers = submitters.get(item.update_hash, [])

@@ -230,7 +230,8 @@ def coordinate_trimmed_mean(rows: np.ndarray, trim: int) -> np.ndarray:
     accumulator = np.zeros(rows.shape[1], dtype=np.float64)
     for row in values[trim : count - trim]:
         accumulator += row
-    return accumulator / (count - 2 * trim)
+    mean: np.ndarray = accumulator / (count - 2 * trim)
+    return mean
 
 
 def _sum_of_squares(row: np.ndarray) -> float:

@@ -32,8 +32,7 @@ from ledger.cli.bench.common import add_output_arguments, emit
 
 P99_TARGET_MS = 100.0
 NODES = 5
-AFTER_ROUND_SECONDS = 3.0  # keep measuring a little after the commit
-SETTLE_SECONDS = 2.0  # measure this long under the flood before the round opens
+SETTLE_SECONDS = 3.0  # each measuring window: without the flood, under it before the round, after the commit
 GET_TIMEOUT = 5.0
 
 
@@ -86,8 +85,14 @@ def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
-def measure_load(*, idle: int = 500, slow: int = 100, epochs: int = 1) -> dict[str, Any]:
-    """Run the scenario once and return its figures (raises if the stack cannot be brought up)."""
+def measure_load(
+    *, idle: int = 500, slow: int = 100, epochs: int = 1, window_seconds: float = SETTLE_SECONDS
+) -> dict[str, Any]:
+    """Run the scenario once and return its figures (raises if the stack cannot be brought up).
+
+    `window_seconds`: how long latencies are sampled without the flood, then under it before the
+    round opens, and again after the commit.
+    """
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from ledger.chain.client import LedgerClient
     from ledger.chain.connect import connect
@@ -147,16 +152,16 @@ def measure_load(*, idle: int = 500, slow: int = 100, epochs: int = 1) -> dict[s
             lineage = f"{url}/api/v1/models/{genesis}/lineage"
             poll_until(lambda: _answers(lineage), timeout=60, interval=0.2, what="the indexer to serve genesis")
             quiet = GetProbe(lineage).start()  # the same requests without the flood, side by side
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(window_seconds)
             quiet.stop()
 
             flood, held_at_start = start_flood(port, idle=idle, slow=slow, flooder_key=NODES + 1, ledger=admin)
             probe = GetProbe(lineage).start()
-            time.sleep(SETTLE_SECONDS)  # a window of latencies under the flood alone, before the round
+            time.sleep(window_seconds)  # latencies under the flood alone, before the round
             started = time.perf_counter()
             result, outcomes = run_live_round(aggregator, devnet.rpc_url, url, split, epochs=epochs)
             round_seconds = time.perf_counter() - started
-            time.sleep(AFTER_ROUND_SECONDS)  # the commit is indexed and served under the flood too
+            time.sleep(window_seconds)  # the commit is indexed and served under the flood too
         finally:
             if probe is not None:
                 probe.stop()
