@@ -231,6 +231,20 @@ def test_a_slow_body_from_a_registered_node_is_cut_and_leaves_nothing(service: S
     assert service.blobs.get(name) == body
 
 
+def test_a_client_that_will_not_read_a_large_download_is_cut(service: Service) -> None:
+    blob = os.urandom(32 * 1024 * 1024)  # far more than the socket buffers hold
+    name = service.store(service.chain.admin.account).put(blob)  # aggregators have no byte quota
+    reader = service.connect()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    reader.sendall(f"GET /blobs/{name} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+
+    poll_until(lambda: service.server.guard.slow_readers == 1, timeout=10, what="the slow reader to be cut")
+    received = _read_answer(reader)
+
+    assert received.startswith(b"HTTP/1.1 200 ") and len(received) < len(blob)
+    reader.close()
+
+
 def test_the_per_client_cap_refuses_with_503_while_other_clients_are_served(service: Service) -> None:
     held = [service.connect() for _ in range(FAST.max_per_client)]
     refused = service.connect()

@@ -13,7 +13,8 @@ subclass of uvicorn's `H11Protocol` adds, each with a counter in `ConnectionGuar
   only the app's first read of `wsgi.input` resumes it (uvicorn then sends `100 Continue`), so
   the app checks signature, role and quota from the headers alone;
 - **a minimum body rate** while the app reads, so a registered client cannot hold a worker
-  thread by dripping its body;
+  thread by dripping its body, and **a minimum read rate** while a response waits in the send
+  buffer, so a client reading a large blob slowly cannot hold its bytes in memory for hours;
 - **linger, never drain**: a response sent while the request body is unread half-closes the
   connection, discards what the client still sends for a short while (so it reads the answer
   instead of a reset) and then closes, rather than feeding the unread body to anyone.
@@ -53,8 +54,8 @@ class ConnectionLimits:
     max_connections: int = 2000  # open connections in all (each costs a file descriptor)
     max_per_client: int = 64  # open connections per client address (IPv6: per /64)
     header_timeout: float = 10.0  # accept (or end of last response) -> end of the next header block
-    body_window: float = 10.0  # while the app reads a body, at least ...
-    body_min_bytes: int = 64 * 1024  # ... this many bytes must arrive per window, else the connection is cut
+    body_window: float = 10.0  # while the app reads a body, or a response waits to be read, at least ...
+    body_min_bytes: int = 64 * 1024  # ... this many bytes must move per window, else the connection is cut
     linger_seconds: float = 2.0  # after answering an unread body: how long to discard what still comes
     linger_bytes: int = 64 * 1024 * 1024  # ... and how much of it, at most
 
@@ -80,6 +81,7 @@ class ConnectionGuard:
     evicted: int = 0
     header_timeouts: int = 0
     slow_bodies: int = 0
+    slow_readers: int = 0
     unread_bodies: int = 0
 
     def stats(self) -> dict[str, int]:
@@ -89,6 +91,7 @@ class ConnectionGuard:
             "evicted": self.evicted,
             "header_timeouts": self.header_timeouts,
             "slow_bodies": self.slow_bodies,
+            "slow_readers": self.slow_readers,
             "unread_bodies": self.unread_bodies,
         }
 
@@ -140,6 +143,8 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._write_mark = 0
         self._gated_cycle: Any = None
         self._window_bytes = 0
         self._lingering = False
@@ -154,10 +159,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
-        for timer in (self._header_timer, self._body_timer, self._linger_timer):
+        for timer in (self._header_timer, self._body_timer, self._linger_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._body_timer = self._linger_timer = None
+        self._header_timer = self._body_timer = self._linger_timer = self._write_timer = None
         super().connection_lost(exc)
 
     def cut(self, answer: bytes) -> None:
@@ -233,6 +238,33 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._window_bytes = 0
         self._body_timer = self.loop.call_later(self.guard.limits.body_window, self._body_check)
+
+    # ------------------------------------------------------------------ slow readers
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: from now on the client must drain it at the minimum rate."""
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_mark = self.transport.get_write_buffer_size()
+            self._write_timer = self.loop.call_later(self.guard.limits.body_window, self._write_check)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_check(self) -> None:
+        self._write_timer = None
+        if self.transport.is_closing():
+            return
+        pending = self.transport.get_write_buffer_size()
+        if self._write_mark - pending < self.guard.limits.body_min_bytes:
+            self.guard.slow_readers += 1
+            self.transport.abort()  # drops the buffered response: its memory is the point
+            return
+        self._write_mark = pending
+        self._write_timer = self.loop.call_later(self.guard.limits.body_window, self._write_check)
 
     # ------------------------------------------------------------------ after the response
 

@@ -164,6 +164,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
+    from ledger.cli.processes import spawn_logged, stop_all
 
     if args.nodes > DEV_ACCOUNT_COUNT - 1:
         raise CommandError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
@@ -190,7 +191,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         children.append(
-            _spawn(
+            spawn_logged(
                 fedledger
                 + ["api", "serve", "--port", str(args.api_port), "--blobs-dir", str(blobs_dir)]
                 + ["--database-url", database_url, *chain_args],
@@ -199,7 +200,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             )
         )
         children.append(
-            _spawn(
+            spawn_logged(
                 fedledger
                 + ["index", "run", "--follow", "--poll-seconds", "0.2", *chain_args, "--blobs-dir", str(blobs_dir)]
                 + ["--database-url", database_url, "--from-block", str(record.block_number)],
@@ -219,7 +220,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
                 command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
-            children.append(_spawn(command, logs / f"node-{index}.log", env))
+            children.append(spawn_logged(command, logs / f"node-{index}.log", env))
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
         aggregator_command += ["--round-seconds", str(args.round_seconds)]
@@ -245,14 +246,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
         else:
             print(f"indexed; `fedledger demo --serve` keeps the audit page up at {store_url}/", flush=True)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
     return 0
 
 
@@ -291,14 +285,6 @@ def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[byt
                 reported.add(index)
                 print(f"node {index} exited with code {node.returncode}: see {logs / f'node-{index}.log'}", flush=True)
         time.sleep(0.2)
-
-
-def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    finally:
-        log.close()
 
 
 # ------------------------------------------------------------------ lineage

@@ -80,11 +80,6 @@ class GetProbe:
             self._stop.wait(0.02)  # ~30 requests a second: a busy dashboard, not a second flood
 
 
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-
-
 def measure_load(
     *, idle: int = 500, slow: int = 100, epochs: int = 1, window_seconds: float = SETTLE_SECONDS
 ) -> dict[str, Any]:
@@ -101,6 +96,7 @@ def measure_load(
     from ledger.config import Settings
     from ledger.core.data import load_digits_split
     from ledger.core.polling import free_port, poll_until, wait_for_port
+    from ledger.cli.processes import spawn_logged, stop_all
     from ledger.index.db import make_engine, upgrade
     from ledger.store.http import HttpBlobStore
 
@@ -126,7 +122,7 @@ def measure_load(
         probe = quiet = None
         try:
             children.append(
-                _spawn(
+                spawn_logged(
                     fedledger
                     + ["api", "serve", "--port", str(port), "--blobs-dir", str(root / "blobs")]
                     + ["--database-url", database_url, "--gc-interval-minutes", "0", *chain],
@@ -135,7 +131,7 @@ def measure_load(
                 )
             )
             children.append(
-                _spawn(
+                spawn_logged(
                     fedledger
                     + ["index", "run", "--follow", "--poll-seconds", "0.2", *chain, "--blobs-dir", str(root / "blobs")]
                     + ["--database-url", database_url, "--from-block", str(deployed.block_number)],
@@ -166,13 +162,7 @@ def measure_load(
             if probe is not None:
                 probe.stop()
             flood_stats = stop_flood(flood) if flood is not None else {}
-            for child in children:
-                child.terminate()
-            for child in children:
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            stop_all(children, timeout=15)
     assert quiet is not None
     latencies = probe.latencies_ms if probe is not None else []
     p99 = _percentile(latencies, 0.99) if latencies else None
