@@ -307,7 +307,7 @@ def test_verify_button_shows_a_verified_verdict(page: Page, history: History) ->
     text = _click_verify(page, history.honest[2])
 
     assert text.startswith("✔ verified")
-    assert "version 2 re-derived from 4 updates with fedavg: hash matches the chain" in text
+    assert "version 2 re-derived from 4 updates with arc_nnm_trimmed_mean: hash matches the chain" in text
     assert page.evaluate(f"{_graph_node(history.honest[2])}.classList.contains('verified')")
 
 
