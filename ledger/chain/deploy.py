@@ -39,9 +39,9 @@ def deployment_path(chain_id: int) -> Path:
     return home_dir() / "deployments" / f"{chain_id}.json"
 
 
-def deploy(w3: Web3, account: LocalAccount) -> tuple[LedgerClient, Deployment, TxResult]:
+def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> tuple[LedgerClient, Deployment, TxResult]:
     """Deploy and write the deployment record for the chain."""
-    client, result = LedgerClient.deploy(w3, account)
+    client, result = LedgerClient.deploy(w3, account, attestation_quorum=attestation_quorum)
     artifact = load_artifact()
     record = Deployment(
         address=client.address,
@@ -68,8 +68,7 @@ def load_deployment(w3: Web3) -> Deployment:
         raise DeploymentNotFound(f"no deployment recorded for chain {chain_id} ({path}): run `fedledger deploy`")
     record = Deployment(**json.loads(path.read_text(encoding="utf-8")))
     code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
-    expected = bytes.fromhex(load_artifact().deployed_bytecode[2:])
-    if code != expected:
+    if not load_artifact().is_runtime_code(code):
         state = "no code" if not code else "different code"
         raise DeploymentNotFound(
             f"chain {chain_id} has {state} at the recorded address {record.address} "

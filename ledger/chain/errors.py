@@ -145,6 +145,54 @@ class DeadlineNotPassed(LedgerRevert):
     """the round's deadline has not passed yet"""
 
 
+class NotPendingAdmin(LedgerRevert):
+    """the caller is not the pending admin named by transferAdmin"""
+
+
+class NotAuditor(LedgerRevert):
+    """the caller does not hold the auditor role"""
+
+
+class AuditorUnchanged(LedgerRevert):
+    """the auditor role is already in the requested state"""
+
+
+class TooManyAuditors(LedgerRevert):
+    """a deployment can grant the auditor role to at most maxAuditors distinct accounts"""
+
+
+class QuorumTooLarge(LedgerRevert):
+    """the attestation quorum cannot exceed the number of possible auditors"""
+
+
+class NoGenesis(LedgerRevert):
+    """the genesis model has not been committed yet"""
+
+
+class BaseNotAttested(LedgerRevert):
+    """the base version lacks the attestation quorum, or has a failing attestation the admin has not resolved"""
+
+
+class AlreadyAttested(LedgerRevert):
+    """this auditor already attested this version"""
+
+
+class NoFailingAttestation(LedgerRevert):
+    """this auditor has no unresolved failing attestation of this version"""
+
+
+class MalformedBatch(LedgerRevert):
+    """a batch of signed submissions must be a non-empty multiple of 104 bytes"""
+
+
+class InvalidSignature(LedgerRevert):
+    """a signed submission in the batch has a malleable or unrecoverable signature"""
+
+
+class SignerNotNode(LedgerRevert):
+    """a signed submission in the batch was not signed by a registered node (or was signed for another round, chain or contract)"""
+
+
 def _error_classes() -> dict[str, type[LedgerRevert]]:
     return {"Ledger" + cls.__name__: cls for cls in LedgerRevert.__subclasses__()}
 

@@ -106,6 +106,44 @@ class RoundAbandoned(LedgerEvent):
     event_name: ClassVar[str] = "RoundAbandoned"
 
 
+@dataclass(frozen=True)
+class AdminTransferStarted(LedgerEvent):
+    previous_admin: str
+    new_admin: str
+    event_name: ClassVar[str] = "AdminTransferStarted"
+
+
+@dataclass(frozen=True)
+class AuditorSet(LedgerEvent):
+    account: str
+    enabled: bool
+    event_name: ClassVar[str] = "AuditorSet"
+
+
+@dataclass(frozen=True)
+class VersionAttested(LedgerEvent):
+    model_hash: str
+    auditor: str
+    ok: bool
+    report_hash: str
+    event_name: ClassVar[str] = "VersionAttested"
+
+
+@dataclass(frozen=True)
+class AttestationResolved(LedgerEvent):
+    model_hash: str
+    auditor: str
+    resolution_hash: str
+    event_name: ClassVar[str] = "AttestationResolved"
+
+
+@dataclass(frozen=True)
+class PolicyChanged(LedgerEvent):
+    from_round: int
+    policy_hash: str
+    event_name: ClassVar[str] = "PolicyChanged"
+
+
 EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     cls.event_name: cls
     for cls in (
@@ -118,6 +156,11 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
         UpdateSubmitted,
         UpdateRejected,
         RoundAbandoned,
+        AdminTransferStarted,
+        AuditorSet,
+        VersionAttested,
+        AttestationResolved,
+        PolicyChanged,
     )
 }
 
@@ -135,6 +178,10 @@ _FIELD_NAMES = {
     "updateHash": "update_hash",
     "numSamples": "num_samples",
     "reasonCode": "reason_code",
+    "reportHash": "report_hash",
+    "resolutionHash": "resolution_hash",
+    "fromRound": "from_round",
+    "policyHash": "policy_hash",
 }
 
 _OPTIONAL_HASHES = {"parent_hash", "included_root", "metadata_hash"}

@@ -20,6 +20,13 @@ def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("deploy", help="deploy the ledger contract and record it under var/deployments/")
     add_chain_arguments(parser)
+    parser.add_argument(
+        "--attestation-quorum",
+        type=int,
+        default=0,
+        metavar="K",
+        help="auditors' ok attestations a version needs before a round may build on it (0: off; at most 32)",
+    )
     parser.set_defaults(handler=_deploy)
 
 
@@ -33,7 +40,7 @@ def _deploy(args: argparse.Namespace) -> int:
     try:
         w3 = connect(Settings().with_overrides(rpc_url=args.rpc_url).rpc_url)
         account = resolve_account(keystore=args.keystore, dev_key_index=None if args.keystore else dev_key)
-        client, record, result = deploy(w3, account)
+        client, record, result = deploy(w3, account, attestation_quorum=args.attestation_quorum)
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
     print(f"deployed FederatedLedger at {record.address} on chain {record.chain_id}")

@@ -1,7 +1,10 @@
 """`fedledger bench gas`: gas per contract call, measured on the in-process py-evm chain.
 
 Finalize is measured after real rounds in which 1, 10 and 100 nodes submitted, with the real
-Merkle root of their hashes, to show its cost does not grow with the number of updates.
+Merkle root of their hashes, to show its cost does not grow with the number of updates. Relayed
+submissions are measured per update in batches of 1, 10 and 100 signed records; the attestation
+gate as the difference between opening the same first round on ledgers deployed with and without
+a quorum.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ SUBMIT_TARGET = 55_000
 FINALIZE_TARGET = 90_000
 FINALIZE_SPREAD_TARGET = 0.01
 INCLUDED_COUNTS = (1, 10, 100)
+BATCH_SIZES = (1, 10, 100)
+BATCH_PER_UPDATE_TARGET = 32_000
+ATTEST_TARGET = 50_000
+GATE_EXTRA_TARGET = 5_000
 
 
 def _hash(label: str) -> str:
@@ -65,6 +72,9 @@ def measure_gas() -> dict[str, Any]:
     ledger.advance_time(61)
     gas["abandonRound"] = admin.abandon_round(len(INCLUDED_COUNTS) + 1, 1).gas_used
 
+    gas["submitUpdatesBySig_per_update"] = _batch_gas(ledger, base, first_round=len(INCLUDED_COUNTS) + 2)
+    gas.update(_attestation_gas(ungated_first_open=open_round[0]))
+
     gas["openRound"] = int(median(open_round))
     gas["submitUpdate_first"] = int(median(submit_first))
     gas["submitUpdate_later"] = int(median(submit_later))
@@ -72,6 +82,7 @@ def measure_gas() -> dict[str, Any]:
     finalize_values = list(finalize.values())
     spread = (max(finalize_values) - min(finalize_values)) / min(finalize_values)
     submit_max = max(gas["submitUpdate_first"], gas["submitUpdate_later"])
+    batch_100 = gas["submitUpdatesBySig_per_update"][str(max(BATCH_SIZES))]
     return {
         "benchmark": "gas",
         "chain": "in-process py-evm (web3 EthereumTesterProvider)",
@@ -81,10 +92,58 @@ def measure_gas() -> dict[str, Any]:
             "submitUpdate_max": SUBMIT_TARGET,
             "finalizeRound_max": FINALIZE_TARGET,
             "finalize_spread_max": FINALIZE_SPREAD_TARGET,
+            "submitUpdatesBySig_per_update_at_100_max": BATCH_PER_UPDATE_TARGET,
+            "attestVersion_max": ATTEST_TARGET,
+            "openRound_gate_extra_max": GATE_EXTRA_TARGET,
         },
         "meets_targets": submit_max <= SUBMIT_TARGET
         and max(finalize_values) <= FINALIZE_TARGET
-        and spread <= FINALIZE_SPREAD_TARGET,
+        and spread <= FINALIZE_SPREAD_TARGET
+        and batch_100 <= BATCH_PER_UPDATE_TARGET
+        and gas["attestVersion"] <= ATTEST_TARGET
+        and gas["openRound_gate_extra"] <= GATE_EXTRA_TARGET,
+    }
+
+
+def _batch_gas(ledger: Any, base: str, *, first_round: int) -> dict[str, int]:
+    """Per-update gas of one relayer posting batches of signed submissions (one round per size)."""
+    from ledger.chain.client import sign_submission
+    from ledger.core.merkle import merkle_root
+
+    admin = ledger.admin
+    per_update: dict[str, int] = {}
+    for round_number, size in enumerate(BATCH_SIZES, start=first_round):
+        admin.open_round(round_number, base, ledger.now() + 3600, size)
+        hashes = [_hash(f"b-{round_number}-{i}") for i in range(size)]
+        records = [
+            sign_submission(node.account, admin.chain_id, admin.address, round_number, update, 300 + i)
+            for i, (node, update) in enumerate(zip(ledger.nodes, hashes))
+        ]
+        per_update[str(size)] = admin.submit_updates_by_sig(round_number, records).gas_used // size
+        base = _hash(f"batch-model-{round_number}")
+        root = merkle_root(bytes.fromhex(update) for update in hashes)
+        admin.finalize_round(round_number, base, root, size, _hash(f"batch-meta-{round_number}"))
+    return per_update
+
+
+def _attestation_gas(*, ungated_first_open: int) -> dict[str, int]:
+    """attestVersion, and what the quorum gate adds to opening round 1 (k = 2 here, k = 0 in the main run)."""
+    from ledger.chain.inprocess import start_in_process_ledger
+
+    gated = start_in_process_ledger(node_count=0, attestation_quorum=2)
+    admin = gated.admin
+    genesis = _hash("genesis")
+    admin.commit_genesis(genesis, _hash("genesis-meta"))
+    attest = []
+    for index in range(2):
+        auditor = gated.client(gated.new_account(f"bench-auditor-{index}"))
+        admin.set_auditor(auditor.account.address, True)  # type: ignore[union-attr]
+        attest.append(auditor.attest_version(genesis, True, _hash(f"report-{index}")).gas_used)
+    gated_open = admin.open_round(1, genesis, gated.now() + 3600, 1).gas_used
+    return {
+        "attestVersion": int(median(attest)),
+        "openRound_gated": gated_open,
+        "openRound_gate_extra": gated_open - ungated_first_open,
     }
 
 
