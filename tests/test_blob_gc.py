@@ -26,12 +26,17 @@ def test_unpinned_blobs_go_after_the_grace_period_and_pinned_ones_stay(ledger_ch
     genesis, metadata = store.put(b"genesis model"), store.put(b"genesis metadata")
     submitted, rejected = store.put(b"an update on chain"), store.put(b"a rejected update")
     orphan, fresh = store.put(b"uploaded, never submitted"), store.put(b"uploaded a minute ago")
+    policy, report = store.put(b"a policy blob"), store.put(b"an auditor's report")
     admin.commit_genesis(genesis, metadata)
+    admin.set_policy(policy)
+    auditor = ledger_chain.client(ledger_chain.new_account("auditor"))
+    admin.set_auditor(auditor.account.address, True)
+    auditor.attest_version(genesis, True, report)
     admin.open_round(1, genesis, ledger_chain.now() + 600, 1)
     node.submit_update(1, submitted, 10)
     ledger_chain.nodes[1].submit_update(1, rejected, 10)
     admin.reject_update(1, ledger_chain.nodes[1].account.address, 8)
-    for name in (genesis, metadata, submitted, rejected, orphan):
+    for name in (genesis, metadata, submitted, rejected, orphan, policy, report):
         _age(store, name, 48 * HOUR)
     _age(store, fresh, 60)
     stale_temp = store.path_for(orphan).parent / ".deadbeef-crashed.tmp"
@@ -41,13 +46,13 @@ def test_unpinned_blobs_go_after_the_grace_period_and_pinned_ones_stay(ledger_ch
     os.utime(stale_temp, (time.time() - 2 * HOUR,) * 2)
     pinned = PinnedHashes(admin)
 
-    report = collect_garbage(store, pinned, GcPolicy(grace_seconds=24 * HOUR, temp_grace_seconds=HOUR))
+    gc = collect_garbage(store, pinned, GcPolicy(grace_seconds=24 * HOUR, temp_grace_seconds=HOUR))
 
-    assert report.deleted == (orphan,)
-    assert report.deleted_bytes == len(b"uploaded, never submitted")
-    assert (report.temp_files_deleted, report.kept_pinned, report.kept_young) == (1, 4, 1)
+    assert gc.deleted == (orphan,)
+    assert gc.deleted_bytes == len(b"uploaded, never submitted")
+    assert (gc.temp_files_deleted, gc.kept_pinned, gc.kept_young) == (1, 6, 1)
     assert not store.exists(orphan) and not stale_temp.exists()
-    assert all(store.exists(name) for name in (genesis, metadata, submitted, rejected, fresh))
+    assert all(store.exists(name) for name in (genesis, metadata, submitted, rejected, fresh, policy, report))
     assert live_temp.exists()
 
     # The next pass reads only new blocks: a hash pinned since then is kept, even once old.

@@ -1,7 +1,9 @@
 """Garbage collection of the service's blob folder: blobs no chain event pins, and stale temp files.
 
 Anyone with a role can upload, and an upload is only worth keeping once the chain pins its hash:
-as a submitted update (`UpdateSubmitted`), a committed model or its metadata (`ModelCommitted`).
+as a submitted update (`UpdateSubmitted`), a committed model or its metadata (`ModelCommitted`),
+a federation policy (`PolicyChanged`), an auditor's report (`VersionAttested`,
+`AttestationResolved`).
 A blob still unpinned after a grace period (longer than any upload-to-submit gap) is deleted, as
 is a temp file no write has touched for a while (an upload a crash or a cut connection left).
 The pinned set is followed incrementally from the chain and re-read just before deleting, so a
@@ -23,7 +25,14 @@ from ledger.store.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
-_PINNING_EVENTS = (events.UpdateSubmitted.event_name, events.ModelCommitted.event_name)
+_PINNING_EVENTS = (
+    events.UpdateSubmitted.event_name,
+    events.ModelCommitted.event_name,
+    events.PolicyChanged.event_name,
+    events.VersionAttested.event_name,
+    events.AttestationResolved.event_name,
+)
+_NO_HASH = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,12 @@ class PinnedHashes:
                         self._hashes.add(event.model_hash)
                         if event.metadata_hash is not None:
                             self._hashes.add(event.metadata_hash)
+                    elif isinstance(event, events.PolicyChanged):
+                        self._hashes.add(event.policy_hash)
+                    elif isinstance(event, events.VersionAttested):
+                        self._hashes.add(event.report_hash)
+                    elif isinstance(event, events.AttestationResolved):
+                        self._hashes.add(event.resolution_hash)
                 self._next_block = head + 1
             return frozenset(self._hashes)
 
