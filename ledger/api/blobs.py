@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -33,6 +34,7 @@ blueprint = Blueprint("blobs", __name__)
 
 _ROUTE = BLOBS_PATH + "<path:name>"  # path: so `a/../b` reaches us and gets a clear 400, not a 404
 _IMMUTABLE = "public, max-age=31536000, immutable"  # a name can only ever mean one content
+_CHALLENGE = f'{SIGNATURE_HEADER} realm="fedledger blobs"'
 
 
 def _problem(status: int, detail: str, **fields: Any) -> Response:
@@ -51,6 +53,36 @@ def _too_large(limit: int, size: int | None = None) -> Response:
     return _problem(413, f"the {what} is over this store's {limit}-byte limit", limit=limit, size=size)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An upload refused from its headers alone: status, JSON body, extra response headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def header_refusal(
+    *, content_length: int | None, chunked: bool, signature: str | None, limit: int, chain_id: int, contract: str
+) -> Refusal | None:
+    """The refusals that need neither crypto nor the chain: no size (411), too large (413), unsigned
+    (401). Pure, so the server can answer them on its event loop before the app is even called
+    (`ledger.api.server`), and the app answers them the same way under any WSGI server."""
+    if content_length is None or chunked:
+        detail = "uploads need a Content-Length header (no chunked encoding): the size is checked first"
+        return Refusal(411, {"error": HTTP_STATUS_CODES[411], "detail": detail}, {})
+    if content_length > limit:
+        detail = f"the {content_length}-byte blob is over this store's {limit}-byte limit"
+        return Refusal(413, {"error": HTTP_STATUS_CODES[413], "detail": detail, "limit": limit, "size": content_length}, {})
+    if not signature:
+        detail = (
+            f"missing {SIGNATURE_HEADER}: sign blob_upload_message(sha256, {chain_id}, {contract}) with EIP-191 "
+            "and send it as 0x-hex"
+        )
+        return Refusal(401, {"error": HTTP_STATUS_CODES[401], "detail": detail}, {"WWW-Authenticate": _CHALLENGE})
+    return None
+
+
 @blueprint.put(_ROUTE)
 def put_blob(name: str) -> Response | tuple[Response, int]:
     """Store the body under `name` if it hashes to `name` and the signer holds a role right now.
@@ -66,19 +98,21 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
         return _problem(503, "this service has no ledger configured, so it cannot check who may upload")
     ledger = found.ledger
 
-    size = request.content_length
-    if size is None or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        return _problem(411, "uploads need a Content-Length header (no chunked encoding): the size is checked first")
-    limit = found.max_blob_bytes
-    if size > limit:
-        return _too_large(limit, size)
-
-    signature = request.headers.get(SIGNATURE_HEADER)
-    if not signature:
-        return _unauthorized(
-            f"missing {SIGNATURE_HEADER}: sign blob_upload_message(sha256, {ledger.chain_id}, "
-            f"{ledger.address}) with EIP-191 and send it as 0x-hex"
-        )
+    refused = header_refusal(
+        content_length=request.content_length,
+        chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+        signature=request.headers.get(SIGNATURE_HEADER),
+        limit=found.max_blob_bytes,
+        chain_id=ledger.chain_id,
+        contract=ledger.address,
+    )
+    if refused is not None:
+        response = jsonify(refused.body)
+        response.status_code = refused.status
+        response.headers.update(refused.headers)
+        return response
+    size, signature = request.content_length, request.headers[SIGNATURE_HEADER]
+    assert size is not None
     try:
         signer = _recover_signer(signature, name, ledger.chain_id, ledger.address)
     except MalformedSignature as exc:
@@ -166,7 +200,7 @@ def _receive_body(store: BlobStore, name: str, size: int) -> None:
 
 def _unauthorized(detail: str) -> Response:
     response = _problem(401, detail)
-    response.headers["WWW-Authenticate"] = f'{SIGNATURE_HEADER} realm="fedledger blobs"'
+    response.headers["WWW-Authenticate"] = _CHALLENGE
     return response
 
 

@@ -4,7 +4,8 @@ a2wsgi runs the WSGI app on a thread pool and hands it a lazy `wsgi.input`, so t
 request as soon as its headers are in and decides (signature, role, quota) before reading one
 byte of the body; uvicorn's asyncio loop holds every connection, idle or slow, without a thread;
 `ledger.api.guard` adds the per-client and total caps, the header deadline, the body gate and
-the minimum body rate. One process, like waitress before it: the loop and the worker threads
+the minimum rates; `UploadPrefilter` answers unsigned, unsized and oversized uploads on the
+event loop, before any thread or Flask request is spent on them. One process, like waitress before it: the loop and the worker threads
 share the GIL, and the app is the same WSGI app any WSGI server can run.
 
 `serve_in_thread` (tests, the demo, benches) runs it on a daemon thread; `serve_forever` (the
@@ -14,6 +15,7 @@ share the GIL, and the app is the same WSGI app any WSGI server can run.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -101,9 +103,10 @@ def build_server(app: Any, sock: socket.socket, options: ServerOptions) -> tuple
 
     protocol, guard = guarded_protocol(options.limits)
     middleware = WSGIMiddleware(app, workers=options.threads)
+    served: Any = _with_prefilter(app, middleware)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        middleware,
+        served,
         host=host,
         port=port,
         http=protocol,
@@ -122,6 +125,56 @@ def build_server(app: Any, sock: socket.socket, options: ServerOptions) -> tuple
         log_level="error",  # a flood of malformed requests must not become a flood of log lines
     )
     return uvicorn.Server(config), guard, middleware.executor
+
+
+class UploadPrefilter:
+    """ASGI, in front of the WSGI app: answers the upload refusals that need neither crypto nor the
+    chain (`ledger.api.blobs.header_refusal`: 411, 413, 401) on the event loop, so junk uploads
+    cost no worker thread and no Flask request. The app repeats the same checks, so it stays
+    safe under any other WSGI server."""
+
+    def __init__(self, app: Any, *, limit: int, chain_id: int, contract: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.chain_id = chain_id
+        self.contract = contract
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from ledger.api.blobs import header_refusal
+        from ledger.core.hashing import is_sha256_hex
+        from ledger.store.protocol import BLOBS_PATH, SIGNATURE_HEADER
+
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope.get("method") == "PUT" and path.startswith(BLOBS_PATH) and is_sha256_hex(path[len(BLOBS_PATH) :]):
+            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+            length = headers.get("content-length", "")
+            refused = header_refusal(
+                content_length=int(length) if length.isascii() and length.isdigit() else None,
+                chunked="chunked" in headers.get("transfer-encoding", "").lower(),
+                signature=headers.get(SIGNATURE_HEADER.lower()),
+                limit=self.limit,
+                chain_id=self.chain_id,
+                contract=self.contract,
+            )
+            if refused is not None:
+                body = json.dumps(refused.body, sort_keys=True).encode()
+                extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in refused.headers.items()]
+                start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": refused.status, "headers": start + extra})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _with_prefilter(app: Any, asgi_app: Any) -> Any:
+    """`asgi_app` behind an `UploadPrefilter` when `app` is the ledger service with a ledger."""
+    from ledger.api.services import Services
+
+    found = getattr(app, "extensions", {}).get("fedledger")
+    if not isinstance(found, Services) or found.ledger is None:
+        return asgi_app
+    ledger = found.ledger
+    return UploadPrefilter(asgi_app, limit=found.max_blob_bytes, chain_id=ledger.chain_id, contract=ledger.address)
 
 
 def serve_in_thread(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 BENCH_MODULES = (
@@ -42,3 +44,14 @@ def emit(report: dict[str, Any], *, as_json: bool) -> None:
 
 def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of another process, from /proc (None where there is no /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

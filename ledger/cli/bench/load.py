@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit
+from ledger.cli.bench.common import add_output_arguments, emit, process_cpu_seconds
 
 P99_TARGET_MS = 100.0
 NODES = 5
@@ -51,33 +51,43 @@ def _percentile(samples: list[float], fraction: float) -> float:
 
 
 class GetProbe:
-    """Fresh-connection GETs of one URL in a loop on a thread: latencies and failures."""
+    """Fresh-connection GETs of one URL in a loop, in a process of its own (so neither the nodes'
+    training nor the aggregator in this process can delay it): latencies and failures."""
 
     def __init__(self, url: str) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
         self.url = url
         self.latencies_ms: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="get-probe", daemon=True)
+        self._stop = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(target=_probe, args=(url, self._stop, self._results), name="get-probe", daemon=True)
 
     def start(self) -> GetProbe:
-        self._thread.start()
+        self._process.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(GET_TIMEOUT + 5)
+        self.latencies_ms, self.failures = self._results.get(timeout=GET_TIMEOUT + 30)
+        self._process.join(10)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                with urllib.request.urlopen(self.url, timeout=GET_TIMEOUT) as response:
-                    response.read()
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
-            except (urllib.error.URLError, OSError) as exc:
-                self.failures.append(str(exc))
-            self._stop.wait(0.02)  # ~30 requests a second: a busy dashboard, not a second flood
+
+def _probe(url: str, stop: Any, results: Any) -> None:
+    latencies: list[float] = []
+    failures: list[str] = []
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=GET_TIMEOUT) as response:
+                response.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+        except (urllib.error.URLError, OSError) as exc:
+            failures.append(str(exc))
+        stop.wait(0.02)  # ~30 requests a second: a busy dashboard, not a second flood
+    results.put((latencies, failures))
 
 
 def measure_load(
@@ -147,17 +157,24 @@ def measure_load(
             genesis = aggregator.ensure_genesis()
             lineage = f"{url}/api/v1/models/{genesis}/lineage"
             poll_until(lambda: _answers(lineage), timeout=60, interval=0.2, what="the indexer to serve genesis")
+            server_pid = children[0].pid
+            cpu = [(time.monotonic(), process_cpu_seconds(server_pid))]
             quiet = GetProbe(lineage).start()  # the same requests without the flood, side by side
             time.sleep(window_seconds)
             quiet.stop()
+            cpu.append((time.monotonic(), process_cpu_seconds(server_pid)))
 
             flood, held_at_start = start_flood(port, idle=idle, slow=slow, flooder_key=NODES + 1, ledger=admin)
+            cpu.append((time.monotonic(), process_cpu_seconds(server_pid)))
+            flood_cpu = [process_cpu_seconds(flood.pid)]
             probe = GetProbe(lineage).start()
             time.sleep(window_seconds)  # latencies under the flood alone, before the round
             started = time.perf_counter()
             result, outcomes = run_live_round(aggregator, devnet.rpc_url, url, split, epochs=epochs)
             round_seconds = time.perf_counter() - started
             time.sleep(window_seconds)  # the commit is indexed and served under the flood too
+            cpu.append((time.monotonic(), process_cpu_seconds(server_pid)))
+            flood_cpu.append(process_cpu_seconds(flood.pid))
         finally:
             if probe is not None:
                 probe.stop()
@@ -188,10 +205,15 @@ def measure_load(
             "p50_ms": round(statistics.median(quiet.latencies_ms), 1) if quiet.latencies_ms else None,
             "p99_ms": round(_percentile(quiet.latencies_ms, 0.99), 1) if quiet.latencies_ms else None,
         },
+        "cpu_share": {  # of one core, over each window: what the flood costs the server, whatever else runs
+            "server_without_flood": _share(cpu[0], cpu[1]),
+            "server_under_flood": _share(cpu[2], cpu[3]),
+            "flood_process": _share((cpu[2][0], flood_cpu[0]), (cpu[3][0], flood_cpu[1])),
+        },
         "target_p99_ms": P99_TARGET_MS,
         "meets_target": bool(result.committed and probe and not probe.failures and p99 is not None and p99 <= P99_TARGET_MS),
         "load_average": [round(value, 2) for value in os.getloadavg()],
-        "note": "server, indexer and flood are separate processes; nodes, aggregator and the probe share this one",
+        "note": "server, indexer, flood and the measuring client are separate processes; nodes and aggregator share this one",
     }
 
 
@@ -263,6 +285,13 @@ def run_live_round(aggregator: Any, rpc_url: str, store_url: str, split: Any, *,
     for thread in threads:
         thread.join(60)
     return result, outcomes
+
+
+def _share(start: tuple[float, float | None], end: tuple[float, float | None]) -> float | None:
+    """CPU seconds per wall second between two (monotonic time, process CPU) samples."""
+    if start[1] is None or end[1] is None or end[0] <= start[0]:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]), 3)
 
 
 def _answers(url: str) -> bool:
