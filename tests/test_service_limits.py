@@ -165,6 +165,7 @@ def test_chunked_uploads_are_refused_and_a_long_chunk_line_costs_nothing(service
     chunked = service.connect()
     chunked.sendall(head + b"5\r\nabcde\r\n0\r\n\r\n")
     assert _read_answer(chunked).startswith(b"HTTP/1.1 411 ")
+    chunked.close()
 
     started = time.process_time()
     for _ in range(4):  # a chunk-size line that never ends: h11 gives up at 16 KiB (400, then close)
