@@ -59,7 +59,7 @@ class GetProbe:
 
         context = multiprocessing.get_context("spawn")
         self.url = url
-        self.latencies_ms: list[float] = []
+        self.samples: list[tuple[float, float]] = []  # (wall-clock time it started, latency in ms)
         self.failures: list[str] = []
         self._stop = context.Event()
         self._results = context.Queue()
@@ -71,19 +71,27 @@ class GetProbe:
 
     def stop(self) -> None:
         self._stop.set()
-        self.latencies_ms, self.failures = self._results.get(timeout=GET_TIMEOUT + 30)
+        self.samples, self.failures = self._results.get(timeout=GET_TIMEOUT + 30)
         self._process.join(10)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return [latency for _, latency in self.samples]
+
+    def between(self, start: float, end: float) -> list[float]:
+        """Latencies of the requests started in [start, end) (wall-clock seconds)."""
+        return [latency for at, latency in self.samples if start <= at < end]
 
 
 def _probe(url: str, stop: Any, results: Any) -> None:
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     failures: list[str] = []
     while not stop.is_set():
-        started = time.perf_counter()
+        at, started = time.time(), time.perf_counter()
         try:
             with urllib.request.urlopen(url, timeout=GET_TIMEOUT) as response:
                 response.read()
-            latencies.append((time.perf_counter() - started) * 1000)
+            latencies.append((at, (time.perf_counter() - started) * 1000))
         except (urllib.error.URLError, OSError) as exc:
             failures.append(str(exc))
         stop.wait(0.02)  # ~30 requests a second: a busy dashboard, not a second flood
@@ -169,9 +177,9 @@ def measure_load(
             flood_cpu = [process_cpu_seconds(flood.pid)]
             probe = GetProbe(lineage).start()
             time.sleep(window_seconds)  # latencies under the flood alone, before the round
-            started = time.perf_counter()
+            started, round_began = time.perf_counter(), time.time()
             result, outcomes = run_live_round(aggregator, devnet.rpc_url, url, split, epochs=epochs)
-            round_seconds = time.perf_counter() - started
+            round_seconds, round_ended = time.perf_counter() - started, time.time()
             time.sleep(window_seconds)  # the commit is indexed and served under the flood too
             cpu.append((time.monotonic(), process_cpu_seconds(server_pid)))
             flood_cpu.append(process_cpu_seconds(flood.pid))
@@ -200,6 +208,10 @@ def measure_load(
             "p99_ms": round(p99, 1) if p99 is not None else None,
             "max_ms": round(max(latencies), 1) if latencies else None,
         },
+        "lineage_under_flood_outside_the_round": _summary(
+            probe.between(0, round_began) + probe.between(round_ended, float("inf")) if probe else []
+        ),
+        "lineage_under_flood_during_the_round": _summary(probe.between(round_began, round_ended) if probe else []),
         "lineage_without_flood": {
             "requests": len(quiet.latencies_ms),
             "p50_ms": round(statistics.median(quiet.latencies_ms), 1) if quiet.latencies_ms else None,
@@ -285,6 +297,16 @@ def run_live_round(aggregator: Any, rpc_url: str, store_url: str, split: Any, *,
     for thread in threads:
         thread.join(60)
     return result, outcomes
+
+
+def _summary(latencies: list[float]) -> dict[str, Any]:
+    if not latencies:
+        return {"requests": 0}
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1),
+    }
 
 
 def _share(start: tuple[float, float | None], end: tuple[float, float | None]) -> float | None:
