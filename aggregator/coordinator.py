@@ -1,8 +1,9 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over the cores);
-every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
+blob is fetched, re-hashed, decoded in the pinned encoding and validated, and its privacy claim
+judged when the federation trains with DP (`aggregator.intake`, pipelined over the cores);
+every refusal is recorded on chain with its reason, and each node's verified ε in the metadata. The merge gives the bytes of the pure rule
 from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
 with the Merkle root of the included updates. Failures are results: a round with no valid update
@@ -19,22 +20,26 @@ from typing import Any
 
 import torch
 
+from ledger.audit.facts import read_genesis
 from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.core.data import Shard
+from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, encode_genesis, encode_round
 from ledger.core.hashing import sha256_hex
 from ledger.core.aggregation import rule_defaults
-from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE, FederationPolicy
+from ledger.core.policy import DEFAULT_ENCODING, DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout, poll_until
 from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.store.base import BlobStore
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import ClaimVerdict, Entry, judge_claim
+from ledger.store.base import BlobStore, BlobStoreError
 
-from aggregator.intake import Limits, RoundIntake, admit_and_merge
+from aggregator.intake import Limits, PrivacyCheck, RoundIntake, admit_and_merge
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +55,16 @@ class AggregatorConfig:
     max_num_samples: int = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    encoding: str = DEFAULT_ENCODING
+    privacy: PrivacyPolicy | None = None  # node-side DP-SGD and the per-node ε budget; None: no DP
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown update encoding {self.encoding!r}; known: {list(ENCODINGS)}")
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
+        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm, encoding=self.encoding)
 
     @property
     def policy(self) -> FederationPolicy:
@@ -64,8 +75,14 @@ class AggregatorConfig:
             rule_params={**rule_defaults(self.rule), **self.rule_params},
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
+            encoding=self.encoding,
+            privacy=self.privacy,
             max_num_samples=self.max_num_samples,
         )
+
+
+class PolicyConflict(LedgerError):
+    """The chain's genesis pins another policy than this aggregator was configured with."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,7 @@ class RoundResult:
     metadata_hash: str | None
     accuracy: float | None
     timings: Mapping[str, float]
+    epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
     abandoned: AbandonReason | None = None  # why the round closed without a model, if it did
 
     @property
@@ -93,13 +111,27 @@ class Aggregator:
         self.store = store
         self.test_split = test_split
         self.config = config
+        self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
 
     # ---------------------------------------------------------------- lineage
 
     def ensure_genesis(self) -> str:
-        """The genesis model's hash, committing a freshly initialised model if the chain has none."""
+        """The genesis model's hash, committing a freshly initialised model if the chain has none.
+
+        A genesis already on chain must pin this configuration's policy (`PolicyConflict` if not):
+        every decision is re-checked against the pinned one.
+        """
         existing = self.client.genesis_hash()
         if existing is not None:
+            try:
+                pinned = read_genesis(self.client, self.store).policy
+            except (LookupError, BlobStoreError, MetadataError) as exc:
+                raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
+            if pinned != self.config.policy:
+                raise PolicyConflict(
+                    f"the chain's genesis pins the policy {pinned.to_json()}; this aggregator was started with "
+                    f"{self.config.policy.to_json()}"
+                )
             return existing
         weights = state_tensors(build_model(self.config.model_seed))
         model_hash = self.store.put(serialize_tensors(weights))
@@ -160,6 +192,7 @@ class Aggregator:
                     rule=self.config.rule,
                     rule_params=self.config.policy.rule_call_params(),
                     workers=self.config.workers,
+                    privacy=self._privacy_check(round_number, submissions),
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 if closed or len(intake.accepted) >= info.min_updates:
@@ -168,6 +201,18 @@ class Aggregator:
             if time.monotonic() > give_up:
                 raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
             time.sleep(POLL_SECONDS)
+
+    def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
+        """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
+        policy, book = self.config.privacy, self._privacy_book
+        if policy is None or book is None:
+            return None
+        earlier: Mapping[str, list[Entry]] = book.earlier(round_number, [s.node for s in submissions])
+
+        def check(submission: events.UpdateSubmitted, claim: Mapping[str, Any] | None) -> ClaimVerdict:
+            return judge_claim(policy, claim, num_samples=submission.num_samples, earlier=earlier[submission.node])
+
+        return check
 
     # ---------------------------------------------------------------- commit
 
@@ -182,7 +227,7 @@ class Aggregator:
         timings["chain"] = time.perf_counter() - started
         if not accepted:
             why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
-            return self._abandon(info, why, (), rejected, timings)
+            return self._abandon(info, why, (), rejected, timings, intake.epsilons)
 
         started = time.perf_counter()
         weights = intake.weights()
@@ -192,7 +237,7 @@ class Aggregator:
             # E.g. free-riders returning the base: the chain cannot commit a version twice, so the
             # round closes without one (after its deadline, as the contract requires).
             log.info("round %d: the aggregate is already committed; abandoning the round", info.round)
-            return self._abandon(info, AbandonReason.MODEL_UNCHANGED, accepted, rejected, timings)
+            return self._abandon(info, AbandonReason.MODEL_UNCHANGED, accepted, rejected, timings, intake.epsilons)
         started = time.perf_counter()
         accuracy = self._evaluate(weights)
         timings["aggregate"] += time.perf_counter() - started
@@ -208,6 +253,7 @@ class Aggregator:
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
+            privacy=None if self.config.privacy is None else intake.epsilons,
         )
         metadata_hash = self.store.put(metadata)
         timings["store"] = time.perf_counter() - started
@@ -225,6 +271,7 @@ class Aggregator:
             metadata_hash=metadata_hash,
             accuracy=accuracy,
             timings=timings,
+            epsilons=intake.epsilons,
         )
 
     def _abandon(
@@ -234,6 +281,7 @@ class Aggregator:
         valid: tuple[events.UpdateSubmitted, ...],
         rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...],
         timings: dict[str, float],
+        epsilons: Mapping[str, str],
     ) -> RoundResult:
         """Close the round without a model once its deadline has passed (the contract's rule)."""
         assert info.base_model_hash is not None
@@ -245,7 +293,9 @@ class Aggregator:
         started = time.perf_counter()
         self.client.abandon_round(info.round, why)
         timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-        return RoundResult(info.round, info.base_model_hash, valid, rejected, None, None, None, timings, abandoned=why)
+        return RoundResult(
+            info.round, info.base_model_hash, valid, rejected, None, None, None, timings, epsilons, abandoned=why
+        )
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
         model = build_model(self.config.model_seed)

@@ -21,6 +21,7 @@ BENCH_MODULES = (
     "ledger.cli.bench.aggregate",
     "ledger.cli.bench.round",
     "ledger.cli.bench.cli",
+    "ledger.cli.bench.updates",
     "ledger.cli.bench.robustness",
     "ledger.cli.bench.load",
 )
