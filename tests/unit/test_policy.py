@@ -18,6 +18,8 @@ def test_the_default_policy_pins_the_robust_rule_with_every_parameter_and_the_sa
     assert policy.to_json() == {
         "rule": {"name": DEFAULT_RULE, "params": {"byzantine_fraction": 0.4}},
         "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0, "max_num_samples": 10_000},
+        "encoding": "f32",
+        "privacy": None,
     }
 
 
