@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from ledger.core.data import Shard
-from ledger.core.model import NUM_CLASSES
+from ledger.core.task import Examples
+from ledger.core.task_spec import TaskSpec
 from ledger.store.local import LocalBlobStore
 
 POISON_SCALE = 1.0e4
@@ -72,9 +72,9 @@ class RoundView:
 
     round: int
     base_hash: str
-    base: Mapping[str, torch.Tensor]
-    shard: Shard
-    train: Callable[[Shard, int | None], dict[str, torch.Tensor]]  # local training from `base` (shard, epochs)
+    base: Mapping[str, torch.Tensor]  # the base's tensors that travel in updates (the task's trainable ones)
+    shard: Examples
+    train: Callable[[Examples, int | None], dict[str, torch.Tensor]]  # local training from the base (data, epochs)
     submitted: Callable[[], Sequence[tuple[str, int]]]  # (hash, num_samples) other nodes pinned so far
 
 
@@ -116,7 +116,7 @@ def scaling(norm: float) -> Attack:
 
 
 def label_flip() -> Attack:
-    """Train on the shard with every label y replaced by 9 - y."""
+    """Train on the shard with its labels reversed (for digits, y becomes 9 - y; see `_flipped`)."""
 
     def attack(view: RoundView) -> Contribution:
         return Contribution(len(view.shard), weights=view.train(_flipped(view.shard), None))
@@ -165,7 +165,10 @@ def copy_hash() -> Attack:
 
 
 def free_rider() -> Attack:
-    """Submit the base model's own hash: no training, no upload, a share of the credit."""
+    """Submit the base model's own hash: no training, no upload, a share of the credit.
+
+    (Under a task with frozen tensors the base blob holds more tensors than an update may, so the
+    intake refuses it as `name_mismatch` rather than `no_change`.)"""
 
     def attack(view: RoundView) -> Contribution:
         return Contribution(len(view.shard), update_hash=view.base_hash)
@@ -194,11 +197,22 @@ def attack_named(name: str, *, max_norm: float) -> Attack:
 ATTACKS = ("sign_flip", "label_flip", "scaling", "slow_poison", "inflated_samples", "copy_hash", "free_rider")
 
 
+def with_epochs(spec: TaskSpec, epochs: int | None) -> TaskSpec:
+    """The spec an attacker trains with when it asks for `epochs` (slow poisoning's long target run):
+    `spec` with that `epochs` hyperparameter; `spec` itself for None or a task that has no `epochs`."""
+    if epochs is None or "epochs" not in spec.hyperparameters:
+        return spec
+    return replace(spec, hyperparameters={**spec.hyperparameters, "epochs": epochs})
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _flipped(shard: Shard) -> Shard:
-    return Shard(x=shard.x, y=(NUM_CLASSES - 1) - shard.y)
+def _flipped(shard: Examples) -> Examples:
+    """The shard with the i-th smallest label it holds replaced by the i-th largest: y -> 9 - y on a
+    digits shard holding all ten, 1 - y for two classes; needs no knowledge of the task."""
+    labels = torch.unique(shard.y)  # sorted
+    return Examples(x=shard.x, y=labels.flip(0)[torch.searchsorted(labels, shard.y)])
 
 
 def _change(weights: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> torch.Tensor:

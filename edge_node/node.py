@@ -2,10 +2,12 @@
 
 The data never leaves the node: only the trained weights are encoded (in the encoding the
 federation pinned at genesis), stored content-addressed, and pinned on chain by their SHA-256 with
-the node's own key. When the federation trains privately, the node trains with DP-SGD under the
-pinned policy and puts its privacy claim (its cumulative ε, recomputed from its own earlier
-updates as the chain and the store hold them) inside the bytes it pins; it publishes nothing once
-the next update would take it over the budget.
+the node's own key; only the tensors the pinned task trains travel. Before it trains, a node
+checks that it runs the task spec pinned at genesis and refuses to take part if not. When the
+federation trains privately, the node trains with DP-SGD under the pinned policy and puts its
+privacy claim (its cumulative ε, recomputed from its own earlier updates as the chain and the
+store hold them) inside the bytes it pins; it publishes nothing once the next update would take it
+over the budget.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -25,19 +28,23 @@ from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
 from ledger.chain.rounds import round_submissions
-from ledger.core.data import Shard
 from ledger.core.encoding import encode_update
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
+from ledger.core.manifest import trainable_part
 from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
 from ledger.core.serialization import deserialize_tensors
+from ledger.core.task import Examples, Task
+from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.privacy.accountant import Spend
 from ledger.privacy.history import PrivacyBook
 from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 
 from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
-from edge_node.misbehaviour import Attack, RoundView
+from edge_node.misbehaviour import Attack, RoundView, with_epochs
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -57,11 +64,11 @@ class UnsupportedPolicy(LedgerError):
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The node's own training choices; under DP, batch size and epochs are the pinned policy's."""
+    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and
+    its seed; under DP the pinned policy's batch size and epochs apply, with the step `dp_lr`."""
 
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.05
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0  # drives batch order without DP; DP noise and sampling always use OS entropy
     dp_lr: float = DP_LEARNING_RATE
 
@@ -87,13 +94,13 @@ class Participation:
 
 
 class EdgeNode:
-    """One data owner: its chain client (its key), a store, its private shard."""
+    """One data owner: its chain client (its key), a store, its private data set."""
 
     def __init__(
         self,
         client: LedgerClient,
         store: BlobStore,
-        shard: Shard,
+        shard: Examples,
         config: TrainingConfig = TrainingConfig(),
         *,
         max_model_bytes: int,
@@ -118,12 +125,19 @@ class EdgeNode:
     def address(self) -> str:
         return self.client.account.address  # type: ignore[union-attr]
 
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This node's task spec, compared with the federation's pinned one before it trains."""
+        return task_spec(self.config.task, self.config.hyperparameters)
+
     def policy(self) -> FederationPolicy:
-        """The policy pinned at genesis, read once; `UnsupportedPolicy` if this node cannot follow it."""
+        """The policy pinned at genesis, read once, after checking that this node can follow it
+        (`UnsupportedPolicy`) and runs the pinned task (`TaskSpecMismatch`, naming the field)."""
         if self._policy is None:
-            policy = read_genesis(self.client, self.store).policy
-            check_supported(policy)
-            self._policy = policy
+            genesis = read_genesis(self.client, self.store)
+            check_supported(genesis.policy)
+            check_spec("node", genesis.task, self.spec)
+            self._policy = genesis.policy
         return self._policy
 
     def participate(self, round_number: int) -> Participation:
@@ -154,7 +168,7 @@ class EdgeNode:
             contribution = self.attack(self._view(round_number, info.base_model_hash, base))
             weights, existing, num_samples = contribution.weights, contribution.update_hash, contribution.num_samples
         elif policy.privacy is not None:
-            weights = train_local_dp(base, self.shard, policy.privacy, lr=self.config.dp_lr)
+            weights = train_local_dp(self.config.task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
         else:
             weights = self._train(base, round_number, self.shard, None)
         if weights is not None and self.transform is not None:
@@ -189,14 +203,16 @@ class EdgeNode:
         )
 
     def _train(
-        self, base: Mapping[str, torch.Tensor], round_number: int, shard: Shard, epochs: int | None
+        self, base: Mapping[str, torch.Tensor], round_number: int, data: Examples, epochs: int | None
     ) -> dict[str, torch.Tensor]:
+        """The trainable tensors after local training from `base`; `epochs` (attacks only) overrides
+        the pinned epochs for a task that has that hyperparameter."""
         seed = self.config.seed * 1_000_003 + round_number
-        return train_local(
-            base, shard, epochs=epochs or self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
-        )
+        return train_local(self.config.task, with_epochs(self.spec, epochs), base, data, seed=seed)
 
     def _view(self, round_number: int, base_hash: str, base: Mapping[str, torch.Tensor]) -> RoundView:
+        """What an attack sees: the base's travelling (trainable) tensors, this node's data, training."""
+
         def others() -> list[tuple[str, int]]:
             mine = self.address.lower()
             found = round_submissions(self.client, round_number)
@@ -205,7 +221,7 @@ class EdgeNode:
         return RoundView(
             round=round_number,
             base_hash=base_hash,
-            base=base,
+            base=trainable_part(base, self.spec),
             shard=self.shard,
             train=lambda shard, epochs: self._train(base, round_number, shard, epochs),
             submitted=others,

@@ -3,7 +3,8 @@
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
 the blob store over HTTP, and runs the aggregator and every node as separate OS processes
 (`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
-process on the in-process chain. Either way it prints a table per round and the lineage at the end.
+process on the in-process chain. Either way it federates `--task` (default digits-mlp) on shares of
+the task's bundled data and prints a table per round and the lineage at the end.
 
 This module and the CLI are the composition root: they import `aggregator` and `edge_node`, which
 never import each other.
@@ -12,31 +13,34 @@ never import each other.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.cli.node import ATTACKS
 from ledger.config import home_dir
+
+if TYPE_CHECKING:
+    from ledger.core.task import Task
 
 NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.cli.policy_options import add_policy_arguments
+    from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
+    add_task_arguments(demo)
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
-    split = demo.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="IID shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    demo.add_argument("--alpha", type=float, default=0.5)
+    add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K poisons (see --attack)")
     demo.add_argument(
@@ -47,7 +51,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "that passes every check (sign_flip, label_flip, scaling, slow_poison, inflated_samples, copy_hash, free_rider)",
     )
     demo.add_argument("--rule", default=None, help="aggregation rule (default: the robust arc_nnm_trimmed_mean)")
-    demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=60)
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
@@ -60,6 +63,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.cli.policy_options import privacy_policy
+    from ledger.cli.wiring import resolve_task
 
     args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
@@ -73,9 +77,10 @@ def _run(args: argparse.Namespace) -> int:
         from ledger.core.policy import DEFAULT_RULE
 
         args.rule = DEFAULT_RULE
+    task, overrides = resolve_task(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
-        return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
+        return _run_memory(args, task, overrides) if args.chain == "memory" else _run_anvil(args, overrides)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -87,59 +92,48 @@ def _interrupt(signum: int, frame: object) -> None:
 # ------------------------------------------------------------------ memory
 
 
-def _run_memory(args: argparse.Namespace) -> int:
+def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any]) -> int:
+    from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
-    from aggregator.coordinator import Aggregator, AggregatorConfig
+    from aggregator.coordinator import AggregatorConfig
     from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, Outcome, TrainingConfig
+    from edge_node.node import Outcome
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split, split_shards
     from ledger.store.local import LocalBlobStore
-    from ledger.chain.inprocess import start_in_process_ledger
 
     settings = Settings()
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
-    print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes", flush=True)
-    chain = start_in_process_ledger(args.nodes)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
-    config = AggregatorConfig(
+    print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes; task {task.name}", flush=True)
+    max_norm = AggregatorConfig().max_norm  # norm-bounded attacks stay just under the federation's bound
+    hooks: dict[int, dict[str, Any]] = {
+        k: {"transform": poison_transform()} if args.attack == "nan_or_scaled" else {"attack": attack_named(args.attack, max_norm=max_norm)}
+        for k in args.poison
+    }
+    hooks.update({k: {"after_upload": tamper_at_rest(blobs_dir)} for k in args.tamper})
+    federation = start_federation(
+        task,
+        store,
+        nodes=args.nodes,
+        max_model_bytes=settings.max_blob_bytes,
+        hyperparameters=overrides,
+        iid=args.iid,
+        alpha=args.alpha,
+        node_hooks=hooks,
         rule=args.rule,
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
         encoding=args.encoding,
         privacy=args.privacy,
     )
-    nodes = [
-        EdgeNode(
-            client,
-            store,
-            shard,
-            TrainingConfig(epochs=args.epochs, seed=index),
-            max_model_bytes=settings.max_blob_bytes,
-            transform=poison_transform() if index in args.poison and args.attack == "nan_or_scaled" else None,
-            after_upload=tamper_at_rest(blobs_dir) if index in args.tamper else None,
-            attack=attack_named(args.attack, max_norm=config.max_norm)
-            if index in args.poison and args.attack != "nan_or_scaled"
-            else None,
-        )
-        for index, (client, shard) in enumerate(zip(chain.nodes, shards))
-    ]
-    aggregator = Aggregator(chain.admin, store, split.test, config)
-    aggregator.ensure_genesis()
     for _ in range(args.rounds):
-        info = aggregator.open_round()
-        outcomes = {node.participate(info.round).outcome for node in nodes}
-        if outcomes == {Outcome.BUDGET_EXHAUSTED}:
-            chain.advance_time(args.round_seconds + 1)  # nobody will submit: let the round be abandoned
-            print_round(aggregator.close_round(info.round))
+        print_round(federation.run_round())
+        if set(federation.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
             print(f"every node has spent its ε budget ({args.privacy.epsilon_budget}): stopping", flush=True)
             break
-        print_round(aggregator.close_round(info.round))
-    print(lineage_text(chain.admin, store))
+    print(lineage_text(federation.chain.admin, store))
     if args.serve:
-        _serve_memory(args, chain, store)
+        _serve_memory(args, federation.chain, store)
     return 0
 
 
@@ -171,7 +165,7 @@ def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
 # ------------------------------------------------------------------ anvil
 
 
-def _run_anvil(args: argparse.Namespace) -> int:
+def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.core.polling import wait_for_port
     from ledger.chain.connect import connect
     from ledger.chain.deploy import deploy
@@ -202,6 +196,9 @@ def _run_anvil(args: argparse.Namespace) -> int:
     _migrate(database_url)
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
+    task_args = ["--task", args.task]
+    for name, value in overrides.items():
+        task_args += ["--hyper", f"{name}={json.dumps(value)}"]
     store_url = f"http://127.0.0.1:{args.api_port}"
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -227,9 +224,8 @@ def _run_anvil(args: argparse.Namespace) -> int:
         wait_for_port("127.0.0.1", args.api_port, timeout=60)
         print(f"ledger service (blob store) at {store_url}; logs in {logs}", flush=True)
         for index in range(args.nodes):
-            command = fedledger + ["node", "run", *chain_args, "--dev-key", str(index + 1), "--store", store_url]
+            command = fedledger + ["node", "run", *chain_args, *task_args, "--dev-key", str(index + 1), "--store", store_url]
             command += ["--node-index", str(index), "--num-nodes", str(args.nodes), "--rounds", str(args.rounds)]
-            command += ["--epochs", str(args.epochs)]
             if not args.iid:
                 command += ["--non-iid", "--alpha", str(args.alpha)]
             if index in args.tamper:
@@ -237,7 +233,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             elif index in args.poison:
                 command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
             children.append(spawn_logged(command, logs / f"node-{index}.log", env))
-        aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
+        aggregator_command = fedledger + ["aggregator", "run", *chain_args, *task_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
         aggregator_command += ["--round-seconds", str(args.round_seconds), *policy_argv(args)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
@@ -308,8 +304,6 @@ def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[byt
 
 def lineage_text(client: Any, store: Any) -> str:
     """The lineage of the latest version, with accuracy read from each version's metadata blob."""
-    import json
-
     from ledger.cli.report import LineageRow, format_lineage
     from ledger.chain.rounds import committed_models, lineage
 

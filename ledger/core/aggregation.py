@@ -4,8 +4,11 @@ Every rule orders the updates by hash first (so arrival order never matters), ac
 float64 with numpy (single-threaded, so the thread count cannot change the result) and returns
 fresh float32 tensors sorted by name. Inputs are never modified. Same updates in, same bytes
 out: that is what lets an auditor re-run a round and compare its hash with the chain's.
-Updates are full model weights (see edge_node.training), not deltas; the robust default,
-`arc_nnm_trimmed_mean`, works on their changes from the round's base, which it is given.
+Updates are weights (see edge_node.training), not deltas: the tensors a task trains, which are
+all of the model's or only its trainable part (the pinned manifest says which; the callers copy
+frozen tensors from the base with `ledger.core.manifest.with_frozen`). Every rule merges exactly the
+tensors the updates carry. The robust default, `arc_nnm_trimmed_mean`, works on their changes
+from the round's base, which it is given.
 """
 
 from __future__ import annotations
@@ -154,12 +157,24 @@ def arc_nnm_trimmed_mean(
     Sample counts weigh nothing: they are self-reported. Lengths and distances are exactly rounded
     sums (`_sum_of_squares`), never BLAS; neighbour ranks break ties by hash order. ByzFL (EPFL)
     implements the same three steps; this is an independent implementation.
+
+    Partial updates: the changes span the tensors the updates carry (a task's trainable ones) and
+    the result holds exactly those; `base` may be the full model, its other (frozen) tensors are
+    not read. A frozen tensor's change would be 0 in every row and add exactly 0 to every length,
+    distance and mean, so this is bit for bit the rule over full models whose frozen tensors equal
+    the base's (tests/unit/test_rules.py proves it).
     """
     ordered = _ordered(updates)
     names = _names(ordered)
     missing = sorted(set(names) - set(base))
     if missing:
         raise ValueError(f"the base has no tensors {missing}; validate updates first")
+    for name in names:
+        if tuple(base[name].shape) != tuple(ordered[0].tensors[name].shape):
+            raise ValueError(
+                f"tensor {name!r}: the base's shape {tuple(base[name].shape)} is not the updates' "
+                f"{tuple(ordered[0].tensors[name].shape)}; validate updates first"
+            )
     reference = np.concatenate([_as_float64(base[name]).ravel() for name in names])
     changes = np.stack([np.concatenate([_as_float64(u.tensors[name]).ravel() for name in names]) for u in ordered])
     changes -= reference

@@ -7,14 +7,17 @@ import pytest
 from aggregator.coordinator import AggregatorConfig
 from ledger.core.metadata import GenesisRecord, decode, encode_genesis
 from ledger.core.policy import DEFAULT_RULE, FederationPolicy, PolicyError
+from ledger.tasks.spec import task_spec
 
 
 def test_the_default_policy_pins_the_robust_rule_with_every_parameter_and_the_sample_cap() -> None:
-    policy = AggregatorConfig().policy
+    config = AggregatorConfig()
+    policy = config.policy
 
-    record = decode(encode_genesis(architecture="mlp", seed=0, policy=policy))
+    record = decode(encode_genesis(seed=0, policy=policy, task=task_spec(config.task, config.hyperparameters)))
 
     assert isinstance(record, GenesisRecord) and record.policy == policy
+    assert record.task == task_spec(config.task) and record.task.name == "digits-mlp"  # pinned beside it
     assert policy.to_json() == {
         "rule": {"name": DEFAULT_RULE, "params": {"byzantine_fraction": 0.4}},
         "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0, "max_num_samples": 10_000},

@@ -22,7 +22,10 @@ from ledger.core.aggregation import (
     trimmed_mean,
 )
 from ledger.core.hashing import sha256_hex
-from ledger.core.model import build_model, state_tensors
+from ledger.core.manifest import trainable_part, with_frozen
+from ledger.core.model import state_tensors
+from ledger.core.task_spec import TaskSpec, TensorSpec
+from ledger.tasks.digits import DIGITS_MLP
 from ledger.core.serialization import serialize_tensors
 
 
@@ -131,6 +134,76 @@ def test_arc_nnm_trimmed_mean_ignores_sample_counts_and_works_on_changes() -> No
         arc_nnm_trimmed_mean(honest, base=base, byzantine_fraction=0.5)
 
 
+# A task whose backbone is frozen: only the head travels in updates (cf. digits-finetune).
+PARTIAL = TaskSpec(
+    name="partial",
+    version="1",
+    code_sha256="c0" * 32,
+    hyperparameters={},
+    tensors=(
+        TensorSpec("backbone.bias", (4,), "float32", False),
+        TensorSpec("backbone.weight", (4, 3), "float32", False),
+        TensorSpec("head.bias", (2,), "float32", True),
+        TensorSpec("head.weight", (2, 4), "float32", True),
+    ),
+)
+
+
+def _full_and_partial(count: int, seed: int) -> tuple[dict[str, torch.Tensor], list[Update], list[Update]]:
+    """A base, and `count` updates of it as full models (frozen tensors the base's, bit for bit) and
+    as what travels (the trainable part), under the same hashes; the last two updates are hostile."""
+    generator = torch.Generator().manual_seed(seed)
+    base = {t.name: torch.randn(t.shape, generator=generator) for t in PARTIAL.tensors}
+    full, partial = [], []
+    for index in range(count):
+        scale = 50.0 if index >= count - 2 else 0.1
+        trained = {name: base[name] + scale * torch.randn(base[name].shape, generator=generator) for name in PARTIAL.trainable_names}
+        tensors = with_frozen(trained, base, PARTIAL)
+        update_hash = sha256_hex(serialize_tensors(tensors))
+        full.append(Update(update_hash, 10 + index, tensors))
+        partial.append(Update(update_hash, 10 + index, trainable_part(tensors, PARTIAL)))
+    return base, full, partial
+
+
+def test_arc_nnm_trimmed_mean_over_partial_updates_is_the_rule_over_full_models() -> None:
+    # Prepare: 5 updates (f = 2: clipping, mixing and trimming all act); only the head travels.
+    base, full, partial = _full_and_partial(5, seed=7)
+
+    # Execute: as the aggregator and the auditor run it (base: the trainable part), with the full
+    # base, and over full models.
+    merged = aggregate("arc_nnm_trimmed_mean", partial, base=trainable_part(base, PARTIAL))
+    merged_full_base = aggregate("arc_nnm_trimmed_mean", partial, base=base)
+    reference = aggregate("arc_nnm_trimmed_mean", full, base=base)
+
+    # Assert: the rule returns exactly the travelling tensors; completed with the frozen ones it is
+    # the full-model result, bit for bit, and the frozen tensors are the base's.
+    assert list(merged) == list(PARTIAL.trainable_names)
+    completed = serialize_tensors(with_frozen(merged, base, PARTIAL))
+    assert completed == serialize_tensors(with_frozen(merged_full_base, base, PARTIAL)) == serialize_tensors(reference)
+    assert all(torch.equal(reference[t.name], base[t.name]) for t in PARTIAL.tensors if not t.trainable)
+    assert not torch.equal(reference["head.weight"], base["head.weight"])  # the head did move
+
+
+def test_arc_nnm_trimmed_mean_refuses_a_base_that_does_not_fit_the_updates() -> None:
+    base, _, partial = _full_and_partial(3, seed=8)
+
+    with pytest.raises(ValueError, match=r"the base has no tensors \['head.bias'\]"):
+        arc_nnm_trimmed_mean(partial, base={"head.weight": base["head.weight"]})
+    with pytest.raises(ValueError, match=r"tensor 'head.bias': the base's shape \(3,\) is not the updates' \(2,\)"):
+        arc_nnm_trimmed_mean(partial, base={**base, "head.bias": torch.zeros(3)})
+
+
+@pytest.mark.parametrize("case", ["fedavg", "coordinate_median", "trimmed_mean", "multi_krum", "arc_nnm_trimmed_mean"])
+def test_every_rule_merges_exactly_the_tensors_partial_updates_carry(case: str) -> None:
+    rule, params = CASES[case]
+    base, _, partial = _full_and_partial(5, seed=9)
+
+    merged = aggregate(rule, partial, base=trainable_part(base, PARTIAL), **params)
+
+    assert list(merged) == list(PARTIAL.trainable_names)
+    assert list(with_frozen(merged, base, PARTIAL)) == [t.name for t in PARTIAL.tensors]
+
+
 def test_krum_needs_2f_plus_3_updates() -> None:
     updates = [_update(tag, 1, 0.0) for tag in "abcd"]
 
@@ -161,7 +234,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "multi_krum": ("krum", {"num_byzantine": 1, "num_selected": 3}),
     "arc_nnm_trimmed_mean": ("arc_nnm_trimmed_mean", {"byzantine_fraction": 0.4}),
 }
-MODEL_BASE = state_tensors(build_model(seed=0))  # what `_model_updates` perturbs: the rounds' base
+MODEL_BASE = state_tensors(DIGITS_MLP.build_model(seed=0))  # what `_model_updates` perturbs: the rounds' base
 
 
 def rule_digests() -> dict[str, str]:

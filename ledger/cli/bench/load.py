@@ -112,7 +112,7 @@ def measure_load(
     from ledger.chain.devkeys import dev_account
     from ledger.chain.devnet import throwaway_devnet
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split
+    from ledger.tasks.digits import DIGITS_MLP
     from ledger.core.polling import free_port, poll_until, wait_for_port
     from ledger.cli.processes import spawn_logged, stop_all
     from ledger.index.db import make_engine, upgrade
@@ -159,9 +159,10 @@ def measure_load(
             )
             wait_for_port("127.0.0.1", port, timeout=60)
             url = f"http://127.0.0.1:{port}"
-            split = load_digits_split(seed=0)
+            split = DIGITS_MLP.bundled_data()
             store = HttpBlobStore.from_ledger(url, admin, account=dev_account(0), max_bytes=settings.max_blob_bytes)
-            aggregator = Aggregator(admin, store, split.test, AggregatorConfig(min_updates=NODES, round_seconds=120))
+            config = AggregatorConfig(task=DIGITS_MLP, hyperparameters={"epochs": epochs}, min_updates=NODES, round_seconds=120)
+            aggregator = Aggregator(admin, store, split.test, config)
             genesis = aggregator.ensure_genesis()
             lineage = f"{url}/api/v1/models/{genesis}/lineage"
             poll_until(lambda: _answers(lineage), timeout=60, interval=0.2, what="the indexer to serve genesis")
@@ -270,16 +271,17 @@ def run_live_round(aggregator: Any, rpc_url: str, store_url: str, split: Any, *,
     from ledger.chain.connect import connect
     from ledger.chain.devkeys import dev_account
     from ledger.config import Settings
-    from ledger.core.data import split_shards
     from ledger.store.http import HttpBlobStore
+    from ledger.tasks.partition import split_examples
 
     limit = Settings().max_blob_bytes
-    shards = split_shards(split.train, NODES, iid=True, seed=0)
+    task = aggregator.config.task
+    shards = split_examples(split.train, NODES, iid=True, seed=0)
     nodes = []
     for index in range(NODES):
         client = LedgerClient(connect(rpc_url), aggregator.client.address, dev_account(index + 1))
         store = HttpBlobStore.from_ledger(store_url, client, account=client.account, max_bytes=limit)
-        config = TrainingConfig(epochs=epochs, seed=index)
+        config = TrainingConfig(task=task, hyperparameters={"epochs": epochs}, seed=index)
         nodes.append(EdgeNode(client, store, shards[index], config, max_model_bytes=limit))
     info = aggregator.open_round()
     outcomes: list[Any] = [None] * NODES
