@@ -174,7 +174,9 @@ def test_chunked_uploads_are_refused_and_a_long_chunk_line_costs_nothing(service
             long_line.sendall(b"POST /api/v1/summary HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
             long_line.sendall(b"1" * (1 << 20))
         answer = _read_answer(long_line)
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 400 ")  # the 400 may be lost to the reset
+        # h11 refuses the line (400), or Flask answers the POST first (405) and h11 then drops the
+        # rest; either answer may be lost to the reset. What matters is the CPU below.
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 405 "))
         long_line.close()
     # waitress 3.0.2 re-scanned the whole line on every read: 4 MiB of it cost ~1.3 s of CPU, n².
     assert time.process_time() - started < 2.0
