@@ -48,11 +48,13 @@ from ledger.chain.rounds import (
     round_topic,
 )
 from ledger.core.errors import LedgerError
+from ledger.core.aggregation import rule_defaults
+from ledger.core.hashing import sha256_hex
 from ledger.core.manifest import manifest_mismatch, trainable_part, with_frozen
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, RoundRecord, decode, encode_genesis, encode_round
 from ledger.core.model import load_state, state_tensors
-from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
+from ledger.core.policy import DEFAULT_ENCODING, DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.polling import POLL_SECONDS
 from ledger.core.progress import report
 from ledger.core.reasons import AbandonReason, RejectReason
@@ -92,13 +94,14 @@ Rejection = tuple[events.UpdateSubmitted, RejectReason, str]
 class AggregatorConfig:
     task: Task = DIGITS_MLP
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # overrides of the task's defaults
-    rule: str = "fedavg"
-    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = DEFAULT_RULE
+    rule_params: Mapping[str, Any] = field(default_factory=dict)  # the rule's defaults fill the rest
     min_updates: int = 1
     # None: sized from the federation at each opening (`round_window`); a number overrides it.
     round_seconds: int | None = None
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
+    max_num_samples: int = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
     # Bytes of updates fetched while the round is open, so closing it does not wait on the store.
@@ -117,14 +120,16 @@ class AggregatorConfig:
 
     @property
     def policy(self) -> FederationPolicy:
-        """The part of this configuration an auditor re-checks decisions against (pinned at genesis)."""
+        """The part of this configuration an auditor re-checks decisions against (pinned at genesis),
+        every rule parameter spelled out, defaults included."""
         return FederationPolicy(
             rule=self.rule,
-            rule_params=dict(self.rule_params),
+            rule_params={**rule_defaults(self.rule), **self.rule_params},
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
             encoding=self.encoding,
             privacy=self.privacy,
+            max_num_samples=self.max_num_samples,
         )
 
 
@@ -160,8 +165,11 @@ class _Decision:
 
     accepted: tuple[events.UpdateSubmitted, ...]
     rejected: tuple[Rejection, ...]
-    weights: dict[str, torch.Tensor] | None  # the trainable tensors the rule gave
-    refusal: str | None  # the rule's reason for refusing the accepted updates
+    weights: dict[str, torch.Tensor] | None  # the new model (frozen tensors the base's), if the rule gave one
+    model_blob: bytes | None  # its canonical bytes
+    # Why the valid updates give no new version (yet): the rule refused them, or their aggregate
+    # is a version the chain already holds. Either way the round waits for more or its deadline.
+    refusal: tuple[AbandonReason, str] | None
     epsilons: Mapping[str, str]
     recorded: frozenset[str]  # nodes whose rejection was already on chain (sent before a restart)
     timings: Mapping[str, float]  # the intake's seconds per phase (fetch_rehash, validate, merge)
@@ -387,18 +395,18 @@ class Aggregator:
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
                 in_order = sorted(submissions.values(), key=lambda e: (e.ref.block_number, e.ref.log_index))
-                # Updates carry only the trainable tensors: they are validated and merged against that part.
                 store = prefetch.finish() if prefetch is not None else self.store
-                decision = self._decide(round_number, in_order, recorded, trainable_part(base, self.spec), store)
+                decision = self._decide(round_number, in_order, recorded, base, store)
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 for phase, seconds in decision.timings.items():
                     timings[phase] = timings.get(phase, 0.0) + seconds
                 enough = len(decision.accepted) >= info.min_updates and decision.refusal is None
                 if closed or enough:
-                    return self._finish(info, decision, base, timings)
+                    return self._finish(info, decision, timings)
                 if decision.refusal is not None:
-                    report(log, "rule_refused", "round {round}: {detail}; waiting for more updates or the deadline",
-                           round=round_number, detail=decision.refusal)
+                    why, detail = decision.refusal
+                    report(log, why.name.lower(), "round {round}: {detail}; waiting for more updates or the deadline",
+                           round=round_number, detail=detail)
                 wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
             upcoming = self.clock.next_timestamp()
             left = max(info.deadline - upcoming, 0)
@@ -457,18 +465,20 @@ class Aggregator:
         """Verify the submissions not yet rejected on chain and try the rule on the valid ones.
 
         A rejection already on chain (sent before a restart) is final: that update is neither
-        fetched again nor ever included.
+        fetched again nor ever included, but it still counts as the first submission of its hash,
+        so a later copy is a duplicate_update after a restart just as before it.
         """
         fresh = [s for s in submissions if s.node not in recorded]
         intake = admit_and_merge(
             store,
-            fresh,
-            base,
+            submissions,
+            trainable_part(base, self.spec),  # updates carry only the trainable tensors
             self.config.limits,
             rule=self.config.rule,
-            rule_params=self.config.rule_params,
+            rule_params=self.config.policy.rule_call_params(),
             workers=self.config.workers,
             privacy=self._privacy_check(round_number, fresh),
+            settled=frozenset(recorded),
         )
         found = {s.node: (r, d) for s, r, d in intake.rejected}
         for node, code in recorded.items():
@@ -484,13 +494,22 @@ class Aggregator:
             rejected=len(rejected),
             reasons=reasons,
         )
-        weights, refusal = None, None
+        timings = dict(intake.timings)
+        weights, blob, refusal = None, None, None
         if intake.accepted:
+            started = time.perf_counter()
             try:
-                weights = intake.weights()
+                weights = with_frozen(intake.weights(), base, self.spec)  # frozen tensors: the base's, bit for bit
             except ValueError as exc:  # e.g. Krum with fewer than 2f + 3 valid updates
-                refusal = f"rule {self.config.rule} refused the {len(intake.accepted)} valid updates: {exc}"
-        return _Decision(intake.accepted, rejected, weights, refusal, intake.epsilons, frozenset(recorded), intake.timings)
+                detail = f"rule {self.config.rule} refused the {len(intake.accepted)} valid updates: {exc}"
+                refusal = (AbandonReason.RULE_REFUSED, detail)
+            timings["merge_result"] = time.perf_counter() - started
+        if weights is not None:
+            blob = serialize_tensors(weights)
+            if self.client.model_of(sha256_hex(blob)) is not None:
+                # E.g. free-riders returning a committed version: the chain cannot commit it twice.
+                refusal = (AbandonReason.MODEL_UNCHANGED, "the aggregate is a version the chain already holds")
+        return _Decision(intake.accepted, rejected, weights, blob, refusal, intake.epsilons, frozenset(recorded), timings)
 
     def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
         """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
@@ -506,9 +525,7 @@ class Aggregator:
 
     # ---------------------------------------------------------------- commit
 
-    def _finish(
-        self, info: RoundInfo, decision: _Decision, base: Mapping[str, torch.Tensor], timings: dict[str, float]
-    ) -> RoundResult:
+    def _finish(self, info: RoundInfo, decision: _Decision, timings: dict[str, float]) -> RoundResult:
         """Record the rejections, and meanwhile merge, evaluate and store the model; then finalize (or abandon).
 
         The rejections are chain writes and the rest is local work and uploads: they meet only at
@@ -519,14 +536,14 @@ class Aggregator:
         pending = [rejection for rejection in rejected if rejection[0].node not in decision.recorded]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rejections") as chain:
             recording = chain.submit(self._record_rejections, info.round, pending, timings)
-            stored = self._store_model(info, decision, base, timings) if decision.weights is not None else None
+            stored = self._store_model(info, decision, timings) if decision.refusal is None and decision.weights is not None else None
             started = time.perf_counter()
             recording.result()
             timings["rejections_wait"] = time.perf_counter() - started
         timings["chain"] = timings["rejections"]
         if stored is None:
             if decision.refusal is not None:
-                why = AbandonReason.RULE_REFUSED
+                why = decision.refusal[0]
             else:
                 why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
@@ -571,27 +588,22 @@ class Aggregator:
             metrics=metrics,
         )
 
-    def _store_model(
-        self, info: RoundInfo, decision: _Decision, base: Mapping[str, torch.Tensor], timings: dict[str, float]
-    ) -> tuple[str, str, dict[str, float]]:
-        """Merge, evaluate, and store the model and its metadata: (model hash, metadata hash, metrics)."""
-        assert info.base_model_hash is not None and decision.weights is not None
+    def _store_model(self, info: RoundInfo, decision: _Decision, timings: dict[str, float]) -> tuple[str, str, dict[str, float]]:
+        """Evaluate, and store the model and its metadata: (model hash, metadata hash, metrics)."""
+        assert info.base_model_hash is not None and decision.weights is not None and decision.model_blob is not None
         started = time.perf_counter()
-        weights = with_frozen(decision.weights, base, self.spec)  # frozen tensors: the base's, bit for bit
-        merged = time.perf_counter()
-        metrics = self._evaluate(weights)
-        timings["merge_result"] = merged - started
-        timings["evaluate"] = time.perf_counter() - merged
-        timings["aggregate"] = time.perf_counter() - started
+        metrics = self._evaluate(decision.weights)
+        timings["evaluate"] = time.perf_counter() - started
+        timings["aggregate"] = timings.get("merge_result", 0.0) + timings["evaluate"]
 
         started = time.perf_counter()
-        model_hash = self.store.put(serialize_tensors(weights))
+        model_hash = self.store.put(decision.model_blob)
         metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
             task_spec=self.spec.spec_hash,
             rule=self.config.rule,
-            rule_params=self.config.rule_params,
+            rule_params=self.config.policy.rule_call_params(),
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in decision.accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in decision.rejected],
             metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},

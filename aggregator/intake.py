@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,18 +138,26 @@ def admit_and_merge(
     rule_params: Mapping[str, Any],
     workers: int,
     privacy: PrivacyCheck | None = None,
+    settled: Collection[str] = frozenset(),
 ) -> RoundIntake:
     """Checks every submission and folds each accepted one into the round's merge as it arrives.
 
     With `privacy`, an update that passes every other check must also have its claim accepted.
+    A hash submitted by several nodes is fetched and merged once, for the node that submitted it
+    first on chain; the later copies are rejected as duplicates (see `copies_of_earlier`).
+    The submissions of `settled` nodes (their rejection is already on chain) are neither fetched
+    nor returned; they only count as the first submitters of their hashes.
     """
     merge = start_merge(rule, rule_params, base)
     # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
     spares = None if merge.keeps_updates else _Spares()
-    refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
+    refusals: dict[int, Rejected | None] = dict(copies_of_earlier(submissions))  # None: accepted
+    skipped = {index for index, submission in enumerate(submissions) if submission.node in settled}
+    originals = [index for index in range(len(submissions)) if index not in refusals and index not in skipped]
+    unique = [submissions[index] for index in originals]
     epsilons: dict[str, str] = {}
     timings = {"fetch_rehash": 0.0, "validate": 0.0, "merge": 0.0}
-    for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares, privacy=privacy):
+    for position, verified in _pipeline(store, unique, base, limits, workers=workers, spares=spares, privacy=privacy):
         timings["fetch_rehash"] += verified.fetch_seconds
         timings["validate"] += verified.validate_seconds
         if verified.epsilon is not None:
@@ -160,15 +168,38 @@ def admit_and_merge(
             started = time.perf_counter()
             merge.add(Update(submission.update_hash, submission.num_samples, verdict.tensors))
             timings["merge"] += time.perf_counter() - started
-            refusals[index] = None
+            refusals[originals[position]] = None
         else:
-            refusals[index] = verdict
+            refusals[originals[position]] = verdict
         del verified, verdict  # done with this update: its buffer may now be reused
-    accepted = tuple(s for i, s in enumerate(submissions) if refusals[i] is None)
+    accepted = tuple(s for i, s in enumerate(submissions) if i not in skipped and refusals[i] is None)
     rejected = tuple(
-        (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
+        (s, refusal.reason, refusal.detail)
+        for i, s in enumerate(submissions)
+        if i not in skipped and (refusal := refusals[i]) is not None
     )
     return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons, timings=timings)
+
+
+def copies_of_earlier(submissions: Sequence[events.UpdateSubmitted]) -> dict[int, Rejected]:
+    """The submissions (by index) whose hash another node submitted earlier on chain, each rejected.
+
+    The same bytes carry no new information, so they count once, for the first submitter in
+    chain order (block, then log index); a copier gains nothing, and whoever copies first still
+    only contributes what the original would have.
+    """
+    first: dict[str, events.UpdateSubmitted] = {}
+    copies: dict[int, Rejected] = {}
+    in_chain_order = sorted(range(len(submissions)), key=lambda i: (submissions[i].ref.block_number, submissions[i].ref.log_index))
+    for index in in_chain_order:
+        submission = submissions[index]
+        earlier = first.setdefault(submission.update_hash, submission)
+        if earlier is not submission:
+            copies[index] = Rejected(
+                RejectReason.DUPLICATE_UPDATE,
+                f"{earlier.node} submitted {submission.update_hash} first (block {earlier.ref.block_number})",
+            )
+    return copies
 
 
 # ---------------------------------------------------------------------------------- plumbing

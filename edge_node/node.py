@@ -35,9 +35,11 @@ from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState, sign_submission
 from ledger.chain.clock import ChainClock
+from ledger.chain.rounds import round_submissions
 from ledger.core.encoding import encode_update
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
+from ledger.core.manifest import trainable_part
 from ledger.core.model import state_tensors
 from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
 from ledger.core.progress import megabytes, report
@@ -53,6 +55,7 @@ from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 
 from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
+from edge_node.misbehaviour import Attack, RoundView, with_epochs
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,7 @@ class EdgeNode:
         after_upload: AfterUpload | None = None,
         clock: ChainClock | None = None,
         relay: RelayFolder | None = None,
+        attack: Attack | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -132,6 +136,7 @@ class EdgeNode:
         self.clock = clock or ChainClock(client.w3)
         self.relay = relay
         self._handed: dict[int, tuple[str, int]] = {}  # round -> (update hash, samples) left for a relayer
+        self.attack = attack  # demo only: what this node submits instead of its honest update
         self._policy: FederationPolicy | None = None
         self._privacy_book: PrivacyBook | None = None
 
@@ -175,48 +180,58 @@ class EdgeNode:
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        task = self.config.task
-        if policy.privacy is not None:
+        num_samples = len(self.shard)
+        existing: str | None = None  # an attacker may submit a stored blob's hash as is
+        weights: dict[str, torch.Tensor] | None
+        if self.attack is not None:
+            contribution = self.attack(self._view(round_number, info.base_model_hash, base))
+            weights, existing, num_samples = contribution.weights, contribution.update_hash, contribution.num_samples
+        elif policy.privacy is not None:
             report(log, "training", "round {round}: training with DP-SGD", round=round_number)
-            weights = train_local_dp(task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
+            weights = train_local_dp(self.config.task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
         else:
-            seed = self.config.seed * 1_000_003 + round_number
             epochs = self.spec.hyperparameters.get("epochs", "?")
 
             def on_epoch(epoch: int) -> None:
                 report(log, "training", "round {round}: training epoch {epoch}/{epochs}", round=round_number, epoch=epoch, epochs=epochs)
 
-            weights = train_local(task, self.spec, base, self.shard, seed=seed, on_epoch=on_epoch)
-        if self.transform is not None:
+            weights = self._train(base, round_number, self.shard, None, on_epoch=on_epoch)
+        if weights is not None and self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = encode_update(weights, base, policy.encoding, privacy=claim)
-        update_hash = sha256_hex(blob)
+        blob = None if weights is None else encode_update(weights, base, policy.encoding, privacy=claim)
+        if blob is not None:
+            update_hash = sha256_hex(blob)
+        else:
+            assert existing is not None
+            update_hash = existing
         # The upload and the submission's preparation (nonce, simulation against the pending block,
         # signature) run side by side; the transaction is sent only once the blob is stored, so the
         # aggregator never sees a hash on chain whose bytes are not in the store yet.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as pool:
-            upload = pool.submit(self.store.put, blob)
+            upload = None if blob is None else pool.submit(self.store.put, blob)
             try:
-                prepared = self.client.prepare_submission(round_number, update_hash, len(self.shard))
+                prepared = self.client.prepare_submission(round_number, update_hash, num_samples)
             except errors.AlreadySubmitted:
                 return Participation(round_number, Outcome.ALREADY_SUBMITTED)
             except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
                 report(log, "round_closed", "round {round}: closed before the update could be submitted ({reason})", round=round_number, reason=type(exc).__name__)
                 return Participation(round_number, Outcome.ROUND_CLOSED, train_seconds=trained - fetched)
-            upload.result()
+            if upload is not None:
+                upload.result()
         stored = time.perf_counter()
-        report(log, "uploaded", "round {round}: uploaded {size}", round=round_number, size=megabytes(len(blob)), bytes=len(blob), update_hash=update_hash)
-        if self.after_upload is not None:
-            self.after_upload(update_hash, blob)
+        if blob is not None:
+            report(log, "uploaded", "round {round}: uploaded {size}", round=round_number, size=megabytes(len(blob)), bytes=len(blob), update_hash=update_hash)
+            if self.after_upload is not None:
+                self.after_upload(update_hash, blob)
         if self.relay is not None:
             account = self.client.account
             assert account is not None
-            record = sign_submission(account, self.client.chain_id, self.client.address, round_number, update_hash, len(self.shard))
+            record = sign_submission(account, self.client.chain_id, self.client.address, round_number, update_hash, num_samples)
             self.relay.hand_over(round_number, self.address, record)
-            self._handed[round_number] = (update_hash, len(self.shard))
+            self._handed[round_number] = (update_hash, num_samples)
             return Participation(
-                round_number, Outcome.HANDED_OVER, update_hash, len(self.shard), trained - fetched,
+                round_number, Outcome.HANDED_OVER, update_hash, num_samples, trained - fetched,
                 (fetched - started) + (stored - trained), epsilon=None if claim is None else claim["epsilon"],
             )  # fmt: skip
         try:
@@ -232,7 +247,7 @@ class EdgeNode:
             round=round_number,
             outcome=Outcome.SUBMITTED,
             update_hash=update_hash,
-            num_samples=len(self.shard),
+            num_samples=num_samples,
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
@@ -274,6 +289,37 @@ class EdgeNode:
             return Participation(round_number, Outcome.ROUND_CLOSED)
         return Participation(
             round_number, Outcome.SUBMITTED, update_hash, num_samples, chain_seconds=time.perf_counter() - started
+        )
+
+    def _train(
+        self,
+        base: Mapping[str, torch.Tensor],
+        round_number: int,
+        data: Examples,
+        epochs: int | None,
+        *,
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The trainable tensors after local training from `base`; `epochs` (attacks only) overrides
+        the pinned epochs for a task that has that hyperparameter."""
+        seed = self.config.seed * 1_000_003 + round_number
+        return train_local(self.config.task, with_epochs(self.spec, epochs), base, data, seed=seed, on_epoch=on_epoch)
+
+    def _view(self, round_number: int, base_hash: str, base: Mapping[str, torch.Tensor]) -> RoundView:
+        """What an attack sees: the base's travelling (trainable) tensors, this node's data, training."""
+
+        def others() -> list[tuple[str, int]]:
+            mine = self.address.lower()
+            found = round_submissions(self.client, round_number)
+            return [(s.update_hash, s.num_samples) for s in found if s.node.lower() != mine]
+
+        return RoundView(
+            round=round_number,
+            base_hash=base_hash,
+            base=trainable_part(base, self.spec),
+            shard=self.shard,
+            train=lambda shard, epochs: self._train(base, round_number, shard, epochs),
+            submitted=others,
         )
 
     def _earlier_spends(self, round_number: int) -> list[Spend] | None:

@@ -3,7 +3,7 @@
 One federation runs three rounds: three `fedledger node run` processes (one honest, one tampering,
 one poisoning, so every round records two rejections), `fedledger aggregator run` processes
 started again after each kill, two `fedledger index run --follow` processes, and the blob store
-(real waitress) in this process. To kill a process *between* two of its steps, anvil's automine is
+(real uvicorn + a2wsgi) in this process. To kill a process *between* two of its steps, anvil's automine is
 switched off and this test mines the pending transactions itself: it sees a transaction in the
 pool (the process is waiting for its receipt) and kills the process right there, then mines the
 transaction (it was sent) or drops it (the process died before sending it).

@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from ledger.api.quota import UploadQuota
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
 from ledger.store.base import BlobStore
@@ -25,9 +26,11 @@ def create_app(
     config: dict[str, Any] | None = None,
     database_url: str | None = None,
     index_sessions: sessionmaker[Session] | None = None,
+    node_quota_bytes: int | None = None,
 ) -> Flask:
     """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
-    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`)."""
+    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`). A node may store
+    `node_quota_bytes` per round (default: twice `max_blob_bytes`, a full-size update and a retry)."""
     owned_engine = None
     if database_url is not None and index_sessions is None:
         from ledger.index.db import open_index
@@ -39,7 +42,8 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=max_blob_bytes, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)
-    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes)
+    quota = UploadQuota(node_round_bytes=node_quota_bytes or 2 * max_blob_bytes)
+    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, uploads=quota)
 
     from ledger.api.blobs import blueprint as blobs_blueprint
 

@@ -1,4 +1,4 @@
-"""What every blueprint of the ledger service shares: the blob store and a read-only ledger client."""
+"""What every blueprint of the ledger service shares: the blob store, a read-only ledger client, upload quotas."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from ledger.api.quota import UploadQuota
 from ledger.chain.client import LedgerClient
 from ledger.store.base import BlobStore
 
@@ -15,6 +16,7 @@ class Services:
     store: BlobStore
     ledger: LedgerClient | None
     max_blob_bytes: int
+    uploads: UploadQuota
 
 
 def services(app: Flask | None = None) -> Services:

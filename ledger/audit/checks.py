@@ -278,10 +278,25 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
             actual=root,
         )
 
-    submitted = {event.update_hash: event for event in facts.submissions}
-    rejected_nodes = {event.node: event for event in facts.rejections}
+    # Several nodes may submit one hash (a copy is rejected as a duplicate): match (hash, node).
+    submitted = {(event.update_hash, event.node.lower()): event for event in facts.submissions}
+    submitters: dict[str, list[str]] = {}
+    for submission in facts.submissions:
+        submitters.setdefault(submission.update_hash, []).append(submission.node)
+    rejected_nodes = {rejection.node: rejection for rejection in facts.rejections}
     for item in record.included:
-        event = submitted.get(item.update_hash)
+        event = submitted.get((item.update_hash, item.node.lower()))
+        signers = submitters.get(item.update_hash, [])
+        if event is None and signers:
+            audit.find(
+                FindingKind.SUBMISSION_MISMATCH,
+                item.update_hash,
+                "update",
+                "the metadata credits this update to another node than the one that signed its submission",
+                expected=signers[0] if len(signers) == 1 else signers,
+                actual=item.node,
+            )
+            continue
         if event is None:
             audit.find(
                 FindingKind.NOT_SUBMITTED,
@@ -290,15 +305,6 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 f"no node submitted this update in round {version.round}",
             )
             continue
-        if event.node.lower() != item.node.lower():
-            audit.find(
-                FindingKind.SUBMISSION_MISMATCH,
-                item.update_hash,
-                "update",
-                "the metadata credits this update to another node than the one that signed its submission",
-                expected=event.node,
-                actual=item.node,
-            )
         if event.num_samples != item.num_samples:
             audit.find(
                 FindingKind.SUBMISSION_MISMATCH,

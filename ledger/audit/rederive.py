@@ -150,8 +150,9 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         return  # updates decode against the parent, and frozen tensors come from it: nothing to re-run
     travelling = trainable_part(parent_tensors, spec)  # what updates carry, and are decoded against
 
-    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
-    samples = {event.update_hash: event.num_samples for event in facts.submissions}
+    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the
+    # metadata, matched on (hash, node): a copied hash is another node's submission.
+    samples = {(event.update_hash, event.node.lower()): event.num_samples for event in facts.submissions}
     updates: list[Update] = []
     claims: dict[str, Mapping[str, Any] | None] = {}
     for item in recipe.included:
@@ -160,7 +161,8 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         if decoded is None:
             continue
         claims[item.update_hash] = decoded.privacy
-        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), decoded.tensors))
+        num_samples = samples.get((item.update_hash, item.node.lower()), item.num_samples)
+        updates.append(Update(item.update_hash, num_samples, decoded.tensors))
     check_privacy(audit, recipe, facts, policy, claims)
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
@@ -177,7 +179,8 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     try:
-        weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
+        # Rules on changes see the parent's travelling tensors, as the aggregator's did.
+        weights = aggregate(recipe.rule.name, updates, base=travelling, **recipe.rule.params)
         rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(

@@ -18,15 +18,20 @@ log = logging.getLogger(__name__)
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     """--rule and --rule-param, shared with the demo (the rule's name is checked before anything starts)."""
     from ledger.cli.wiring import name_value
+    from ledger.core.policy import DEFAULT_RULE
 
-    parser.add_argument("--rule", default="fedavg", help="fedavg (default), coordinate_median, trimmed_mean or krum")
+    parser.add_argument(
+        "--rule",
+        default=DEFAULT_RULE,
+        help=f"{DEFAULT_RULE} (default: robust), fedavg, coordinate_median, trimmed_mean or krum",
+    )
     parser.add_argument(
         "--rule-param",
         type=name_value,
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="rule parameter (repeatable); defaults: trimmed_mean trim_ratio=0.2, krum num_byzantine=1",
+        help="rule parameter (repeatable), e.g. byzantine_fraction=0.4; defaults: trimmed_mean trim_ratio=0.2, krum num_byzantine=1",
     )
 
 
@@ -45,6 +50,7 @@ def checked_rule(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.cli.policy_options import add_policy_arguments
+    from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES
     from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
@@ -66,6 +72,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "takes in every registered node's submission at the rate measured last round)",
     )
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
+    run.add_argument(
+        "--max-num-samples",
+        type=int,
+        default=DEFAULT_MAX_NUM_SAMPLES,
+        help=f"cap on the sample count an update is weighted by (default {DEFAULT_MAX_NUM_SAMPLES}; pinned at genesis)",
+    )
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
@@ -115,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
         max_norm=args.max_norm,
+        max_num_samples=args.max_num_samples,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
         encoding=args.encoding,

@@ -29,10 +29,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger.cli.node import ATTACKS
+from ledger.cli.processes import spawn_logged, stop_all
 from ledger.config import home_dir
 
 if TYPE_CHECKING:
@@ -62,7 +63,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
     add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
-    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
+    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K poisons (see --attack)")
+    demo.add_argument(
+        "--attack",
+        choices=["nan_or_scaled", *ATTACKS],
+        default="nan_or_scaled",
+        help="what --poison nodes do: NaN / 10^4-scaled weights (default, rejected by the intake) or an attack "
+        "that passes every check (sign_flip, label_flip, scaling, slow_poison, inflated_samples, copy_hash, free_rider)",
+    )
     add_rule_arguments(demo)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=None, help="submission window per round, in chain time (default: sized from the federation, at least 60 s)")
@@ -121,7 +129,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any]) -> int:
-    from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from aggregator.coordinator import AggregatorConfig
+    from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import Outcome
     from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
@@ -137,7 +146,11 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
     report(log, "starting", "in-process chain: deploying the ledger and registering {nodes} nodes; task {task}", nodes=args.nodes, task=task.name)
-    hooks: dict[int, dict[str, Any]] = {k: {"transform": poison_transform()} for k in args.poison}
+    max_norm = AggregatorConfig().max_norm  # norm-bounded attacks stay just under the federation's bound
+    hooks: dict[int, dict[str, Any]] = {
+        k: {"transform": poison_transform()} if args.attack == "nan_or_scaled" else {"attack": attack_named(args.attack, max_norm=max_norm)}
+        for k in args.poison
+    }
     hooks.update({k: {"after_upload": tamper_at_rest(blobs_dir)} for k in args.tamper})
     federation = start_federation(
         task,
@@ -227,14 +240,11 @@ class _Child:
         self.reported_exit = False
         self.started = time.monotonic()
         self.records: list[dict[str, Any]] = []  # the round events, for the per-round times
-        with log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log_file if stdout is None else stdout,
-                stderr=log_file if stdout is not None else subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+        if stdout is None:
+            self.process = spawn_logged(command, log_path, env)
+        else:
+            with log_path.open("wb") as log_file:
+                self.process = subprocess.Popen(command, stdout=stdout, stderr=log_file, stdin=subprocess.DEVNULL, env=env)
 
     def new_lines(self) -> list[str]:
         try:
@@ -351,7 +361,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             if index in args.tamper:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
-                command += ["--misbehave", "poison"]
+                command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
             nodes.append(_Child(f"node {index}", command, logs / f"node-{index}.log", env, relay=RELAYED_EVENTS))
         children += nodes
         report(log, "starting", "started {count} nodes ({threads} torch thread(s) each); waiting for them to be ready",
@@ -406,15 +416,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         else:
             report(log, "indexed", "indexed; `fedledger demo --serve` keeps the audit page up at {url}/", url=store_url)
     finally:
-        processes = [child.process for child in children]
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all([child.process for child in children])
     return 0
 
 

@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ledger.core.task import Examples, Task
 
+# The attacks `--misbehave` offers besides tamper and poison (kept in step with edge_node.misbehaviour.ATTACKS,
+# which this light module must not import: its command table is built without torch).
+ATTACKS = ("sign_flip", "label_flip", "scaling", "slow_poison", "inflated_samples", "copy_hash", "free_rider")
+
 log = logging.getLogger(__name__)
 
 # With no news, look at the chain's state again this often anyway (a notification can be missed
@@ -51,11 +55,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
         "--misbehave",
-        choices=["tamper", "poison"],
-        help="demo only: alter the blob at rest once stored, before its hash goes on chain (tamper, needs --tamper-dir) "
-        "or submit NaN / hugely scaled weights (poison)",
+        choices=["tamper", "poison", *ATTACKS],
+        help="demo only: alter the blob at rest once stored, before its hash goes on chain (tamper, needs --tamper-dir), "
+        "submit NaN / hugely scaled weights (poison), or poison within every check (the other choices; see "
+        "edge_node/misbehaviour.py)",
     )
     run.add_argument("--tamper-dir", type=Path, help="with --misbehave tamper: the folder behind the store to alter")
+    run.add_argument(
+        "--attack-max-norm",
+        type=float,
+        default=100.0,
+        help="the federation's norm bound, which norm-bounded attacks stay just under (default 100)",
+    )
     run.set_defaults(handler=_run)
 
     listing = sub.add_parser("list", help="the registered nodes (and revoked ones), from the chain's events")
@@ -97,21 +108,29 @@ def _run(args: argparse.Namespace) -> int:
     client = ledger_client(args, account=account, role=Role.NODE)
     store = blob_store(args, client)
 
-    from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
     from ledger.core.threads import pin_threads
 
     threads = pin_threads(args.threads)
     default_seed = args.node_index if args.data is None else 0
     seed = default_seed if args.seed is None else args.seed
+    transform = after_upload = attack = None
+    if args.misbehave == "poison":
+        transform = poison_transform()
+    elif args.misbehave == "tamper":
+        after_upload = tamper_at_rest(args.tamper_dir)
+    elif args.misbehave is not None:
+        attack = attack_named(args.misbehave, max_norm=args.attack_max_norm)
     node = EdgeNode(
         client,
         store,
         shard,
         TrainingConfig(task=task, hyperparameters=overrides, seed=seed, dp_lr=args.dp_lr),
         max_model_bytes=settings(args).max_blob_bytes,
-        transform=poison_transform() if args.misbehave == "poison" else None,
-        after_upload=tamper_at_rest(args.tamper_dir) if args.misbehave == "tamper" else None,
+        transform=transform,
+        after_upload=after_upload,
+        attack=attack,
     )
     spec_hash = node.spec.spec_hash
     try:

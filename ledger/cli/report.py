@@ -86,7 +86,8 @@ def round_rows(result: RoundResult) -> list[RoundRow]:
         epsilon = result.epsilons.get(node)
         return "" if epsilon is None else f", ε {epsilon}"
 
-    rows = [RoundRow(s.node, s.update_hash, s.num_samples, f"included{spent(s.node)}") for s in result.included]
+    valid = "included" if result.committed else "valid, not committed"
+    rows = [RoundRow(s.node, s.update_hash, s.num_samples, f"{valid}{spent(s.node)}") for s in result.included]
     rows += [
         RoundRow(s.node, s.update_hash, s.num_samples, f"rejected ({reason_text(int(r))}{spent(s.node)})")
         for s, r, _ in result.rejected

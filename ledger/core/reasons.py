@@ -24,6 +24,8 @@ class RejectReason(IntEnum):
     ENCODING_MISMATCH = 10
     PRIVACY_CLAIM_INVALID = 11
     PRIVACY_BUDGET_EXHAUSTED = 12
+    DUPLICATE_UPDATE = 13
+    NO_CHANGE = 14
 
     @property
     def description(self) -> str:
@@ -47,6 +49,8 @@ _DESCRIPTIONS: dict[RejectReason, str] = {
         "or states an ε the accountant does not reproduce from the node's claims"
     ),
     RejectReason.PRIVACY_BUDGET_EXHAUSTED: "the node's cumulative ε would exceed the federation's per-node budget",
+    RejectReason.DUPLICATE_UPDATE: "another node submitted the same update hash earlier in the round",
+    RejectReason.NO_CHANGE: "the update equals the base model: nothing was trained (a free-rider)",
 }
 
 
@@ -55,8 +59,9 @@ class AbandonReason(IntEnum):
 
     NO_SUBMISSIONS = 1
     NO_VALID_UPDATES = 2
-    RULE_REFUSED = 3
-    BY_OPERATOR = 4
+    MODEL_UNCHANGED = 3
+    RULE_REFUSED = 4
+    BY_OPERATOR = 5
 
     @property
     def description(self) -> str:
@@ -66,6 +71,7 @@ class AbandonReason(IntEnum):
 _ABANDON_DESCRIPTIONS: dict[AbandonReason, str] = {
     AbandonReason.NO_SUBMISSIONS: "no update was submitted before the deadline",
     AbandonReason.NO_VALID_UPDATES: "every submitted update was rejected",
+    AbandonReason.MODEL_UNCHANGED: "the aggregate is a version already committed: nothing new to commit",
     AbandonReason.RULE_REFUSED: "the aggregation rule refused the round's valid updates (e.g. too few for Krum)",
     AbandonReason.BY_OPERATOR: "an operator abandoned the round after its deadline (`fedledger round abandon`)",
 }

@@ -45,10 +45,22 @@ def address_arg(text: str) -> str:
     return Web3.to_checksum_address(text)
 
 
+# The index stores round numbers as signed 64-bit integers (SQL BIGINT): larger ones cannot exist.
+MAX_ROUND = 2**63 - 1
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts '²' or '٣', which `int` then refuses or misreads."""
+    return text.isascii() and text.isdigit()
+
+
 def round_arg(text: str) -> int:
-    if not text.isdigit() or len(text) > 20:
+    if not _decimal(text) or len(text) > 20:
         abort(400, description=f"a round number is a non-negative integer, got {text!r}")
-    return int(text)
+    number = int(text)
+    if number > MAX_ROUND:
+        abort(400, description=f"round numbers are below 2**63, got {text}")
+    return number
 
 
 def page_arg() -> Page:
@@ -67,7 +79,7 @@ def _int_query(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not _decimal(raw) or len(raw) > 12:
         abort(400, description=f"{name} must be a non-negative integer, got {raw!r}")
     return int(raw)
 

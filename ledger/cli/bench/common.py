@@ -27,6 +27,8 @@ BENCH_MODULES = (
     "ledger.cli.bench.scale",
     "ledger.cli.bench.updates",
     "ledger.cli.bench.tasks",
+    "ledger.cli.bench.robustness",
+    "ledger.cli.bench.load",
 )
 
 

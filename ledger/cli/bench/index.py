@@ -5,7 +5,7 @@
   the real indexer (eth_getLogs, decode, write, cursor). Reports the median events/s over the runs,
   and, separately, the chain-read and the SQL-write share of one run.
 - api: a 1,000-version linear history is written straight into SQL (no chain: said in the output),
-  then `/api/v1/models/<tip>/lineage` is requested through a real waitress server over keep-alive
+  then `/api/v1/models/<tip>/lineage` is requested through the real server (uvicorn + a2wsgi) over keep-alive
   HTTP; p50/p99 for the default page (50 steps), the last page, and the whole lineage at once.
 """
 
@@ -172,7 +172,7 @@ def measure_api(*, versions: int, updates: int, requests: int) -> dict[str, Any]
             "no chain involved"
         ),
         "database": "sqlite file (WAL)",
-        "server": "waitress, 2 threads, one keep-alive HTTP client, sequential requests",
+        "server": "uvicorn + a2wsgi, 2 threads, one keep-alive HTTP client, sequential requests",
         "cases": results,
         "p50_ms": results["default_page"]["p50_ms"],
         "p99_ms": p99,

@@ -336,7 +336,7 @@ def _report(
         "benchmark": "round",
         "chain": "anvil devnet (automine), fresh deployment",
         "execution": (
-            "aggregator and HTTP blob service (waitress threads) in this process; each edge node a "
+            "aggregator and HTTP blob service (uvicorn + a2wsgi threads) in this process; each edge node a "
             "separate OS process (multiprocessing spawn, the default torch threads of `fedledger node run`) "
             "woken by each new block (newHeads subscription) like `fedledger node run`"
         ),

@@ -1,7 +1,7 @@
 """`fedledger bench scale`: rounds of 10, 100 and 1,000 nodes on anvil, and the index and API at 100,000 updates.
 
 Per node count N, on a fresh anvil (throwaway, large block gas limit): the admin registers N
-node keys; the ledger service (blob store + API, waitress) runs in this process; the real
+node keys; the ledger service (blob store + API, uvicorn + a2wsgi) runs in this process; the real
 `Aggregator` runs in its own process and opens and closes each round; `--drivers` processes
 play the N nodes (`ledger.cli.bench.scale_roles`): each node's real update blob goes through the
 signed HTTP store with its own key, and its own `submitUpdate` transaction. Every
@@ -25,7 +25,6 @@ Like `bench round`, this module is a composition root for the aggregator and the
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import queue
@@ -87,8 +86,6 @@ def measure_nodes(
     from ledger.store.local import LocalBlobStore
 
     settings = Settings()
-    # Requests wait in waitress's queue by design here (many nodes upload at once): not news.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     drivers = max(1, min(drivers, nodes))
     started = time.monotonic()
     with throwaway_devnet(gas_limit=GAS_LIMIT) as anvil, tempfile.TemporaryDirectory(prefix="fedledger-bench-scale-") as tmp:
@@ -435,7 +432,7 @@ def measure_scale(
         "benchmark": "scale",
         "chain": "anvil (throwaway per node count, automine, block gas limit 1e9)",
         "execution": (
-            "ledger service (blob store, waitress 8 threads) in this process; the real Aggregator in its own "
+            "ledger service (blob store, uvicorn + a2wsgi, 8 threads) in this process; the real Aggregator in its own "
             f"process; {drivers} driver processes x {threads} threads playing the nodes (each node: own key, signed "
             "upload of a real update blob, own submitUpdate); a fresh anvil, service and processes per node count"
         ),
