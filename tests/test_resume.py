@@ -89,6 +89,26 @@ def test_a_rejection_already_on_chain_is_final_and_never_sent_again(ledger_chain
     assert recorded == [(nodes[4].address, RejectReason.MISSING_BLOB)]  # once, with the first reason
 
 
+def test_a_copy_of_an_update_rejected_before_a_restart_is_still_a_duplicate(ledger_chain, store, digits):
+    aggregator = fresh_aggregator(ledger_chain, store, digits)
+    aggregator.ensure_genesis()
+    info = aggregator.open_round()
+    nodes = honest_nodes(ledger_chain, store, digits, 4)
+    original = nodes[0].participate(info.round)
+    for node in nodes[1:]:
+        node.participate(info.round)
+    copier = ledger_chain.nodes[4]
+    copier.submit_update(info.round, original.update_hash, original.num_samples)  # later on chain: a copy
+    # A previous run rejected the original (say its blob was missing then) and crashed before the copy's turn.
+    ledger_chain.admin.reject_update(info.round, nodes[0].address, RejectReason.MISSING_BLOB)
+
+    result = fresh_aggregator(ledger_chain, store, digits).close_round(info.round)
+
+    assert result.committed and {s.node for s in result.included} == {node.address for node in nodes[1:]}
+    recorded = {e.node: e.reason_code for e in round_rejections(ledger_chain.admin, info.round)}
+    assert recorded == {nodes[0].address: RejectReason.MISSING_BLOB, copier.account.address: RejectReason.DUPLICATE_UPDATE}
+
+
 def test_a_rule_that_refuses_the_valid_updates_abandons_the_round_with_its_reason(ledger_chain, store, digits):
     aggregator = fresh_aggregator(ledger_chain, store, digits, rule="krum", rule_params={"num_byzantine": 1}, min_updates=1)
     aggregator.ensure_genesis()
