@@ -99,7 +99,7 @@ class Session:
     def rewrite(self, words: list[str]) -> list[str]:
         words = [w.replace("127.0.0.1:8600", f"127.0.0.1:{self.api_port}") for w in words]
         words = ["1" if previous == "--rounds" else w for previous, w in zip([""] + words, words)]
-        if words[:1] == ["api"] and "--port" not in words:
+        if words[:2] == ["api", "serve"] and "--port" not in words:
             words += ["--port", str(self.api_port)]
         if words[:1] == ["demo"]:
             words += ["--rounds", "1", "--epochs", "1", "--chain", "memory"]
