@@ -32,7 +32,7 @@ from ledger.core.reasons import RejectReason
 from ledger.store.base import BlobNotFound, BlobStore, BlobTooLarge, BufferedBlobStore, HashMismatch
 
 from aggregator.merge import Merge, merge_key, start_merge
-from aggregator.validate import Accepted, Rejected, validate_blob
+from ledger.core.validation import Accepted, Rejected, validate_blob
 
 
 @dataclass(frozen=True)

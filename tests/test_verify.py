@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 from federation import MAX_BYTES, History, shared_history
+from support import DictStore
 from flask.testing import FlaskClient
 
 from ledger.api.app import create_app
@@ -23,7 +24,6 @@ from ledger.core.metadata import encode_genesis
 from ledger.core.policy import FederationPolicy
 from ledger.core.model import MODEL_NAME
 from ledger.core.safe_json import canonical_json
-from ledger.store.base import BlobNotFound
 from ledger.store.local import LocalBlobStore
 
 
@@ -88,8 +88,12 @@ def test_verdict_json_shape(history: History) -> None:
     assert body["summary"] == "version 1 re-derived from 5 updates with fedavg: hash matches the chain"
     assert set(body) == {
         "model_hash", "version", "round", "kind", "verified", "summary", "parent_hash",
-        "metadata_hash", "rederived_hash", "rule", "updates", "findings",
+        "metadata_hash", "rederived_hash", "rule", "updates", "policy", "rejections", "findings",
     }  # fmt: skip
+    assert body["policy"] == {
+        "rule": {"name": "fedavg", "params": {}},
+        "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0},
+    }
     assert body["parent_hash"] == history.honest[0]
 
 
@@ -169,11 +173,16 @@ def test_genesis_with_a_deleted_blob_still_rebuilds_but_fails(history: History, 
 # --------------------------------------------------------------------------- a lying aggregator
 
 
-def test_metadata_lying_about_the_rule_is_a_rederived_mismatch(history: History) -> None:
+def test_metadata_lying_about_the_rule_is_a_rederived_mismatch_and_not_the_pinned_rule(history: History) -> None:
     verdict = _verify(history, history.lies["rule"])
 
     assert not verdict.ok
-    [finding] = verdict.findings
+    pinned, finding = verdict.findings
+    assert pinned.kind is FindingKind.RULE_NOT_PINNED
+    assert (pinned.expected, pinned.actual) == (
+        {"name": "fedavg", "params": {}},
+        {"name": "coordinate_median", "params": {}},
+    )
     assert finding.kind is FindingKind.REDERIVED_MISMATCH
     assert finding.expected == history.lies["rule"]
     assert finding.actual == verdict.rederived_hash != history.lies["rule"]
@@ -214,32 +223,11 @@ def test_facts_that_disagree_with_the_metadata(history: History) -> None:
 
     verdict = rederive(tampered, history.federation.store, max_bytes=MAX_BYTES)
 
-    assert _kinds(verdict) == {FindingKind.REJECTIONS_MISMATCH}
+    # The poisoned submission is now neither included nor (on this chain) rejected: censored.
+    assert _kinds(verdict) == {FindingKind.REJECTIONS_MISMATCH, FindingKind.CENSORED_SUBMISSION}
 
 
 # --------------------------------------------------------------------------- judging crafted records (pure)
-
-
-class DictStore:
-    """An in-memory BlobStore: `rederive` needs nothing else."""
-
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        self.blobs = dict(blobs)
-
-    def put(self, data: bytes) -> str:
-        self.blobs[sha256_hex(data)] = data
-        return sha256_hex(data)
-
-    def put_as(self, name: str, data: bytes) -> None:
-        self.blobs[name] = data
-
-    def get(self, name: str) -> bytes:
-        if name not in self.blobs:
-            raise BlobNotFound(name)
-        return self.blobs[name]
-
-    def exists(self, name: str) -> bool:
-        return name in self.blobs
 
 
 def _with_metadata(history: History, round_index: int, edit) -> tuple[ChainFacts, DictStore]:
@@ -247,7 +235,8 @@ def _with_metadata(history: History, round_index: int, edit) -> tuple[ChainFacts
     model_hash, metadata_hash, _ = _round_parts(history, round_index)
     facts = _facts(history, model_hash)
     source = history.federation.store
-    store = DictStore({name: source.get(name) for name in [model_hash, facts.version.parent_hash, metadata_hash]})
+    pinned = facts.genesis.metadata_hash if facts.genesis else None
+    store = DictStore({name: source.get(name) for name in [model_hash, facts.version.parent_hash, metadata_hash, pinned]})
     for event in facts.submissions:
         store.put(source.get(event.update_hash))
     edited = edit(json.loads(source.get(metadata_hash)))
@@ -308,8 +297,9 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
 
     verdict = rederive(facts, store, max_bytes=MAX_BYTES)
 
-    malformed = [f for f in verdict.findings if f.kind is FindingKind.BLOB_MALFORMED]
-    assert [(f.subject, f.role) for f in malformed] == [(garbage_hash, "update")]
+    # The pinned validation refuses it, with the reason the aggregator would have recorded.
+    malformed = [f for f in verdict.findings if f.kind is FindingKind.INCLUDED_INVALID]
+    assert [(f.subject, f.role, f.actual) for f in malformed] == [(garbage_hash, "update", "malformed")]
     assert {FindingKind.ROOT_MISMATCH, FindingKind.NOT_SUBMITTED} <= _kinds(verdict)
 
 
@@ -342,7 +332,7 @@ def test_an_included_blob_whose_header_nests_too_deep_is_a_finding_not_a_crash(h
 
     verdict = rederive(facts, store, max_bytes=MAX_BYTES)
 
-    assert (FindingKind.BLOB_MALFORMED, hostile_hash) in {(f.kind, f.subject) for f in verdict.findings}
+    assert (FindingKind.INCLUDED_INVALID, hostile_hash) in {(f.kind, f.subject) for f in verdict.findings}
 
 
 def test_a_parent_that_is_not_a_committed_version(history: History) -> None:
@@ -378,7 +368,7 @@ def test_endpoint_reports_a_lie_with_200(api: FlaskClient, history: History) -> 
 
     assert response.status_code == 200
     assert response.json["verified"] is False
-    assert [f["kind"] for f in response.json["findings"]] == ["rederived_mismatch"]
+    assert [f["kind"] for f in response.json["findings"]] == ["rule_not_pinned", "rederived_mismatch"]
 
 
 @pytest.mark.parametrize("bad", ["abc", "0x" + "a" * 63, "g" * 64, "a" * 65])

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from ledger.audit.facts import ChainFacts
-from ledger.audit.verdict import Finding, FindingKind, Verdict
+from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, Verdict
 from ledger.chain import events
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import MetadataError, MetadataRecord, RoundRecord, decode
 from ledger.core.model import MODEL_NAME
+from ledger.core.policy import FederationPolicy
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
 from ledger.store.base import BlobNotFound, BlobStore, BlobStoreError, HashMismatch
 
@@ -39,6 +40,8 @@ class Judgement:
     rederived_hash: str | None = None
     rule: Mapping[str, Any] | None = None
     updates: tuple[str, ...] = ()
+    policy: FederationPolicy | None = None
+    rejections: list[RejectionCheck] = field(default_factory=list)
 
     @property
     def metadata_subject(self) -> str:
@@ -51,13 +54,20 @@ class Judgement:
 
     def fetch(self, name: str, role: str) -> bytes | None:
         """The blob's bytes, re-hashed here too (never trust a store); None after recording why not."""
+        got = self.get(name, role)
+        if isinstance(got, Finding):
+            self.findings.append(got)
+            return None
+        return got
+
+    def get(self, name: str, role: str) -> bytes | Finding:
+        """The blob's bytes re-hashed, or the finding that says why not (not recorded: see `fetch`)."""
         try:
             data = self.store.get(name)
         except BlobNotFound:
-            self.find(FindingKind.MISSING_BLOB, name, role, f"the store has no {role} blob with this hash")
-            return None
+            return Finding(FindingKind.MISSING_BLOB, name, role, f"the store has no {role} blob with this hash")
         except HashMismatch as exc:
-            self.find(
+            return Finding(
                 FindingKind.HASH_MISMATCH,
                 name,
                 role,
@@ -65,13 +75,11 @@ class Judgement:
                 expected=name,
                 actual=exc.actual,
             )
-            return None
         except BlobStoreError as exc:
-            self.find(FindingKind.BLOB_UNREADABLE, name, role, f"the store could not serve the {role} blob: {exc}")
-            return None
+            return Finding(FindingKind.BLOB_UNREADABLE, name, role, f"the store could not serve the {role} blob: {exc}")
         actual = sha256_hex(data)
         if actual != name:
-            self.find(
+            return Finding(
                 FindingKind.HASH_MISMATCH,
                 name,
                 role,
@@ -79,7 +87,6 @@ class Judgement:
                 expected=name,
                 actual=actual,
             )
-            return None
         return data
 
     def tensors(self, name: str, role: str, blob: bytes) -> dict[str, torch.Tensor] | None:
@@ -158,6 +165,8 @@ class Judgement:
             rule=self.rule,
             updates=self.updates,
             findings=tuple(self.findings),
+            policy=self.policy.to_json() if self.policy is not None else None,
+            rejections=tuple(self.rejections),
         )
 
 
@@ -205,27 +214,47 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
             actual=root,
         )
 
-    submitted = {event.update_hash: event for event in facts.submissions}
-    rejected_nodes = {event.node: event for event in facts.rejections}
+    # Keyed by node: the contract takes one submission per node per round, but two nodes may
+    # submit byte-identical updates, so an update hash alone does not name a submission.
+    by_node = {event.node.lower(): event for event in facts.submissions}
+    nodes_of_hash: dict[str, list[str]] = {}
+    for event in facts.submissions:
+        nodes_of_hash.setdefault(event.update_hash, []).append(event.node)
+    rejected_nodes = {event.node.lower(): event for event in facts.rejections}
+    listed: set[str] = set()
     for item in record.included:
-        event = submitted.get(item.update_hash)
-        if event is None:
+        node = item.node.lower()
+        event = by_node.get(node)
+        if event is None or event.update_hash != item.update_hash:
+            submitters = nodes_of_hash.get(item.update_hash)
+            if submitters is None:
+                audit.find(
+                    FindingKind.NOT_SUBMITTED,
+                    item.update_hash,
+                    "update",
+                    f"no node submitted this update in round {version.round}",
+                )
+            else:
+                audit.find(
+                    FindingKind.SUBMISSION_MISMATCH,
+                    item.update_hash,
+                    "update",
+                    "the metadata credits this update to another node than the one(s) that signed its submission",
+                    expected=submitters,
+                    actual=item.node,
+                )
+            continue
+        if node in listed:
             audit.find(
-                FindingKind.NOT_SUBMITTED,
+                FindingKind.INCLUDED_TWICE,
                 item.update_hash,
                 "update",
-                f"no node submitted this update in round {version.round}",
+                f"the metadata lists the submission of {event.node} more than once, weighting it twice",
+                expected=1,
+                actual=sum(1 for other in record.included if other.node.lower() == node),
             )
             continue
-        if event.node.lower() != item.node.lower():
-            audit.find(
-                FindingKind.SUBMISSION_MISMATCH,
-                item.update_hash,
-                "update",
-                "the metadata credits this update to another node than the one that signed its submission",
-                expected=event.node,
-                actual=item.node,
-            )
+        listed.add(node)
         if event.num_samples != item.num_samples:
             audit.find(
                 FindingKind.SUBMISSION_MISMATCH,
@@ -235,7 +264,7 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 expected=event.num_samples,
                 actual=item.num_samples,
             )
-        rejection = rejected_nodes.get(event.node)
+        rejection = rejected_nodes.get(node)
         if rejection is not None:
             audit.find(
                 FindingKind.REJECTED_INCLUDED,
@@ -244,6 +273,19 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 f"the chain records this update as rejected (reason {rejection.reason_code}) yet it is included",
                 expected="not rejected",
                 actual=rejection.reason_code,
+            )
+
+    for event in facts.submissions:
+        node = event.node.lower()
+        if node not in listed and node not in rejected_nodes:
+            audit.find(
+                FindingKind.CENSORED_SUBMISSION,
+                event.update_hash,
+                "update",
+                f"{event.node} submitted this update in round {version.round} (block {event.ref.block_number}); "
+                "the version neither includes it nor does the chain record its rejection",
+                expected="included or rejected",
+                actual="neither",
             )
 
     on_chain = sorted((event.update_hash, event.node.lower(), event.reason_code) for event in facts.rejections)
@@ -257,3 +299,8 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
             expected=[list(item) for item in on_chain],
             actual=[list(item) for item in claimed],
         )
+
+
+def chain_samples(facts: ChainFacts) -> dict[tuple[str, str], int]:
+    """(node, update hash) → the sample count the node signed on chain: the weight the rule must use."""
+    return {(event.node.lower(), event.update_hash): event.num_samples for event in facts.submissions}

@@ -19,6 +19,14 @@ class ChainFacts:
     submissions: tuple[events.UpdateSubmitted, ...] = ()  # of the version's round
     rejections: tuple[events.UpdateRejected, ...] = ()
 
+    @property
+    def genesis(self) -> events.ModelCommitted | None:
+        """Version 0, whose metadata pins the federation's policy."""
+        return next((event for event in self.committed.values() if event.parent_hash is None), None)
+
+    def numbered(self, version: int) -> events.ModelCommitted | None:
+        return next((event for event in self.committed.values() if event.version == version), None)
+
 
 def read_chain_facts(client: LedgerClient, model_hash: str, from_block: int = 0) -> ChainFacts | None:
     """The chain's record for `model_hash`, or None if it is not a committed version.

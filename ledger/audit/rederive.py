@@ -2,9 +2,12 @@
 
 For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob and every
 update the metadata names; check the named updates against the chain (Merkle root, count, each
-one submitted in that round by that node with that sample count, none rejected); re-run the
-recorded rule with its parameters; serialize canonically and compare the SHA-256 with the chain's
-model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
+one submitted in that round by that node with that sample count, none rejected, and no submission
+left neither included nor rejected); check the aggregator's decisions against the policy pinned at
+genesis (`ledger.audit.decisions`: rule and parameters, each inclusion re-validated, each
+rejection's reason re-checked, the parent the latest version); re-run the recorded rule with its
+parameters; serialize canonically and compare the SHA-256 with the chain's model hash. For
+genesis: rebuild the model from the recorded architecture and seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -14,10 +17,17 @@ The judging (`rederive`) touches nothing but the store it is given.
 from __future__ import annotations
 
 from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
+from ledger.audit.decisions import (
+    check_parent_is_latest,
+    check_pinned_recipe,
+    pinned_genesis,
+    recheck_rejections,
+    validated_updates,
+)
 from ledger.audit.facts import ChainFacts, read_chain_facts
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
-from ledger.core.aggregation import RULES, Update, aggregate
+from ledger.core.aggregation import RULES, aggregate
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
 from ledger.core.model import build_model, state_tensors
@@ -60,6 +70,16 @@ def _rederive_genesis(audit: Judgement) -> None:
         )
         return
     seed = record.seed
+    audit.policy = record.policy
+    if record.policy.rule not in RULES:
+        audit.find(
+            FindingKind.RULE_UNKNOWN,
+            record.policy.rule,
+            "rule",
+            f"genesis pins rule {record.policy.rule!r}, which this build cannot run",
+            expected=sorted(RULES),
+            actual=record.policy.rule,
+        )
     if not audit.known_architecture(record):
         return
     try:
@@ -96,6 +116,9 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         parent_blob = audit.fetch(parent_hash, "parent")
         if parent_blob is not None:
             parent_tensors = audit.tensors(parent_hash, "parent", parent_blob)
+    check_parent_is_latest(audit, facts)
+    genesis = pinned_genesis(audit, facts)
+    policy = genesis.policy if genesis is not None else None
 
     record = audit.metadata()
     if record is None:
@@ -108,47 +131,39 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
             f"the chain records a round version (it has a parent) but the metadata kind is {record.kind!r}",
         )
         return
-    recipe = record
-    check_against_chain(audit, recipe, facts)
-    audit.rule = {"name": recipe.rule.name, "params": dict(recipe.rule.params)}
-    audit.updates = tuple(item.update_hash for item in recipe.included)
+    check_against_chain(audit, record, facts)
+    if genesis is not None:
+        check_pinned_recipe(audit, record, genesis)
+    recheck_rejections(audit, facts, parent_tensors, policy)
+    audit.rule = {"name": record.rule.name, "params": dict(record.rule.params)}
+    audit.updates = tuple(item.update_hash for item in record.included)
     if not audit.known_architecture(record):
         return
 
-    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
-    samples = {event.update_hash: event.num_samples for event in facts.submissions}
-    updates: list[Update] = []
-    for item in recipe.included:
-        blob = audit.fetch(item.update_hash, "update")
-        tensors = audit.tensors(item.update_hash, "update", blob) if blob is not None else None
-        if tensors is None:
-            continue
-        if parent_tensors is not None and not audit.fits(item.update_hash, tensors, parent_tensors):
-            continue
-        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
-    if len(updates) != len(recipe.included) or not updates:
+    updates = validated_updates(audit, record, facts, parent_tensors, policy)
+    if len(updates) != len(record.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 
-    if recipe.rule.name not in RULES:
+    if record.rule.name not in RULES:
         audit.find(
             FindingKind.RULE_UNKNOWN,
-            recipe.rule.name,
+            record.rule.name,
             "rule",
-            f"the metadata names rule {recipe.rule.name!r}, which this build cannot run",
+            f"the metadata names rule {record.rule.name!r}, which this build cannot run",
             expected=sorted(RULES),
-            actual=recipe.rule.name,
+            actual=record.rule.name,
         )
         return
     try:
-        weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
+        weights = aggregate(record.rule.name, updates, **record.rule.params)
         rederived = serialize_tensors(weights)
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,
-            recipe.rule.name,
+            record.rule.name,
             "rule",
-            f"{recipe.rule.name} with params {dict(recipe.rule.params)} refused the recorded updates: {exc}",
+            f"{record.rule.name} with params {dict(record.rule.params)} refused the recorded updates: {exc}",
         )
         return
     audit.rederived_hash = sha256_hex(rederived)
-    audit.compare_rederived(f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates")
+    audit.compare_rederived(f"re-running {record.rule.name} {dict(record.rule.params)} over {len(updates)} updates")

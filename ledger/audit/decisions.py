@@ -1,0 +1,241 @@
+"""Re-checks the aggregator's decisions against what was pinned: the policy, and the lineage.
+
+The federation's policy (rule, parameters, size limit, norm bound) is pinned in the genesis
+metadata, whose SHA-256 the chain holds. Each round version is judged against it, never against a
+default assumed later:
+- the rule and its parameters are the pinned ones;
+- every included update passes the pinned validation: the aggregator's own pure checks
+  (`ledger.core.validation`), re-run here on the re-hashed bytes against the parent model;
+- every on-chain rejection's reason holds (`recheck_rejections` says which reasons can be re-checked);
+- the round built on the latest version; anything else forks the lineage and is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ledger.audit.checks import Judgement, chain_samples
+from ledger.audit.facts import ChainFacts
+from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, RejectionStatus
+from ledger.core.aggregation import Update
+from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode
+from ledger.core.policy import FederationPolicy
+from ledger.core.reasons import RejectReason
+from ledger.core.validation import Accepted, validate_blob
+
+# Reasons that are a pure function of the bytes (fixed by their hash), the base and the pinned
+# policy: anyone holding the bytes re-runs the validation and gets the same answer.
+CONTENT_REASONS = frozenset(
+    {
+        RejectReason.TOO_LARGE,
+        RejectReason.MALFORMED,
+        RejectReason.NAME_MISMATCH,
+        RejectReason.SHAPE_MISMATCH,
+        RejectReason.DTYPE_MISMATCH,
+        RejectReason.NON_FINITE,
+        RejectReason.NORM_TOO_LARGE,
+    }
+)
+# Reasons that say what the aggregator's fetch returned at that moment. Bytes found later cannot
+# refute them (a node may upload its blob after being rejected, or one store may hold an altered
+# copy while another holds the original), and failing to find them cannot confirm them either:
+# an auditor only reports whether its own fetch agrees.
+AVAILABILITY_REASONS = frozenset({RejectReason.HASH_MISMATCH, RejectReason.MISSING_BLOB})
+
+
+def pinned_genesis(audit: Judgement, facts: ChainFacts) -> GenesisRecord | None:
+    """The genesis record (and so the pinned policy, kept on `audit`); None after a `policy_unavailable`."""
+    genesis = facts.genesis
+    if genesis is None or genesis.metadata_hash is None:
+        audit.find(
+            FindingKind.POLICY_UNAVAILABLE,
+            "(none)",
+            "policy",
+            "the chain records no genesis metadata, so no policy is pinned to check the decisions against",
+        )
+        return None
+    got = audit.get(genesis.metadata_hash, "genesis metadata")
+    if isinstance(got, Finding):
+        audit.find(
+            FindingKind.POLICY_UNAVAILABLE,
+            genesis.metadata_hash,
+            "policy",
+            f"the genesis metadata that pins the policy cannot be read ({got.kind.value}: {got.detail})",
+        )
+        return None
+    try:
+        record = decode(got)
+    except MetadataError as exc:
+        record = None
+        problem = str(exc)
+    else:
+        problem = f"it is a {record.kind} record"
+    if not isinstance(record, GenesisRecord):
+        audit.find(
+            FindingKind.POLICY_UNAVAILABLE,
+            genesis.metadata_hash,
+            "policy",
+            f"the genesis metadata does not pin a policy: {problem}",
+        )
+        return None
+    audit.policy = record.policy
+    return record
+
+
+def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisRecord) -> None:
+    """The version names the pinned rule, parameters and architecture."""
+    policy = genesis.policy
+    claimed = {"name": record.rule.name, "params": dict(record.rule.params)}
+    pinned = {"name": policy.rule, "params": dict(policy.rule_params)}
+    if claimed != pinned:
+        audit.find(
+            FindingKind.RULE_NOT_PINNED,
+            record.rule.name,
+            "rule",
+            f"version {audit.version.version} was built with {claimed['name']} {claimed['params']}, "
+            f"but the federation pinned {pinned['name']} {pinned['params']} at genesis",
+            expected=pinned,
+            actual=claimed,
+        )
+    if record.architecture != genesis.architecture:
+        audit.find(
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
+            "the metadata names another architecture than the one pinned at genesis",
+            expected=genesis.architecture,
+            actual=record.architecture,
+        )
+
+
+def check_parent_is_latest(audit: Judgement, facts: ChainFacts) -> None:
+    """Rounds open one at a time on the latest version, so version v's parent is version v - 1."""
+    version = audit.version
+    parent = facts.committed.get(version.parent_hash or "")
+    if parent is None or parent.version >= version.version:
+        return  # not an earlier version at all: `parent_missing`
+    if parent.version == version.version - 1:
+        return
+    latest = facts.numbered(version.version - 1)
+    audit.find(
+        FindingKind.FORKED_LINEAGE,
+        version.model_hash,
+        "parent",
+        f"round {version.round} built on version {parent.version}, but version {version.version - 1} was "
+        "the latest when it opened: the lineage forks",
+        expected=latest.model_hash if latest is not None else None,
+        actual=parent.model_hash,
+    )
+
+
+def validated_updates(
+    audit: Judgement,
+    record: RoundRecord,
+    facts: ChainFacts,
+    parent: Mapping[str, torch.Tensor] | None,
+    policy: FederationPolicy | None,
+) -> list[Update]:
+    """The included updates as the rule takes them, each re-validated under the pinned policy.
+
+    Weights come from the re-hashed blobs, sample counts from the chain (the nodes' signed word).
+    Without a parent or a policy the bytes are still parsed (and shapes compared) so the rule can
+    be re-run, but nothing is validated: those gaps are findings already.
+    """
+    samples = chain_samples(facts)
+    updates: list[Update] = []
+    for item in record.included:
+        blob = audit.fetch(item.update_hash, "update")
+        if blob is None:
+            continue
+        weight = samples.get((item.node.lower(), item.update_hash), item.num_samples)
+        if parent is None or policy is None:
+            tensors = audit.tensors(item.update_hash, "update", blob)
+            if tensors is None or (parent is not None and not audit.fits(item.update_hash, tensors, parent)):
+                continue
+            updates.append(Update(item.update_hash, weight, tensors))
+            continue
+        outcome = validate_blob(blob, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm)
+        if isinstance(outcome, Accepted):
+            updates.append(Update(item.update_hash, weight, outcome.tensors))
+            continue
+        reason = outcome.reason
+        audit.find(
+            FindingKind.INCLUDED_INVALID,
+            item.update_hash,
+            "update",
+            f"the update of {item.node} is included, but the pinned validation rejects it: "
+            f"{reason.name.lower()} ({outcome.detail})",
+            expected="accepted",
+            actual=reason.name.lower(),
+        )
+    return updates
+
+
+def recheck_rejections(
+    audit: Judgement,
+    facts: ChainFacts,
+    parent: Mapping[str, torch.Tensor] | None,
+    policy: FederationPolicy | None,
+) -> None:
+    """Re-check every rejection the chain recorded for the round; one `RejectionCheck` each.
+
+    Content reasons (`CONTENT_REASONS`) are re-run on the bytes: a different outcome is a
+    `rejection_unfounded`, and bytes nobody can produce a `rejection_unverifiable` (the aggregator
+    held them when it decided). Availability reasons (`AVAILABILITY_REASONS`) cannot be decided
+    from bytes; the check says whether this auditor's own fetch fails the same way.
+    """
+    for event in facts.rejections:
+        try:
+            reason: RejectReason | None = RejectReason(event.reason_code)
+        except ValueError:
+            reason = None
+        name = reason.name.lower() if reason is not None else "unknown"
+
+        def record(status: RejectionStatus, detail: str) -> None:
+            audit.rejections.append(
+                RejectionCheck(event.node, event.update_hash, event.reason_code, name, status, detail)
+            )
+
+        if reason is None:
+            detail = f"reason code {event.reason_code} is not a reason fedledger defines, so it cannot hold"
+            audit.find(FindingKind.REJECTION_UNFOUNDED, event.update_hash, "rejected update", detail, actual=event.reason_code)
+            record(RejectionStatus.REFUTED, detail)
+            continue
+        got = audit.get(event.update_hash, "rejected update")
+        if reason in AVAILABILITY_REASONS:
+            if isinstance(got, Finding):
+                record(RejectionStatus.CORROBORATED, f"this auditor's fetch fails too: {got.kind.value}")
+            else:
+                record(
+                    RejectionStatus.UNVERIFIABLE,
+                    "bytes that hash to the name are available now; the reason describes the aggregator's fetch "
+                    "at the time, which later bytes can neither confirm nor refute",
+                )
+            continue
+        if isinstance(got, Finding):
+            detail = (
+                f"the update of {event.node} was rejected for {name}, a property of its bytes, but no blob with "
+                f"its hash can be re-checked ({got.kind.value})"
+            )
+            audit.find(FindingKind.REJECTION_UNVERIFIABLE, event.update_hash, "rejected update", detail, expected=name)
+            record(RejectionStatus.UNVERIFIABLE, detail)
+            continue
+        if parent is None or policy is None:
+            record(RejectionStatus.UNVERIFIABLE, "no parent model or no pinned policy to validate against (see findings)")
+            continue
+        outcome = validate_blob(got, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm)
+        if not isinstance(outcome, Accepted) and outcome.reason is reason:
+            record(RejectionStatus.CONFIRMED, outcome.detail)
+            continue
+        found = "accepted" if isinstance(outcome, Accepted) else outcome.reason.name.lower()
+        shown = f"accepted (L2 norm of the change {outcome.update_norm:.6g})" if isinstance(outcome, Accepted) else found
+        detail = (
+            f"the update of {event.node} was rejected for {name}, but re-validating its bytes under the pinned "
+            f"policy gives {shown}"
+        )
+        audit.find(
+            FindingKind.REJECTION_UNFOUNDED, event.update_hash, "rejected update", detail, expected=name, actual=found
+        )
+        record(RejectionStatus.REFUTED, detail)
