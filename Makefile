@@ -7,7 +7,7 @@ DEVNET := hardhat-free-devnet
 PY_STAMP := $(VENV)/.fedledger-installed
 NODE_STAMP := $(DEVNET)/node_modules/.fedledger-installed
 
-.PHONY: setup system-packages demo test test-python test-contracts lint bench clean
+.PHONY: setup system-packages demo test test-python test-contracts lint lint-python bench clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -52,8 +52,13 @@ test: setup system-packages test-contracts lint test-python
 test-contracts: setup
 	$(DEVNET)/forge-test
 
-lint: setup
+lint: setup lint-python
 	$(DEVNET)/slither
+
+# Import rules (import-linter contracts in pyproject.toml) and types (mypy, strict on ledger/core).
+lint-python: setup
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 test-python: setup
 	$(BIN)/python -m pytest
@@ -64,6 +69,7 @@ bench: setup
 	$(BIN)/fedledger bench round --json
 	$(BIN)/fedledger bench index --json
 	$(BIN)/fedledger bench api --json
+	$(BIN)/fedledger bench cli --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

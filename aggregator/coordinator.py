@@ -175,9 +175,9 @@ class Aggregator:
                 self.client.reject_update(info.round, submission.node, reason)
         timings["chain"] = time.perf_counter() - started
         if not accepted:
-            reason = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
+            why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
             started = time.perf_counter()
-            self.client.abandon_round(info.round, reason)
+            self.client.abandon_round(info.round, why)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
             return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
@@ -48,6 +49,6 @@ class Settings:
     )
     max_blob_bytes: int = field(default_factory=lambda: _env_int("FEDLEDGER_MAX_BLOB_BYTES", DEFAULT_MAX_BLOB_BYTES))
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the non-None `changes` applied (CLI flags override env and defaults)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

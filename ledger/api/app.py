@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
@@ -55,7 +55,7 @@ def create_app(
     v1.register(app)
 
     @app.errorhandler(HTTPException)
-    def _json_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _json_error(exc: HTTPException) -> Response:
         response = jsonify(error=exc.name, detail=exc.description)
         response.status_code = exc.code or 500
         return response

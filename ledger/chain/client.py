@@ -11,12 +11,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import TxParams
 
 from ledger.core import hashing
 from ledger.chain.artifact import load_artifact
@@ -292,7 +293,7 @@ def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> Le
     """A mined revert (state changed between estimate and inclusion): replay it to learn why."""
     call = {key: tx[key] for key in ("from", "to", "data", "value") if key in tx}
     try:
-        w3.eth.call(call, int(receipt["blockNumber"]) - 1)
+        w3.eth.call(cast(TxParams, call), int(receipt["blockNumber"]) - 1)
     except Exception as exc:
         data = revert_data_from(exc)
         if data is not None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 from web3.providers import JSONBaseProvider
-from web3.types import RPCEndpoint
+from web3.types import FilterParams, RPCEndpoint
 
 from ledger.chain.artifact import load_artifact
 
@@ -270,7 +270,7 @@ def fetch_events(
         params["topics"] = topics
     if isinstance(w3.provider, JSONBaseProvider):
         return list(decode_logs(w3, _raw_get_logs(w3.provider, params)))
-    return list(decode_logs(w3, w3.eth.get_logs(params)))
+    return list(decode_logs(w3, w3.eth.get_logs(cast(FilterParams, params))))
 
 
 def _raw_get_logs(provider: JSONBaseProvider, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import EthereumTesterProvider, Web3
+from web3.types import Wei
 
 from ledger.chain.client import LedgerClient
 
@@ -37,7 +38,7 @@ class InProcessLedger:
         return self.admin.address
 
     def fund(self, address: str, wei: int = FUNDING_WEI) -> None:
-        self.w3.eth.send_transaction({"from": self.w3.eth.accounts[0], "to": address, "value": wei})
+        self.w3.eth.send_transaction({"from": self.w3.eth.accounts[0], "to": address, "value": Wei(wei)})
 
     def new_account(self, label: str) -> LocalAccount:
         """A funded account that holds no role yet."""
@@ -71,7 +72,7 @@ def start_in_process_ledger(node_count: int = DEFAULT_NODE_COUNT) -> InProcessLe
     """Boot a py-evm chain, deploy the committed artifact as admin, register `node_count` nodes."""
     w3 = Web3(EthereumTesterProvider())
     admin_account = deterministic_account("admin")
-    w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": admin_account.address, "value": FUNDING_WEI})
+    w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": admin_account.address, "value": Wei(FUNDING_WEI)})
     admin, _ = LedgerClient.deploy(w3, admin_account)
     ledger = InProcessLedger(w3=w3, admin=admin)
     for index in range(node_count):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ledger.config import home_dir
 
@@ -112,7 +113,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_memory(args: argparse.Namespace, chain, store) -> None:  # type: ignore[no-untyped-def]
+def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
     """Index the in-process chain into SQLite and serve the audit page from this process."""
     import threading
 
@@ -288,7 +289,7 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subproces
 # ------------------------------------------------------------------ lineage
 
 
-def lineage_text(client, store) -> str:  # type: ignore[no-untyped-def]
+def lineage_text(client: Any, store: Any) -> str:
     """The lineage of the latest version, with accuracy read from each version's metadata blob."""
     import json
 

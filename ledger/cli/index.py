@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -76,29 +78,33 @@ def _redacted(url: str) -> str:
 # --------------------------------------------------------------------------- db
 
 
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Any]:
+    """An engine on the index database, disposed afterwards (closes its pool)."""
+    from ledger.index import db
+
+    engine = db.make_engine(_database_url(args))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from ledger.index import db
 
-    url = _database_url(args)
-    engine = db.make_engine(url)
-    try:
+    with _engine(args) as engine:
         db.upgrade(engine, args.revision)
-        print(f"{_redacted(url)}: schema at revision {db.current_revision(engine)}")
-    finally:
-        engine.dispose()
+        print(f"{_redacted(_database_url(args))}: schema at revision {db.current_revision(engine)}")
     return 0
 
 
 def _db_downgrade(args: argparse.Namespace) -> int:
     from ledger.index import db
 
-    url = _database_url(args)
-    engine = db.make_engine(url)
-    try:
+    with _engine(args) as engine:
         db.downgrade(engine, args.revision)
-        print(f"{_redacted(url)}: schema at revision {db.current_revision(engine) or 'base (empty)'}")
-    finally:
-        engine.dispose()
+        print(f"{_redacted(_database_url(args))}: schema at revision {db.current_revision(engine) or 'base (empty)'}")
     return 0
 
 
@@ -106,11 +112,8 @@ def _db_current(args: argparse.Namespace) -> int:
     from ledger.index import db
 
     url = _database_url(args)
-    engine = db.make_engine(url)
-    try:
+    with _engine(args) as engine:
         current = db.current_revision(engine)
-    finally:
-        engine.dispose()
     head = db.head_revision()
     state = "up to date" if current == head else "out of date: run `fedledger db upgrade`"
     print(f"{_redacted(url)}: revision {current or 'none'}, code expects {head} ({state})")
@@ -121,12 +124,12 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _indexer(args: argparse.Namespace) -> Any:
-    from ledger.cli.errors import CommandError
     from ledger.chain.deploy import DeploymentNotFound, load_deployment
+    from ledger.cli.errors import CommandError
+    from ledger.cli.wiring import blob_store, ledger_client
     from ledger.core.errors import LedgerError
     from ledger.index.db import open_index
     from ledger.index.indexer import Indexer, IndexerConfig
-    from ledger.cli.wiring import blob_store, ledger_client
 
     try:
         _engine, sessions = open_index(_database_url(args))  # the cheap, local refusal first

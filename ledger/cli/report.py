@@ -5,10 +5,9 @@ Pure: facts in, text out. Used by the aggregator's console, the demo and the aud
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ledger.core.reasons import RejectReason
 

@@ -15,7 +15,11 @@ from typing import Any
 
 from ledger.core.hashing import is_sha256_hex
 from ledger.core.policy import FederationPolicy, PolicyError
-from ledger.core.safe_json import UntrustedJsonError, canonical_json, parse_untrusted_json
+from ledger.core.safe_json import (
+    UntrustedJsonError,
+    canonical_json,
+    parse_untrusted_json,
+)
 
 FORMAT = "fedledger-model-metadata/2"
 

@@ -45,6 +45,8 @@ class FederationPolicy:
         max_bytes, max_norm = limits.get("max_update_bytes"), limits.get("max_norm")
         if type(max_bytes) is not int or max_bytes <= 0:
             raise PolicyError("'policy.limits.max_update_bytes' must be a positive integer")
-        if type(max_norm) not in (int, float) or not math.isfinite(max_norm) or max_norm <= 0:
+        if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool):
+            raise PolicyError("'policy.limits.max_norm' must be a positive finite number")
+        if not math.isfinite(max_norm) or max_norm <= 0:
             raise PolicyError("'policy.limits.max_norm' must be a positive finite number")
         return cls(rule=rule["name"], rule_params=dict(rule["params"]), max_update_bytes=max_bytes, max_norm=float(max_norm))

@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3RPCError
@@ -300,12 +300,13 @@ def event_args(event: ev.LedgerEvent) -> dict[str, Any]:
 
 
 # Core statements on the tables (not the ORM classes), built once: the hot path of the indexer.
-_INSERT_ROUNDS = insert(Round.__table__)
-_INSERT_UPDATES = insert(Submission.__table__)
-_INSERT_EVENTS = insert(ChainEvent.__table__)
+_ROUNDS, _SUBMISSIONS, _EVENTS = (cast(Table, model.__table__) for model in (Round, Submission, ChainEvent))
+_INSERT_ROUNDS = insert(_ROUNDS)
+_INSERT_UPDATES = insert(_SUBMISSIONS)
+_INSERT_EVENTS = insert(_EVENTS)
 _REJECT = (
-    update(Submission.__table__)
-    .where(Submission.__table__.c.round == bindparam("r_round"), Submission.__table__.c.node == bindparam("r_node"))
+    update(_SUBMISSIONS)
+    .where(_SUBMISSIONS.c.round == bindparam("r_round"), _SUBMISSIONS.c.node == bindparam("r_node"))
     .values(rejected_reason=bindparam("r_reason"), rejected_block=bindparam("r_block"))
 )
 

@@ -64,7 +64,7 @@ def cursor(session: Session) -> IndexerCursor | None:
 
 
 def counts(session: Session) -> Counts:
-    def count(statement: Select[tuple[int]]) -> int:
+    def count(statement: Select[Any]) -> int:
         return int(session.scalar(statement) or 0)
 
     return Counts(
@@ -85,12 +85,12 @@ def latest_version(session: Session) -> ModelVersion | None:
     return session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1)).first()
 
 
-def _page(statement: Select[tuple[T]], page: Page, *order: object) -> Select[tuple[T]]:
-    ordered = [column.desc() if page.descending else column for column in order]  # type: ignore[attr-defined]
+def _page(statement: Select[Any], page: Page, *order: Any) -> Select[Any]:
+    ordered = [column.desc() if page.descending else column for column in order]
     return statement.order_by(*ordered).limit(page.limit).offset(page.offset)
 
 
-def _total(session: Session, statement: Select[tuple[object]]) -> int:
+def _total(session: Session, statement: Select[Any]) -> int:
     return int(session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
 
 

@@ -16,7 +16,14 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from ledger.core.hashing import sha256_hex
-from ledger.store.base import BlobNotFound, BlobStoreError, BlobTooLarge, HashMismatch, InvalidBlobName, check_name
+from ledger.store.base import (
+    BlobNotFound,
+    BlobStoreError,
+    BlobTooLarge,
+    HashMismatch,
+    InvalidBlobName,
+    check_name,
+)
 from ledger.store.protocol import BLOBS_PATH, SIGNATURE_HEADER, Federation, sign_upload
 
 log = logging.getLogger(__name__)

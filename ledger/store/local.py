@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from io import RawIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -77,13 +77,13 @@ class LocalBlobStore:
                 if size > self.max_bytes:
                     raise BlobTooLarge(size, self.max_bytes)
                 # One byte more than the file, to notice a file that grew since fstat.
-                buffer = spare if _fits(spare, size + 1) else np.empty(size + 1, dtype=np.uint8)
-                filled = _read_into(blob, memoryview(buffer)[: size + 1])
+                buffer = spare if spare is not None and _fits(spare, size + 1) else np.empty(size + 1, dtype=np.uint8)
+                filled = _read_into(blob, buffer.data[: size + 1])
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {name} under {self.root}") from None
         if filled > size:  # it grew between fstat and read: `get` handles it (and its limit)
             return memoryview(self.get(name))
-        data = memoryview(buffer)[:filled].toreadonly()
+        data = buffer.data[:filled].toreadonly()
         actual = sha256_hex(data)
         if actual != name:
             raise HashMismatch(expected=name, actual=actual)
@@ -125,7 +125,7 @@ def _fits(spare: np.ndarray | None, size: int) -> bool:
     )
 
 
-def _read_into(blob: BinaryIO, buffer: memoryview) -> int:
+def _read_into(blob: RawIOBase, buffer: memoryview) -> int:
     """Fills `buffer` from `blob` until it is full or the file ends; returns the bytes read."""
     filled = 0
     while filled < len(buffer):

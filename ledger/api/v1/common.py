@@ -80,7 +80,7 @@ def next_url(page: Page, total: int) -> str | None:
     if page.offset + page.limit >= total:
         return None
     assert request.endpoint is not None
-    query = {**request.args.to_dict(), "limit": page.limit, "offset": page.offset + page.limit}
+    query: dict[str, Any] = {**request.args.to_dict(), "limit": page.limit, "offset": page.offset + page.limit}
     return url_for(request.endpoint, **(request.view_args or {}), **query)
 
 

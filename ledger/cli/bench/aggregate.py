@@ -135,7 +135,7 @@ def unverified_zero_copy(store: Any, submissions: Sequence[Any]) -> dict[str, An
             size = os.fstat(blob.fileno()).st_size
             if buffer.size < size:
                 buffer = np.empty(size, dtype=np.uint8)
-            view = memoryview(buffer)[:size]
+            view = buffer.data[:size]
             blob.readinto(view)
         tensors = tensor_views(view, max_bytes=size)
         merge = merge or StreamingFedAvg(tensors)

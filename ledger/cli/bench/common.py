@@ -13,7 +13,13 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-BENCH_MODULES = ("ledger.cli.bench.gas", "ledger.cli.bench.index", "ledger.cli.bench.aggregate", "ledger.cli.bench.round")
+BENCH_MODULES = (
+    "ledger.cli.bench.gas",
+    "ledger.cli.bench.index",
+    "ledger.cli.bench.aggregate",
+    "ledger.cli.bench.round",
+    "ledger.cli.bench.cli",
+)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -33,7 +33,7 @@ def measure_gas() -> dict[str, Any]:
     for index in range(max(INCLUDED_COUNTS)):
         account = ledger.new_account(f"bench-node-{index}")
         register.append(admin.register_node(account.address).gas_used)
-        ledger.nodes.append(ledger.chain.client(account))
+        ledger.nodes.append(ledger.client(account))
     gas["registerNode"] = int(median(register))
     genesis = _hash("genesis")
     gas["commitGenesis"] = admin.commit_genesis(genesis, _hash("genesis-meta")).gas_used
@@ -59,7 +59,9 @@ def measure_gas() -> dict[str, Any]:
     # A rejection and an abandoned round, for completeness.
     admin.open_round(len(INCLUDED_COUNTS) + 1, base, ledger.now() + 60, 1)
     ledger.nodes[0].submit_update(len(INCLUDED_COUNTS) + 1, _hash("bad"), 1)
-    gas["rejectUpdate"] = admin.reject_update(len(INCLUDED_COUNTS) + 1, ledger.nodes[0].account.address, 7).gas_used
+    rejected_node = ledger.nodes[0].account
+    assert rejected_node is not None
+    gas["rejectUpdate"] = admin.reject_update(len(INCLUDED_COUNTS) + 1, rejected_node.address, 7).gas_used
     ledger.advance_time(61)
     gas["abandonRound"] = admin.abandon_round(len(INCLUDED_COUNTS) + 1, 1).gas_used
 

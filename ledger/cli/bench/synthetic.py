@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ledger.core.merkle import merkle_root
 from ledger.chain.devnet import rpc_batch, rpc_call
@@ -140,7 +140,7 @@ def _calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]
     from eth_utils import function_abi_to_4byte_selector
 
     table = {
-        item["name"]: (function_abi_to_4byte_selector(item), [arg["type"] for arg in item["inputs"]])
+        item["name"]: (function_abi_to_4byte_selector(cast(Any, item)), [arg["type"] for arg in item["inputs"]])
         for item in abi
         if item.get("type") == "function"
     }
@@ -178,7 +178,7 @@ def anvil_bulk_history(
     admin = admin_account.address
     encode = _calldata_encoder(load_artifact().abi)
     node_addresses = tuple(to_checksum_address("0x" + label_hash(f"{label}/node-{i}")[:40]) for i in range(nodes))
-    nonces = {address: 0 for address in node_addresses}
+    nonces: dict[str, int] = {address: 0 for address in node_addresses}
     nonces[admin] = int(w3.eth.get_transaction_count(admin))
 
     def tx(sender: str, name: str, *args: Any) -> tuple[str, list[Any]]:

@@ -1,0 +1,43 @@
+"""The `fedledger` entry point: lazy imports, and one-line errors whichever way it is started."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger.cli.bench.cli import HEAVY, measure
+from ledger.core.polling import free_port
+
+FEDLEDGER = Path(sys.executable).with_name("fedledger")
+
+
+@pytest.mark.parametrize("command", [["--help"], ["devnet", "status", "--port", "1"]])
+def test_common_commands_import_no_heavy_library(command: list[str]) -> None:
+    found = measure(command, runs=1)
+    assert found["heavy_modules_imported"] == [], f"{command} imported {found['heavy_modules_imported']} of {HEAVY}"
+
+
+def test_a_failing_command_prints_one_line_the_same_way_from_the_script_and_python_m(tmp_path: Path) -> None:
+    assert shutil.which(str(FEDLEDGER)), "the fedledger script is installed beside this interpreter"
+    unreachable = ["deploy", "--rpc-url", f"http://127.0.0.1:{free_port()}"]
+    outcomes = []
+    for launcher in ([str(FEDLEDGER)], [sys.executable, "-m", "ledger.cli"]):
+        done = subprocess.run([*launcher, *unreachable], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        outcomes.append((done.returncode, done.stderr))
+    (script_code, script_err), (module_code, module_err) = outcomes
+    assert script_code == module_code != 0
+    for err in (script_err, module_err):
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("fedledger: error: "), err
+    assert script_err == module_err
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    done = subprocess.run([sys.executable, "-m", "ledger.cli", "fly"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid choice: 'fly'" in done.stderr
