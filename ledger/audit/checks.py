@@ -218,8 +218,8 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
     # submit byte-identical updates, so an update hash alone does not name a submission.
     by_node = {event.node.lower(): event for event in facts.submissions}
     nodes_of_hash: dict[str, list[str]] = {}
-    for event in facts.submissions:
-        nodes_of_hash.setdefault(event.update_hash, []).append(event.node)
+    for submission in facts.submissions:
+        nodes_of_hash.setdefault(submission.update_hash, []).append(submission.node)
     rejected_nodes = {event.node.lower(): event for event in facts.rejections}
     listed: set[str] = set()
     for item in record.included:
@@ -275,14 +275,15 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 actual=rejection.reason_code,
             )
 
-    for event in facts.submissions:
-        node = event.node.lower()
+    for submission in facts.submissions:
+        node = submission.node.lower()
         if node not in listed and node not in rejected_nodes:
             audit.find(
                 FindingKind.CENSORED_SUBMISSION,
-                event.update_hash,
+                submission.update_hash,
                 "update",
-                f"{event.node} submitted this update in round {version.round} (block {event.ref.block_number}); "
+                f"{submission.node} submitted this update in round {version.round} "
+                f"(block {submission.ref.block_number}); "
                 "the version neither includes it nor does the chain record its rejection",
                 expected="included or rejected",
                 actual="neither",

@@ -68,20 +68,16 @@ def pinned_genesis(audit: Judgement, facts: ChainFacts) -> GenesisRecord | None:
     try:
         record = decode(got)
     except MetadataError as exc:
-        record = None
         problem = str(exc)
     else:
+        if isinstance(record, GenesisRecord):
+            audit.policy = record.policy
+            return record
         problem = f"it is a {record.kind} record"
-    if not isinstance(record, GenesisRecord):
-        audit.find(
-            FindingKind.POLICY_UNAVAILABLE,
-            genesis.metadata_hash,
-            "policy",
-            f"the genesis metadata does not pin a policy: {problem}",
-        )
-        return None
-    audit.policy = record.policy
-    return record
+    audit.find(
+        FindingKind.POLICY_UNAVAILABLE, genesis.metadata_hash, "policy", f"the genesis metadata does not pin a policy: {problem}"
+    )
+    return None
 
 
 def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisRecord) -> None:

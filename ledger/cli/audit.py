@@ -69,6 +69,10 @@ def _print_verdict(verdict: dict[str, Any]) -> None:
         print(f"  rule      {verdict['rule']['name']} {json.dumps(verdict['rule']['params'], sort_keys=True)}")
     for update_hash in verdict["updates"]:
         print(f"  update    {update_hash}")
+    if verdict["policy"]:
+        print(f"  policy    {json.dumps(verdict['policy'], sort_keys=True)} (pinned at genesis)")
+    for check in verdict["rejections"]:
+        print(f"  rejected  {check['update_hash']} of {check['node']}: {check['reason']}, {check['status']}")
     if verdict["rederived_hash"]:
         print(f"  rederived {verdict['rederived_hash']}")
     for finding in verdict["findings"]:
