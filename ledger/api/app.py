@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
+from ledger.index.consistency import ChainMirror
 from ledger.store.base import BlobStore
 
 def create_app(
@@ -25,9 +26,11 @@ def create_app(
     config: dict[str, Any] | None = None,
     database_url: str | None = None,
     index_sessions: sessionmaker[Session] | None = None,
+    ledger_from_block: int = 0,
 ) -> Flask:
     """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
-    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`)."""
+    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`). With a `ledger`, every
+    answer from the index is first compared with the chain's events from `ledger_from_block` on."""
     owned_engine = None
     if database_url is not None and index_sessions is None:
         from ledger.index.db import open_index
@@ -39,7 +42,8 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=max_blob_bytes, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)
-    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes)
+    mirror = ChainMirror(ledger.w3, ledger.address, from_block=ledger_from_block) if ledger is not None else None
+    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, mirror=mirror)
 
     from ledger.api.blobs import blueprint as blobs_blueprint
 

@@ -1,4 +1,4 @@
-"""What every blueprint of the ledger service shares: the blob store and a read-only ledger client."""
+"""What every blueprint of the ledger service shares: the blob store, a read-only ledger client, the chain's events."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from ledger.chain.client import LedgerClient
+from ledger.index.consistency import ChainMirror
 from ledger.store.base import BlobStore
 
 
@@ -15,6 +16,7 @@ class Services:
     store: BlobStore
     ledger: LedgerClient | None
     max_blob_bytes: int
+    mirror: ChainMirror | None = None  # the chain's events, which index answers are checked against
 
 
 def services(app: Flask | None = None) -> Services:

@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
-    from ledger.chain.deploy import load_deployment
+    from ledger.chain.deploy import DeploymentNotFound, load_deployment
     from ledger.core.errors import LedgerError
     from ledger.store.local import LocalBlobStore
 
@@ -68,6 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
             raise CommandError(f"no contract at {address} on chain {w3.eth.chain_id}: check --contract / --rpc-url")
         ledger = LedgerClient(w3, address)
         store = LocalBlobStore(settings.blobs_dir, settings.max_blob_bytes)
+        try:  # the chain's events, which index answers are checked against, start at the deployment
+            record = load_deployment(w3)
+            from_block = record.block_number if record.address == ledger.address else 0
+        except DeploymentNotFound:
+            from_block = 0
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 
@@ -76,7 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
     database_url = service_database_url(args.database_url)
     try:
         app = create_app(
-            store=store, ledger=ledger, max_blob_bytes=settings.max_blob_bytes, database_url=database_url
+            store=store,
+            ledger=ledger,
+            max_blob_bytes=settings.max_blob_bytes,
+            database_url=database_url,
+            ledger_from_block=from_block,
         )
     except SchemaOutOfDate as exc:  # refuse to serve an index the code cannot read
         raise CommandError(str(exc)) from exc

@@ -157,6 +157,17 @@ def included_updates(session: Session, round_number: int, page: Page) -> Paged[S
     return Paged(list(session.scalars(_page(base, page, Submission.update_hash, Submission.node))), _total(session, base))
 
 
+def undecided_rounds(session: Session, numbers: Sequence[int]) -> set[int]:
+    """Rounds among `numbers` with a submission whose inclusion the index left undecided (NULL)."""
+    if not numbers:
+        return set()
+    return set(
+        session.scalars(
+            select(Submission.round).where(Submission.round.in_(numbers), Submission.included.is_(None)).distinct()
+        )
+    )
+
+
 def included_by_round(session: Session, numbers: Sequence[int]) -> dict[int, list[Row[Any]]]:
     """Included updates of several rounds at once (one query, plain rows), by hash within a round."""
     grouped: dict[int, list[Row[Any]]] = defaultdict(list)

@@ -49,6 +49,40 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["error", "detail"],
         "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
     },
+    "Checked": {
+        "type": "object",
+        "required": ["checked_against_chain"],
+        "description": "every answer from the index says whether its rows were compared with the chain's events",
+        "properties": {
+            "checked_against_chain": {"type": "boolean"},
+            "checked_at_block": {**_INT, "description": "the index's block: the chain's events up to it were compared"},
+            "unchecked_reason": {"type": "string", "description": "why not (no chain connection, chain unreadable)"},
+        },
+    },
+    "Conflict": {
+        "type": "object",
+        "required": ["error", "detail", "differences"],
+        "description": "the index disagrees with the chain; `fedledger index rebuild` repairs it",
+        "properties": {
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+            "checked_at_block": _INT,
+            "differences": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "what": {"type": "string", "enum": ["cursor", "summary", "version", "round", "submission", "inclusion", "node"]},
+                        "key": {"type": "string", "description": "the row: a model hash, 'round 3', 'round 3 / 0xNode…'"},
+                        "field": {"type": "string"},
+                        "index": {"description": "the index's value"},
+                        "chain": {"description": "the value the chain's events give"},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
     "Reason": {
         "type": "object",
         "nullable": True,
@@ -196,8 +230,18 @@ def _get(
     params: Sequence[dict[str, Any]] = (),
     paged: bool = True,
     errors: dict[str, str] | None = None,
+    checked: bool = True,
 ) -> dict[str, Any]:
-    responses = {"200": ok, "400": _error("malformed argument")}
+    """A GET operation; `checked` ones answer from the index after comparing it with the chain."""
+    if checked:
+        schema = ok["content"]["application/json"]["schema"]
+        ok = {**ok, "content": {"application/json": {"schema": {"allOf": [schema, _ref("Checked")]}}}}
+    responses: dict[str, Any] = {"200": ok, "400": _error("malformed argument")}
+    if checked:
+        responses["409"] = {
+            "description": "the index disagrees with the chain (the differences are listed)",
+            "content": {"application/json": {"schema": _ref("Conflict")}},
+        }
     for code, description in (errors or {}).items():
         responses[code] = _error(description)
     return {"get": {"summary": summary, "parameters": [*params, *(_PAGING if paged else [])], "responses": responses}}
@@ -258,6 +302,7 @@ _PATHS: dict[str, Any] = {
         params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
         paged=False,
         errors={"404": "not a committed version", "503": "the chain cannot be read"},
+        checked=False,
     ),
     "/api/v1/updates/{update_hash}": _get(
         "Every submission of this update hash, each with its Merkle inclusion proof (paginated)",
@@ -287,7 +332,7 @@ _PATHS: dict[str, Any] = {
         params=[_path_param("address", {"type": "string"}, "node address, any case")],
         errors={"404": "never registered"},
     ),
-    "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False),
+    "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False, checked=False),
 }
 
 
@@ -299,7 +344,9 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Read-only JSON over the SQL index of the FederatedLedger contract's events. The chain is the "
-                "source of truth; every answer can be checked against it (hashes, Merkle proofs, lineage)."
+                "source of truth: every answer from the index is compared with the chain's events first and "
+                "says so (`checked_against_chain`), or answers 409 listing where the index differs; every "
+                "answer can also be checked independently (hashes, Merkle proofs, lineage)."
             ),
         },
         "paths": _PATHS,

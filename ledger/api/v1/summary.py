@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from ledger.api.services import services
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import version
 from ledger.index import queries
 from ledger.index.db import head_revision
@@ -44,6 +45,11 @@ def summary() -> ResponseReturnValue:
         "events": {"total": counts.events},
         "latest_version": version(latest) if latest else None,
     }
+    body.update(
+        checked.chain_check(
+            session, checked.all_of(checked.counts(counts), checked.versions([latest] if latest is not None else []))
+        )
+    )
     return jsonify(body)
 
 
