@@ -358,9 +358,16 @@ def node_differences(record: ChainRecord, as_of: int, row: Any, tally: Any) -> l
     }
     submitted = [e for e in record.by_node.get(row.address, []) if e.ref.block_number <= as_of]
     rejected = [e for e in submitted if _visible(record.rejections.get(e.round, {}).get(e.node), as_of)]
+    reasons: dict[int, int] = {}
+    for event in rejected:
+        code = record.rejections[event.round][event.node].reason_code
+        reasons[code] = reasons.get(code, 0) + 1
     chain["submission_count"], chain["rejected_count"] = len(submitted), len(rejected)
+    chain["last_round"] = max((e.round for e in submitted), default=None)
+    chain["reasons"] = dict(sorted(reasons.items()))
     index = {"active": row.active, "registered_block": row.registered_block, "revoked_block": row.revoked_block}
     index["submission_count"], index["rejected_count"] = tally.submissions, tally.rejected
+    index["last_round"], index["reasons"] = tally.last_round, tally.reasons
     decided = [record.expected_included(e.round) if _visible(record.committed_round.get(e.round), as_of) else frozenset() for e in submitted]
     if all(answer is not None for answer in decided):
         chain["included_count"] = sum(1 for e, answer in zip(submitted, decided) if answer and (e.node, e.update_hash) in answer)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
@@ -57,6 +57,8 @@ class NodeTally:
     submissions: int = 0
     rejected: int = 0
     included: int = 0
+    last_round: int | None = None  # the latest round the node submitted in
+    reasons: dict[int, int] = field(default_factory=dict)  # rejection reason code → how many
 
 
 def cursor(session: Session) -> IndexerCursor | None:
@@ -267,11 +269,22 @@ def node_tallies(session: Session, addresses: Sequence[str]) -> dict[str, NodeTa
             func.count(),
             func.count(Submission.rejected_reason),
             func.sum(case((Submission.included.is_(True), 1), else_=0)),
+            func.max(Submission.round),
         )
         .where(Submission.node.in_(addresses))
         .group_by(Submission.node)
-    )
-    return {node: NodeTally(int(n), int(rej), int(inc or 0)) for node, n, rej, inc in rows}
+    ).all()
+    reasons: dict[str, dict[int, int]] = defaultdict(dict)
+    for node, code, n in session.execute(
+        select(Submission.node, Submission.rejected_reason, func.count())
+        .where(Submission.node.in_(addresses), Submission.rejected_reason.is_not(None))
+        .group_by(Submission.node, Submission.rejected_reason)
+    ):
+        reasons[node][int(code)] = int(n)
+    return {
+        node: NodeTally(int(n), int(rej), int(inc or 0), int(last), dict(sorted(reasons[node].items())))
+        for node, n, rej, inc, last in rows
+    }
 
 
 def contributions(session: Session, address: str, page: Page) -> Paged[Submission]:

@@ -186,6 +186,8 @@ def node_brief(row: Node, tally: NodeTally) -> dict[str, Any]:
         "submission_count": tally.submissions,
         "included_count": tally.included,
         "rejected_count": tally.rejected,
+        "last_round": tally.last_round,
+        "rejections": [{**(reject_reason(code) or {}), "count": count} for code, count in tally.reasons.items()],
     }
 
 

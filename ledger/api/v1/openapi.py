@@ -162,6 +162,12 @@ _SCHEMAS: dict[str, Any] = {
             "submission_count": _INT,
             "included_count": _INT,
             "rejected_count": _INT,
+            "last_round": {**_NULLABLE_INT, "description": "the latest round it submitted in"},
+            "rejections": {
+                "type": "array",
+                "description": "its rejected updates, counted by reason",
+                "items": {"allOf": [_ref("Reason"), {"type": "object", "properties": {"count": _INT}}]},
+            },
         },
     },
     "Inclusion": {
