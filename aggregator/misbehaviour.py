@@ -1,0 +1,130 @@
+"""Demo-only lying aggregators, so the demo and tests can show auditors catching them.
+
+`LyingAggregator` pins the honest policy at genesis, runs the honest round loop, and lies in one
+way (`MODES`), each a way an aggregator could cheat the federation while still committing on chain:
+
+- model:        commits a model that is not its rule's output (one weight nudged)
+- root:         includes a never-submitted update (the base model's own bytes) in its Merkle root
+- count:        commits an included count that does not match the root
+- false-reject: rejects a valid update, claiming it exceeds the norm bound
+- censor:       leaves a valid submission out without rejecting it
+- over-norm:    validates with no norm bound, so an update over the pinned bound is merged
+- rule:         aggregates with Krum (num_byzantine=0: one node's model) in a FedAvg federation
+- fork:         opens the round on an older version than the latest it could build on
+
+The honest path (`aggregator.coordinator`) is untouched: every lie is an override here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ledger.chain import events
+from ledger.chain.client import LedgerClient, RoundInfo, TxResult
+from ledger.chain.rounds import committed_models
+from ledger.core.aggregation import Update, Weights, aggregate
+from ledger.core.data import Shard
+from ledger.core.reasons import RejectReason
+from ledger.core.serialization import deserialize_tensors
+from ledger.store.base import BlobStore
+
+from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
+from aggregator.intake import RoundIntake
+
+MODES = ("model", "root", "count", "false-reject", "censor", "over-norm", "rule", "fork")
+
+
+class LyingAggregator(Aggregator):
+    """An aggregator that commits on chain like an honest one, but lies as `mode` says."""
+
+    def __init__(
+        self, client: LedgerClient, store: BlobStore, test_split: Shard, config: AggregatorConfig, *, mode: str
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown lie {mode!r}; one of {', '.join(MODES)}")
+        super().__init__(client, store, test_split, config)
+        self.mode = mode
+        self.pinned = config  # what genesis pins; the rounds may run with another configuration
+        if mode == "over-norm":
+            self.config = dataclasses.replace(config, max_norm=math.inf)
+        elif mode == "rule":
+            self.config = dataclasses.replace(config, rule="krum", rule_params={"num_byzantine": 0})
+        if mode == "count":
+            self.client = _CountInflating(client)  # type: ignore[assignment]
+
+    def ensure_genesis(self) -> str:
+        lying, self.config = self.config, self.pinned
+        try:
+            return super().ensure_genesis()
+        finally:
+            self.config = lying
+
+    def latest_model(self) -> str:
+        """Fork: the version before the latest, when there is one to fork from."""
+        latest = super().latest_model()
+        if self.mode != "fork":
+            return latest
+        versions = [event.model_hash for event in committed_models(self.client)]
+        return versions[-2] if len(versions) >= 2 else latest
+
+    def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
+        accepted, rejected = list(intake.accepted), list(intake.rejected)
+        if self.mode in ("false-reject", "censor") and len(accepted) >= 2:
+            victim = accepted.pop(0)
+            if self.mode == "false-reject":
+                rejected.append((victim, RejectReason.NORM_TOO_LARGE, "(a lie: it is within the bound)"))
+            intake = RoundIntake(tuple(accepted), tuple(rejected), _Merged(self._merge(accepted)))
+        elif self.mode == "root" and accepted:
+            assert info.base_model_hash is not None and self.client.account is not None
+            stranger = events.UpdateSubmitted(
+                events.LogRef(0, "", "", 0), info.round, self.client.account.address, info.base_model_hash, 1
+            )
+            accepted.append(stranger)
+            intake = RoundIntake(tuple(accepted), intake.rejected, _Merged(self._merge(accepted)))
+        elif self.mode == "model" and accepted:
+            weights = intake.weights()
+            first = sorted(weights)[0]
+            weights[first].view(-1)[0] += 1e-3
+            intake = RoundIntake(intake.accepted, intake.rejected, _Merged(weights))
+        return super()._finish(info, intake, timings)
+
+    def _merge(self, submissions: list[events.UpdateSubmitted]) -> Weights:
+        updates = [
+            Update(s.update_hash, s.num_samples, deserialize_tensors(self.store.get(s.update_hash), max_bytes=self.config.max_update_bytes))
+            for s in submissions
+        ]
+        return aggregate(self.config.rule, updates, **self.config.rule_params)
+
+
+class _Merged:
+    """A merge whose result was computed beforehand (the liar's own)."""
+
+    keeps_updates = True
+
+    def __init__(self, weights: Mapping[str, torch.Tensor]) -> None:
+        self._weights = dict(weights)
+
+    def add(self, update: Update) -> None:
+        raise AssertionError("the lying merge takes no more updates")
+
+    def result(self) -> Weights:
+        return dict(self._weights)
+
+
+class _CountInflating:
+    """The aggregator's client, but `finalizeRound` claims one more included update than the root holds."""
+
+    def __init__(self, client: LedgerClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def finalize_round(self, round: int, model_hash: Any, included_root: Any, included_count: int, metadata_hash: Any) -> TxResult:
+        return self._client.finalize_round(round, model_hash, included_root, included_count + 1, metadata_hash)
+
