@@ -28,13 +28,23 @@ from ledger.core.policy import FederationPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
-from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
+from ledger.chain.rounds import (
+    VersionRefused,
+    active_nodes,
+    chain_now,
+    committed_models,
+    round_opened_block,
+    round_submissions,
+    wait_for_verdicts,
+)
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.base import BlobStore
 
 from aggregator.intake import Limits, RoundIntake, admit_and_merge
 
 log = logging.getLogger(__name__)
+
+ATTESTATION_TIMEOUT = 120.0  # how long a round waits for auditors to attest its base (quorum > 0 only)
 
 
 @dataclass(frozen=True)
@@ -110,10 +120,18 @@ class Aggregator:
     # ---------------------------------------------------------------- one round
 
     def open_round(self) -> RoundInfo:
-        """Open the next round on the latest version, with a deadline `round_seconds` from chain time."""
+        """Open the next round on the latest version, with a deadline `round_seconds` from chain time.
+
+        Under an attestation quorum, first wait for the auditors' verdicts on the base:
+        `VersionRefused` if they failed it.
+        """
         round_number = self.client.counters().last_round + 1
+        base = self.latest_model()
+        counts = wait_for_verdicts(self.client, base, timeout=ATTESTATION_TIMEOUT)
+        if counts.unresolved:
+            raise VersionRefused(f"auditors attested version {base} failed: round {round_number} cannot build on it")
         deadline = max(chain_now(self.client), int(time.time())) + self.config.round_seconds
-        self.client.open_round(round_number, self.latest_model(), deadline, self.config.min_updates)
+        self.client.open_round(round_number, base, deadline, self.config.min_updates)
         return self.client.get_round(round_number)
 
     def deadline_passed(self, info: RoundInfo) -> bool:

@@ -26,14 +26,14 @@ import torch
 
 from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, TxResult
-from ledger.chain.rounds import committed_models
+from ledger.chain.rounds import buildable_versions, wait_for_verdicts
 from ledger.core.aggregation import Update, Weights, aggregate
 from ledger.core.data import Shard
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import deserialize_tensors
 from ledger.store.base import BlobStore
 
-from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
+from aggregator.coordinator import ATTESTATION_TIMEOUT, Aggregator, AggregatorConfig, RoundResult
 from aggregator.intake import RoundIntake
 
 MODES = ("model", "root", "count", "false-reject", "censor", "over-norm", "rule", "fork")
@@ -65,12 +65,14 @@ class LyingAggregator(Aggregator):
             self.config = lying
 
     def latest_model(self) -> str:
-        """Fork: the version before the latest, when there is one to fork from."""
+        """The latest version the gate lets it build on (its own lies are failed by auditors, so it
+        builds past them); fork: the one before that, when there is one to fork from."""
         latest = super().latest_model()
-        if self.mode != "fork":
-            return latest
-        versions = [event.model_hash for event in committed_models(self.client)]
-        return versions[-2] if len(versions) >= 2 else latest
+        wait_for_verdicts(self.client, latest, timeout=ATTESTATION_TIMEOUT)
+        versions = [event.model_hash for event in buildable_versions(self.client)]
+        if self.mode == "fork" and len(versions) >= 2:
+            return versions[-2]
+        return versions[-1] if versions else latest
 
     def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
         accepted, rejected = list(intake.accepted), list(intake.rejected)

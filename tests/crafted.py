@@ -21,7 +21,7 @@ from ledger.audit.facts import ChainFacts
 from ledger.chain import events
 from ledger.core.aggregation import Update, aggregate
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_policy, encode_round
 from ledger.core.model import MODEL_NAME, build_model, state_tensors
 from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
@@ -65,6 +65,9 @@ class CraftedLedger:
     round_events: dict[str, tuple[tuple[events.UpdateSubmitted, ...], tuple[events.UpdateRejected, ...]]] = field(
         default_factory=dict
     )
+    opened: dict[str, events.RoundOpened] = field(default_factory=dict)
+    governance: list[events.LedgerEvent] = field(default_factory=list)
+    attestation_quorum: int = 0
     block: int = 1
 
     def __post_init__(self) -> None:
@@ -146,9 +149,35 @@ class CraftedLedger:
             )
         )
         self.round_events[model] = (subs, refusals)
+        self.opened[model] = events.RoundOpened(_ref(opened), round_number, base, 2**40, 1)
         return model
+
+    def _next(self) -> events.LogRef:
+        self.block += 1
+        return _ref(self.block)
+
+    def change_policy(self, policy: FederationPolicy) -> str:
+        """`setPolicy`: from the next round on, `policy` (its blob stored); returns the blob's hash."""
+        policy_hash = self.store.put(encode_policy(policy))
+        self.governance.append(events.PolicyChanged(self._next(), len(self.versions), policy_hash))
+        return policy_hash
+
+    def set_auditor(self, auditor: str) -> None:
+        self.governance.append(events.AuditorSet(self._next(), auditor, True))
+
+    def attest(self, model_hash: str, auditor: str, *, ok: bool) -> None:
+        self.governance.append(events.VersionAttested(self._next(), model_hash, auditor, ok, "ab" * 32))
 
     def facts(self, model_hash: str) -> ChainFacts:
         committed = {version.model_hash: version for version in self.versions}
         submissions, rejections = self.round_events.get(model_hash, ((), ()))
-        return ChainFacts(committed[model_hash], committed, submissions, rejections)
+        block = committed[model_hash].ref.block_number
+        return ChainFacts(
+            committed[model_hash],
+            committed,
+            submissions,
+            rejections,
+            opened=self.opened.get(model_hash),
+            governance=tuple(e for e in self.governance if e.ref.block_number <= block),
+            attestation_quorum=self.attestation_quorum,
+        )

@@ -24,6 +24,8 @@ from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state
 from ledger.chain.rounds import round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
+from ledger.store.mirror import MirroredStore
+from ledger.audit.watch import Attested, WatchConfig, Watcher
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 
 MAX_BYTES = 16 * 1024 * 1024
@@ -145,11 +147,14 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
 
 @dataclass
 class History:
-    """Genesis, three honest rounds (round 2 rejects a poisoned update), then three lying rounds."""
+    """Genesis, three honest rounds (round 2 rejects a poisoned update), then three lying rounds,
+    every version attested by one auditor (ok for the honest ones, failed for the lies)."""
 
     federation: Federation
     honest: list[str]  # model hashes of versions 0-3, lineage order
     lies: dict[str, str]  # lie → model hash (versions 4-6)
+    auditor: str = ""
+    attested: list[Attested] = field(default_factory=list)
 
 
 _SHARED: list[History] = []
@@ -161,5 +166,14 @@ def shared_history(tmp_path_factory) -> History:
         federation = run_federation(tmp_path_factory.mktemp("blobs"), rounds=3, poisoned_round=2)
         honest = federation.model_hashes
         lies = {lie: commit_lying_round(federation, lie=lie) for lie in ("rule", "update", "samples")}
-        _SHARED.append(History(federation, honest, lies))
+        auditor = federation.chain.new_account("auditor")
+        federation.chain.admin.set_auditor(auditor.address, True)
+        own = LocalBlobStore(tmp_path_factory.mktemp("auditor"), max_bytes=MAX_BYTES)
+        watcher = Watcher(
+            federation.chain.client(auditor),
+            MirroredStore(own, federation.store),
+            publish=federation.store,  # where the API finds the reports
+            config=WatchConfig(max_bytes=MAX_BYTES),
+        )
+        _SHARED.append(History(federation, honest, lies, auditor.address, watcher.run_once()))
     return _SHARED[0]

@@ -185,8 +185,41 @@ def test_an_index_behind_the_chain_is_checked_as_of_its_block(tmp_path) -> None:
 def test_openapi_says_which_answers_are_checked(service: Service) -> None:
     document = service.client.get(f"{API}/openapi.json").json
 
-    unchecked = {"/api/v1/models/{model_hash}/verify", "/api/v1/openapi.json"}
+    unchecked = {
+        "/api/v1/models/{model_hash}/verify",
+        "/api/v1/openapi.json",
+        "/api/v1/attestations",  # read from the chain, not the index
+        "/api/v1/models/{model_hash}/attestations",
+    }
     for path, spec in document["paths"].items():
         responses = spec["get"]["responses"]
         assert ("409" in responses) == (path not in unchecked), path
     assert "checked_against_chain" in document["components"]["schemas"]["Checked"]["properties"]
+
+
+# --------------------------------------------------------------------------- attestations, from the chain
+
+
+def test_attestations_are_read_from_the_chain_with_their_reports(service: Service) -> None:
+    history = service.history
+    body = service.client.get(f"{API}/attestations").json
+
+    assert body["from_chain"] is True and body["total"] == 7
+    verdicts = {a["model_hash"]: a for a in body["items"]}
+    assert [verdicts[h]["ok"] for h in history.honest] == [True] * 4
+    assert [verdicts[h]["ok"] for h in history.lies.values()] == [False] * 3
+    assert {a["auditor"] for a in body["items"]} == {history.auditor}
+    rule_lie = verdicts[history.lies["rule"]]
+    assert [f["kind"] for f in rule_lie["report"]["findings"]] == ["rule_not_pinned", "rederived_mismatch"]
+    assert rule_lie["report"]["verified"] is False and rule_lie["resolved"] is False
+
+
+def test_a_versions_attestations_and_the_summary_count_the_failures(service: Service) -> None:
+    history = service.history
+    lie = service.client.get(f"{API}/models/{history.lies['samples']}/attestations").json
+
+    assert (lie["attestation_quorum"], lie["ok_count"], lie["failed_count"], lie["unresolved_count"]) == (0, 0, 1, 1)
+    assert [f["kind"] for f in lie["attestations"][0]["report"]["findings"]] == ["submission_mismatch"]
+    summary = service.client.get(f"{API}/summary").json
+    assert summary["attestations"] == {"quorum": 0, "total": 7, "failed": 3, "failed_versions": 3}
+    assert service.client.get(f"{API}/models/{'ab' * 32}/attestations").status_code == 404

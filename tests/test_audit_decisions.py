@@ -15,6 +15,7 @@ from ledger.audit.rederive import rederive, verify_version
 from ledger.audit.verdict import FindingKind, RejectionStatus, Verdict
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import IncludedUpdate
+from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 
 MAX_BYTES = 1 << 20
@@ -221,6 +222,48 @@ def test_a_round_built_on_an_older_version_forks_the_lineage(ledger: CraftedLedg
     finding = _only(_judge(ledger, fork), FindingKind.FORKED_LINEAGE)
 
     assert (finding.expected, finding.actual) == (first, genesis)
+
+
+def test_past_versions_the_quorum_refused_a_round_may_build_on_the_last_good_one(ledger: CraftedLedger) -> None:
+    ledger.attestation_quorum = 1
+    ledger.set_auditor(NODES[5])
+    ledger.attest(ledger.latest, NODES[5], ok=True)
+    good = ledger.round(_honest(ledger))
+    ledger.attest(good, NODES[5], ok=True)
+    failed = ledger.round(_honest(ledger))
+    ledger.attest(failed, NODES[5], ok=False)
+
+    recovery = ledger.round(_honest(ledger), base=good)  # skips the version auditors failed
+    ledger.attest(recovery, NODES[5], ok=True)
+    fork = ledger.round(_honest(ledger), base=good)  # skips a version it could have built on
+
+    assert _judge(ledger, recovery).ok
+    finding = _only(_judge(ledger, fork), FindingKind.FORKED_LINEAGE)
+    assert (finding.expected, finding.actual) == (recovery, good)
+
+
+def test_a_policy_change_on_chain_applies_from_its_round(ledger: CraftedLedger) -> None:
+    before = ledger.round(_honest(ledger, 5))
+    policy_hash = ledger.change_policy(FederationPolicy(rule="trimmed_mean", rule_params={"trim_ratio": 0.2}, max_norm=1.0))
+    after = ledger.round(_honest(ledger, 5), rule="trimmed_mean", params={"trim_ratio": 0.2})
+    silent = ledger.round(_honest(ledger, 5))  # back to fedavg with no PolicyChanged: not allowed
+
+    assert _judge(ledger, before).ok
+    verdict = _judge(ledger, after)
+    assert verdict.ok, verdict.to_json()
+    assert verdict.policy_source == {"event": "PolicyChanged", "blob": policy_hash, "from_round": 2, "block": verdict.policy_source["block"]}
+    finding = _only(_judge(ledger, silent), FindingKind.RULE_NOT_PINNED)
+    assert finding.expected == {"name": "trimmed_mean", "params": {"trim_ratio": 0.2}}
+
+
+def test_a_policy_change_whose_blob_is_gone_leaves_the_decisions_unchecked(ledger: CraftedLedger) -> None:
+    policy_hash = ledger.change_policy(FederationPolicy(rule="fedavg", max_norm=2.0))
+    model = ledger.round(_honest(ledger))
+    del ledger.store.blobs[policy_hash]
+
+    finding = _only(_judge(ledger, model), FindingKind.POLICY_UNAVAILABLE)
+
+    assert finding.subject == policy_hash
 
 
 def test_a_model_that_is_not_the_rules_output(ledger: CraftedLedger) -> None:

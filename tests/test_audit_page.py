@@ -319,7 +319,7 @@ def test_verify_button_names_the_lie(page: Page, history: History) -> None:
     text = _click_verify(page, lie)
 
     assert text.startswith("✘ not verified")
-    assert _data(page, _row(lie) + " li.finding", "kind") == ["rule_not_pinned", "rederived_mismatch"]
+    assert _data(page, _row(lie) + " .verdict li.finding", "kind") == ["rule_not_pinned", "rederived_mismatch"]
     assert page.evaluate(f"{_graph_node(lie)}.classList.contains('failed')")
 
 
@@ -355,7 +355,30 @@ def test_no_console_errors_or_csp_violations(page: Page) -> None:
     assert (logged, thrown, console) == ([], [], [])
 
 
-# --------------------------------------------------------------------------- checked, nodes, metrics, blobs
+# --------------------------------------------------------------------------- attestations, checked, nodes, metrics, blobs
+
+
+def test_each_version_shows_its_attestation_and_the_lies_are_red_with_findings(page: Page, history: History) -> None:
+    for model_hash in history.honest:
+        assert page.evaluate(f"{_one(_row(model_hash))}.className") == "attested-ok"
+        assert _data(page, _row(model_hash) + " ul.attested > li", "ok") == ["true"]
+    for lie, model_hash in history.lies.items():
+        assert page.evaluate(f"{_one(_row(model_hash))}.className") == "attested-failed", lie
+        assert _data(page, _row(model_hash) + " ul.attested > li", "auditor") == [history.auditor]
+    kinds = _data(page, _row(history.lies["update"]) + " ul.attested li.finding", "kind")
+    assert {"root_mismatch", "not_submitted", "rederived_mismatch"} <= set(kinds)
+    [block] = _texts(page, _row(history.lies["rule"]) + " ul.attested .block")
+    assert block == f"block {history.attested[4].block_number}"
+
+
+def test_an_attestation_links_its_report(page: Page, history: History, service: RunningServer) -> None:
+    [link] = page.evaluate(f"{_all(_row(history.lies['rule']) + ' ul.attested a.blob')}.map(a => a.getAttribute('href'))")
+
+    report = requests.get(service.url + link, timeout=10)
+
+    assert link == f"/blobs/{history.attested[4].report_hash}"
+    assert hashlib.sha256(report.content).hexdigest() == history.attested[4].report_hash
+    assert report.json()["verdict"]["model_hash"] == history.lies["rule"]
 
 
 def test_the_page_says_every_answer_was_checked_against_the_chain(page: Page) -> None:
@@ -390,7 +413,7 @@ def test_hovering_a_point_shows_every_recorded_metric(page: Page) -> None:
 
 
 def test_every_blob_has_a_download_link_that_serves_its_bytes(page: Page, history: History, service: RunningServer) -> None:
-    links = page.evaluate(f"{_all('#versions a.blob')}.map(a => a.getAttribute('href'))")
+    links = page.evaluate(f"{_all('#versions td.blobs a.blob')}.map(a => a.getAttribute('href'))")
     assert len(links) == 2 * len(history.honest + list(history.lies.values()))
     page.evaluate(f"{_all('#rounds details')}.forEach(d => {{ d.open = true; }})")
     page.wait_for(f"{_all('#rounds ul.updates a.blob')}.length === 30", timeout=RENDER_SECONDS, what="every update link")

@@ -88,8 +88,9 @@ def test_verdict_json_shape(history: History) -> None:
     assert body["summary"] == "version 1 re-derived from 5 updates with fedavg: hash matches the chain"
     assert set(body) == {
         "model_hash", "version", "round", "kind", "verified", "summary", "parent_hash",
-        "metadata_hash", "rederived_hash", "rule", "updates", "policy", "rejections", "findings",
+        "metadata_hash", "rederived_hash", "rule", "updates", "policy", "policy_source", "rejections", "findings",
     }  # fmt: skip
+    assert body["policy_source"] == {"event": "genesis", "blob": _facts(history, history.honest[0]).version.metadata_hash, "from_round": 0}
     assert body["policy"] == {
         "rule": {"name": "fedavg", "params": {}},
         "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0},

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
-from ledger.index.consistency import ChainMirror
+from ledger.chain.mirror import ChainMirror
 from ledger.store.base import BlobStore
 
 def create_app(

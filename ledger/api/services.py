@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from ledger.chain.client import LedgerClient
-from ledger.index.consistency import ChainMirror
+from ledger.chain.mirror import ChainMirror
 from ledger.store.base import BlobStore
 
 

@@ -41,6 +41,7 @@ class Judgement:
     rule: Mapping[str, Any] | None = None
     updates: tuple[str, ...] = ()
     policy: FederationPolicy | None = None
+    policy_source: Mapping[str, Any] | None = None  # which pinned blob (genesis or PolicyChanged) it came from
     rejections: list[RejectionCheck] = field(default_factory=list)
 
     @property
@@ -166,6 +167,7 @@ class Judgement:
             updates=self.updates,
             findings=tuple(self.findings),
             policy=self.policy.to_json() if self.policy is not None else None,
+            policy_source=self.policy_source,
             rejections=tuple(self.rejections),
         )
 

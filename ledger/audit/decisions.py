@@ -1,13 +1,14 @@
 """Re-checks the aggregator's decisions against what was pinned: the policy, and the lineage.
 
 The federation's policy (rule, parameters, size limit, norm bound) is pinned in the genesis
-metadata, whose SHA-256 the chain holds. Each round version is judged against it, never against a
-default assumed later:
+metadata, whose SHA-256 the chain holds, and changes only through the chain's `PolicyChanged`
+event (a blob pinned by the admin, in force from a given round). Each round version is judged
+against the policy in force for its round, never against a default assumed later:
 - the rule and its parameters are the pinned ones;
 - every included update passes the pinned validation: the aggregator's own pure checks
   (`ledger.core.validation`), re-run here on the re-hashed bytes against the parent model;
 - every on-chain rejection's reason holds (`recheck_rejections` says which reasons can be re-checked);
-- the round built on the latest version; anything else forks the lineage and is reported.
+- the round built on the latest version it could build on; anything else forks the lineage.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Mapping
 import torch
 
 from ledger.audit.checks import Judgement, chain_samples
-from ledger.audit.facts import ChainFacts
+from ledger.audit.facts import ChainFacts, could_open_on
 from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, RejectionStatus
 from ledger.core.aggregation import Update
-from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode
+from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode, decode_policy
 from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.validation import Accepted, validate_blob
@@ -80,9 +81,8 @@ def pinned_genesis(audit: Judgement, facts: ChainFacts) -> GenesisRecord | None:
     return None
 
 
-def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisRecord) -> None:
-    """The version names the pinned rule, parameters and architecture."""
-    policy = genesis.policy
+def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisRecord, policy: FederationPolicy) -> None:
+    """The version names the pinned rule and parameters, and genesis's architecture."""
     claimed = {"name": record.rule.name, "params": dict(record.rule.params)}
     pinned = {"name": policy.rule, "params": dict(policy.rule_params)}
     if claimed != pinned:
@@ -91,7 +91,7 @@ def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisR
             record.rule.name,
             "rule",
             f"version {audit.version.version} was built with {claimed['name']} {claimed['params']}, "
-            f"but the federation pinned {pinned['name']} {pinned['params']} at genesis",
+            f"but the federation pinned {pinned['name']} {pinned['params']} for it",
             expected=pinned,
             actual=claimed,
         )
@@ -107,23 +107,67 @@ def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisR
 
 
 def check_parent_is_latest(audit: Judgement, facts: ChainFacts) -> None:
-    """Rounds open one at a time on the latest version, so version v's parent is version v - 1."""
+    """The round built on the latest version it could build on when it opened.
+
+    Rounds open one at a time, so every earlier version was committed by then; without a quorum
+    gate the latest is version v - 1. With one, versions the gate refused (too few ok attestations,
+    or an unresolved failing one) are skipped: building past a version auditors failed is recovery,
+    not a fork.
+    """
     version = audit.version
     parent = facts.committed.get(version.parent_hash or "")
     if parent is None or parent.version >= version.version:
         return  # not an earlier version at all: `parent_missing`
-    if parent.version == version.version - 1:
+    opened = facts.opened.ref.block_number if facts.opened is not None else version.ref.block_number
+    earlier = sorted((e for e in facts.committed.values() if e.version < version.version), key=lambda e: -e.version)
+    latest = next((e for e in earlier if could_open_on(facts, e.model_hash, opened)), None)
+    if latest is None or latest.version == parent.version:
         return
-    latest = facts.numbered(version.version - 1)
+    skipped = version.version - 1 - latest.version
+    gate = f" ({skipped} later version(s) could not be built on)" if skipped else ""
     audit.find(
         FindingKind.FORKED_LINEAGE,
         version.model_hash,
         "parent",
-        f"round {version.round} built on version {parent.version}, but version {version.version - 1} was "
-        "the latest when it opened: the lineage forks",
-        expected=latest.model_hash if latest is not None else None,
+        f"round {version.round} built on version {parent.version}, but version {latest.version} was the latest it "
+        f"could build on when it opened{gate}: the lineage forks",
+        expected=latest.model_hash,
         actual=parent.model_hash,
     )
+
+
+def policy_in_force(audit: Judgement, facts: ChainFacts, genesis: GenesisRecord | None) -> FederationPolicy | None:
+    """The policy the version's round ran under: the last `PolicyChanged` for it, else genesis's."""
+    change = facts.policy_change
+    if change is None:
+        if genesis is not None and facts.genesis is not None:
+            audit.policy_source = {"event": "genesis", "blob": facts.genesis.metadata_hash, "from_round": 0}
+        return genesis.policy if genesis is not None else None
+    got = audit.get(change.policy_hash, "policy")
+    problem = f"{got.kind.value}: {got.detail}" if isinstance(got, Finding) else None
+    if not isinstance(got, Finding):
+        try:
+            policy = decode_policy(got)
+        except MetadataError as exc:
+            problem = str(exc)
+        else:
+            audit.policy = policy
+            audit.policy_source = {
+                "event": "PolicyChanged",
+                "blob": change.policy_hash,
+                "from_round": change.from_round,
+                "block": change.ref.block_number,
+            }
+            return policy
+    audit.policy = None
+    audit.find(
+        FindingKind.POLICY_UNAVAILABLE,
+        change.policy_hash,
+        "policy",
+        f"the policy pinned by PolicyChanged (from round {change.from_round}, block {change.ref.block_number}) "
+        f"cannot be read: {problem}",
+    )
+    return None
 
 
 def validated_updates(

@@ -21,6 +21,7 @@ from ledger.audit.decisions import (
     check_parent_is_latest,
     check_pinned_recipe,
     pinned_genesis,
+    policy_in_force,
     recheck_rejections,
     validated_updates,
 )
@@ -71,6 +72,7 @@ def _rederive_genesis(audit: Judgement) -> None:
         return
     seed = record.seed
     audit.policy = record.policy
+    audit.policy_source = {"event": "genesis", "blob": version.metadata_hash, "from_round": 0}
     if record.policy.rule not in RULES:
         audit.find(
             FindingKind.RULE_UNKNOWN,
@@ -118,7 +120,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
             parent_tensors = audit.tensors(parent_hash, "parent", parent_blob)
     check_parent_is_latest(audit, facts)
     genesis = pinned_genesis(audit, facts)
-    policy = genesis.policy if genesis is not None else None
+    policy = policy_in_force(audit, facts, genesis)
 
     record = audit.metadata()
     if record is None:
@@ -132,8 +134,8 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     check_against_chain(audit, record, facts)
-    if genesis is not None:
-        check_pinned_recipe(audit, record, genesis)
+    if genesis is not None and policy is not None:
+        check_pinned_recipe(audit, record, genesis, policy)
     recheck_rejections(audit, facts, parent_tensors, policy)
     audit.rule = {"name": record.rule.name, "params": dict(record.rule.params)}
     audit.updates = tuple(item.update_hash for item in record.included)

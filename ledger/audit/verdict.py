@@ -112,6 +112,7 @@ class Verdict:
     updates: tuple[str, ...]
     findings: tuple[Finding, ...]
     policy: Mapping[str, Any] | None = None  # the pinned policy the decisions were checked against
+    policy_source: Mapping[str, Any] | None = None  # where it is pinned: genesis or a PolicyChanged event
     rejections: tuple[RejectionCheck, ...] = ()
 
     @property
@@ -148,6 +149,7 @@ class Verdict:
             "rule": dict(self.rule) if self.rule is not None else None,
             "updates": list(self.updates),
             "policy": dict(self.policy) if self.policy is not None else None,
+            "policy_source": dict(self.policy_source) if self.policy_source is not None else None,
             "rejections": [check.to_json() for check in self.rejections],
             "findings": [finding.to_json() for finding in self.findings],
         }

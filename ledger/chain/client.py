@@ -8,7 +8,7 @@ before any gas is spent), signed locally with the caller's key and awaited to it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar, cast
@@ -73,6 +73,27 @@ class Counters:
     version_count: int
 
 
+@dataclass(frozen=True)
+class AttestationCounts:
+    """A version's attestations: `current_ok` is what the quorum gate counts."""
+
+    ok: int
+    current_ok: int
+    failed: int
+    unresolved: int
+
+    def opens_rounds(self, quorum: int) -> bool:
+        """Whether `openRound` may build on the version under an attestation quorum `quorum`."""
+        return quorum == 0 or (self.current_ok >= quorum and self.unresolved == 0)
+
+
+@dataclass(frozen=True)
+class Attestation:
+    attested: bool
+    ok: bool
+    resolved: bool
+
+
 def to_bytes32(value: HashLike) -> bytes:
     """Accept a hash as 32 raw bytes or as digest text (see ledger.core.hashing)."""
     if isinstance(value, (bytes, bytearray)):
@@ -105,12 +126,19 @@ class LedgerClient:
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
 
     @classmethod
-    def deploy(cls, w3: Web3, account: LocalAccount, **kwargs: Any) -> tuple[LedgerClient, TxResult]:
-        """Deploy a fresh ledger from the committed artifact; the deployer is admin and aggregator."""
+    def deploy(
+        cls, w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0, **kwargs: Any
+    ) -> tuple[LedgerClient, TxResult]:
+        """Deploy a fresh ledger from the committed artifact; the deployer is admin and aggregator.
+
+        `attestation_quorum` k > 0: a round opens only on a version with k ok attestations by current
+        auditors and no unresolved failing one (fixed for the deployment's life; 0 turns it off).
+        """
         guard_dev_key(w3, account.address, int(w3.eth.chain_id))
         artifact = load_artifact()
         factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt, tx_hash = _send(w3, account, factory.constructor(), "deploy", kwargs.get("receipt_timeout", 120.0))
+        constructor = factory.constructor(attestation_quorum)
+        receipt, tx_hash = _send(w3, account, constructor, "deploy", kwargs.get("receipt_timeout", 120.0))
         address = receipt["contractAddress"]
         if not w3.eth.get_code(address):
             raise LedgerError(f"deployment transaction {tx_hash} left no code at {address}")
@@ -126,8 +154,29 @@ class LedgerClient:
     def transfer_admin(self, new_admin: str) -> TxResult:
         return self._transact("transferAdmin", to_checksum_address(new_admin))
 
+    def accept_admin(self) -> TxResult:
+        return self._transact("acceptAdmin")
+
     def set_aggregator(self, account: str, enabled: bool) -> TxResult:
         return self._transact("setAggregator", to_checksum_address(account), enabled)
+
+    def set_auditor(self, account: str, enabled: bool) -> TxResult:
+        return self._transact("setAuditor", to_checksum_address(account), enabled)
+
+    def set_policy(self, policy_hash: HashLike) -> TxResult:
+        """From the next round on, the federation's policy is the JSON blob `policy_hash` (admin only)."""
+        return self._transact("setPolicy", to_bytes32(policy_hash))
+
+    def attest_version(
+        self, model_hash: HashLike, ok: bool, report_hash: HashLike, *, on_sent: Callable[[str], None] | None = None
+    ) -> TxResult:
+        """`on_sent(tx_hash)` runs once the transaction is sent, before its receipt is awaited."""
+        return self._transact("attestVersion", to_bytes32(model_hash), ok, to_bytes32(report_hash), on_sent=on_sent)
+
+    def resolve_attestation(self, model_hash: HashLike, auditor: str, resolution_hash: HashLike) -> TxResult:
+        return self._transact(
+            "resolveAttestation", to_bytes32(model_hash), to_checksum_address(auditor), to_bytes32(resolution_hash)
+        )
 
     def register_node(self, node: str) -> TxResult:
         return self._transact("registerNode", to_checksum_address(node))
@@ -177,6 +226,24 @@ class LedgerClient:
 
     def is_aggregator(self, account: str) -> bool:
         return bool(self._call("isAggregator", to_checksum_address(account)))
+
+    def is_auditor(self, account: str) -> bool:
+        return bool(self._call("isAuditor", to_checksum_address(account)))
+
+    def pending_admin(self) -> str | None:
+        pending = to_checksum_address(self._call("pendingAdmin"))
+        return None if int(pending, 16) == 0 else pending
+
+    def attestation_quorum(self) -> int:
+        return int(self._call("attestationQuorum"))
+
+    def attestation_counts(self, model_hash: HashLike) -> AttestationCounts:
+        ok, current_ok, failed, unresolved = self._call("attestationCounts", to_bytes32(model_hash))
+        return AttestationCounts(int(ok), int(current_ok), int(failed), int(unresolved))
+
+    def attestation_of(self, model_hash: HashLike, auditor: str) -> Attestation:
+        attested, ok, resolved = self._call("attestationOf", to_bytes32(model_hash), to_checksum_address(auditor))
+        return Attestation(bool(attested), bool(ok), bool(resolved))
 
     def genesis_hash(self) -> str | None:
         return _hash_or_none(self._call("genesisHash"))
@@ -246,11 +313,11 @@ class LedgerClient:
                 raise
             raise decode_revert(data) from exc
 
-    def _transact(self, name: str, *args: Any) -> TxResult:
+    def _transact(self, name: str, *args: Any, on_sent: Callable[[str], None] | None = None) -> TxResult:
         if self.account is None:
             raise LedgerError(f"{name} needs a signing account; this client is read-only")
         function = getattr(self.contract.functions, name)(*args)
-        receipt, tx_hash = _send(self.w3, self.account, function, name, self.receipt_timeout)
+        receipt, tx_hash = _send(self.w3, self.account, function, name, self.receipt_timeout, on_sent)
         return self._result(name, tx_hash, receipt)
 
     def _result(self, name: str, tx_hash: str, receipt: Any) -> TxResult:
@@ -268,7 +335,9 @@ class LedgerClient:
         return result
 
 
-def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: float) -> tuple[Any, str]:
+def _send(
+    w3: Web3, account: LocalAccount, function: Any, name: str, timeout: float, on_sent: Callable[[str], None] | None = None
+) -> tuple[Any, str]:
     """Estimate (surfacing reverts as typed errors), sign locally, send, await the receipt."""
     try:
         tx = function.build_transaction(
@@ -283,10 +352,13 @@ def _send(w3: Web3, account: LocalAccount, function: Any, name: str, timeout: fl
         raise decode_revert(data) from exc
     signed = account.sign_transaction(tx)
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    tx_text = tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash)
+    if on_sent is not None:
+        on_sent(tx_text)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
     if receipt["status"] != 1:
         raise _replay_failure(w3, tx, receipt, name)
-    return receipt, tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash)
+    return receipt, tx_text
 
 
 def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> LedgerError:

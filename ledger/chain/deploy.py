@@ -33,15 +33,16 @@ class Deployment:
     deployer: str
     artifact_sha256: str
     compiler_version: str
+    attestation_quorum: int = 0  # ok attestations a version needs before a round builds on it
 
 
 def deployment_path(chain_id: int) -> Path:
     return home_dir() / "deployments" / f"{chain_id}.json"
 
 
-def deploy(w3: Web3, account: LocalAccount) -> tuple[LedgerClient, Deployment, TxResult]:
-    """Deploy and write the deployment record for the chain."""
-    client, result = LedgerClient.deploy(w3, account)
+def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> tuple[LedgerClient, Deployment, TxResult]:
+    """Deploy (with the attestation quorum the federation chose) and write the chain's deployment record."""
+    client, result = LedgerClient.deploy(w3, account, attestation_quorum=attestation_quorum)
     artifact = load_artifact()
     record = Deployment(
         address=client.address,
@@ -51,6 +52,7 @@ def deploy(w3: Web3, account: LocalAccount) -> tuple[LedgerClient, Deployment, T
         deployer=account.address,
         artifact_sha256=artifact.artifact_sha256,
         compiler_version=artifact.compiler_version,
+        attestation_quorum=attestation_quorum,
     )
     path = deployment_path(client.chain_id)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,16 @@ class NotAdmin(LedgerRevert):
     """the caller is not the admin"""
 
 
+class NotPendingAdmin(LedgerRevert):
+    """the caller is not the pending admin named by transferAdmin"""
+
+
 class NotAggregator(LedgerRevert):
     """the caller does not hold the aggregator role"""
+
+
+class NotAuditor(LedgerRevert):
+    """the caller does not hold the auditor role"""
 
 
 class NotNode(LedgerRevert):
@@ -81,8 +89,24 @@ class AggregatorUnchanged(LedgerRevert):
     """the aggregator role is already in the requested state"""
 
 
+class AuditorUnchanged(LedgerRevert):
+    """the auditor role is already in the requested state"""
+
+
+class TooManyAuditors(LedgerRevert):
+    """every auditor index of this deployment is taken (MAX_AUDITORS accounts have been auditors)"""
+
+
+class QuorumTooLarge(LedgerRevert):
+    """the attestation quorum exceeds the number of possible auditors"""
+
+
 class GenesisAlreadyCommitted(LedgerRevert):
     """the genesis model was already committed"""
+
+
+class NoGenesis(LedgerRevert):
+    """the genesis model is not committed yet"""
 
 
 class RoundOutOfOrder(LedgerRevert):
@@ -99,6 +123,18 @@ class ModelNotCommitted(LedgerRevert):
 
 class ModelAlreadyCommitted(LedgerRevert):
     """the model hash is already a committed version"""
+
+
+class BaseNotAttested(LedgerRevert):
+    """the base model lacks the quorum of ok attestations, or has an unresolved failing one"""
+
+
+class AlreadyAttested(LedgerRevert):
+    """this auditor already attested this version (a verdict is final)"""
+
+
+class NoFailingAttestation(LedgerRevert):
+    """the auditor has no unresolved failing attestation on this version"""
 
 
 class DeadlineNotInFuture(LedgerRevert):
@@ -123,6 +159,18 @@ class AlreadySubmitted(LedgerRevert):
 
 class ZeroSamples(LedgerRevert):
     """an update must be trained on at least one sample"""
+
+
+class MalformedBatch(LedgerRevert):
+    """a batch of signed submissions must be one or more whole 104-byte records"""
+
+
+class InvalidSignature(LedgerRevert):
+    """an entry of a batch carries a malformed or malleable signature"""
+
+
+class SignerNotNode(LedgerRevert):
+    """an entry of a batch recovers to an account that is not a registered node"""
 
 
 class NoSubmission(LedgerRevert):

@@ -68,12 +68,12 @@ class InProcessLedger:
         return self.now()
 
 
-def start_in_process_ledger(node_count: int = DEFAULT_NODE_COUNT) -> InProcessLedger:
+def start_in_process_ledger(node_count: int = DEFAULT_NODE_COUNT, *, attestation_quorum: int = 0) -> InProcessLedger:
     """Boot a py-evm chain, deploy the committed artifact as admin, register `node_count` nodes."""
     w3 = Web3(EthereumTesterProvider())
     admin_account = deterministic_account("admin")
     w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": admin_account.address, "value": Wei(FUNDING_WEI)})
-    admin, _ = LedgerClient.deploy(w3, admin_account)
+    admin, _ = LedgerClient.deploy(w3, admin_account, attestation_quorum=attestation_quorum)
     ledger = InProcessLedger(w3=w3, admin=admin)
     for index in range(node_count):
         ledger.add_node(f"node-{index}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.chain import events
-from ledger.chain.client import LedgerClient
+from ledger.chain.client import AttestationCounts, LedgerClient
+from ledger.core.errors import LedgerError
+from ledger.core.polling import POLL_SECONDS, poll_until
 
 
 def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
@@ -85,3 +87,31 @@ def lineage(client: LedgerClient, model_hash: str, from_block: int = 0) -> list[
 def chain_now(client: LedgerClient) -> int:
     """The latest block's timestamp: what `block.timestamp` deadlines are compared with."""
     return int(client.w3.eth.get_block("latest")["timestamp"])
+
+
+class VersionRefused(LedgerError):
+    """Auditors attested a version failed (unresolved): no round may build on it."""
+
+
+def wait_for_verdicts(client: LedgerClient, model_hash: str, *, timeout: float) -> AttestationCounts:
+    """Under an attestation quorum, wait until `model_hash` may be built on or an auditor failed it.
+
+    Returns the counts at once when the deployment has no quorum. `WaitTimeout` if neither happens
+    within `timeout` seconds (too few auditors watching).
+    """
+    quorum = client.attestation_quorum()
+
+    def decided() -> AttestationCounts | None:
+        counts = client.attestation_counts(model_hash)
+        return counts if counts.opens_rounds(quorum) or counts.unresolved else None
+
+    return poll_until(decided, timeout=timeout, interval=POLL_SECONDS, what=f"{quorum} auditor(s) to attest {model_hash}")
+
+
+def buildable_versions(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:
+    """The versions a round may open on right now (every version without a quorum), genesis first."""
+    quorum = client.attestation_quorum()
+    versions = committed_models(client, from_block)
+    if quorum == 0:
+        return versions
+    return [v for v in versions if client.attestation_counts(v.model_hash).opens_rounds(quorum)]

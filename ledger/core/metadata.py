@@ -22,6 +22,7 @@ from ledger.core.safe_json import (
 )
 
 FORMAT = "fedledger-model-metadata/2"
+POLICY_FORMAT = "fedledger-policy/1"  # the blob `setPolicy(policyHash)` pins when the policy changes
 
 
 class MetadataError(ValueError):
@@ -122,7 +123,26 @@ def encode_round(
     )
 
 
+def encode_policy(policy: FederationPolicy) -> bytes:
+    """The blob an admin stores and pins with `setPolicy` to change the policy from the next round on."""
+    return canonical_json({"format": POLICY_FORMAT, "policy": policy.to_json()})
+
+
 # --------------------------------------------------------------------------- reading
+
+
+def decode_policy(blob: bytes) -> FederationPolicy:
+    """The policy in a `setPolicy` blob; `MetadataError` naming what is wrong for anything else."""
+    try:
+        document = parse_untrusted_json(blob)
+    except UntrustedJsonError as exc:
+        raise MetadataError(f"the policy is not usable JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != POLICY_FORMAT:
+        raise MetadataError(f"the blob is not a {POLICY_FORMAT} object")
+    try:
+        return FederationPolicy.from_json(document.get("policy"))
+    except PolicyError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def decode(blob: bytes) -> MetadataRecord:

@@ -280,7 +280,8 @@ def node_tallies(session: Session, addresses: Sequence[str]) -> dict[str, NodeTa
         .where(Submission.node.in_(addresses), Submission.rejected_reason.is_not(None))
         .group_by(Submission.node, Submission.rejected_reason)
     ):
-        reasons[node][int(code)] = int(n)
+        if code is not None:
+            reasons[node][int(code)] = int(n)
     return {
         node: NodeTally(int(n), int(rej), int(inc or 0), int(last), dict(sorted(reasons[node].items())))
         for node, n, rej, inc, last in rows

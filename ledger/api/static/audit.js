@@ -288,9 +288,11 @@ function renderLineage(state) {
   for (const [i, model] of models.entries()) {
     const genesis = model.parent_hash === null;
     const verify = () => verifyVersion(model.model_hash);
+    const verdicts = state.attestations.get(model.model_hash) || [];
+    const attested = verdicts.some((a) => !a.ok) ? " attested-failed" : verdicts.length ? " attested-ok" : "";
     chart.append(
       svg("g", {
-        class: `version${genesis ? " genesis" : ""}`, "data-hash": model.model_hash, "data-version": model.version,
+        class: `version${genesis ? " genesis" : ""}${attested}`, "data-hash": model.model_hash, "data-version": model.version,
         tabindex: 0, role: "button", "aria-label": `verify version ${model.version}`,
         onclick: verify, onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") verify(); },
       },

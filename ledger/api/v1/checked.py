@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from ledger.api.services import services
 from ledger.index import queries
+from ledger.chain.mirror import ChainRecord
 from ledger.index.consistency import (
-    ChainRecord,
     Difference,
     cursor_differences,
     inclusion_differences,

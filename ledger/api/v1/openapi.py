@@ -203,6 +203,37 @@ _SCHEMAS: dict[str, Any] = {
             "versions": {"type": "object", "properties": {"total": _INT}},
             "events": {"type": "object", "properties": {"total": _INT}},
             "latest_version": {"allOf": [_ref("Version")], "nullable": True},
+            "attestations": {
+                "type": "object",
+                "nullable": True,
+                "description": "from the chain: the deployment's quorum and the auditors' verdicts so far",
+                "properties": {"quorum": _INT, "total": _INT, "failed": _INT, "failed_versions": _INT},
+            },
+        },
+    },
+    "Attestation": {
+        "type": "object",
+        "description": "an auditor's verdict on a version, from the chain's VersionAttested event",
+        "properties": {
+            "model_hash": _HASH,
+            "version": _NULLABLE_INT,
+            "auditor": _ADDRESS,
+            "ok": {"type": "boolean"},
+            "report_hash": {**_HASH, "description": "SHA-256 of the auditor's JSON report (download it from /blobs/)"},
+            "block_number": _INT,
+            "tx_hash": _HASH,
+            "resolved": {"type": "boolean", "description": "the admin lifted this failing verdict from the quorum gate"},
+            "resolution_hash": _NULLABLE_HASH,
+            "report": {
+                "type": "object",
+                "nullable": True,
+                "description": "the report's verdict, when the blob store holds it",
+                "properties": {
+                    "verified": {"type": "boolean"},
+                    "summary": {"type": "string", "nullable": True},
+                    "findings": {"type": "array", "items": {"type": "object"}},
+                },
+            },
         },
     },
 }
@@ -337,6 +368,39 @@ _PATHS: dict[str, Any] = {
         ),
         params=[_path_param("address", {"type": "string"}, "node address, any case")],
         errors={"404": "never registered"},
+    ),
+    "/api/v1/attestations": _get(
+        "Every auditor's verdict on every version, in chain order, with the report's findings (read from the chain)",
+        _ok(
+            "a page of attestations",
+            {"allOf": [_page_of(_ref("Attestation")), {"type": "object", "properties": {"from_chain": {"type": "boolean"}, "block": _INT}}]},
+        ),
+        errors={"503": "no chain connection, or the chain cannot be read"},
+        checked=False,
+    ),
+    "/api/v1/models/{model_hash}/attestations": _get(
+        "One version's attestations, the quorum, and its ok / failed / unresolved counts (read from the chain)",
+        _ok(
+            "the version's attestations",
+            {
+                "type": "object",
+                "properties": {
+                    "model_hash": _HASH,
+                    "version": _INT,
+                    "attestation_quorum": _INT,
+                    "ok_count": _INT,
+                    "failed_count": _INT,
+                    "unresolved_count": _INT,
+                    "attestations": {"type": "array", "items": _ref("Attestation")},
+                    "from_chain": {"type": "boolean"},
+                    "block": _INT,
+                },
+            },
+        ),
+        params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
+        paged=False,
+        errors={"404": "not a committed version", "503": "no chain connection, or the chain cannot be read"},
+        checked=False,
     ),
     "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False, checked=False),
 }

@@ -17,6 +17,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from ledger.api.services import services
 from ledger.api.v1.common import hash_arg
+from ledger.audit.facts import facts_from_record
 from ledger.audit.rederive import read_chain_facts, rederive
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ def verify_model(model_hash: str) -> Response:
     if found.ledger is None:
         return _problem(503, "this service has no ledger configured, so there is no record to verify against")
     try:
-        facts = read_chain_facts(found.ledger, model_hash)
+        if found.mirror is not None:  # the service's copy of the chain's events, read up to the head now
+            with found.mirror.lock:
+                record = found.mirror.record()
+                facts = facts_from_record(record, model_hash, attestation_quorum=found.ledger.attestation_quorum())
+        else:
+            facts = read_chain_facts(found.ledger, model_hash)
     except Exception:  # the RPC can fail in many ways; none of them is a verdict
         log.exception("cannot read the chain's record of %s", model_hash)
         return _problem(503, "the chain could not be read; retry later", model_hash=model_hash)
