@@ -8,7 +8,6 @@ chosen L2 norm, so the pinned norm bound decides inclusion.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from eth_utils import to_checksum_address
 from support import DictStore
 
 from ledger.audit.facts import ChainFacts
+from ledger.cli.bench.synthetic import moved_update as moved  # re-exported for the tests
 from ledger.chain import events
 from ledger.core.aggregation import Update, aggregate
 from ledger.core.merkle import merkle_root
@@ -30,14 +30,6 @@ from ledger.core.serialization import deserialize_tensors, serialize_tensors
 NODES = [to_checksum_address(f"0x{0xabc0 + index:040x}") for index in range(6)]
 POLICY = FederationPolicy(rule="fedavg", max_norm=1.0)
 MAX_BYTES = 1 << 20
-
-
-def moved(base: Mapping[str, torch.Tensor], *, seed: int, norm: float) -> bytes:
-    """`base` plus a random change of exactly L2 norm `norm` (up to float32 rounding), serialized."""
-    generator = torch.Generator().manual_seed(seed)
-    change = {name: torch.randn(tensor.shape, generator=generator) for name, tensor in base.items()}
-    scale = norm / math.sqrt(sum(float((c.double() ** 2).sum()) for c in change.values()))
-    return serialize_tensors({name: base[name] + scale * change[name] for name in base})
 
 
 def _reason_name(code: int) -> str:

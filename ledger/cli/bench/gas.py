@@ -2,6 +2,8 @@
 
 Finalize is measured after real rounds in which 1, 10 and 100 nodes submitted, with the real
 Merkle root of their hashes, to show its cost does not grow with the number of updates.
+Attestations: attestVersion (the first and the second auditor on a version), and openRound on a
+ledger with a quorum of 2 against the same rounds on one without, to show what the gate costs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from ledger.cli.bench.common import add_output_arguments, emit, median
 SUBMIT_TARGET = 55_000
 FINALIZE_TARGET = 90_000
 FINALIZE_SPREAD_TARGET = 0.01
+ATTEST_TARGET = 50_000
+GATE_EXTRA_TARGET = 5_000
 INCLUDED_COUNTS = (1, 10, 100)
+GATED_ROUNDS = 5
 
 
 def _hash(label: str) -> str:
@@ -66,25 +71,71 @@ def measure_gas() -> dict[str, Any]:
     gas["abandonRound"] = admin.abandon_round(len(INCLUDED_COUNTS) + 1, 1).gas_used
 
     gas["openRound"] = int(median(open_round))
+    gas.update(_attestation_gas())
     gas["submitUpdate_first"] = int(median(submit_first))
     gas["submitUpdate_later"] = int(median(submit_later))
     gas["finalizeRound"] = finalize
     finalize_values = list(finalize.values())
     spread = (max(finalize_values) - min(finalize_values)) / min(finalize_values)
     submit_max = max(gas["submitUpdate_first"], gas["submitUpdate_later"])
+    gate_extra = gas["openRound_gated"] - gas["openRound_ungated"]
     return {
         "benchmark": "gas",
         "chain": "in-process py-evm (web3 EthereumTesterProvider)",
         "gas": gas,
         "finalize_spread": round(spread, 5),
+        "openRound_gate_extra": gate_extra,
         "targets": {
             "submitUpdate_max": SUBMIT_TARGET,
             "finalizeRound_max": FINALIZE_TARGET,
             "finalize_spread_max": FINALIZE_SPREAD_TARGET,
+            "attestVersion_max": ATTEST_TARGET,
+            "openRound_gate_extra_max": GATE_EXTRA_TARGET,
         },
         "meets_targets": submit_max <= SUBMIT_TARGET
         and max(finalize_values) <= FINALIZE_TARGET
-        and spread <= FINALIZE_SPREAD_TARGET,
+        and spread <= FINALIZE_SPREAD_TARGET
+        and max(gas["attestVersion_first"], gas["attestVersion_later"]) <= ATTEST_TARGET
+        and gate_extra <= GATE_EXTRA_TARGET,
+    }
+
+
+def _attestation_gas() -> dict[str, int]:
+    """attestVersion, and openRound with the quorum gate on (quorum 2) against the same rounds without.
+
+    Two ledgers run the same history side by side: genesis, then `GATED_ROUNDS` rounds each opened
+    on the latest version, one update each; on the gated one, two auditors attest every version
+    before the next round opens on it. The gate's cost is the median difference of openRound.
+    """
+    from ledger.chain.inprocess import start_in_process_ledger
+    from ledger.core.merkle import merkle_root
+
+    plain = start_in_process_ledger(node_count=1)
+    gated = start_in_process_ledger(node_count=1, attestation_quorum=2)
+    auditors = [gated.client(gated.new_account(f"bench-auditor-{i}")) for i in range(2)]
+    for auditor in auditors:
+        gated.admin.set_auditor(auditor.account.address, True)  # type: ignore[union-attr]
+    opened: dict[str, list[int]] = {"plain": [], "gated": []}
+    first: list[int] = []
+    later: list[int] = []
+    for name, ledger in (("plain", plain), ("gated", gated)):
+        base = _hash("genesis")
+        ledger.admin.commit_genesis(base, _hash("genesis-meta"))
+        for round_number in range(1, GATED_ROUNDS + 1):
+            if name == "gated":
+                first.append(auditors[0].attest_version(base, True, _hash(f"report-0-{round_number}")).gas_used)
+                later.append(auditors[1].attest_version(base, True, _hash(f"report-1-{round_number}")).gas_used)
+            opened[name].append(ledger.admin.open_round(round_number, base, ledger.now() + 3600, 1).gas_used)
+            update = _hash(f"update-{round_number}")
+            ledger.nodes[0].submit_update(round_number, update, 100)
+            model = _hash(f"model-{round_number}")
+            ledger.admin.finalize_round(round_number, model, merkle_root([bytes.fromhex(update)]), 1, _hash(f"meta-{round_number}"))
+            base = model
+    return {
+        "attestVersion_first": int(median(first)),
+        "attestVersion_later": int(median(later)),
+        "openRound_ungated": int(median(opened["plain"])),
+        "openRound_gated": int(median(opened["gated"])),
     }
 
 
