@@ -178,3 +178,36 @@ def test_a_watcher_killed_at_every_step_attests_each_version_exactly_once(federa
     assert admin.w3.eth.get_transaction_count(auditor) == len(versions)  # no second, reverted attempt
     for verdict in verdicts:
         assert _report(tmp_path / "auditor", verdict.report_hash)["verdict"]["verified"] is True
+
+
+def test_the_governance_commands_deploy_grant_watch_and_resolve(anvil_devnet, tmp_path, capsys) -> None:
+    from ledger.chain.deploy import load_deployment
+    from ledger.cli.main import main
+
+    chain = ["--rpc-url", anvil_devnet.rpc_url]
+    assert main(["deploy", *chain, "--dev-key", "0", "--attestation-quorum", "1"]) == 0
+    w3 = connect(anvil_devnet.rpc_url)
+    record = load_deployment(w3)
+    admin = LedgerClient(w3, record.address, dev_account(0))
+    assert (record.attestation_quorum, admin.attestation_quorum()) == (1, 1)
+    honest, failing = dev_account(AUDITORS[0]).address, dev_account(AUDITORS[1]).address
+    for auditor in (honest, failing):
+        assert main(["audit", "grant", auditor, *chain, "--dev-key", "0"]) == 0
+    store = LocalBlobStore(tmp_path / "blobs", max_bytes=MAX_BYTES)
+    genesis = Aggregator(admin, store, load_digits_split(seed=0).test, CONFIG).ensure_genesis()
+
+    watch = ["audit", "watch", "--once", *chain, "--dev-key", str(AUDITORS[0]), "--blobs-dir", str(tmp_path / "blobs")]
+    assert main([*watch, "--auditor-dir", str(tmp_path / "auditor")]) == 0
+    assert "version 0 (" in capsys.readouterr().out
+    admin.as_account(dev_account(AUDITORS[1])).attest_version(genesis, False, "ab" * 32)  # a dissent
+    assert not admin.attestation_counts(genesis).opens_rounds(1)
+
+    resolve = ["audit", "resolve", genesis, failing, "--reason", "the dissent was a misconfigured store"]
+    assert main([*resolve, *chain, "--dev-key", "0", "--blobs-dir", str(tmp_path / "blobs")]) == 0
+
+    assert admin.attestation_of(genesis, failing).resolved
+    assert admin.attestation_counts(genesis).opens_rounds(1)  # one ok, the failure resolved
+    assert main(["audit", "grant", failing, "--remove", *chain, "--dev-key", "0"]) == 0
+    assert not admin.is_auditor(failing)
+    assert main([*watch, "--dev-key", "1"]) == 1  # not an auditor: a clear error, exit 1
+    assert "is not an auditor" in capsys.readouterr().err

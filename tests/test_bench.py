@@ -48,3 +48,15 @@ def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
 
     assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
     assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
+
+
+@pytest.mark.devnet
+def test_watch_bench_times_a_watcher_on_anvil() -> None:
+    from ledger.cli.bench.watch import measure_watch
+
+    report = measure_watch(node_counts=(2,), rounds=1, poll_seconds=0.05)
+
+    [figures] = report["by_nodes"].values()
+    assert figures["updates_per_version"] == 2
+    assert 0 < figures["rederive_seconds"] <= figures["commit_to_attestation_seconds"]
+    assert figures["blocks_after_commit"] >= 1

@@ -26,9 +26,20 @@ class ContractArtifact:
     source: str
     source_sha256: str
     artifact_sha256: str
+    immutable_references: tuple[tuple[int, int], ...] = ()  # (start, length) in the runtime code
 
     def abi_items(self, kind: str) -> list[dict[str, Any]]:
         return [item for item in self.abi if item.get("type") == kind]
+
+    def is_deployed_code(self, code: bytes) -> bool:
+        """Whether `code` (read from a chain) is this artifact's runtime code, whatever its immutables."""
+        expected = bytearray(bytes.fromhex(self.deployed_bytecode.removeprefix("0x")))
+        if len(code) != len(expected):
+            return False
+        actual = bytearray(code)
+        for start, length in self.immutable_references:
+            expected[start : start + length] = actual[start : start + length]
+        return bytes(actual) == bytes(expected)
 
 
 def artifact_bytes() -> bytes:
@@ -49,4 +60,5 @@ def load_artifact() -> ContractArtifact:
         source=data["source"],
         source_sha256=data["sourceSha256"],
         artifact_sha256=hashlib.sha256(raw).hexdigest(),
+        immutable_references=tuple((int(start), int(length)) for start, length in data.get("immutableReferences", [])),
     )

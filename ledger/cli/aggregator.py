@@ -21,6 +21,7 @@ def _rule_param(text: str) -> tuple[str, Any]:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from aggregator.misbehaviour import MODES
     from ledger.core.aggregation import RULES
     from ledger.cli.wiring import add_ledger_arguments
 
@@ -39,6 +40,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test split")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
+    run.add_argument(
+        "--misbehave",
+        choices=MODES,
+        help="demo only: lie this way each round (aggregator.misbehaviour), for auditors to catch",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -69,7 +75,13 @@ def _run(args: argparse.Namespace) -> int:
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
     )
-    aggregator = Aggregator(client, store, load_digits_split(seed=args.data_seed).test, config)
+    test_split = load_digits_split(seed=args.data_seed).test
+    if args.misbehave:
+        from aggregator.misbehaviour import LyingAggregator
+
+        aggregator: Aggregator = LyingAggregator(client, store, test_split, config, mode=args.misbehave)
+    else:
+        aggregator = Aggregator(client, store, test_split, config)
     genesis = aggregator.ensure_genesis()
     print(f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}", flush=True)  # type: ignore[union-attr]
     for _ in range(args.rounds):

@@ -1,9 +1,11 @@
 """`fedledger demo`: a real federation — aggregator and N edge nodes — on a devnet or in one process.
 
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
-the blob store over HTTP, and runs the aggregator and every node as separate OS processes
-(`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
-process on the in-process chain. Either way it prints a table per round and the lineage at the end.
+the blob store over HTTP, and runs the aggregator, every node and every auditor as separate OS
+processes (`fedledger aggregator run`, `fedledger node run`, `fedledger audit watch`). With
+`--chain memory` everything runs in this process on the in-process chain. Either way it prints a
+table per round, the lineage at the end, and with `--auditors K` every auditor's verdict on every
+version (a lying aggregator's versions attested failed, naming what it did).
 
 This module and the CLI are the composition root: they import `aggregator` and `edge_node`, which
 never import each other.
@@ -43,6 +45,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
+    demo.add_argument(
+        "--auditors",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K independent auditors re-derive and attest every version; a round opens only on a version all K attested ok",
+    )
+    demo.add_argument(
+        "--lying-aggregator",
+        metavar="MODE",
+        help="the aggregator lies this way each round: model, root, count, false-reject, censor, over-norm, rule or fork",
+    )
     demo.set_defaults(handler=_run)
 
 
@@ -54,6 +68,13 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
     if args.nodes < 1 or args.rounds < 1:
         raise CommandError("--nodes and --rounds must be at least 1")
+    if args.auditors < 0:
+        raise CommandError("--auditors must be 0 or more")
+    if args.lying_aggregator is not None:
+        from aggregator.misbehaviour import MODES
+
+        if args.lying_aggregator not in MODES:
+            raise CommandError(f"--lying-aggregator takes one of {', '.join(MODES)}")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
@@ -72,7 +93,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _run_memory(args: argparse.Namespace) -> int:
     from ledger.cli.report import print_round
-    from aggregator.coordinator import Aggregator, AggregatorConfig
+    from aggregator.coordinator import AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, TrainingConfig
     from ledger.config import Settings
@@ -84,7 +105,8 @@ def _run_memory(args: argparse.Namespace) -> int:
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
     print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes", flush=True)
-    chain = start_in_process_ledger(args.nodes)
+    chain = start_in_process_ledger(args.nodes, attestation_quorum=args.auditors)
+    watchers = _in_process_watchers(chain, store, args.auditors)
     split = load_digits_split(seed=0)
     shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
     nodes = [
@@ -100,17 +122,47 @@ def _run_memory(args: argparse.Namespace) -> int:
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
     config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
-    aggregator = Aggregator(chain.admin, store, split.test, config)
+    aggregator = _aggregator(chain.admin, store, split.test, config, args.lying_aggregator)
     aggregator.ensure_genesis()
+    for watcher in watchers:
+        watcher.run_once()
     for _ in range(args.rounds):
         info = aggregator.open_round()
         for node in nodes:
             node.participate(info.round)
         print_round(aggregator.close_round(info.round))
+        for watcher in watchers:  # the auditors judge the new version before the next round opens on it
+            watcher.run_once()
     print(lineage_text(chain.admin, store))
+    if watchers:
+        print(attestations_text(chain.admin, [w.store.own for w in watchers]))
     if args.serve:
         _serve_memory(args, chain, store)
     return 0
+
+
+def _aggregator(client: Any, store: Any, test_split: Any, config: Any, lie: str | None) -> Any:
+    from aggregator.coordinator import Aggregator
+    from aggregator.misbehaviour import LyingAggregator
+
+    if lie is None:
+        return Aggregator(client, store, test_split, config)
+    return LyingAggregator(client, store, test_split, config, mode=lie)
+
+
+def _in_process_watchers(chain: Any, store: Any, count: int) -> list[Any]:
+    """`count` auditors with their own keys and folders, judging in this process (memory chain)."""
+    from ledger.audit.watch import Watcher
+    from ledger.store.local import LocalBlobStore
+    from ledger.store.mirror import MirroredStore
+
+    watchers = []
+    for index in range(count):
+        account = chain.new_account(f"demo-auditor-{index}")
+        chain.admin.set_auditor(account.address, True)
+        own = LocalBlobStore(home_dir() / "memory" / "auditors" / account.address, max_bytes=store.max_bytes)
+        watchers.append(Watcher(chain.client(account), MirroredStore(own, store), publish=store))
+    return watchers
 
 
 def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
@@ -150,17 +202,28 @@ def _run_anvil(args: argparse.Namespace) -> int:
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
 
-    if args.nodes > DEV_ACCOUNT_COUNT - 1:
-        raise CommandError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
+    if args.nodes + args.auditors > DEV_ACCOUNT_COUNT - 1:
+        raise CommandError(
+            f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes and auditors together"
+        )
     devnet = Devnet(port=args.port) if args.port else Devnet()
     status = devnet.start()
     print(f"devnet: {devnet.rpc_url}, chain id {status.chain_id}, block {status.block_number}", flush=True)
     w3 = connect(devnet.rpc_url)
-    admin, record, _ = deploy(w3, dev_account(0))
+    admin, record, _ = deploy(w3, dev_account(0), attestation_quorum=args.auditors)
     print(f"deployed FederatedLedger at {record.address} (block {record.block_number})", flush=True)
     for index in range(args.nodes):
         admin.register_node(dev_account(index + 1).address)
     print(f"registered {args.nodes} nodes (dev accounts 1..{args.nodes})", flush=True)
+    auditor_keys = [args.nodes + 1 + index for index in range(args.auditors)]
+    for key in auditor_keys:
+        admin.set_auditor(dev_account(key).address, True)
+    if auditor_keys:
+        print(
+            f"granted the auditor role to dev accounts {auditor_keys[0]}..{auditor_keys[-1]}; "
+            f"a round opens only on a version {args.auditors} auditor(s) attested ok",
+            flush=True,
+        )
 
     run_dir = home_dir() / "demo" / record.address.lower()
     logs = run_dir / "logs"
@@ -194,6 +257,13 @@ def _run_anvil(args: argparse.Namespace) -> int:
         )
         wait_for_port("127.0.0.1", args.api_port, timeout=60)
         print(f"ledger service (blob store) at {store_url}; logs in {logs}", flush=True)
+        auditor_dirs = []
+        for key in auditor_keys:
+            auditor_dirs.append(run_dir / f"auditor-{key}")
+            command = fedledger + ["audit", "watch", *chain_args, "--dev-key", str(key), "--store", store_url]
+            command += ["--auditor-dir", str(auditor_dirs[-1]), "--poll-seconds", "0.2"]
+            children.append(_spawn(command, logs / f"auditor-{key}.log", env))
+        services = len(children)
         for index in range(args.nodes):
             command = fedledger + ["node", "run", *chain_args, "--dev-key", str(index + 1), "--store", store_url]
             command += ["--node-index", str(index), "--num-nodes", str(args.nodes), "--rounds", str(args.rounds)]
@@ -205,21 +275,27 @@ def _run_anvil(args: argparse.Namespace) -> int:
             elif index in args.poison:
                 command += ["--misbehave", "poison"]
             children.append(_spawn(command, logs / f"node-{index}.log", env))
+        node_processes = children[services:]
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
         aggregator_command += ["--round-seconds", str(args.round_seconds)]
+        if args.lying_aggregator:
+            aggregator_command += ["--misbehave", args.lying_aggregator]
         aggregator = subprocess.Popen(aggregator_command, env=env)
         children.append(aggregator)
-        _watch(aggregator, children[2:-1], logs)
+        _watch(aggregator, node_processes, logs)
         if aggregator.returncode != 0:
             raise CommandError(f"the aggregator failed (exit {aggregator.returncode}); node logs in {logs}")
-        for child in children[2:-1]:
+        for child in node_processes:
             try:
                 child.wait(timeout=NODE_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 child.terminate()
         store = HttpBlobStore.from_ledger(store_url, admin, account=None, max_bytes=512 << 20)
         print(lineage_text(admin, store), flush=True)
+        if auditor_keys:
+            _wait_attested(admin, len(auditor_keys))
+            print(attestations_text(admin, [store]), flush=True)
         _wait_indexed(store_url, int(w3.eth.block_number))
         if args.serve:
             print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", flush=True)
@@ -249,6 +325,21 @@ def _migrate(database_url: str) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+def _wait_attested(client: Any, auditors: int, timeout: float = 120.0) -> None:
+    """Until every auditor has attested every committed version."""
+    from ledger.chain.rounds import committed_models
+    from ledger.core.polling import poll_until
+
+    def done() -> bool:
+        for version in committed_models(client):
+            counts = client.attestation_counts(version.model_hash)
+            if counts.ok + counts.failed < auditors:
+                return False
+        return True
+
+    poll_until(done, timeout=timeout, interval=0.2, what=f"{auditors} auditor(s) to attest every version")
 
 
 def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
@@ -286,7 +377,28 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subproces
         log.close()
 
 
-# ------------------------------------------------------------------ lineage
+# ------------------------------------------------------------------ lineage and attestations
+
+
+def attestations_text(client: Any, stores: Any) -> str:
+    """Each auditor's verdict per version, with the finding kinds of its report (from any of `stores`)."""
+    from ledger.chain import events
+    from ledger.cli.report import AttestationRow, format_attestations
+    from ledger.core.safe_json import parse_untrusted_json
+
+    versions = {e.model_hash: e.version for e in client.events(event_type=events.ModelCommitted)}
+    rows = []
+    for attested in client.events(event_type=events.VersionAttested):
+        kinds: tuple[str, ...] = ()
+        for store in stores:
+            try:
+                report = parse_untrusted_json(store.get(attested.report_hash))
+                kinds = tuple(dict.fromkeys(f["kind"] for f in report["verdict"]["findings"]))
+                break
+            except Exception:  # not in this store, or not a report: the verdict still shows
+                continue
+        rows.append(AttestationRow(versions.get(attested.model_hash, -1), attested.model_hash, attested.auditor, attested.ok, kinds))
+    return format_attestations(rows)
 
 
 def lineage_text(client: Any, store: Any) -> str:
