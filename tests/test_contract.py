@@ -101,16 +101,24 @@ def test_set_aggregator_grants_removes_and_refuses_no_op(ledger_chain):
         admin.set_aggregator(ZERO_ADDRESS, True)
 
 
-def test_transfer_admin_moves_the_role(ledger_chain):
+def test_admin_hand_over_takes_two_steps(ledger_chain):
     admin = ledger_chain.admin
-    successor = ledger_chain.new_account("successor")
-    moved = only(admin.transfer_admin(successor.address), events.AdminTransferred)
-    assert (moved.previous_admin, moved.new_admin) == (admin.account.address, successor.address)
-    assert admin.admin() == successor.address
+    successor = ledger_chain.client(ledger_chain.new_account("successor"))
+    stranger = ledger_chain.client(ledger_chain.new_account("stranger"))
+    offered = only(admin.transfer_admin(successor.account.address), events.AdminTransferStarted)
+    assert (offered.previous_admin, offered.new_admin) == (admin.account.address, successor.account.address)
+    assert admin.admin() == admin.account.address  # nothing moved yet
+    assert admin.pending_admin() == successor.account.address
+    with pytest.raises(errors.NotPendingAdmin) as refused:
+        stranger.accept_admin()
+    assert refused.value.account == stranger.account.address
+    moved = only(successor.accept_admin(), events.AdminTransferred)
+    assert (moved.previous_admin, moved.new_admin) == (admin.account.address, successor.account.address)
+    assert admin.admin() == successor.account.address and admin.pending_admin() is None
     with pytest.raises(errors.NotAdmin):
-        admin.register_node(successor.address)
+        admin.register_node(successor.account.address)
     with pytest.raises(errors.ZeroAddress):
-        ledger_chain.client(successor).transfer_admin(ZERO_ADDRESS)
+        successor.transfer_admin(ZERO_ADDRESS)
 
 
 def test_second_aggregator_can_run_rounds(ledger_chain, genesis_hash):

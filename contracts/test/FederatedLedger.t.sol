@@ -2,124 +2,8 @@
 pragma solidity 0.8.30;
 
 import {FederatedLedger} from "../FederatedLedger.sol";
+import {LedgerTestBase, signCompact, submissionDigest} from "./LedgerTestBase.sol";
 import {Vm, vm} from "./Vm.sol";
-
-/// @dev Assertions and fixtures shared by every suite: a ledger whose admin and only aggregator is the
-///      test contract, a committed genesis, and two registered nodes.
-abstract contract LedgerTestBase {
-    error AssertionFailed(string what);
-    error AssertEqUint(string what, uint256 got, uint256 want);
-    error AssertEqBytes32(string what, bytes32 got, bytes32 want);
-    error AssertEqAddress(string what, address got, address want);
-
-    uint256 internal constant START = 1_700_000_000;
-    uint64 internal constant WINDOW = 1 hours;
-    bytes32 internal constant GENESIS = keccak256("genesis model");
-    bytes32 internal constant GENESIS_META = keccak256("genesis metadata");
-    bytes32 internal constant MODEL_1 = keccak256("model 1");
-    bytes32 internal constant META_1 = keccak256("metadata 1");
-    bytes32 internal constant ROOT_1 = keccak256("included root 1");
-    bytes32 internal constant UPDATE_A = keccak256("update a");
-    bytes32 internal constant UPDATE_B = keccak256("update b");
-    address internal constant NODE_A = address(0xA11CE);
-    address internal constant NODE_B = address(0xB0B);
-    address internal constant OUTSIDER = address(0xBAD);
-
-    FederatedLedger internal ledger;
-
-    function setUp() public virtual {
-        vm.warp(START);
-        ledger = new FederatedLedger();
-        ledger.commitGenesis(GENESIS, GENESIS_META);
-        ledger.registerNode(NODE_A);
-        ledger.registerNode(NODE_B);
-    }
-
-    // ------------------------------------------------------------------ helpers
-
-    /// @dev Opens the next round on `base`, closing for submissions WINDOW seconds from now.
-    function _openNext(bytes32 base, uint32 minUpdates) internal returns (uint256 round, uint64 deadline) {
-        (uint64 lastRound,) = ledger.counters();
-        round = uint256(lastRound) + 1;
-        deadline = uint64(block.timestamp) + WINDOW;
-        ledger.openRound(round, base, deadline, minUpdates);
-    }
-
-    function _submit(address node, uint256 round, bytes32 updateHash, uint64 numSamples) internal {
-        vm.prank(node);
-        ledger.submitUpdate(round, updateHash, numSamples);
-    }
-
-    function _expectEmit() internal {
-        vm.expectEmit(true, true, true, true, address(ledger));
-    }
-
-    function _versionCount() internal view returns (uint64 versionCount) {
-        (, versionCount) = ledger.counters();
-    }
-
-    function _state(uint256 round) internal view returns (FederatedLedger.RoundState state) {
-        (,,, state) = ledger.getRound(round);
-    }
-
-    function _nonZero(bytes32 value) internal pure returns (bytes32) {
-        return value == bytes32(0) ? bytes32(uint256(1)) : value;
-    }
-
-    /// @dev forge-std's bound(), reimplemented: maps `x` into [lo, hi] without rejecting inputs.
-    function _bound(uint256 x, uint256 lo, uint256 hi) internal pure returns (uint256) {
-        return lo + x % (hi - lo + 1);
-    }
-
-    /// @dev Every aggregator-only function reverts LedgerNotAggregator(caller) for `caller`.
-    function _assertAggregatorOnly(address caller) internal {
-        bytes memory err = abi.encodeWithSelector(FederatedLedger.LedgerNotAggregator.selector, caller);
-        vm.startPrank(caller);
-        vm.expectRevert(err);
-        ledger.commitGenesis(MODEL_1, META_1);
-        vm.expectRevert(err);
-        ledger.openRound(1, GENESIS, uint64(block.timestamp) + WINDOW, 1);
-        vm.expectRevert(err);
-        ledger.rejectUpdate(1, NODE_A, 1);
-        vm.expectRevert(err);
-        ledger.finalizeRound(1, MODEL_1, ROOT_1, 1, META_1);
-        vm.expectRevert(err);
-        ledger.abandonRound(1, 1);
-        vm.stopPrank();
-    }
-
-    /// @dev Every admin-only function reverts LedgerNotAdmin(caller) for `caller`.
-    function _assertAdminOnly(address caller, address target) internal {
-        bytes memory err = abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, caller);
-        vm.startPrank(caller);
-        vm.expectRevert(err);
-        ledger.registerNode(target);
-        vm.expectRevert(err);
-        ledger.revokeNode(target);
-        vm.expectRevert(err);
-        ledger.setAggregator(target, true);
-        vm.expectRevert(err);
-        ledger.setAggregator(target, false);
-        vm.expectRevert(err);
-        ledger.transferAdmin(target);
-        vm.stopPrank();
-    }
-    function assertTrue(bool condition, string memory what) internal pure {
-        if (!condition) revert AssertionFailed(what);
-    }
-
-    function assertEq(uint256 got, uint256 want, string memory what) internal pure {
-        if (got != want) revert AssertEqUint(what, got, want);
-    }
-
-    function assertEq(bytes32 got, bytes32 want, string memory what) internal pure {
-        if (got != want) revert AssertEqBytes32(what, got, want);
-    }
-
-    function assertEq(address got, address want, string memory what) internal pure {
-        if (got != want) revert AssertEqAddress(what, got, want);
-    }
-}
 
 /// @notice Unit tests: each function's effect, its event with arguments, and each error with arguments.
 contract FederatedLedgerTest is LedgerTestBase {
@@ -127,7 +11,7 @@ contract FederatedLedgerTest is LedgerTestBase {
 
     function test_constructor_makesDeployerAdminAndAggregator() public {
         vm.recordLogs();
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         bytes32[] memory adminTopics = vm.getRecordedLogs()[0].topics;
         assertEq(adminTopics[0], FederatedLedger.AdminTransferred.selector, "first event");
         assertEq(adminTopics[1], bytes32(0), "previous admin");
@@ -140,7 +24,7 @@ contract FederatedLedgerTest is LedgerTestBase {
 
     function test_constructor_emitsAggregatorSet() public {
         vm.recordLogs();
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         Vm.Log[] memory logs = vm.getRecordedLogs();
         assertEq(logs.length, 2, "constructor events");
         assertEq(logs[1].emitter, address(fresh), "emitter");
@@ -149,16 +33,83 @@ contract FederatedLedgerTest is LedgerTestBase {
         assertTrue(abi.decode(logs[1].data, (bool)), "enabled");
     }
 
-    function test_transferAdmin_movesRoleAndEmits() public {
+    function test_constructor_setsAttestationQuorum() public {
+        assertEq(ledger.attestationQuorum(), 0, "default fixture has no gate");
+        FederatedLedger gated = new FederatedLedger(32);
+        assertEq(gated.attestationQuorum(), 32, "quorum");
+        assertEq(gated.MAX_AUDITORS(), 32, "max auditors");
+    }
+
+    function test_constructor_revertsOnQuorumAboveMaxAuditors() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerQuorumTooLarge.selector, 33, 32));
+        new FederatedLedger(33);
+    }
+
+    function test_transferAdmin_onlyNamesPendingAdminAndEmits() public {
+        _expectEmit();
+        emit FederatedLedger.AdminTransferStarted(address(this), OUTSIDER);
+        ledger.transferAdmin(OUTSIDER);
+        assertEq(ledger.admin(), address(this), "admin unchanged until accepted");
+        assertEq(ledger.pendingAdmin(), OUTSIDER, "pending admin");
+
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, OUTSIDER));
+        ledger.registerNode(address(0xC0FFEE));
+        ledger.registerNode(address(0xC0FFEE));
+    }
+
+    function test_acceptAdmin_movesRoleAndEmits() public {
+        ledger.transferAdmin(OUTSIDER);
         _expectEmit();
         emit FederatedLedger.AdminTransferred(address(this), OUTSIDER);
-        ledger.transferAdmin(OUTSIDER);
+        vm.prank(OUTSIDER);
+        ledger.acceptAdmin();
         assertEq(ledger.admin(), OUTSIDER, "admin");
+        assertEq(ledger.pendingAdmin(), address(0), "pending cleared");
+        assertTrue(ledger.isAggregator(address(this)), "roles other than admin stay");
 
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, address(this)));
         ledger.registerNode(address(0xC0FFEE));
         vm.prank(OUTSIDER);
         ledger.registerNode(address(0xC0FFEE));
+    }
+
+    function test_acceptAdmin_revertsForAnyoneButThePendingAdmin() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, address(this)));
+        ledger.acceptAdmin();
+
+        ledger.transferAdmin(OUTSIDER);
+        vm.prank(NODE_A);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, NODE_A));
+        ledger.acceptAdmin();
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, address(this)));
+        ledger.acceptAdmin();
+    }
+
+    function test_acceptAdmin_worksOnce() public {
+        ledger.transferAdmin(OUTSIDER);
+        vm.prank(OUTSIDER);
+        ledger.acceptAdmin();
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, OUTSIDER));
+        ledger.acceptAdmin();
+    }
+
+    function test_transferAdmin_replacesThePendingAdmin() public {
+        ledger.transferAdmin(OUTSIDER);
+        _expectEmit();
+        emit FederatedLedger.AdminTransferStarted(address(this), NODE_B);
+        ledger.transferAdmin(NODE_B);
+        assertEq(ledger.pendingAdmin(), NODE_B, "replaced");
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, OUTSIDER));
+        ledger.acceptAdmin();
+
+        // Naming yourself withdraws the offer.
+        ledger.transferAdmin(address(this));
+        vm.prank(NODE_B);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotPendingAdmin.selector, NODE_B));
+        ledger.acceptAdmin();
     }
 
     function test_transferAdmin_revertsOnZeroAddress() public {
@@ -253,7 +204,7 @@ contract FederatedLedgerTest is LedgerTestBase {
     // ------------------------------------------------------------------ genesis
 
     function test_commitGenesis_emitsVersionZero() public {
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         vm.expectEmit(true, true, true, true, address(fresh));
         emit FederatedLedger.ModelCommitted(0, GENESIS, bytes32(0), 0, bytes32(0), 0, GENESIS_META);
         fresh.commitGenesis(GENESIS, GENESIS_META);
@@ -275,7 +226,7 @@ contract FederatedLedgerTest is LedgerTestBase {
     }
 
     function test_commitGenesis_revertsOnZeroHash() public {
-        FederatedLedger fresh = new FederatedLedger();
+        FederatedLedger fresh = new FederatedLedger(0);
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
         fresh.commitGenesis(bytes32(0), GENESIS_META);
     }
@@ -548,6 +499,75 @@ contract FederatedLedgerTest is LedgerTestBase {
     function test_abandonRound_revertsOnRoundNeverOpened() public {
         vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, 1));
         ledger.abandonRound(1, 1);
+    }
+
+    // ------------------------------------------------------------------ policy
+
+    function test_setPolicy_emitsForTheNextRound() public {
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(1, POLICY_1);
+        ledger.setPolicy(POLICY_1);
+
+        (uint256 round,) = _openNext(GENESIS, 1);
+        ledger.finalizeRound(round, MODEL_1, ROOT_1, 1, META_1);
+        bytes32 policy2 = keccak256("policy 2");
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(2, policy2);
+        ledger.setPolicy(policy2);
+    }
+
+    function test_setPolicy_allowedAfterAnAbandonedRound() public {
+        (uint256 round, uint64 deadline) = _openNext(GENESIS, 1);
+        vm.warp(uint256(deadline) + 1);
+        ledger.abandonRound(round, 1);
+        _expectEmit();
+        emit FederatedLedger.PolicyChanged(2, POLICY_1);
+        ledger.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsWhileARoundIsOpen() public {
+        (uint256 round,) = _openNext(GENESIS, 1);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerRoundStillOpen.selector, round));
+        ledger.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsBeforeGenesis() public {
+        FederatedLedger fresh = new FederatedLedger(0);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNoGenesis.selector));
+        fresh.setPolicy(POLICY_1);
+    }
+
+    function test_setPolicy_revertsOnZeroHash() public {
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerZeroHash.selector));
+        ledger.setPolicy(bytes32(0));
+    }
+
+    function test_setPolicy_isAdminOnlyEvenForAggregators() public {
+        ledger.setAggregator(OUTSIDER, true);
+        vm.prank(OUTSIDER);
+        vm.expectRevert(abi.encodeWithSelector(FederatedLedger.LedgerNotAdmin.selector, OUTSIDER));
+        ledger.setPolicy(POLICY_1);
+    }
+
+    // ------------------------------------------------------------------ EIP-712 domain
+
+    function test_eip712Domain_describesTheSigningDomain() public view {
+        (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        ) = ledger.eip712Domain();
+        assertEq(uint8(fields), 0x0f, "name, version, chainId, verifyingContract");
+        assertEq(keccak256(bytes(name)), keccak256("FederatedLedger"), "name");
+        assertEq(keccak256(bytes(version)), keccak256("1"), "version");
+        assertEq(chainId, block.chainid, "chainId");
+        assertEq(verifyingContract, address(ledger), "verifyingContract");
+        assertEq(salt, bytes32(0), "salt");
+        assertEq(extensions.length, 0, "extensions");
     }
 
     // ------------------------------------------------------------------ access control
@@ -840,7 +860,9 @@ contract FederatedLedgerMerkleTest is LedgerTestBase {
 
 /// @notice Drives the ledger with random sequences of calls and checks each outcome, success or the exact
 ///         revert, against a plain model of the rules. Every call it makes must match the model, so the
-///         campaign runs with fail_on_revert: a mismatch anywhere fails the invariant run.
+///         campaign runs with fail_on_revert: a mismatch anywhere fails the invariant run. The ledger has an
+///         attestation quorum, three auditors that come and go, and nodes whose keys the handler holds, so
+///         their updates also arrive in relayed batches.
 contract LedgerHandler {
     error OutcomeMismatch(string call, bytes expected, bool succeeded, bytes returned);
 
@@ -850,27 +872,55 @@ contract LedgerHandler {
         uint32 minUpdates;
     }
 
+    enum Verdict {
+        None,
+        Ok,
+        Failed,
+        Resolved
+    }
+
+    /// @dev 1, so that a campaign's rounds keep building on new heads; the fuzz tests cover larger quorums.
+    uint8 public constant QUORUM = 1;
+    uint256 internal constant NODE_KEY_BASE = 0xA1;
+
     FederatedLedger public immutable ledger;
-    address[4] internal _nodes = [address(0xA1), address(0xA2), address(0xA3), address(0xA4)];
+    address[4] internal _nodes;
+    address[3] internal _auditors = [address(0xAD1), address(0xAD2), address(0xAD3)];
 
     uint256 public now_ = 1_700_000_000;
     uint64 public lastRound;
     uint64 public versionCount;
     bytes32 public head;
+    bytes32[] internal _versions;
+    mapping(bytes32 modelHash => bool) public isCommitted;
     mapping(address node => bool) public isNode;
+    mapping(address auditor => bool) public isAuditor;
     mapping(uint256 round => RoundModel) public rounds;
     mapping(uint256 round => mapping(address node => bytes32)) public submissionOf;
     mapping(uint256 round => mapping(address node => uint16)) public rejectionOf;
+    mapping(bytes32 modelHash => mapping(address auditor => Verdict)) public verdictOf;
     /// @dev How many calls succeeded, to see that a campaign reaches past the guards.
     uint256 public acceptedSubmissions;
+    uint256 public relayedSubmissions;
+    uint256 public acceptedAttestations;
     uint256 public finalizedRounds;
 
     constructor() {
         vm.warp(now_);
-        ledger = new FederatedLedger();
+        ledger = new FederatedLedger(QUORUM);
         head = keccak256("handler genesis");
         ledger.commitGenesis(head, bytes32(0));
-        versionCount = 1;
+        _commitVersion(head);
+        // Everyone starts in role, so a campaign gets far early; toggles take roles away and back.
+        for (uint256 i = 0; i < 4; ++i) {
+            _nodes[i] = vm.addr(NODE_KEY_BASE + i);
+            ledger.registerNode(_nodes[i]);
+            isNode[_nodes[i]] = true;
+        }
+        for (uint256 i = 0; i < 3; ++i) {
+            ledger.setAuditor(_auditors[i], true);
+            isAuditor[_auditors[i]] = true;
+        }
     }
 
     function nodeCount() external pure returns (uint256) {
@@ -879,6 +929,27 @@ contract LedgerHandler {
 
     function nodeAt(uint256 i) external view returns (address) {
         return _nodes[i];
+    }
+
+    function auditorCount() external pure returns (uint256) {
+        return 3;
+    }
+
+    function auditorAt(uint256 i) external view returns (address) {
+        return _auditors[i];
+    }
+
+    function versionAt(uint256 i) external view returns (bytes32) {
+        return _versions[i];
+    }
+
+    /// @dev What the quorum gate counts for `modelHash`: ok verdicts by current auditors, unresolved failures.
+    function gateCounts(bytes32 modelHash) public view returns (uint256 currentOk, uint256 unresolved) {
+        for (uint256 i = 0; i < 3; ++i) {
+            Verdict verdict = verdictOf[modelHash][_auditors[i]];
+            if (verdict == Verdict.Ok && isAuditor[_auditors[i]]) ++currentOk;
+            if (verdict == Verdict.Failed) ++unresolved;
+        }
     }
 
     // ------------------------------------------------------------------ actions
@@ -902,8 +973,13 @@ contract LedgerHandler {
         uint64 deadline = uint64(now_ + 1 + windowSeed % (3 hours));
         uint32 minUpdates = uint32(1 + minSeed % 4);
         bytes memory expected;
+        (uint256 currentOk, uint256 unresolved) = gateCounts(head);
         if (lastRound != 0 && rounds[lastRound].state == FederatedLedger.RoundState.Open) {
             expected = abi.encodeWithSelector(FederatedLedger.LedgerRoundStillOpen.selector, lastRound);
+        } else if (currentOk < QUORUM || unresolved != 0) {
+            expected = abi.encodeWithSelector(
+                FederatedLedger.LedgerBaseNotAttested.selector, head, currentOk, QUORUM, unresolved
+            );
         }
         (bool ok, bytes memory returned) =
             address(ledger).call(abi.encodeCall(FederatedLedger.openRound, (round, head, deadline, minUpdates)));
@@ -982,7 +1058,7 @@ contract LedgerHandler {
         if (ok) {
             rounds[round].state = FederatedLedger.RoundState.Finalized;
             head = model;
-            ++versionCount;
+            _commitVersion(model);
             ++finalizedRounds;
         }
     }
@@ -1001,6 +1077,156 @@ contract LedgerHandler {
             address(ledger).call(abi.encodeCall(FederatedLedger.abandonRound, (round, reasonCode)));
         _check("abandonRound", expected, ok, returned);
         if (ok) rounds[round].state = FederatedLedger.RoundState.Abandoned;
+    }
+
+    function toggleAuditor(uint8 auditorSeed) external {
+        vm.warp(now_);
+        address auditor = _auditors[auditorSeed % 3];
+        ledger.setAuditor(auditor, !isAuditor[auditor]);
+        isAuditor[auditor] = !isAuditor[auditor];
+    }
+
+    /// @dev Mostly the head, sometimes an older version, sometimes a hash never committed; mostly ok.
+    function attest(uint8 auditorSeed, uint8 versionSeed, uint8 verdictSeed) external {
+        vm.warp(now_);
+        bool verdictOk = verdictSeed % 4 != 0;
+        address auditor = _auditors[auditorSeed % 3];
+        uint256 pick = versionSeed % 8;
+        bytes32 modelHash = pick < 5
+            ? head
+            : pick < 7 ? _versions[versionSeed % _versions.length] : keccak256(abi.encode("never committed", versionSeed));
+        bytes memory expected;
+        if (!isAuditor[auditor]) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerNotAuditor.selector, auditor);
+        } else if (!isCommitted[modelHash]) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerModelNotCommitted.selector, modelHash);
+        } else if (verdictOf[modelHash][auditor] != Verdict.None) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerAlreadyAttested.selector, modelHash, auditor);
+        }
+        vm.prank(auditor);
+        (bool ok, bytes memory returned) = address(ledger).call(
+            abi.encodeCall(FederatedLedger.attestVersion, (modelHash, verdictOk, keccak256("handler report")))
+        );
+        _check("attestVersion", expected, ok, returned);
+        if (ok) {
+            verdictOf[modelHash][auditor] = verdictOk ? Verdict.Ok : Verdict.Failed;
+            ++acceptedAttestations;
+        }
+    }
+
+    function resolve(uint8 auditorSeed) external {
+        vm.warp(now_);
+        address auditor = _auditors[auditorSeed % 3];
+        bytes memory expected;
+        if (verdictOf[head][auditor] != Verdict.Failed) {
+            expected = abi.encodeWithSelector(FederatedLedger.LedgerNoFailingAttestation.selector, head, auditor);
+        }
+        (bool ok, bytes memory returned) = address(ledger).call(
+            abi.encodeCall(FederatedLedger.resolveAttestation, (head, auditor, keccak256("handler resolution")))
+        );
+        _check("resolveAttestation", expected, ok, returned);
+        if (ok) verdictOf[head][auditor] = Verdict.Resolved;
+    }
+
+    /// @dev A relayed batch of the nodes picked by `nodeMask`. `defect` 1 repeats the first record at the
+    ///      end; 2 has the last node sign for the round after; `roundBack` aims at earlier rounds like submit.
+    function submitBatch(uint8 nodeMask, uint8 roundBack, uint8 defect, bytes32 updateHash, uint64 numSamples)
+        external
+    {
+        vm.warp(now_);
+        uint256 round = lastRound > roundBack % 3 ? lastRound - roundBack % 3 : 0;
+        updateHash = updateHash == bytes32(0) ? bytes32(uint256(1)) : updateHash;
+        numSamples = numSamples == 0 ? 1 : numSamples;
+        nodeMask = nodeMask % 16 == 0 ? 1 : nodeMask % 16;
+
+        uint256[] memory picked = new uint256[](5);
+        uint256 count;
+        for (uint256 i = 0; i < 4; ++i) {
+            if ((nodeMask >> i) & 1 == 1) picked[count++] = i;
+        }
+        if (defect % 3 == 1) picked[count++] = picked[0];
+        bytes memory batch;
+        for (uint256 k = 0; k < count; ++k) {
+            uint256 signedRound = defect % 3 == 2 && k == count - 1 ? round + 1 : round;
+            bytes32 digest = submissionDigest(block.chainid, address(ledger), signedRound, updateHash, numSamples);
+            (bytes32 r, bytes32 vs) = signCompact(NODE_KEY_BASE + picked[k], digest);
+            batch = bytes.concat(batch, abi.encodePacked(updateHash, numSamples, r, vs));
+        }
+
+        (bytes memory expected, address[] memory recorded) = _expectBatch(round, batch, picked, count);
+        (bool ok, bytes memory returned) =
+            address(ledger).call(abi.encodeCall(FederatedLedger.submitUpdatesBySig, (round, batch)));
+        _check("submitUpdatesBySig", expected, ok, returned);
+        if (ok) {
+            if (keccak256(returned) != keccak256(abi.encode(recorded.length))) {
+                revert OutcomeMismatch("submitUpdatesBySig count", abi.encode(recorded.length), ok, returned);
+            }
+            for (uint256 k = 0; k < recorded.length; ++k) {
+                submissionOf[round][recorded[k]] = updateHash;
+            }
+            relayedSubmissions += recorded.length;
+        }
+    }
+
+    /// @dev The model of a batch: round checks, then each record in order (a signer recovered from the
+    ///      signature over the batch's round, so a record signed for another round names someone else).
+    function _expectBatch(uint256 round, bytes memory batch, uint256[] memory picked, uint256 count)
+        internal
+        view
+        returns (bytes memory expected, address[] memory recorded)
+    {
+        RoundModel memory r = rounds[round];
+        recorded = new address[](count);
+        uint256 recordedCount;
+        if (r.state != FederatedLedger.RoundState.Open) {
+            return (abi.encodeWithSelector(FederatedLedger.LedgerRoundNotOpen.selector, round), new address[](0));
+        }
+        if (now_ > r.deadline) {
+            return (
+                abi.encodeWithSelector(FederatedLedger.LedgerDeadlinePassed.selector, round, r.deadline),
+                new address[](0)
+            );
+        }
+        for (uint256 k = 0; k < count; ++k) {
+            address signer = _signerOf(round, batch, k);
+            address node = _nodes[picked[k]];
+            if (signer != node || !isNode[node]) {
+                return (
+                    abi.encodeWithSelector(FederatedLedger.LedgerSignerNotNode.selector, k, signer), new address[](0)
+                );
+            }
+            bool seen = submissionOf[round][node] != bytes32(0);
+            for (uint256 j = 0; j < recordedCount; ++j) {
+                if (recorded[j] == node) seen = true;
+            }
+            if (!seen) recorded[recordedCount++] = node;
+        }
+        assembly ("memory-safe") {
+            mstore(recorded, recordedCount)
+        }
+    }
+
+    function _signerOf(uint256 round, bytes memory batch, uint256 index) internal view returns (address) {
+        bytes32 updateHash;
+        uint64 numSamples;
+        bytes32 r;
+        bytes32 vs;
+        assembly ("memory-safe") {
+            let record := add(add(batch, 0x20), mul(index, 104))
+            updateHash := mload(record)
+            numSamples := shr(192, mload(add(record, 0x20)))
+            r := mload(add(record, 0x28))
+            vs := mload(add(record, 0x48))
+        }
+        bytes32 digest = submissionDigest(block.chainid, address(ledger), round, updateHash, numSamples);
+        uint256 s = uint256(vs) & ((1 << 255) - 1);
+        return ecrecover(digest, uint8(uint256(vs) >> 255) + 27, r, bytes32(s));
+    }
+
+    function _commitVersion(bytes32 modelHash) internal {
+        _versions.push(modelHash);
+        isCommitted[modelHash] = true;
+        versionCount = uint64(_versions.length);
     }
 
     function _check(string memory call, bytes memory expected, bool ok, bytes memory returned) internal pure {
@@ -1049,10 +1275,42 @@ contract FederatedLedgerInvariantTest is LedgerTestBase {
         }
     }
 
-    function invariant_nodeRolesMatchModel() public view {
+    function invariant_rolesMatchModel() public view {
         for (uint256 i = 0; i < handler.nodeCount(); ++i) {
             address node = handler.nodeAt(i);
             assertTrue(ledger.isNode(node) == handler.isNode(node), "node role");
+        }
+        for (uint256 i = 0; i < handler.auditorCount(); ++i) {
+            address auditor = handler.auditorAt(i);
+            assertTrue(ledger.isAuditor(auditor) == handler.isAuditor(auditor), "auditor role");
+        }
+    }
+
+    function invariant_attestationsMatchModel() public view {
+        uint256 versions = handler.versionCount();
+        for (uint256 v = 0; v < versions; ++v) {
+            bytes32 modelHash = handler.versionAt(v);
+            uint256 ok;
+            uint256 failed;
+            uint256 unresolved;
+            for (uint256 i = 0; i < handler.auditorCount(); ++i) {
+                address auditor = handler.auditorAt(i);
+                LedgerHandler.Verdict verdict = handler.verdictOf(modelHash, auditor);
+                (bool attested, bool attestedOk, bool resolved) = ledger.attestationOf(modelHash, auditor);
+                assertEq(attested, verdict != LedgerHandler.Verdict.None, "attested");
+                assertEq(attestedOk, verdict == LedgerHandler.Verdict.Ok, "verdict");
+                assertEq(resolved, verdict == LedgerHandler.Verdict.Resolved, "resolved");
+                if (verdict == LedgerHandler.Verdict.Ok) ++ok;
+                if (verdict == LedgerHandler.Verdict.Failed || verdict == LedgerHandler.Verdict.Resolved) ++failed;
+                if (verdict == LedgerHandler.Verdict.Failed) ++unresolved;
+            }
+            (uint256 currentOk,) = handler.gateCounts(modelHash);
+            (uint256 okCount, uint256 currentOkCount, uint256 failedCount, uint256 unresolvedCount) =
+                ledger.attestationCounts(modelHash);
+            assertEq(okCount, ok, "ok count");
+            assertEq(currentOkCount, currentOk, "current ok count");
+            assertEq(failedCount, failed, "failed count");
+            assertEq(unresolvedCount, unresolved, "unresolved count");
         }
     }
 }

@@ -23,6 +23,9 @@ interface Vm {
         external;
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory logs);
+    function addr(uint256 privateKey) external pure returns (address keyAddr);
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
+    function chainId(uint256 newChainId) external;
 }
 
 /// @dev The cheatcode address forge intercepts: address(uint160(uint256(keccak256("hevm cheat code")))).

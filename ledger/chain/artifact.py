@@ -22,24 +22,24 @@ class ContractArtifact:
     abi: list[dict[str, Any]]
     bytecode: str
     deployed_bytecode: str
+    immutable_ranges: tuple[tuple[int, int], ...]  # (start, length) in the runtime code
     compiler_version: str
     source: str
     source_sha256: str
     artifact_sha256: str
-    immutable_references: tuple[tuple[int, int], ...] = ()  # (start, length) in the runtime code
 
     def abi_items(self, kind: str) -> list[dict[str, Any]]:
         return [item for item in self.abi if item.get("type") == kind]
 
-    def is_deployed_code(self, code: bytes) -> bool:
-        """Whether `code` (read from a chain) is this artifact's runtime code, whatever its immutables."""
-        expected = bytearray(bytes.fromhex(self.deployed_bytecode.removeprefix("0x")))
+    def is_runtime_code(self, code: bytes) -> bool:
+        """Whether `code` (from `eth_getCode`) is this contract, whatever its constructor set as immutables."""
+        expected = bytearray(bytes.fromhex(self.deployed_bytecode[2:]))
         if len(code) != len(expected):
             return False
-        actual = bytearray(code)
-        for start, length in self.immutable_references:
-            expected[start : start + length] = actual[start : start + length]
-        return bytes(actual) == bytes(expected)
+        masked = bytearray(code)
+        for start, length in self.immutable_ranges:
+            masked[start : start + length] = expected[start : start + length]
+        return bytes(masked) == bytes(expected)
 
 
 def artifact_bytes() -> bytes:
@@ -56,9 +56,11 @@ def load_artifact() -> ContractArtifact:
         abi=data["abi"],
         bytecode=data["bytecode"],
         deployed_bytecode=data["deployedBytecode"],
+        immutable_ranges=tuple(
+            sorted((int(ref["start"]), int(ref["length"])) for refs in data["immutableReferences"].values() for ref in refs)
+        ),
         compiler_version=data["compiler"]["version"],
         source=data["source"],
         source_sha256=data["sourceSha256"],
         artifact_sha256=hashlib.sha256(raw).hexdigest(),
-        immutable_references=tuple((int(start), int(length)) for start, length in data.get("immutableReferences", [])),
     )

@@ -75,7 +75,7 @@ class Counters:
 
 @dataclass(frozen=True)
 class AttestationCounts:
-    """A version's attestations: `current_ok` is what the quorum gate counts."""
+    """A version's attestations: `current_ok` (ok votes of current auditors) is what the gate counts."""
 
     ok: int
     current_ok: int
@@ -129,10 +129,9 @@ class LedgerClient:
     def deploy(
         cls, w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0, **kwargs: Any
     ) -> tuple[LedgerClient, TxResult]:
-        """Deploy a fresh ledger from the committed artifact; the deployer is admin and aggregator.
+        """Deploy a fresh ledger from the packaged artifact; the deployer is admin and aggregator.
 
-        `attestation_quorum` k > 0: a round opens only on a version with k ok attestations by current
-        auditors and no unresolved failing one (fixed for the deployment's life; 0 turns it off).
+        `attestation_quorum` k > 0 makes `openRound` require k ok auditor attestations of its base.
         """
         guard_dev_key(w3, account.address, int(w3.eth.chain_id))
         artifact = load_artifact()
@@ -152,20 +151,14 @@ class LedgerClient:
     # ---------------------------------------------------------------- writes
 
     def transfer_admin(self, new_admin: str) -> TxResult:
+        """Offer the admin role to `new_admin`; it moves only when they call `accept_admin`."""
         return self._transact("transferAdmin", to_checksum_address(new_admin))
 
     def accept_admin(self) -> TxResult:
         return self._transact("acceptAdmin")
 
-    def set_aggregator(self, account: str, enabled: bool) -> TxResult:
-        return self._transact("setAggregator", to_checksum_address(account), enabled)
-
     def set_auditor(self, account: str, enabled: bool) -> TxResult:
         return self._transact("setAuditor", to_checksum_address(account), enabled)
-
-    def set_policy(self, policy_hash: HashLike) -> TxResult:
-        """From the next round on, the federation's policy is the JSON blob `policy_hash` (admin only)."""
-        return self._transact("setPolicy", to_bytes32(policy_hash))
 
     def attest_version(
         self, model_hash: HashLike, ok: bool, report_hash: HashLike, *, on_sent: Callable[[str], None] | None = None
@@ -177,6 +170,13 @@ class LedgerClient:
         return self._transact(
             "resolveAttestation", to_bytes32(model_hash), to_checksum_address(auditor), to_bytes32(resolution_hash)
         )
+
+    def set_policy(self, policy_hash: HashLike) -> TxResult:
+        """Pin a new policy blob for the rounds from the next one on (admin, no round open)."""
+        return self._transact("setPolicy", to_bytes32(policy_hash))
+
+    def set_aggregator(self, account: str, enabled: bool) -> TxResult:
+        return self._transact("setAggregator", to_checksum_address(account), enabled)
 
     def register_node(self, node: str) -> TxResult:
         return self._transact("registerNode", to_checksum_address(node))
@@ -192,6 +192,14 @@ class LedgerClient:
 
     def submit_update(self, round: int, update_hash: HashLike, num_samples: int) -> TxResult:
         return self._transact("submitUpdate", round, to_bytes32(update_hash), num_samples)
+
+    def submit_updates_by_sig(self, round: int, records: Sequence[bytes]) -> TxResult:
+        """Relay nodes' signed submissions (`sign_submission` records) in one transaction.
+
+        A node that already submitted is skipped; any other bad record reverts the whole batch,
+        naming its index (`InvalidSignature`, `SignerNotNode`).
+        """
+        return self._transact("submitUpdatesBySig", round, b"".join(records))
 
     def reject_update(self, round: int, node: str, reason_code: int) -> TxResult:
         return self._transact("rejectUpdate", round, to_checksum_address(node), int(reason_code))
@@ -239,11 +247,15 @@ class LedgerClient:
 
     def attestation_counts(self, model_hash: HashLike) -> AttestationCounts:
         ok, current_ok, failed, unresolved = self._call("attestationCounts", to_bytes32(model_hash))
-        return AttestationCounts(int(ok), int(current_ok), int(failed), int(unresolved))
+        return AttestationCounts(ok=int(ok), current_ok=int(current_ok), failed=int(failed), unresolved=int(unresolved))
 
     def attestation_of(self, model_hash: HashLike, auditor: str) -> Attestation:
         attested, ok, resolved = self._call("attestationOf", to_bytes32(model_hash), to_checksum_address(auditor))
-        return Attestation(bool(attested), bool(ok), bool(resolved))
+        return Attestation(attested=bool(attested), ok=bool(ok), resolved=bool(resolved))
+
+    def hash_submission(self, round: int, update_hash: HashLike, num_samples: int) -> bytes:
+        """The EIP-712 digest the contract expects a node to sign for this submission."""
+        return bytes(self._call("hashSubmission", round, to_bytes32(update_hash), num_samples))
 
     def genesis_hash(self) -> str | None:
         return _hash_or_none(self._call("genesisHash"))
@@ -371,3 +383,52 @@ def _replay_failure(w3: Web3, tx: dict[str, Any], receipt: Any, name: str) -> Le
         if data is not None:
             return decode_revert(data)
     return TransactionReverted(f"{name} reverted in block {receipt['blockNumber']} (tx {receipt['transactionHash'].hex()})")
+
+
+# ---------------------------------------------------------------- signed submissions (EIP-712)
+
+SUBMISSION_RECORD_BYTES = 104  # updateHash (32) ‖ numSamples (8) ‖ r (32) ‖ vs (32, EIP-2098)
+
+
+def submission_typed_data(chain_id: int, contract: str, round: int, update_hash: HashLike, num_samples: int) -> dict[str, Any]:
+    """The EIP-712 message a node signs to have its submission relayed (exactly what the contract hashes)."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "UpdateSubmission": [
+                {"name": "round", "type": "uint256"},
+                {"name": "updateHash", "type": "bytes32"},
+                {"name": "numSamples", "type": "uint64"},
+            ],
+        },
+        "primaryType": "UpdateSubmission",
+        "domain": {
+            "name": "FederatedLedger",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(contract),
+        },
+        "message": {"round": round, "updateHash": to_bytes32(update_hash), "numSamples": num_samples},
+    }
+
+
+def sign_submission(
+    account: LocalAccount, chain_id: int, contract: str, round: int, update_hash: HashLike, num_samples: int
+) -> bytes:
+    """A 104-byte record any relayer can post with `submit_updates_by_sig`; binds round, chain and contract."""
+    from eth_account.messages import encode_typed_data
+
+    typed = submission_typed_data(chain_id, contract, round, update_hash, num_samples)
+    signed = account.sign_message(encode_typed_data(full_message=typed))
+    vs = signed.s | ((signed.v - 27) << 255)
+    return (
+        to_bytes32(update_hash)
+        + num_samples.to_bytes(8, "big")
+        + signed.r.to_bytes(32, "big")
+        + vs.to_bytes(32, "big")
+    )

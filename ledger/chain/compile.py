@@ -111,13 +111,8 @@ def compile_artifact(solc_binary: Path | None = None) -> dict[str, Any]:
         "abi": contract["abi"],
         "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
         "deployedBytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
-        # Where the constructor writes immutables (the quorum, the chain id) into the runtime code:
-        # those bytes differ per deployment, so comparing deployed code with the artifact skips them.
-        "immutableReferences": sorted(
-            [ref["start"], ref["length"]]
-            for refs in contract["evm"]["deployedBytecode"].get("immutableReferences", {}).values()
-            for ref in refs
-        ),
+        # Where the constructor writes immutables (the quorum, the EIP-712 domain) into the runtime code.
+        "immutableReferences": contract["evm"]["deployedBytecode"].get("immutableReferences", {}),
     }
 
 

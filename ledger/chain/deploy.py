@@ -33,7 +33,6 @@ class Deployment:
     deployer: str
     artifact_sha256: str
     compiler_version: str
-    attestation_quorum: int = 0  # ok attestations a version needs before a round builds on it
 
 
 def deployment_path(chain_id: int) -> Path:
@@ -41,7 +40,7 @@ def deployment_path(chain_id: int) -> Path:
 
 
 def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> tuple[LedgerClient, Deployment, TxResult]:
-    """Deploy (with the attestation quorum the federation chose) and write the chain's deployment record."""
+    """Deploy and write the deployment record for the chain."""
     client, result = LedgerClient.deploy(w3, account, attestation_quorum=attestation_quorum)
     artifact = load_artifact()
     record = Deployment(
@@ -52,7 +51,6 @@ def deploy(w3: Web3, account: LocalAccount, *, attestation_quorum: int = 0) -> t
         deployer=account.address,
         artifact_sha256=artifact.artifact_sha256,
         compiler_version=artifact.compiler_version,
-        attestation_quorum=attestation_quorum,
     )
     path = deployment_path(client.chain_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +68,7 @@ def load_deployment(w3: Web3) -> Deployment:
         raise DeploymentNotFound(f"no deployment recorded for chain {chain_id} ({path}): run `fedledger deploy`")
     record = Deployment(**json.loads(path.read_text(encoding="utf-8")))
     code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
-    if not load_artifact().is_deployed_code(code):
+    if not load_artifact().is_runtime_code(code):
         state = "no code" if not code else "different code"
         raise DeploymentNotFound(
             f"chain {chain_id} has {state} at the recorded address {record.address} "

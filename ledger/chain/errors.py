@@ -57,16 +57,8 @@ class NotAdmin(LedgerRevert):
     """the caller is not the admin"""
 
 
-class NotPendingAdmin(LedgerRevert):
-    """the caller is not the pending admin named by transferAdmin"""
-
-
 class NotAggregator(LedgerRevert):
     """the caller does not hold the aggregator role"""
-
-
-class NotAuditor(LedgerRevert):
-    """the caller does not hold the auditor role"""
 
 
 class NotNode(LedgerRevert):
@@ -89,24 +81,8 @@ class AggregatorUnchanged(LedgerRevert):
     """the aggregator role is already in the requested state"""
 
 
-class AuditorUnchanged(LedgerRevert):
-    """the auditor role is already in the requested state"""
-
-
-class TooManyAuditors(LedgerRevert):
-    """every auditor index of this deployment is taken (MAX_AUDITORS accounts have been auditors)"""
-
-
-class QuorumTooLarge(LedgerRevert):
-    """the attestation quorum exceeds the number of possible auditors"""
-
-
 class GenesisAlreadyCommitted(LedgerRevert):
     """the genesis model was already committed"""
-
-
-class NoGenesis(LedgerRevert):
-    """the genesis model is not committed yet"""
 
 
 class RoundOutOfOrder(LedgerRevert):
@@ -123,18 +99,6 @@ class ModelNotCommitted(LedgerRevert):
 
 class ModelAlreadyCommitted(LedgerRevert):
     """the model hash is already a committed version"""
-
-
-class BaseNotAttested(LedgerRevert):
-    """the base model lacks the quorum of ok attestations, or has an unresolved failing one"""
-
-
-class AlreadyAttested(LedgerRevert):
-    """this auditor already attested this version (a verdict is final)"""
-
-
-class NoFailingAttestation(LedgerRevert):
-    """the auditor has no unresolved failing attestation on this version"""
 
 
 class DeadlineNotInFuture(LedgerRevert):
@@ -161,18 +125,6 @@ class ZeroSamples(LedgerRevert):
     """an update must be trained on at least one sample"""
 
 
-class MalformedBatch(LedgerRevert):
-    """a batch of signed submissions must be one or more whole 104-byte records"""
-
-
-class InvalidSignature(LedgerRevert):
-    """an entry of a batch carries a malformed or malleable signature"""
-
-
-class SignerNotNode(LedgerRevert):
-    """an entry of a batch recovers to an account that is not a registered node"""
-
-
 class NoSubmission(LedgerRevert):
     """the node has no submission in this round"""
 
@@ -191,6 +143,54 @@ class TooFewUpdates(LedgerRevert):
 
 class DeadlineNotPassed(LedgerRevert):
     """the round's deadline has not passed yet"""
+
+
+class NotPendingAdmin(LedgerRevert):
+    """the caller is not the pending admin named by transferAdmin"""
+
+
+class NotAuditor(LedgerRevert):
+    """the caller does not hold the auditor role"""
+
+
+class AuditorUnchanged(LedgerRevert):
+    """the auditor role is already in the requested state"""
+
+
+class TooManyAuditors(LedgerRevert):
+    """a deployment can grant the auditor role to at most maxAuditors distinct accounts"""
+
+
+class QuorumTooLarge(LedgerRevert):
+    """the attestation quorum cannot exceed the number of possible auditors"""
+
+
+class NoGenesis(LedgerRevert):
+    """the genesis model has not been committed yet"""
+
+
+class BaseNotAttested(LedgerRevert):
+    """the base version lacks the attestation quorum, or has a failing attestation the admin has not resolved"""
+
+
+class AlreadyAttested(LedgerRevert):
+    """this auditor already attested this version"""
+
+
+class NoFailingAttestation(LedgerRevert):
+    """this auditor has no unresolved failing attestation of this version"""
+
+
+class MalformedBatch(LedgerRevert):
+    """a batch of signed submissions must be a non-empty multiple of 104 bytes"""
+
+
+class InvalidSignature(LedgerRevert):
+    """a signed submission in the batch has a malleable or unrecoverable signature"""
+
+
+class SignerNotNode(LedgerRevert):
+    """a signed submission in the batch was not signed by a registered node (or was signed for another round, chain or contract)"""
 
 
 def _error_classes() -> dict[str, type[LedgerRevert]]:

@@ -42,54 +42,10 @@ class AdminTransferred(LedgerEvent):
 
 
 @dataclass(frozen=True)
-class AdminTransferStarted(LedgerEvent):
-    previous_admin: str
-    new_admin: str
-    event_name: ClassVar[str] = "AdminTransferStarted"
-
-
-@dataclass(frozen=True)
 class AggregatorSet(LedgerEvent):
     account: str
     enabled: bool
     event_name: ClassVar[str] = "AggregatorSet"
-
-
-@dataclass(frozen=True)
-class AuditorSet(LedgerEvent):
-    account: str
-    enabled: bool
-    event_name: ClassVar[str] = "AuditorSet"
-
-
-@dataclass(frozen=True)
-class PolicyChanged(LedgerEvent):
-    """From round `from_round` on, the federation's policy is the JSON blob whose SHA-256 is `policy_hash`."""
-
-    from_round: int
-    policy_hash: str
-    event_name: ClassVar[str] = "PolicyChanged"
-
-
-@dataclass(frozen=True)
-class VersionAttested(LedgerEvent):
-    """An auditor's verdict on a version; `report_hash` pins its JSON report (the re-derivation)."""
-
-    model_hash: str
-    auditor: str
-    ok: bool
-    report_hash: str
-    event_name: ClassVar[str] = "VersionAttested"
-
-
-@dataclass(frozen=True)
-class AttestationResolved(LedgerEvent):
-    """The admin lifted `auditor`'s failing attestation on `model_hash` from the quorum gate."""
-
-    model_hash: str
-    auditor: str
-    resolution_hash: str
-    event_name: ClassVar[str] = "AttestationResolved"
 
 
 @dataclass(frozen=True)
@@ -150,23 +106,61 @@ class RoundAbandoned(LedgerEvent):
     event_name: ClassVar[str] = "RoundAbandoned"
 
 
+@dataclass(frozen=True)
+class AdminTransferStarted(LedgerEvent):
+    previous_admin: str
+    new_admin: str
+    event_name: ClassVar[str] = "AdminTransferStarted"
+
+
+@dataclass(frozen=True)
+class AuditorSet(LedgerEvent):
+    account: str
+    enabled: bool
+    event_name: ClassVar[str] = "AuditorSet"
+
+
+@dataclass(frozen=True)
+class VersionAttested(LedgerEvent):
+    model_hash: str
+    auditor: str
+    ok: bool
+    report_hash: str
+    event_name: ClassVar[str] = "VersionAttested"
+
+
+@dataclass(frozen=True)
+class AttestationResolved(LedgerEvent):
+    model_hash: str
+    auditor: str
+    resolution_hash: str
+    event_name: ClassVar[str] = "AttestationResolved"
+
+
+@dataclass(frozen=True)
+class PolicyChanged(LedgerEvent):
+    from_round: int
+    policy_hash: str
+    event_name: ClassVar[str] = "PolicyChanged"
+
+
 EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     cls.event_name: cls
     for cls in (
-        AdminTransferStarted,
         AdminTransferred,
         AggregatorSet,
-        AuditorSet,
         NodeRegistered,
         NodeRevoked,
-        PolicyChanged,
         ModelCommitted,
-        VersionAttested,
-        AttestationResolved,
         RoundOpened,
         UpdateSubmitted,
         UpdateRejected,
         RoundAbandoned,
+        AdminTransferStarted,
+        AuditorSet,
+        VersionAttested,
+        AttestationResolved,
+        PolicyChanged,
     )
 }
 
@@ -184,10 +178,10 @@ _FIELD_NAMES = {
     "updateHash": "update_hash",
     "numSamples": "num_samples",
     "reasonCode": "reason_code",
-    "fromRound": "from_round",
-    "policyHash": "policy_hash",
     "reportHash": "report_hash",
     "resolutionHash": "resolution_hash",
+    "fromRound": "from_round",
+    "policyHash": "policy_hash",
 }
 
 _OPTIONAL_HASHES = {"parent_hash", "included_root", "metadata_hash"}

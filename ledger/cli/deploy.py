@@ -25,7 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="a round opens only on a version that K auditors attested ok, with no unresolved failure (default 0: off)",
+        help="auditors' ok attestations a version needs before a round may build on it (0: off; at most 32)",
     )
     parser.set_defaults(handler=_deploy)
 
@@ -40,15 +40,11 @@ def _deploy(args: argparse.Namespace) -> int:
     try:
         w3 = connect(Settings().with_overrides(rpc_url=args.rpc_url).rpc_url)
         account = resolve_account(keystore=args.keystore, dev_key_index=None if args.keystore else dev_key)
-        if not 0 <= args.attestation_quorum <= 32:
-            raise CommandError(f"--attestation-quorum must be between 0 and 32 (the contract's MAX_AUDITORS), got {args.attestation_quorum}")
         client, record, result = deploy(w3, account, attestation_quorum=args.attestation_quorum)
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
     print(f"deployed FederatedLedger at {record.address} on chain {record.chain_id}")
     print(f"  block {record.block_number}, tx {record.tx_hash}, gas {result.gas_used}")
-    quorum = record.attestation_quorum
-    print(f"  attestation quorum {quorum}" + (" (off)" if quorum == 0 else f": rounds open only on versions {quorum} auditor(s) attested ok"))
     print(f"  artifact sha256 {record.artifact_sha256}")
     print(f"  recorded in {deployment_path(record.chain_id)}")
     return 0

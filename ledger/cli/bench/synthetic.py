@@ -57,7 +57,9 @@ def scripted_history(
 
     Round 2 rejects one update; the round after the last is abandoned when `advance_time` can move
     past its deadline; the last node is revoked at the end; round 3's metadata blob is left out of
-    the store (the index must then derive inclusion from the chain alone).
+    the store (the index must then derive inclusion from the chain alone). At the end, one of every
+    governance event: an auditor attests the first version ok and the second not ok, the admin
+    resolves the failure, changes the policy, and offers and withdraws the admin role.
     """
     from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
     from ledger.core.policy import FederationPolicy
@@ -116,7 +118,22 @@ def scripted_history(
     if nodes:
         admin.revoke_node(nodes[-1].account.address)
         history.revoked.append(nodes[-1].account.address)
+    _governance(chain, history, label)
     return history
+
+
+def _governance(chain: Any, history: ScriptedHistory, label: str) -> None:
+    """Attestations, a resolution, a policy change and an admin offer (no round is open here)."""
+    admin = chain.admin
+    auditor = chain.client(chain.new_account(f"{label}/auditor"))
+    admin.set_auditor(auditor.account.address, True)
+    auditor.attest_version(history.versions[0], True, label_hash(f"{label}/report-0"))
+    if len(history.versions) > 1:
+        auditor.attest_version(history.versions[1], False, label_hash(f"{label}/report-1"))
+        admin.resolve_attestation(history.versions[1], auditor.account.address, label_hash(f"{label}/resolution"))
+    admin.set_policy(label_hash(f"{label}/policy-2"))
+    admin.transfer_admin(auditor.account.address)
+    admin.transfer_admin(admin.account.address)  # withdraws the offer: the admin stays
 
 
 def _put(store: Any | None, blob: bytes) -> str:
