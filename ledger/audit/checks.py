@@ -16,6 +16,7 @@ import torch
 from ledger.audit.facts import ChainFacts
 from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, Verdict
 from ledger.chain import events
+from ledger.core.aggregation import RULES
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import MetadataError, MetadataRecord, RoundRecord, decode
@@ -140,6 +141,20 @@ class Judgement:
             f"the metadata names architecture {architecture!r}, which this build cannot rebuild",
             expected=sorted(_ARCHITECTURES),
             actual=architecture,
+        )
+        return False
+
+    def known_rule(self, name: str, named_by: str) -> bool:
+        """Whether this build can run rule `name` (`named_by`: who names it, for the finding)."""
+        if name in RULES:
+            return True
+        self.find(
+            FindingKind.RULE_UNKNOWN,
+            name,
+            "rule",
+            f"{named_by} names rule {name!r}, which this build cannot run",
+            expected=sorted(RULES),
+            actual=name,
         )
         return False
 

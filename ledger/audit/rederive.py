@@ -28,7 +28,7 @@ from ledger.audit.decisions import (
 from ledger.audit.facts import ChainFacts, read_chain_facts
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
-from ledger.core.aggregation import RULES, aggregate
+from ledger.core.aggregation import aggregate
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
 from ledger.core.model import build_model, state_tensors
@@ -73,15 +73,7 @@ def _rederive_genesis(audit: Judgement) -> None:
     seed = record.seed
     audit.policy = record.policy
     audit.policy_source = {"event": "genesis", "blob": version.metadata_hash, "from_round": 0}
-    if record.policy.rule not in RULES:
-        audit.find(
-            FindingKind.RULE_UNKNOWN,
-            record.policy.rule,
-            "rule",
-            f"genesis pins rule {record.policy.rule!r}, which this build cannot run",
-            expected=sorted(RULES),
-            actual=record.policy.rule,
-        )
+    audit.known_rule(record.policy.rule, "the policy pinned at genesis")
     if not audit.known_architecture(record):
         return
     try:
@@ -146,15 +138,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     if len(updates) != len(record.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 
-    if record.rule.name not in RULES:
-        audit.find(
-            FindingKind.RULE_UNKNOWN,
-            record.rule.name,
-            "rule",
-            f"the metadata names rule {record.rule.name!r}, which this build cannot run",
-            expected=sorted(RULES),
-            actual=record.rule.name,
-        )
+    if not audit.known_rule(record.rule.name, "the metadata"):
         return
     try:
         weights = aggregate(record.rule.name, updates, **record.rule.params)

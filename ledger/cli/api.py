@@ -47,7 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
-    from ledger.chain.deploy import DeploymentNotFound, load_deployment
+    from ledger.chain.deploy import load_deployment
+    from ledger.cli.wiring import deployment_block
     from ledger.core.errors import LedgerError
     from ledger.store.local import LocalBlobStore
 
@@ -68,11 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise CommandError(f"no contract at {address} on chain {w3.eth.chain_id}: check --contract / --rpc-url")
         ledger = LedgerClient(w3, address)
         store = LocalBlobStore(settings.blobs_dir, settings.max_blob_bytes)
-        try:  # the chain's events, which index answers are checked against, start at the deployment
-            record = load_deployment(w3)
-            from_block = record.block_number if record.address == ledger.address else 0
-        except DeploymentNotFound:
-            from_block = 0
+        from_block = deployment_block(ledger)  # where the chain's events, which answers are checked against, start
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 

@@ -122,9 +122,8 @@ def _print_verdict(verdict: dict[str, Any]) -> None:
 def build_watcher(args: argparse.Namespace, on_step: Any = None) -> Any:
     """The `Watcher` the command line describes (also used by tests that kill it at a step)."""
     from ledger.audit.watch import WatchConfig, Watcher
-    from ledger.chain.deploy import DeploymentNotFound, load_deployment
     from ledger.cli.errors import CommandError
-    from ledger.cli.wiring import blob_store, ledger_client, signing_account
+    from ledger.cli.wiring import blob_store, deployment_block, ledger_client, signing_account
     from ledger.config import Settings, home_dir
     from ledger.core.errors import LedgerError
     from ledger.store.local import LocalBlobStore
@@ -139,13 +138,7 @@ def build_watcher(args: argparse.Namespace, on_step: Any = None) -> Any:
                 f"{auditor} is not an auditor of ledger {client.address}: the admin grants the role with "
                 f"`fedledger audit grant {auditor}`"
             )
-        from_block = args.from_block
-        if from_block is None:
-            try:
-                record = load_deployment(client.w3)
-                from_block = record.block_number if record.address == client.address else 0
-            except DeploymentNotFound:
-                from_block = 0
+        from_block = args.from_block if args.from_block is not None else deployment_block(client)
         source = blob_store(args, client)
         own = LocalBlobStore(args.auditor_dir or home_dir() / "auditors" / auditor, max_bytes=settings.max_blob_bytes)
         config = WatchConfig(

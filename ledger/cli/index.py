@@ -124,9 +124,8 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _indexer(args: argparse.Namespace) -> Any:
-    from ledger.chain.deploy import DeploymentNotFound, load_deployment
     from ledger.cli.errors import CommandError
-    from ledger.cli.wiring import blob_store, ledger_client
+    from ledger.cli.wiring import blob_store, deployment_block, ledger_client
     from ledger.core.errors import LedgerError
     from ledger.index.db import open_index
     from ledger.index.indexer import Indexer, IndexerConfig
@@ -138,13 +137,7 @@ def _indexer(args: argparse.Namespace) -> Any:
         client = ledger_client(args, account=None)
         if not client.w3.eth.get_code(client.address):
             raise CommandError(f"no contract at {client.address} on chain {client.chain_id}: check --contract / --rpc-url")
-        start_block = args.from_block
-        if start_block is None:
-            try:
-                record = load_deployment(client.w3)
-                start_block = record.block_number if record.address == client.address else 0
-            except DeploymentNotFound:
-                start_block = 0
+        start_block = args.from_block if args.from_block is not None else deployment_block(client)
         store = blob_store(args, client)
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc

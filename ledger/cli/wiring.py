@@ -56,3 +56,14 @@ def blob_store(args: argparse.Namespace, client: LedgerClient) -> BlobStore:
             args.store, client, account=client.account, max_bytes=settings.max_blob_bytes
         )
     return LocalBlobStore(settings.blobs_dir, max_bytes=settings.max_blob_bytes)
+
+
+def deployment_block(client: LedgerClient) -> int:
+    """The block the ledger was deployed in (its deployment record's), else 0: where reading starts."""
+    from ledger.chain.deploy import DeploymentNotFound, load_deployment
+
+    try:
+        record = load_deployment(client.w3)
+    except DeploymentNotFound:
+        return 0
+    return record.block_number if record.address == client.address else 0

@@ -133,12 +133,7 @@ def encode_policy(policy: FederationPolicy) -> bytes:
 
 def decode_policy(blob: bytes) -> FederationPolicy:
     """The policy in a `setPolicy` blob; `MetadataError` naming what is wrong for anything else."""
-    try:
-        document = parse_untrusted_json(blob)
-    except UntrustedJsonError as exc:
-        raise MetadataError(f"the policy is not usable JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != POLICY_FORMAT:
-        raise MetadataError(f"the blob is not a {POLICY_FORMAT} object")
+    document = _document(blob, POLICY_FORMAT, "policy")
     try:
         return FederationPolicy.from_json(document.get("policy"))
     except PolicyError as exc:
@@ -147,19 +142,25 @@ def decode_policy(blob: bytes) -> FederationPolicy:
 
 def decode(blob: bytes) -> MetadataRecord:
     """The record in `blob`; `MetadataError` naming what is wrong for anything else."""
-    try:
-        document = parse_untrusted_json(blob)
-    except UntrustedJsonError as exc:
-        raise MetadataError(f"the metadata is not usable JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        actual = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise MetadataError(f"the metadata is not a {FORMAT} object (format {actual!r})")
+    document = _document(blob, FORMAT, "metadata")
     kind = document.get("kind")
     if kind == "genesis":
         return _genesis(document)
     if kind == "round":
         return _round(document)
     raise MetadataError(f"'kind' must be 'genesis' or 'round', got {kind!r}")
+
+
+def _document(blob: bytes, format_name: str, what: str) -> dict[str, Any]:
+    """The JSON object in `blob` if it declares `format_name`; `MetadataError` otherwise."""
+    try:
+        document = parse_untrusted_json(blob)
+    except UntrustedJsonError as exc:
+        raise MetadataError(f"the {what} is not usable JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        actual = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise MetadataError(f"the {what} is not a {format_name} object (format {actual!r})")
+    return document
 
 
 def _genesis(document: Mapping[str, Any]) -> GenesisRecord:
