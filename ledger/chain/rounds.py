@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ledger.chain import events
 from ledger.chain.client import AttestationCounts, LedgerClient
 from ledger.core.errors import LedgerError
-from ledger.core.polling import POLL_SECONDS, poll_until
+from ledger.core.polling import POLL_SECONDS, WaitTimeout, poll_until
 
 
 def active_nodes(client: LedgerClient, from_block: int = 0) -> list[str]:
@@ -93,11 +93,15 @@ class VersionRefused(LedgerError):
     """Auditors attested a version failed (unresolved): no round may build on it."""
 
 
+class VerdictsMissing(LedgerError):
+    """Too few auditors attested a version in time for a round to build on it."""
+
+
 def wait_for_verdicts(client: LedgerClient, model_hash: str, *, timeout: float) -> AttestationCounts:
     """Under an attestation quorum, wait until `model_hash` may be built on or an auditor failed it.
 
-    Returns the counts at once when the deployment has no quorum. `WaitTimeout` if neither happens
-    within `timeout` seconds (too few auditors watching).
+    Returns the counts at once when the deployment has no quorum; `VerdictsMissing` if neither
+    happens within `timeout` seconds (too few auditors watching).
     """
     quorum = client.attestation_quorum()
 
@@ -105,7 +109,14 @@ def wait_for_verdicts(client: LedgerClient, model_hash: str, *, timeout: float) 
         counts = client.attestation_counts(model_hash)
         return counts if counts.opens_rounds(quorum) or counts.unresolved else None
 
-    return poll_until(decided, timeout=timeout, interval=POLL_SECONDS, what=f"{quorum} auditor(s) to attest {model_hash}")
+    try:
+        return poll_until(decided, timeout=timeout, interval=POLL_SECONDS, what=f"{quorum} auditor(s) to attest {model_hash}")
+    except WaitTimeout:
+        counts = client.attestation_counts(model_hash)
+        raise VerdictsMissing(
+            f"version {model_hash} has {counts.current_ok} of the {quorum} ok attestations a round needs after "
+            f"{timeout:.0f} s: are {quorum} auditors running `fedledger audit watch`?"
+        ) from None
 
 
 def buildable_versions(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:
