@@ -23,7 +23,7 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node_and_audi
     env = dict(os.environ, FEDLEDGER_HOME=str(var))
     command = [sys.executable, "-m", "ledger.cli", "demo", "--nodes", "3", "--rounds", "2", "--tamper", "1"]
     command += ["--epochs", "1", "--port", str(port), "--api-port", str(api_port)]
-    command += ["--auditors", "2", "--lying-aggregator", "root"]
+    command += ["--auditors", "1", "--lying-aggregator", "root"]  # two auditor processes: test_audit_watch
     try:
         completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -38,10 +38,10 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node_and_audi
         assert {(e.round, e.reason_code) for e in rejected} == {(1, RejectReason.HASH_MISMATCH), (2, RejectReason.HASH_MISMATCH)}
         submitted = reader.events(event_type=events.UpdateSubmitted)
         assert len(submitted) == 6 and len({e.node for e in submitted}) == 3
-        # Two auditor processes attested every version: genesis ok, both lying versions failed.
+        # The auditor process attested every version: genesis ok, both lying versions failed.
         verdicts = re.findall(r"^  v(\d) .* auditor \S+  (ok|FAILED \(not_submitted\))$", out, re.MULTILINE)
-        assert sorted(verdicts) == [("0", "ok")] * 2 + [("1", "FAILED (not_submitted)")] * 2 + [("2", "FAILED (not_submitted)")] * 2
-        assert reader.attestation_quorum() == 2
+        assert sorted(verdicts) == [("0", "ok"), ("1", "FAILED (not_submitted)"), ("2", "FAILED (not_submitted)")]
+        assert reader.attestation_quorum() == 1
     finally:
         subprocess.run([sys.executable, "-m", "ledger.cli", "devnet", "stop", "--port", str(port)], env=env, timeout=60)
 

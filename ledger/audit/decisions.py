@@ -243,6 +243,11 @@ def recheck_rejections(
             audit.find(FindingKind.REJECTION_UNFOUNDED, event.update_hash, "rejected update", detail, actual=event.reason_code)
             record(RejectionStatus.REFUTED, detail)
             continue
+        if reason not in CONTENT_REASONS and reason not in AVAILABILITY_REASONS:  # a reason newer than this audit
+            detail = f"this build does not know how to re-check reason {name}"
+            audit.find(FindingKind.REJECTION_UNVERIFIABLE, event.update_hash, "rejected update", detail, expected=name)
+            record(RejectionStatus.UNVERIFIABLE, detail)
+            continue
         got = audit.get(event.update_hash, "rejected update")
         if reason in AVAILABILITY_REASONS:
             if isinstance(got, Finding):
