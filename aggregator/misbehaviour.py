@@ -4,7 +4,7 @@
 way (`MODES`), each a way an aggregator could cheat the federation while still committing on chain:
 
 - model:        commits a model that is not its rule's output (one weight nudged)
-- root:         includes a never-submitted update (the base model's own bytes) in its Merkle root
+- root:         includes a never-submitted update (the base as a zero change) in its Merkle root
 - count:        commits an included count that does not match the root
 - false-reject: rejects a valid update, claiming it exceeds the norm bound
 - censor:       leaves a valid submission out without rejecting it
@@ -29,6 +29,7 @@ from ledger.chain.client import LedgerClient, RoundInfo, TxResult
 from ledger.chain.rounds import buildable_versions, wait_for_verdicts
 from ledger.core.aggregation import Update, Weights, aggregate
 from ledger.core.data import Shard
+from ledger.core.encoding import complete_with_base, decode_update, encode_update
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import deserialize_tensors
 from ledger.store.base import BlobStore
@@ -75,31 +76,34 @@ class LyingAggregator(Aggregator):
         return versions[-1] if versions else latest
 
     def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
+        assert info.base_model_hash is not None
+        base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
         accepted, rejected = list(intake.accepted), list(intake.rejected)
         if self.mode in ("false-reject", "censor") and len(accepted) >= 2:
             victim = accepted.pop(0)
             if self.mode == "false-reject":
                 rejected.append((victim, RejectReason.NORM_TOO_LARGE, "(a lie: it is within the bound)"))
-            intake = RoundIntake(tuple(accepted), tuple(rejected), _Merged(self._merge(accepted)))
+            intake = RoundIntake(tuple(accepted), tuple(rejected), _Merged(self._merge(accepted, base)), intake.epsilons)
         elif self.mode == "root" and accepted:
-            assert info.base_model_hash is not None and self.client.account is not None
-            stranger = events.UpdateSubmitted(
-                events.LogRef(0, "", "", 0), info.round, self.client.account.address, info.base_model_hash, 1
-            )
-            accepted.append(stranger)
-            intake = RoundIntake(tuple(accepted), intake.rejected, _Merged(self._merge(accepted)))
+            assert self.client.account is not None
+            # An update nobody submitted: the base itself, as a zero change in the pinned encoding.
+            stranger = self.store.put(encode_update(base, base, self.config.encoding))
+            accepted.append(events.UpdateSubmitted(events.LogRef(0, "", "", 0), info.round, self.client.account.address, stranger, 1))
+            intake = RoundIntake(tuple(accepted), intake.rejected, _Merged(self._merge(accepted, base)), intake.epsilons)
         elif self.mode == "model" and accepted:
             weights = intake.weights()
             first = sorted(weights)[0]
             weights[first].view(-1)[0] += 1e-3
-            intake = RoundIntake(intake.accepted, intake.rejected, _Merged(weights))
+            intake = RoundIntake(intake.accepted, intake.rejected, _Merged(weights), intake.epsilons)
         return super()._finish(info, intake, timings)
 
-    def _merge(self, submissions: list[events.UpdateSubmitted]) -> Weights:
-        updates = [
-            Update(s.update_hash, s.num_samples, deserialize_tensors(self.store.get(s.update_hash), max_bytes=self.config.max_update_bytes))
-            for s in submissions
-        ]
+    def _merge(self, submissions: list[events.UpdateSubmitted], base: Mapping[str, torch.Tensor]) -> Weights:
+        """The rule over `submissions`, each decoded in the pinned encoding as the intake does."""
+        updates = []
+        for submission in submissions:
+            blob = self.store.get(submission.update_hash)
+            decoded = decode_update(blob, base, self.config.encoding, max_bytes=self.config.max_update_bytes)
+            updates.append(Update(submission.update_hash, submission.num_samples, complete_with_base(decoded.tensors, base)))
         return aggregate(self.config.rule, updates, **self.config.rule_params)
 
 

@@ -98,21 +98,6 @@ class Judgement:
             self.find(FindingKind.BLOB_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
             return None
 
-    def fits(self, name: str, tensors: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
-        shapes = {key: tuple(value.shape) for key, value in tensors.items()}
-        expected = {key: tuple(value.shape) for key, value in base.items()}
-        if shapes == expected:
-            return True
-        self.find(
-            FindingKind.SHAPE_MISMATCH,
-            name,
-            "update",
-            "the update's tensor names or shapes differ from its base model's",
-            expected={k: list(v) for k, v in expected.items()},
-            actual={k: list(v) for k, v in shapes.items()},
-        )
-        return False
-
     def metadata(self) -> MetadataRecord | None:
         """The version's metadata record, or None after recording why not."""
         metadata_hash = self.version.metadata_hash

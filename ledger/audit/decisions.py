@@ -14,6 +14,7 @@ against the policy in force for its round, never against a default assumed later
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -37,6 +38,7 @@ CONTENT_REASONS = frozenset(
         RejectReason.DTYPE_MISMATCH,
         RejectReason.NON_FINITE,
         RejectReason.NORM_TOO_LARGE,
+        RejectReason.ENCODING_MISMATCH,
     }
 )
 # Reasons that say what the aggregator's fetch returned at that moment. Bytes found later cannot
@@ -44,6 +46,16 @@ CONTENT_REASONS = frozenset(
 # copy while another holds the original), and failing to find them cannot confirm them either:
 # an auditor only reports whether its own fetch agrees.
 AVAILABILITY_REASONS = frozenset({RejectReason.HASH_MISMATCH, RejectReason.MISSING_BLOB})
+# Reasons about a node's privacy claim and budget: `ledger.audit.privacy` re-checks them with the
+# accountant over the node's earlier claims.
+PRIVACY_REASONS = frozenset({RejectReason.PRIVACY_CLAIM_INVALID, RejectReason.PRIVACY_BUDGET_EXHAUSTED})
+# Validation outcomes that break the pinned limits (rather than not being an update at all).
+_LIMIT_REASONS = frozenset({RejectReason.NON_FINITE, RejectReason.NORM_TOO_LARGE, RejectReason.TOO_LARGE})
+_DECODE_FINDINGS = {
+    RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
+    RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
+    RejectReason.SHAPE_MISMATCH: FindingKind.SHAPE_MISMATCH,
+}
 
 
 def pinned_genesis(audit: Judgement, facts: ChainFacts) -> GenesisRecord | None:
@@ -176,41 +188,43 @@ def validated_updates(
     facts: ChainFacts,
     parent: Mapping[str, torch.Tensor] | None,
     policy: FederationPolicy | None,
-) -> list[Update]:
-    """The included updates as the rule takes them, each re-validated under the pinned policy.
+) -> tuple[list[Update], dict[str, Mapping[str, Any] | None]]:
+    """The included updates as the rule takes them, each decoded in the pinned encoding and
+    re-validated under the pinned policy; and the privacy claim each carries, by update hash.
 
     Weights come from the re-hashed blobs, sample counts from the chain (the nodes' signed word).
-    Without a parent or a policy the bytes are still parsed (and shapes compared) so the rule can
-    be re-run, but nothing is validated: those gaps are findings already.
+    Without a parent or a policy nothing can be decoded (that gap is a finding already): the blobs
+    are still fetched, so a missing one is named too.
     """
     samples = chain_samples(facts)
     updates: list[Update] = []
+    claims: dict[str, Mapping[str, Any] | None] = {}
     for item in record.included:
         blob = audit.fetch(item.update_hash, "update")
-        if blob is None:
+        if blob is None or parent is None or policy is None:
             continue
-        weight = samples.get((item.node.lower(), item.update_hash), item.num_samples)
-        if parent is None or policy is None:
-            tensors = audit.tensors(item.update_hash, "update", blob)
-            if tensors is None or (parent is not None and not audit.fits(item.update_hash, tensors, parent)):
-                continue
-            updates.append(Update(item.update_hash, weight, tensors))
-            continue
-        outcome = validate_blob(blob, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm)
+        outcome = validate_blob(
+            blob, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm, encoding=policy.encoding
+        )
         if isinstance(outcome, Accepted):
+            weight = samples.get((item.node.lower(), item.update_hash), item.num_samples)
             updates.append(Update(item.update_hash, weight, outcome.tensors))
+            claims[item.update_hash] = outcome.privacy
             continue
         reason = outcome.reason
+        # Over the pinned limits: the inclusion was invalid. Not an update of this model in this
+        # encoding at all: the kind of finding a malformed blob always was.
+        kind = FindingKind.INCLUDED_INVALID if reason in _LIMIT_REASONS else _DECODE_FINDINGS.get(reason, FindingKind.BLOB_MALFORMED)
         audit.find(
-            FindingKind.INCLUDED_INVALID,
+            kind,
             item.update_hash,
             "update",
-            f"the update of {item.node} is included, but the pinned validation rejects it: "
-            f"{reason.name.lower()} ({outcome.detail})",
+            f"the update of {item.node} is included, but the pinned validation (encoding {policy.encoding!r}) "
+            f"rejects it: {reason.name.lower()} ({outcome.detail})",
             expected="accepted",
             actual=reason.name.lower(),
         )
-    return updates
+    return updates, claims
 
 
 def recheck_rejections(
@@ -243,6 +257,8 @@ def recheck_rejections(
             audit.find(FindingKind.REJECTION_UNFOUNDED, event.update_hash, "rejected update", detail, actual=event.reason_code)
             record(RejectionStatus.REFUTED, detail)
             continue
+        if reason in PRIVACY_REASONS:
+            continue  # re-checked with the accountant by `ledger.audit.privacy`
         if reason not in CONTENT_REASONS and reason not in AVAILABILITY_REASONS:  # a reason newer than this audit
             detail = f"this build does not know how to re-check reason {name}"
             audit.find(FindingKind.REJECTION_UNVERIFIABLE, event.update_hash, "rejected update", detail, expected=name)
@@ -270,7 +286,9 @@ def recheck_rejections(
         if parent is None or policy is None:
             record(RejectionStatus.UNVERIFIABLE, "no parent model or no pinned policy to validate against (see findings)")
             continue
-        outcome = validate_blob(got, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm)
+        outcome = validate_blob(
+            got, parent, max_bytes=policy.max_update_bytes, max_norm=policy.max_norm, encoding=policy.encoding
+        )
         if not isinstance(outcome, Accepted) and outcome.reason is reason:
             record(RejectionStatus.CONFIRMED, outcome.detail)
             continue

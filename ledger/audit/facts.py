@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror, ChainRecord
+from ledger.chain.rounds import committed_models
+from ledger.core.hashing import sha256_hex
+from ledger.core.metadata import GenesisRecord, MetadataError, decode
+from ledger.store.base import BlobStore
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class ChainFacts:
     committed: Mapping[str, events.ModelCommitted]  # every version, by model hash
     submissions: tuple[events.UpdateSubmitted, ...] = ()  # of the version's round
     rejections: tuple[events.UpdateRejected, ...] = ()
+    earlier_submissions: tuple[events.UpdateSubmitted, ...] = ()  # of every earlier round (what nodes spent)
     opened: events.RoundOpened | None = None  # the version's round's opening
     # Up to the version's commit: policy changes, and what decided which versions rounds could open on.
     governance: tuple[events.LedgerEvent, ...] = ()
@@ -45,6 +50,7 @@ def facts_from_record(record: ChainRecord, model_hash: str, *, attestation_quoru
 
     Governance events (policy changes, attestations, auditors) count up to the version's commit:
     what could have decided how its round was run.
+    Every earlier round's submissions come too: what each node spent, for the privacy re-checks.
     """
     version = record.versions.get(model_hash)
     if version is None:
@@ -57,6 +63,13 @@ def facts_from_record(record: ChainRecord, model_hash: str, *, attestation_quoru
         committed=dict(record.versions),
         submissions=tuple(record.submissions.get(version.round, {}).values()),
         rejections=tuple(record.rejections.get(version.round, {}).values()),
+        earlier_submissions=tuple(
+            e
+            for number in sorted(record.submissions)
+            if number < version.round
+            for e in record.submissions[number].values()
+            if e.ref.block_number <= before
+        ),
         opened=record.opened.get(version.round),
         governance=tuple(e for e in record.governance if e.ref.block_number <= before),
         attestation_quorum=attestation_quorum,
@@ -91,3 +104,19 @@ def could_open_on(facts: ChainFacts, model_hash: str, block: int) -> bool:
         elif isinstance(event, events.AttestationResolved) and event.model_hash == model_hash:
             failing.discard(event.auditor)
     return len(ok & auditors) >= quorum and not failing
+
+
+def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0) -> GenesisRecord:
+    """The genesis record the chain pins (architecture, seed, the federation's policy), read through
+    `store` and re-hashed; `LookupError` if there is no genesis yet, `MetadataError` if unreadable."""
+    versions = committed_models(client, from_block)
+    if not versions or versions[0].metadata_hash is None:
+        raise LookupError("no genesis with a metadata blob is committed on this ledger yet")
+    metadata_hash = versions[0].metadata_hash
+    blob = store.get(metadata_hash)
+    if sha256_hex(blob) != metadata_hash:  # never trust a store
+        raise MetadataError(f"the store served genesis metadata whose bytes do not hash to {metadata_hash}")
+    record = decode(blob)
+    if not isinstance(record, GenesisRecord):
+        raise MetadataError(f"the genesis metadata {metadata_hash} is a {record.kind} record")
+    return record

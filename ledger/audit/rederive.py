@@ -4,10 +4,12 @@ For a round version: re-fetch (and re-hash) the model, its parent, the metadata 
 update the metadata names; check the named updates against the chain (Merkle root, count, each
 one submitted in that round by that node with that sample count, none rejected, and no submission
 left neither included nor rejected); check the aggregator's decisions against the policy pinned at
-genesis (`ledger.audit.decisions`: rule and parameters, each inclusion re-validated, each
-rejection's reason re-checked, the parent the latest version); re-run the recorded rule with its
-parameters; serialize canonically and compare the SHA-256 with the chain's model hash. For
-genesis: rebuild the model from the recorded architecture and seed and compare.
+genesis or by `PolicyChanged` (`ledger.audit.decisions`: rule and parameters, each inclusion
+decoded in the pinned encoding and re-validated, each rejection's reason re-checked, the parent the
+latest version it could build on); re-check every privacy claim, recorded ε and privacy rejection
+(`ledger.audit.privacy`); re-run the recorded rule with its parameters; serialize canonically and
+compare the SHA-256 with the chain's model hash. For genesis: rebuild the model from the recorded
+architecture and seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -26,6 +28,7 @@ from ledger.audit.decisions import (
     validated_updates,
 )
 from ledger.audit.facts import ChainFacts, read_chain_facts
+from ledger.audit.privacy import check_privacy
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import aggregate
@@ -134,7 +137,9 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     if not audit.known_architecture(record):
         return
 
-    updates = validated_updates(audit, record, facts, parent_tensors, policy)
+    updates, claims = validated_updates(audit, record, facts, parent_tensors, policy)
+    if policy is not None:
+        check_privacy(audit, record, facts, policy, claims)
     if len(updates) != len(record.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 

@@ -42,6 +42,10 @@ class FindingKind(str, Enum):
     REJECTION_UNFOUNDED = "rejection_unfounded"  # re-validating the rejected bytes does not give the reason
     REJECTION_UNVERIFIABLE = "rejection_unverifiable"  # a content reason whose bytes nobody can re-check
     FORKED_LINEAGE = "forked_lineage"  # the round built on an older version than the latest
+    ENCODING_MISMATCH = "encoding_mismatch"  # an included update is not in the encoding genesis pins, or a
+    # rejection for that reason is not borne out by the blob
+    PRIVACY_MISMATCH = "privacy_mismatch"  # a privacy claim, a recorded ε or a privacy rejection the
+    # accountant does not reproduce from the nodes' claims
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Finding:
 
     kind: FindingKind
     subject: str
-    role: str  # model, parent, metadata, update, rule, architecture
+    role: str  # model, parent, metadata, genesis metadata, update, rule, architecture
     detail: str
     expected: Any = None
     actual: Any = None

@@ -23,6 +23,7 @@ def _rule_param(text: str) -> tuple[str, Any]:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from aggregator.misbehaviour import MODES
     from ledger.core.aggregation import RULES
+    from ledger.cli.policy_options import add_policy_arguments
     from ledger.cli.wiring import add_ledger_arguments
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
@@ -45,6 +46,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         choices=MODES,
         help="demo only: lie this way each round (aggregator.misbehaviour), for auditors to catch",
     )
+    add_policy_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -54,9 +56,11 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.cli.wiring import blob_store, ledger_client, signing_account
 
+    from ledger.cli.policy_options import privacy_policy
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
 
+    privacy = privacy_policy(args)
     try:
         client = ledger_client(args, account=signing_account(args))
         store = blob_store(args, client)
@@ -74,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         max_norm=args.max_norm,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
+        encoding=args.encoding,
+        privacy=privacy,
     )
     test_split = load_digits_split(seed=args.data_seed).test
     if args.misbehave:
@@ -82,8 +88,16 @@ def _run(args: argparse.Namespace) -> int:
         aggregator: Aggregator = LyingAggregator(client, store, test_split, config, mode=args.misbehave)
     else:
         aggregator = Aggregator(client, store, test_split, config)
-    genesis = aggregator.ensure_genesis()
-    print(f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}", flush=True)  # type: ignore[union-attr]
+    try:
+        genesis = aggregator.ensure_genesis()
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from exc
+    dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
+    print(
+        f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}, "  # type: ignore[union-attr]
+        f"encoding {args.encoding}, {dp}",
+        flush=True,
+    )
     for _ in range(args.rounds):
         try:
             result = aggregator.run_round()

@@ -28,6 +28,8 @@ NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ledger.cli.policy_options import add_policy_arguments
+
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
@@ -57,12 +59,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODE",
         help="the aggregator lies this way each round: model, root, count, false-reject, censor, over-norm, rule or fork",
     )
+    add_policy_arguments(demo)
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import privacy_policy
 
+    args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise CommandError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
@@ -95,7 +100,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     from ledger.cli.report import print_round
     from aggregator.coordinator import AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, TrainingConfig
+    from edge_node.node import EdgeNode, Outcome, TrainingConfig
     from ledger.config import Settings
     from ledger.core.data import load_digits_split, split_shards
     from ledger.store.local import LocalBlobStore
@@ -121,15 +126,25 @@ def _run_memory(args: argparse.Namespace) -> int:
         )
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
-    config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
+    config = AggregatorConfig(
+        rule=args.rule,
+        min_updates=args.min_updates,
+        round_seconds=args.round_seconds,
+        encoding=args.encoding,
+        privacy=args.privacy,
+    )
     aggregator = _aggregator(chain.admin, store, split.test, config, args.lying_aggregator)
     aggregator.ensure_genesis()
     for watcher in watchers:
         watcher.run_once()
     for _ in range(args.rounds):
         info = aggregator.open_round()
-        for node in nodes:
-            node.participate(info.round)
+        outcomes = {node.participate(info.round).outcome for node in nodes}
+        if outcomes == {Outcome.BUDGET_EXHAUSTED}:
+            chain.advance_time(args.round_seconds + 1)  # nobody will submit: let the round be abandoned
+            print_round(aggregator.close_round(info.round))
+            print(f"every node has spent its ε budget ({args.privacy.epsilon_budget}): stopping", flush=True)
+            break
         print_round(aggregator.close_round(info.round))
         for watcher in watchers:  # the auditors judge the new version before the next round opens on it
             watcher.run_once()
@@ -201,6 +216,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import policy_argv
 
     if args.nodes + args.auditors > DEV_ACCOUNT_COUNT - 1:
         raise CommandError(
@@ -278,7 +294,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
         node_processes = children[services:]
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
-        aggregator_command += ["--round-seconds", str(args.round_seconds)]
+        aggregator_command += ["--round-seconds", str(args.round_seconds), *policy_argv(args)]
         if args.lying_aggregator:
             aggregator_command += ["--misbehave", args.lying_aggregator]
         aggregator = subprocess.Popen(aggregator_command, env=env)
