@@ -56,7 +56,12 @@ def test_an_honest_round_with_a_confirmed_rejection_verifies(ledger: CraftedLedg
     verdict = _judge(ledger, model)
 
     assert verdict.ok, verdict.to_json()
-    assert verdict.policy == {"rule": {"name": "fedavg", "params": {}}, "limits": {"max_update_bytes": 64 << 20, "max_norm": 1.0}}
+    assert verdict.policy == {
+        "rule": {"name": "fedavg", "params": {}},
+        "limits": {"max_update_bytes": 64 << 20, "max_norm": 1.0},
+        "encoding": "f32",
+        "privacy": None,
+    }
     [check] = verdict.rejections
     assert (check.node, check.reason, check.status) == (NODES[2], "norm_too_large", RejectionStatus.CONFIRMED)
     assert "bound is 1" in check.detail
@@ -211,7 +216,7 @@ def test_the_policy_must_be_readable(ledger: CraftedLedger) -> None:
     verdict = rederive(ledger.facts(model), store, max_bytes=MAX_BYTES)
 
     assert _kinds(verdict) == [FindingKind.POLICY_UNAVAILABLE]
-    assert verdict.rederived_hash == model  # the rule still re-runs; only the decisions go unchecked
+    assert verdict.rederived_hash is None  # without the pinned encoding nothing decodes: nothing is re-run
 
 
 def test_a_round_built_on_an_older_version_forks_the_lineage(ledger: CraftedLedger) -> None:

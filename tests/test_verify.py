@@ -94,6 +94,8 @@ def test_verdict_json_shape(history: History) -> None:
     assert body["policy"] == {
         "rule": {"name": "fedavg", "params": {}},
         "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0},
+        "encoding": "f32",
+        "privacy": None,
     }
     assert body["parent_hash"] == history.honest[0]
 
@@ -301,7 +303,7 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
     verdict = rederive(facts, store, max_bytes=MAX_BYTES)
 
     # The pinned validation refuses it, with the reason the aggregator would have recorded.
-    malformed = [f for f in verdict.findings if f.kind is FindingKind.INCLUDED_INVALID]
+    malformed = [f for f in verdict.findings if f.kind is FindingKind.BLOB_MALFORMED]
     assert [(f.subject, f.role, f.actual) for f in malformed] == [(garbage_hash, "update", "malformed")]
     assert {FindingKind.ROOT_MISMATCH, FindingKind.NOT_SUBMITTED} <= _kinds(verdict)
 
@@ -335,7 +337,7 @@ def test_an_included_blob_whose_header_nests_too_deep_is_a_finding_not_a_crash(h
 
     verdict = rederive(facts, store, max_bytes=MAX_BYTES)
 
-    assert (FindingKind.INCLUDED_INVALID, hostile_hash) in {(f.kind, f.subject) for f in verdict.findings}
+    assert (FindingKind.BLOB_MALFORMED, hostile_hash) in {(f.kind, f.subject) for f in verdict.findings}
 
 
 def test_a_parent_that_is_not_a_committed_version(history: History) -> None:
