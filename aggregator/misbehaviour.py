@@ -28,10 +28,10 @@ from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, TxResult
 from ledger.chain.rounds import buildable_versions, wait_for_verdicts
 from ledger.core.aggregation import Update, Weights, aggregate
-from ledger.core.data import Shard
 from ledger.core.encoding import complete_with_base, decode_update, encode_update
 from ledger.core.reasons import RejectReason
-from ledger.core.serialization import deserialize_tensors
+from ledger.core.manifest import trainable_part
+from ledger.core.task import Examples
 from ledger.store.base import BlobStore
 
 from aggregator.coordinator import ATTESTATION_TIMEOUT, Aggregator, AggregatorConfig, RoundResult
@@ -44,7 +44,7 @@ class LyingAggregator(Aggregator):
     """An aggregator that commits on chain like an honest one, but lies as `mode` says."""
 
     def __init__(
-        self, client: LedgerClient, store: BlobStore, test_split: Shard, config: AggregatorConfig, *, mode: str
+        self, client: LedgerClient, store: BlobStore, test_split: Examples, config: AggregatorConfig, *, mode: str
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown lie {mode!r}; one of {', '.join(MODES)}")
@@ -75,30 +75,32 @@ class LyingAggregator(Aggregator):
             return versions[-2]
         return versions[-1] if versions else latest
 
-    def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
-        assert info.base_model_hash is not None
-        base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
+    def _finish(
+        self, info: RoundInfo, intake: RoundIntake, base: Mapping[str, torch.Tensor], timings: dict[str, float]
+    ) -> RoundResult:
+        trainable = trainable_part(base, self.spec)  # what updates carry, and the merge is over
         accepted, rejected = list(intake.accepted), list(intake.rejected)
         if self.mode in ("false-reject", "censor") and len(accepted) >= 2:
             victim = accepted.pop(0)
             if self.mode == "false-reject":
                 rejected.append((victim, RejectReason.NORM_TOO_LARGE, "(a lie: it is within the bound)"))
-            intake = RoundIntake(tuple(accepted), tuple(rejected), _Merged(self._merge(accepted, base)), intake.epsilons)
+            intake = RoundIntake(tuple(accepted), tuple(rejected), _Merged(self._merge(accepted, trainable)), intake.epsilons)
         elif self.mode == "root" and accepted:
             assert self.client.account is not None
             # An update nobody submitted: the base itself, as a zero change in the pinned encoding.
-            stranger = self.store.put(encode_update(base, base, self.config.encoding))
+            stranger = self.store.put(encode_update(trainable, trainable, self.config.encoding))
             accepted.append(events.UpdateSubmitted(events.LogRef(0, "", "", 0), info.round, self.client.account.address, stranger, 1))
-            intake = RoundIntake(tuple(accepted), intake.rejected, _Merged(self._merge(accepted, base)), intake.epsilons)
+            intake = RoundIntake(tuple(accepted), intake.rejected, _Merged(self._merge(accepted, trainable)), intake.epsilons)
         elif self.mode == "model" and accepted:
             weights = intake.weights()
             first = sorted(weights)[0]
             weights[first].view(-1)[0] += 1e-3
             intake = RoundIntake(intake.accepted, intake.rejected, _Merged(weights), intake.epsilons)
-        return super()._finish(info, intake, timings)
+        return super()._finish(info, intake, base, timings)
 
     def _merge(self, submissions: list[events.UpdateSubmitted], base: Mapping[str, torch.Tensor]) -> Weights:
-        """The rule over `submissions`, each decoded in the pinned encoding as the intake does."""
+        """The rule over `submissions`, each decoded in the pinned encoding against the trainable
+        `base`, as the intake does."""
         updates = []
         for submission in submissions:
             blob = self.store.get(submission.update_hash)

@@ -22,13 +22,16 @@ from ledger.chain import events
 from ledger.core.aggregation import Update, aggregate
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_policy, encode_round
-from ledger.core.model import MODEL_NAME, build_model, state_tensors
+from ledger.core.model import state_tensors
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 
 NODES = [to_checksum_address(f"0x{0xabc0 + index:040x}") for index in range(6)]
 POLICY = FederationPolicy(rule="fedavg", max_norm=1.0)
+SPEC = task_spec(DIGITS_MLP, {})  # the task genesis pins: the digits MLP
 MAX_BYTES = 1 << 20
 
 
@@ -63,8 +66,8 @@ class CraftedLedger:
     block: int = 1
 
     def __post_init__(self) -> None:
-        model = self.store.put(serialize_tensors(state_tensors(build_model(0))))
-        metadata = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=0, policy=self.policy))
+        model = self.store.put(serialize_tensors(state_tensors(DIGITS_MLP.build_model(0))))
+        metadata = self.store.put(encode_genesis(seed=0, policy=self.policy, task=SPEC))
         self.versions.append(events.ModelCommitted(_ref(1), 0, model, None, 0, None, 0, metadata))
 
     def tensors(self, model_hash: str) -> dict[str, torch.Tensor]:
@@ -125,7 +128,7 @@ class CraftedLedger:
             encode_round(
                 round_number=round_number,
                 base_model_hash=base,
-                architecture=MODEL_NAME,
+                task_spec=SPEC.spec_hash,
                 rule=rule,
                 rule_params=params,
                 included=included,

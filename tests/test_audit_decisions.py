@@ -215,8 +215,11 @@ def test_the_policy_must_be_readable(ledger: CraftedLedger) -> None:
 
     verdict = rederive(ledger.facts(model), store, max_bytes=MAX_BYTES)
 
-    assert _kinds(verdict) == [FindingKind.POLICY_UNAVAILABLE]
-    assert verdict.rederived_hash is None  # without the pinned encoding nothing decodes: nothing is re-run
+    # The genesis metadata pins the policy and the task: without it nothing decodes, nothing re-runs.
+    assert [(f.kind, f.subject, f.role) for f in verdict.findings] == [
+        (FindingKind.MISSING_BLOB, genesis_metadata, "genesis metadata")
+    ]
+    assert verdict.rederived_hash is None and verdict.policy is None
 
 
 def test_a_round_built_on_an_older_version_forks_the_lineage(ledger: CraftedLedger) -> None:
@@ -302,12 +305,12 @@ def test_the_aggregator_and_the_auditor_agree_on_byte_identical_updates(tmp_path
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from ledger.chain.client import LedgerClient
     from ledger.chain.inprocess import start_in_process_ledger
-    from ledger.core.data import load_digits_split
+    from ledger.tasks.digits import DIGITS_MLP
     from ledger.store.local import LocalBlobStore
 
     chain = start_in_process_ledger(3)
     store = LocalBlobStore(tmp_path / "blobs", max_bytes=MAX_BYTES)
-    aggregator = Aggregator(chain.admin, store, load_digits_split(seed=0).test, AggregatorConfig())
+    aggregator = Aggregator(chain.admin, store, DIGITS_MLP.bundled_data().test, AggregatorConfig())
     genesis = aggregator.ensure_genesis()
     round_number = aggregator.open_round().round
     base = store.get(genesis)

@@ -28,7 +28,7 @@ from ledger.chain.connect import connect
 from ledger.chain.deploy import deploy
 from ledger.chain.devkeys import dev_account
 from ledger.chain.errors import BaseNotAttested
-from ledger.core.data import load_digits_split
+from ledger.tasks.digits import DIGITS_MLP
 from ledger.core.polling import poll_until
 from ledger.core.serialization import deserialize_tensors
 from ledger.store.local import LocalBlobStore
@@ -117,7 +117,7 @@ def watchers(anvil_devnet, tmp_path) -> Iterator:  # type: ignore[type-arg]
 def test_two_watchers_catch_every_lie_and_no_round_builds_on_one(federation, watchers, tmp_path) -> None:
     admin, nodes, store = federation(quorum=2)
     folders = watchers(admin.address)
-    test_split = load_digits_split(seed=0).test
+    test_split = DIGITS_MLP.bundled_data().test
     honest = Aggregator(admin, store, test_split, CONFIG)
     honest.ensure_genesis()
     _submit_round(honest, nodes, store)  # opens on genesis once both auditors attested it ok
@@ -156,7 +156,7 @@ def test_two_watchers_catch_every_lie_and_no_round_builds_on_one(federation, wat
 
 def test_a_watcher_killed_at_every_step_attests_each_version_exactly_once(federation, anvil_devnet, tmp_path) -> None:
     admin, nodes, store = federation(quorum=0)
-    aggregator = Aggregator(admin, store, load_digits_split(seed=0).test, CONFIG)
+    aggregator = Aggregator(admin, store, DIGITS_MLP.bundled_data().test, CONFIG)
     aggregator.ensure_genesis()
     for _ in STEPS:
         _submit_round(aggregator, nodes, store)
@@ -194,7 +194,7 @@ def test_the_governance_commands_deploy_grant_watch_and_resolve(anvil_devnet, tm
     for auditor in (honest, failing):
         assert main(["audit", "grant", auditor, *chain, "--dev-key", "0"]) == 0
     store = LocalBlobStore(tmp_path / "blobs", max_bytes=MAX_BYTES)
-    genesis = Aggregator(admin, store, load_digits_split(seed=0).test, CONFIG).ensure_genesis()
+    genesis = Aggregator(admin, store, DIGITS_MLP.bundled_data().test, CONFIG).ensure_genesis()
 
     watch = ["audit", "watch", "--once", *chain, "--dev-key", str(AUDITORS[0]), "--blobs-dir", str(tmp_path / "blobs")]
     assert main([*watch, "--auditor-dir", str(tmp_path / "auditor")]) == 0

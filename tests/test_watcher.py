@@ -8,7 +8,9 @@ from support import DictStore
 from ledger.audit.watch import WatchConfig, Watcher, encode_report
 from ledger.chain.inprocess import start_in_process_ledger
 from ledger.core.metadata import encode_genesis
-from ledger.core.model import MODEL_NAME, build_model, state_tensors
+from ledger.core.model import state_tensors
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 from ledger.core.policy import FederationPolicy
 from ledger.core.serialization import serialize_tensors
 from ledger.store.base import BlobStoreError
@@ -28,8 +30,8 @@ def genesis_chain():  # type: ignore[no-untyped-def]
     """One chain for the module: genesis committed, its blobs in a source store."""
     chain = start_in_process_ledger(0)
     source = DictStore()
-    genesis = source.put(serialize_tensors(state_tensors(build_model(0))))
-    metadata = source.put(encode_genesis(architecture=MODEL_NAME, seed=0, policy=FederationPolicy(rule="fedavg")))
+    genesis = source.put(serialize_tensors(state_tensors(DIGITS_MLP.build_model(0))))
+    metadata = source.put(encode_genesis(seed=0, policy=FederationPolicy(rule="fedavg"), task=task_spec(DIGITS_MLP, {})))
     chain.admin.commit_genesis(genesis, metadata)
     return chain, source, genesis
 

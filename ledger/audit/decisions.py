@@ -22,7 +22,7 @@ from ledger.audit.checks import Judgement, chain_samples
 from ledger.audit.facts import ChainFacts, could_open_on
 from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, RejectionStatus
 from ledger.core.aggregation import Update
-from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode, decode_policy
+from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode_policy
 from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.validation import Accepted, validate_blob
@@ -58,43 +58,8 @@ _DECODE_FINDINGS = {
 }
 
 
-def pinned_genesis(audit: Judgement, facts: ChainFacts) -> GenesisRecord | None:
-    """The genesis record (and so the pinned policy, kept on `audit`); None after a `policy_unavailable`."""
-    genesis = facts.genesis
-    if genesis is None or genesis.metadata_hash is None:
-        audit.find(
-            FindingKind.POLICY_UNAVAILABLE,
-            "(none)",
-            "policy",
-            "the chain records no genesis metadata, so no policy is pinned to check the decisions against",
-        )
-        return None
-    got = audit.get(genesis.metadata_hash, "genesis metadata")
-    if isinstance(got, Finding):
-        audit.find(
-            FindingKind.POLICY_UNAVAILABLE,
-            genesis.metadata_hash,
-            "policy",
-            f"the genesis metadata that pins the policy cannot be read ({got.kind.value}: {got.detail})",
-        )
-        return None
-    try:
-        record = decode(got)
-    except MetadataError as exc:
-        problem = str(exc)
-    else:
-        if isinstance(record, GenesisRecord):
-            audit.policy = record.policy
-            return record
-        problem = f"it is a {record.kind} record"
-    audit.find(
-        FindingKind.POLICY_UNAVAILABLE, genesis.metadata_hash, "policy", f"the genesis metadata does not pin a policy: {problem}"
-    )
-    return None
-
-
-def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisRecord, policy: FederationPolicy) -> None:
-    """The version names the pinned rule and parameters, and genesis's architecture."""
+def check_pinned_recipe(audit: Judgement, record: RoundRecord, policy: FederationPolicy) -> None:
+    """The version names the rule and parameters of the policy in force for its round."""
     claimed = {"name": record.rule.name, "params": dict(record.rule.params)}
     pinned = {"name": policy.rule, "params": dict(policy.rule_params)}
     if claimed != pinned:
@@ -106,15 +71,6 @@ def check_pinned_recipe(audit: Judgement, record: RoundRecord, genesis: GenesisR
             f"but the federation pinned {pinned['name']} {pinned['params']} for it",
             expected=pinned,
             actual=claimed,
-        )
-    if record.architecture != genesis.architecture:
-        audit.find(
-            FindingKind.METADATA_MISMATCH,
-            audit.metadata_subject,
-            "metadata",
-            "the metadata names another architecture than the one pinned at genesis",
-            expected=genesis.architecture,
-            actual=record.architecture,
         )
 
 
@@ -152,9 +108,11 @@ def policy_in_force(audit: Judgement, facts: ChainFacts, genesis: GenesisRecord 
     """The policy the version's round ran under: the last `PolicyChanged` for it, else genesis's."""
     change = facts.policy_change
     if change is None:
-        if genesis is not None and facts.genesis is not None:
-            audit.policy_source = {"event": "genesis", "blob": facts.genesis.metadata_hash, "from_round": 0}
-        return genesis.policy if genesis is not None else None
+        if genesis is None or facts.genesis is None:
+            return None
+        audit.policy = genesis.policy
+        audit.policy_source = {"event": "genesis", "blob": facts.genesis.metadata_hash, "from_round": 0}
+        return genesis.policy
     got = audit.get(change.policy_hash, "policy")
     problem = f"{got.kind.value}: {got.detail}" if isinstance(got, Finding) else None
     if not isinstance(got, Finding):

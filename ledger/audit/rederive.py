@@ -1,15 +1,18 @@
 """The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
 
-For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob and every
-update the metadata names; check the named updates against the chain (Merkle root, count, each
-one submitted in that round by that node with that sample count, none rejected, and no submission
-left neither included nor rejected); check the aggregator's decisions against the policy pinned at
-genesis or by `PolicyChanged` (`ledger.audit.decisions`: rule and parameters, each inclusion
-decoded in the pinned encoding and re-validated, each rejection's reason re-checked, the parent the
-latest version it could build on); re-check every privacy claim, recorded ε and privacy rejection
-(`ledger.audit.privacy`); re-run the recorded rule with its parameters; serialize canonically and
-compare the SHA-256 with the chain's model hash. For genesis: rebuild the model from the recorded
-architecture and seed and compare.
+For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
+metadata (which pins the policy and the task spec) and every update the metadata names; check the
+named updates against the chain (Merkle root, count, each one submitted in that round by that node
+with that sample count, none rejected, and no submission left neither included nor rejected);
+check the aggregator's decisions against the policy in force for the round, pinned at genesis or
+by `PolicyChanged` (`ledger.audit.decisions`: rule and parameters, each inclusion decoded in the
+pinned encoding against the parent's trainable tensors and re-validated, each rejection's reason
+re-checked, the parent the latest version it could build on); re-check every privacy claim,
+recorded ε and privacy rejection (`ledger.audit.privacy`); re-run the recorded rule with its
+parameters, copy the frozen tensors from the parent, serialize canonically and compare the SHA-256
+with the chain's model hash. A round needs only the pinned manifest, not the task's code. For
+genesis: find the pinned task (installed, or given), check its spec is the pinned one, rebuild the
+model from the recorded seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -22,7 +25,6 @@ from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chai
 from ledger.audit.decisions import (
     check_parent_is_latest,
     check_pinned_recipe,
-    pinned_genesis,
     policy_in_force,
     recheck_rejections,
     validated_updates,
@@ -33,23 +35,28 @@ from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import aggregate
 from ledger.core.hashing import sha256_hex
+from ledger.core.manifest import trainable_part, with_frozen
 from ledger.core.metadata import GenesisRecord, RoundRecord
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
+from ledger.core.task import Task
 from ledger.store.base import BlobStore
 
 
 def verify_version(
-    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None
 ) -> Verdict | None:
     """Read the chain, then re-derive; None if `model_hash` is not a committed version."""
     facts = read_chain_facts(client, model_hash)
-    return None if facts is None else rederive(facts, store, max_bytes=max_bytes)
+    return None if facts is None else rederive(facts, store, max_bytes=max_bytes, task=task)
 
 
-def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Verdict:
-    """Judge one committed version against `facts`, fetching its blobs from `store`."""
-    audit = Judgement(facts.version, store, max_bytes)
+def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None) -> Verdict:
+    """Judge one committed version against `facts`, fetching its blobs from `store`.
+
+    `task` rebuilds genesis instead of the installed task the pin names (its spec must still match).
+    """
+    audit = Judgement(facts.version, store, max_bytes, task)
     if facts.version.parent_hash is None:
         _rederive_genesis(audit)
     else:
@@ -73,14 +80,15 @@ def _rederive_genesis(audit: Judgement) -> None:
             actual=record.kind,
         )
         return
-    seed = record.seed
     audit.policy = record.policy
     audit.policy_source = {"event": "genesis", "blob": version.metadata_hash, "from_round": 0}
     audit.known_rule(record.policy.rule, "the policy pinned at genesis")
-    if not audit.known_architecture(record):
+    task = audit.installed_task(record.task)
+    if task is None:
         return
+    seed = record.seed
     try:
-        weights = state_tensors(build_model(seed))
+        weights = state_tensors(task.build_model(seed))
     except (ValueError, RuntimeError, OverflowError) as exc:  # torch refuses seeds outside 64 bits
         audit.find(
             FindingKind.METADATA_MALFORMED,
@@ -91,7 +99,7 @@ def _rederive_genesis(audit: Judgement) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(serialize_tensors(weights))
-    audit.compare_rederived(f"rebuilding {record.architecture} from seed {seed}")
+    audit.compare_rederived(f"rebuilding task {record.task.name!r} from seed {seed}")
 
 
 def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
@@ -114,7 +122,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         if parent_blob is not None:
             parent_tensors = audit.tensors(parent_hash, "parent", parent_blob)
     check_parent_is_latest(audit, facts)
-    genesis = pinned_genesis(audit, facts)
+    genesis = audit.pinned_genesis(facts.genesis)
     policy = policy_in_force(audit, facts, genesis)
 
     record = audit.metadata()
@@ -129,25 +137,41 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     check_against_chain(audit, record, facts)
-    if genesis is not None and policy is not None:
-        check_pinned_recipe(audit, record, genesis, policy)
-    recheck_rejections(audit, facts, parent_tensors, policy)
+    if policy is not None:
+        check_pinned_recipe(audit, record, policy)
     audit.rule = {"name": record.rule.name, "params": dict(record.rule.params)}
     audit.updates = tuple(item.update_hash for item in record.included)
-    if not audit.known_architecture(record):
+    if genesis is None:
         return
+    spec = genesis.task
+    if record.task_spec != spec.spec_hash:
+        audit.find(
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
+            "the metadata names another task spec than the one pinned at genesis",
+            expected=spec.spec_hash,
+            actual=record.task_spec,
+        )
+        return
+    # Updates carry exactly the trainable tensors of the pinned manifest: they are decoded and
+    # validated against the parent's trainable part, and the frozen rest is copied from the parent.
+    travelling = None
+    if parent_tensors is not None and audit.fits(parent_hash, "parent", parent_tensors, spec):
+        travelling = trainable_part(parent_tensors, spec)
+    recheck_rejections(audit, facts, travelling, policy)
 
-    updates, claims = validated_updates(audit, record, facts, parent_tensors, policy)
+    updates, claims = validated_updates(audit, record, facts, travelling, policy)
     if policy is not None:
         check_privacy(audit, record, facts, policy, claims)
-    if len(updates) != len(record.included) or not updates:
+    if parent_tensors is None or travelling is None or len(updates) != len(record.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 
     if not audit.known_rule(record.rule.name, "the metadata"):
         return
     try:
         weights = aggregate(record.rule.name, updates, **record.rule.params)
-        rederived = serialize_tensors(weights)
+        rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,
@@ -157,4 +181,6 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(rederived)
-    audit.compare_rederived(f"re-running {record.rule.name} {dict(record.rule.params)} over {len(updates)} updates")
+    frozen = [t.name for t in spec.tensors if not t.trainable]
+    how = f"re-running {record.rule.name} {dict(record.rule.params)} over {len(updates)} updates"
+    audit.compare_rederived(how + (", frozen tensors from the parent" if frozen else ""))

@@ -33,14 +33,14 @@ def measure_watch(*, node_counts: tuple[int, ...] = NODE_COUNTS, rounds: int = R
     from ledger.chain.devnet import rpc_call, throwaway_devnet
     from ledger.chain.inprocess import deterministic_account
     from ledger.cli.bench.synthetic import moved_update
-    from ledger.core.data import load_digits_split
+    from ledger.tasks.digits import DIGITS_MLP
     from ledger.core.polling import poll_until
     from ledger.core.serialization import deserialize_tensors
     from ledger.store.local import LocalBlobStore
     from ledger.store.mirror import MirroredStore
 
     results: dict[str, Any] = {}
-    test_split = load_digits_split(seed=0).test
+    test_split = DIGITS_MLP.bundled_data().test
     with throwaway_devnet(gas_limit=100_000_000) as anvil, tempfile.TemporaryDirectory(prefix="fedledger-bench-watch-") as tmp:
         w3 = connect(anvil.rpc_url)
         for count in node_counts:
