@@ -417,7 +417,7 @@ def test_hovering_a_point_shows_every_recorded_metric(page: Page) -> None:
 
     tooltip = _one("#accuracy-tooltip")
     assert page.evaluate(f"{tooltip}.hidden") is False
-    assert _data(page, "#accuracy-tooltip tr", "metric") == ["test_accuracy", "test_samples"]
+    assert _data(page, "#accuracy-tooltip tr", "metric") == ["test_accuracy", "test_loss", "test_samples"]
     assert page.evaluate(f"{tooltip}.textContent").startswith("round 3 · version 3")
     page.evaluate(f"{point}.dispatchEvent(new MouseEvent('mouseleave'))")
     assert page.evaluate(f"{tooltip}.hidden") is True
