@@ -96,7 +96,10 @@ def _edit(database: Path, statement: str, *args: object) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/summary", "/models", "/models/{tip}", "/models/{tip}/lineage", "/rounds", "/rounds/2", "/updates/{update}", "/nodes", "/nodes/{node}"],
+    [
+        "/summary", "/models", "/models/{tip}", "/models/{tip}/lineage", "/rounds", "/rounds/2",
+        "/updates/{update}", "/nodes", "/nodes/{node}", "/privacy",
+    ],  # fmt: skip
 )
 def test_every_index_answer_is_checked_against_the_chain(service: Service, path: str) -> None:
     tip = service.history.honest[-1]
@@ -159,6 +162,17 @@ def test_a_version_row_with_another_metadata_hash_is_named(edited: Service) -> N
     body = service.client.get(f"{API}/models/{history.honest[-1]}/lineage").json
 
     assert [(d["what"], d["key"], d["field"]) for d in body["differences"]] == [("version", history.honest[2], "metadata_hash")]
+
+
+def test_a_flattering_accuracy_is_caught_against_the_metadata_blob(edited: Service) -> None:
+    history = edited.history
+    _edit(edited.database, """UPDATE model_versions SET metrics = '{"test_accuracy": 0.999}' WHERE version = 1""")
+
+    body = edited.client.get(f"{API}/models").json
+
+    [difference] = body["differences"]
+    assert (difference["key"], difference["field"], difference["index"]) == (history.honest[1], "metrics", {"test_accuracy": 0.999})
+    assert difference["chain"]["test_accuracy"] == round(history.federation.results[0].accuracy, 6)
 
 
 def test_an_index_behind_the_chain_is_checked_as_of_its_block(tmp_path) -> None:

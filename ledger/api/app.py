@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror
+from ledger.index.consistency import MetadataReader
 from ledger.store.base import BlobStore
 
 def create_app(
@@ -43,7 +44,9 @@ def create_app(
     if config:
         app.config.update(config)
     mirror = ChainMirror(ledger.w3, ledger.address, from_block=ledger_from_block) if ledger is not None else None
-    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, mirror=mirror)
+    app.extensions["fedledger"] = Services(
+        store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, mirror=mirror, metadata=MetadataReader(store)
+    )
 
     from ledger.api.blobs import blueprint as blobs_blueprint
 

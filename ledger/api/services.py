@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror
+from ledger.index.consistency import MetadataReader
 from ledger.store.base import BlobStore
 
 
@@ -17,6 +18,7 @@ class Services:
     ledger: LedgerClient | None
     max_blob_bytes: int
     mirror: ChainMirror | None = None  # the chain's events, which index answers are checked against
+    metadata: MetadataReader | None = None  # metadata blobs, which the rows taken from them are checked against
 
 
 def services(app: Flask | None = None) -> Services:

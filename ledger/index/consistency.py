@@ -3,7 +3,9 @@
 The index is a cache, and a cache can be edited, half-written or left on a dropped branch. Before
 the API answers from it, the rows of the answer are compared with the chain's own record
 (`ledger.chain.mirror.ChainRecord`: every ledger event, kept per head block) as of the block
-the index says it reached, so a lagging index is not a wrong one. Each disagreement becomes a
+the index says it reached, so a lagging index is not a wrong one; what a version row took from its
+metadata blob (rule, metrics, ε, policy) is compared with that blob, whose hash the chain holds.
+Each disagreement becomes a
 `Difference` naming the row, the field, and both values; `fedledger index rebuild` repairs them.
 
 Which updates a version included is on chain only as a Merkle root and a count. When the round's
@@ -16,12 +18,14 @@ never-submitted update.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.chain import events as ev
 from ledger.chain.mirror import ChainRecord
+from ledger.index.indexer import MetadataSummary, parse_metadata
+from ledger.store.base import BlobStore, BlobStoreError
 from ledger.core.merkle import merkle_root
 from ledger.core.reasons import RejectReason
 
@@ -107,8 +111,39 @@ _VERSION_FIELDS = ("version", "parent_hash", "round", "included_root", "included
 _REF_FIELDS = ("block_number", "tx_hash", "log_index")
 
 
-def version_differences(record: ChainRecord, as_of: int, rows: Iterable[Any]) -> list[Difference]:
-    """Each version row against its `ModelCommitted` (and its depth in the chain's lineage)."""
+_METADATA_FIELDS = ("rule_name", "rule_params", "metrics", "privacy", "policy")
+
+
+class MetadataReader:
+    """Metadata blobs as the index summarizes them (`parse_metadata`), read from a store and kept:
+    a blob is named by its hash, so a summary never goes stale (only readable ones are kept)."""
+
+    def __init__(self, store: BlobStore, *, capacity: int = 4096) -> None:
+        self.store = store
+        self.capacity = capacity
+        self._summaries: dict[str, MetadataSummary] = {}
+
+    def __call__(self, metadata_hash: str) -> MetadataSummary | None:
+        found = self._summaries.get(metadata_hash)
+        if found is None:
+            try:
+                found = parse_metadata(self.store.get(metadata_hash))  # the store re-hashes what it serves
+            except (BlobStoreError, OSError):
+                return None
+            if found is None:
+                return None
+            if len(self._summaries) >= self.capacity:
+                self._summaries.clear()
+            self._summaries[metadata_hash] = found
+        return found
+
+
+def version_differences(
+    record: ChainRecord, as_of: int, rows: Iterable[Any], metadata: Callable[[str], MetadataSummary | None] | None = None
+) -> list[Difference]:
+    """Each version row against its `ModelCommitted` (and its depth in the chain's lineage); with
+    `metadata`, what the row took from its metadata blob (rule, metrics, ε, policy) against the blob
+    the chain pins, when that blob can be read."""
     found = []
     for row in rows:
         event = record.versions.get(row.model_hash)
@@ -122,6 +157,15 @@ def version_differences(record: ChainRecord, as_of: int, rows: Iterable[Any]) ->
         for name, value in chain.items():
             if getattr(row, name) != value:
                 found.append(Difference("version", row.model_hash, name, getattr(row, name), value, f"the version's {name} differs from its ModelCommitted event"))
+        summary = metadata(event.metadata_hash) if metadata is not None and event.metadata_hash and row.metadata_loaded else None
+        if summary is None:
+            continue
+        for name in _METADATA_FIELDS:
+            pinned = getattr(summary, name)
+            if getattr(row, name) != pinned:
+                found.append(
+                    Difference("version", row.model_hash, name, getattr(row, name), pinned, f"the version's {name} differs from its metadata blob {event.metadata_hash}")
+                )
     return found
 
 

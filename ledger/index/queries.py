@@ -153,6 +153,10 @@ def versions(session: Session, page: Page) -> Paged[ModelVersion]:
     return Paged(list(session.scalars(_page(base, page, ModelVersion.version))), _total(session, base))
 
 
+def version_by_number(session: Session, number: int) -> ModelVersion | None:
+    return session.get(ModelVersion, number)
+
+
 def version_by_hash(session: Session, model_hash: str) -> ModelVersion | None:
     return session.scalars(select(ModelVersion).where(ModelVersion.model_hash == model_hash)).first()
 

@@ -93,7 +93,9 @@ def all_of(*compares: Compare) -> Compare:
 
 
 def versions(rows: Sequence[Any]) -> Compare:
-    return lambda record, as_of: version_differences(record, as_of, rows)
+    """Version rows: against `ModelCommitted`, and what they took from their metadata blobs against those."""
+    metadata = services().metadata
+    return lambda record, as_of: version_differences(record, as_of, rows, metadata)
 
 
 def submissions(rows: Sequence[Any]) -> Compare:
