@@ -9,10 +9,15 @@ from it (`ledger.audit.facts`), and an auditor's watcher follows new versions wi
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 from web3 import Web3
+from web3.exceptions import Web3RPCError
+from web3.providers import JSONBaseProvider
+from web3.types import RPCEndpoint
 
 from ledger.chain import events as ev
 from ledger.core.merkle import merkle_root
@@ -95,7 +100,9 @@ class ChainMirror:
     """The ledger's events, read once and extended as the chain grows; rebuilt after a reorg.
 
     `record()` costs one `eth_getBlockByNumber("latest")` when the head has not moved, and one
-    `eth_getLogs` over the new blocks when it has. Callers hold `lock` while they read the record.
+    `eth_getLogs` over the new blocks when it has. A reader that can tolerate a head up to
+    `max_age` seconds old (the API, serving many requests a second) skips even that, unless it
+    needs a block the record has not reached. Callers hold `lock` while they read the record.
     """
 
     def __init__(self, w3: Web3, address: str, *, from_block: int = 0) -> None:
@@ -104,13 +111,17 @@ class ChainMirror:
         self.from_block = from_block
         self.lock = threading.RLock()
         self._record = ChainRecord()
+        self._read_at = -math.inf  # monotonic time the head was last read
         self._hashes: dict[tuple[str, int], str | None] = {}  # (head hash, number) → block hash
 
-    def record(self) -> ChainRecord:
-        """The events up to the current head (call with `lock` held)."""
-        latest = self.w3.eth.get_block("latest")
-        head, head_hash = int(latest["number"]), bytes(latest["hash"]).hex()
+    def record(self, *, max_age: float = 0.0, at_least: int = -1) -> ChainRecord:
+        """The events up to the current head (call with `lock` held); the head read at most
+        `max_age` seconds ago will do if the record reaches block `at_least`."""
         current = self._record
+        if time.monotonic() - self._read_at < max_age and current.block_number >= at_least:
+            return current
+        head, head_hash = self._latest()
+        self._read_at = time.monotonic()
         if head_hash == current.block_hash:
             return current
         if current.block_hash is not None and self.block_hash(current.block_number, head_hash) != current.block_hash:
@@ -135,3 +146,16 @@ class ChainMirror:
             except Exception:  # BlockNotFound: a number beyond the head
                 self._hashes[key] = None
         return self._hashes[key]
+
+    def _latest(self) -> tuple[int, str]:
+        """(number, hash) of the head; straight from a JSON-RPC provider when there is one (web3's
+        formatting of a whole block costs more than the request)."""
+        provider = self.w3.provider
+        if isinstance(provider, JSONBaseProvider):
+            response = provider.make_request(RPCEndpoint("eth_getBlockByNumber"), ["latest", False])
+            if response.get("error") or not response.get("result"):
+                raise Web3RPCError(f"eth_getBlockByNumber failed: {response.get('error')}", rpc_response=response)
+            block = response["result"]
+            return int(block["number"], 16), block["hash"].removeprefix("0x")
+        latest = self.w3.eth.get_block("latest")
+        return int(latest["number"]), bytes(latest["hash"]).hex()

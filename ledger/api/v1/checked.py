@@ -11,7 +11,7 @@ and says why: never silently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import abort, jsonify
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 Compare = Callable[[ChainRecord, int], list[Difference]]
 
+# The chain's head is re-read at most this often (and whenever the index is ahead of it): a reorg
+# reaches the answers within this delay, and a busy service does not ask the node on every request.
+HEAD_MAX_AGE = 0.25
+
 
 def chain_check(session: Session, compare: Compare) -> dict[str, Any]:
     """The check fields for an answer built from `session`'s rows; 409 if `compare` finds differences."""
@@ -46,7 +50,7 @@ def chain_check(session: Session, compare: Compare) -> dict[str, Any]:
     as_of = cursor.last_block if cursor is not None and cursor.last_block is not None else -1
     with mirror.lock:
         try:
-            record = mirror.record()
+            record = mirror.record(max_age=HEAD_MAX_AGE, at_least=as_of)
             chain_hash = mirror.block_hash(as_of, record.block_hash or "") if 0 <= as_of <= record.block_number else None
         except Exception:  # the RPC can fail in many ways; none of them is a verdict on the index
             log.warning("cannot read the chain to check the index against it", exc_info=True)
@@ -102,11 +106,14 @@ def submissions(rows: Sequence[Any]) -> Compare:
     return lambda record, as_of: submission_differences(record, as_of, rows)
 
 
-def inclusions(session: Session, numbers: Iterable[int]) -> Compare:
-    """The updates the index marks included in each of the rounds `numbers` (read now, compared later)."""
+def inclusions(session: Session, numbers: Iterable[int], included: Mapping[int, Sequence[Any]] | None = None) -> Compare:
+    """The updates the index marks included in each of the rounds `numbers` (read now, compared later);
+    `included`: those rows already read (`queries.included_by_round`)."""
     rounds = sorted({number for number in numbers if number > 0})
-    included = queries.included_by_round(session, rounds)
-    undecided = queries.undecided_rounds(session, rounds)
+    if included is None:
+        included = queries.included_by_round(session, rounds)
+    # A round with no included row may have left inclusion undecided (NULL), which is not a difference.
+    undecided = queries.undecided_rounds(session, [number for number in rounds if not included.get(number)])
 
     def compare(record: ChainRecord, as_of: int) -> list[Difference]:
         return [

@@ -59,7 +59,9 @@ def get_lineage(model_hash: str) -> ResponseReturnValue:
     # step's included updates against its Merkle root and the round's submissions and rejections.
     check = checked.chain_check(
         session,
-        checked.all_of(checked.versions([tip, *found.items]), checked.inclusions(session, [v.round for v in found.items])),
+        checked.all_of(
+            checked.versions([tip, *found.items]), checked.inclusions(session, [v.round for v in found.items], included)
+        ),
     )
 
     def step(item: Any) -> dict[str, Any]:
