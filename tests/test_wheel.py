@@ -51,7 +51,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Dependencies (torch, web3, ...) from this environment; fedledger itself only from the wheel.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--ignore-installed", "--quiet", str(wheel)],
         check=True, timeout=TIMEOUT, capture_output=True,
     )
     return venv / "bin"
@@ -65,7 +65,7 @@ def elsewhere(tmp_path: Path) -> Path:
 
 
 def _run(bin_dir: Path, folder: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_") and k != "PYTHONPATH"}
     environment.update(PATH=f"{bin_dir}:/usr/bin:/bin", **env)
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=TIMEOUT)
 

@@ -22,6 +22,7 @@ class ContractArtifact:
     abi: list[dict[str, Any]]
     bytecode: str
     deployed_bytecode: str
+    immutable_ranges: tuple[tuple[int, int], ...]  # (start, length) in the runtime code
     compiler_version: str
     source: str
     source_sha256: str
@@ -29,6 +30,16 @@ class ContractArtifact:
 
     def abi_items(self, kind: str) -> list[dict[str, Any]]:
         return [item for item in self.abi if item.get("type") == kind]
+
+    def is_runtime_code(self, code: bytes) -> bool:
+        """Whether `code` (from `eth_getCode`) is this contract, whatever its constructor set as immutables."""
+        expected = bytearray(bytes.fromhex(self.deployed_bytecode[2:]))
+        if len(code) != len(expected):
+            return False
+        masked = bytearray(code)
+        for start, length in self.immutable_ranges:
+            masked[start : start + length] = expected[start : start + length]
+        return bytes(masked) == bytes(expected)
 
 
 def artifact_bytes() -> bytes:
@@ -45,6 +56,9 @@ def load_artifact() -> ContractArtifact:
         abi=data["abi"],
         bytecode=data["bytecode"],
         deployed_bytecode=data["deployedBytecode"],
+        immutable_ranges=tuple(
+            sorted((int(ref["start"]), int(ref["length"])) for refs in data["immutableReferences"].values() for ref in refs)
+        ),
         compiler_version=data["compiler"]["version"],
         source=data["source"],
         source_sha256=data["sourceSha256"],

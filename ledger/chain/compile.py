@@ -30,7 +30,15 @@ COMPILER_SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 10_000},
     "metadata": {"bytecodeHash": "ipfs"},
     "outputSelection": {
-        "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "storageLayout"]}
+        "*": {
+            "*": [
+                "abi",
+                "evm.bytecode.object",
+                "evm.deployedBytecode.object",
+                "evm.deployedBytecode.immutableReferences",
+                "storageLayout",
+            ]
+        }
     },
 }
 
@@ -103,6 +111,8 @@ def compile_artifact(solc_binary: Path | None = None) -> dict[str, Any]:
         "abi": contract["abi"],
         "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
         "deployedBytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
+        # Where the constructor writes immutables (the quorum, the EIP-712 domain) into the runtime code.
+        "immutableReferences": contract["evm"]["deployedBytecode"].get("immutableReferences", {}),
     }
 
 

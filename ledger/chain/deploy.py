@@ -68,8 +68,7 @@ def load_deployment(w3: Web3) -> Deployment:
         raise DeploymentNotFound(f"no deployment recorded for chain {chain_id} ({path}): run `fedledger deploy`")
     record = Deployment(**json.loads(path.read_text(encoding="utf-8")))
     code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
-    expected = bytes.fromhex(load_artifact().deployed_bytecode[2:])
-    if code != expected:
+    if not load_artifact().is_runtime_code(code):
         state = "no code" if not code else "different code"
         raise DeploymentNotFound(
             f"chain {chain_id} has {state} at the recorded address {record.address} "
