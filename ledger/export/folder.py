@@ -344,7 +344,10 @@ def _check_weights(verdict: ExportVerdict, statement: Statement, contents: Mappi
         if actual != model_hash:
             problems.append(f"{SAFETENSORS_NAME} hashes to {actual}, not to the model hash {model_hash}")
         else:
-            names = tuple(sorted(deserialize_tensors(contents[SAFETENSORS_NAME], max_bytes=max_bytes)))
+            try:
+                names = tuple(sorted(deserialize_tensors(contents[SAFETENSORS_NAME], max_bytes=max_bytes)))
+            except MalformedBlob as exc:
+                problems.append(f"{SAFETENSORS_NAME} is not a canonical tensor blob: {exc}")
     if ONNX_NAME in contents:
         checked.append(f"{ONNX_NAME}'s initializers")
         try:
@@ -458,7 +461,9 @@ def _check_parity(verdict: ExportVerdict, statement: Statement, contents: Mappin
     """Re-run the held-out split through the committed weights in torch and through the ONNX file."""
     if ONNX_NAME not in contents or GENESIS_NAME not in contents or not verdict.passed_check("weights"):
         return
-    claimed = statement.predicate["export"].get("onnx", {}).get("parity", {}).get("maxAllowed")
+    onnx_facts = statement.predicate["export"].get("onnx")
+    parity_facts = onnx_facts.get("parity") if isinstance(onnx_facts, dict) else None
+    claimed = parity_facts.get("maxAllowed") if isinstance(parity_facts, dict) else None
     allowed = claimed if isinstance(claimed, float) and 0 < claimed < 1 else onnx_model.DEFAULT_MAX_LOGIT_DIFF
     try:
         genesis = decode_genesis(contents[GENESIS_NAME])

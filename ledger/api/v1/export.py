@@ -20,13 +20,11 @@ import tarfile
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from werkzeug.http import HTTP_STATUS_CODES
+from flask import Blueprint, Response, request
 
 from ledger.api.services import services
-from ledger.api.v1.common import hash_arg
+from ledger.api.v1.common import hash_arg, problem
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +32,6 @@ blueprint = Blueprint("export", __name__)
 
 # torch's exporter is not made for concurrent calls, and one export already keeps a core busy.
 _ONE_EXPORT_AT_A_TIME = threading.Lock()
-
-
-def _problem(status: int, detail: str, **fields: Any) -> Response:
-    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail, **fields)
-    response.status_code = status
-    return response
 
 
 @blueprint.get("/models/<model_hash>/export")
@@ -51,20 +43,20 @@ def export_model(model_hash: str) -> Response:
     model_hash = hash_arg(model_hash, "model hash")
     formats = request.args.get("format", "both")
     if formats not in FORMATS:
-        return _problem(400, f"format must be one of {', '.join(FORMATS)}, not {formats!r}")
+        return problem(400, f"format must be one of {', '.join(FORMATS)}, not {formats!r}")
     found = services()
     if found.ledger is None:
-        return _problem(503, "this service has no ledger configured, so there is no record to export from")
+        return problem(503, "this service has no ledger configured, so there is no record to export from")
     with _ONE_EXPORT_AT_A_TIME, tempfile.TemporaryDirectory(prefix="fedledger-export-") as work:
         try:
             sources = gather(found.ledger, found.store, model_hash, max_bytes=found.max_blob_bytes)
         except VersionNotFound as exc:
-            return _problem(404, str(exc), model_hash=model_hash)
+            return problem(404, str(exc), model_hash=model_hash)
         except ExportError as exc:
-            return _problem(503, str(exc), model_hash=model_hash)
+            return problem(503, str(exc), model_hash=model_hash)
         except Exception:  # the RPC can fail in many ways; none of them is an answer
             log.exception("cannot read the chain's record of %s", model_hash)
-            return _problem(503, "the chain could not be read; retry later", model_hash=model_hash)
+            return problem(503, "the chain could not be read; retry later", model_hash=model_hash)
         folder_name = f"fedledger-v{sources.record.version}-{model_hash[:12]}"
         try:
             result = write_export(
@@ -72,7 +64,7 @@ def export_model(model_hash: str) -> Response:
             )
         except ExportError as exc:
             log.warning("export of %s failed: %s", model_hash, exc)
-            return _problem(500, f"the export failed: {exc}", model_hash=model_hash)
+            return problem(500, f"the export failed: {exc}", model_hash=model_hash)
         archive = _tar(result.folder, folder_name)
     response = Response(archive, mimetype="application/x-tar")
     response.headers["Content-Disposition"] = f'attachment; filename="{folder_name}.tar"'
