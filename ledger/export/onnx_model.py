@@ -125,8 +125,11 @@ def run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+    try:
+        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+    except Exception as exc:  # ONNX Runtime's errors are its own pybind classes: all mean "cannot run it"
+        raise OnnxModelError(f"ONNX Runtime cannot run the model: {exc}") from None
     return np.asarray(output)
 
 
