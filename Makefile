@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/fedledger bench index --json
 	$(BIN)/fedledger bench api --json
 	$(BIN)/fedledger bench cli --json
+	$(BIN)/fedledger bench updates --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

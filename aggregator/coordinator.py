@@ -1,8 +1,9 @@
 """The aggregator's round: open it, wait for submissions, verify each against the chain, merge, commit.
 
 Which updates exist is read from `UpdateSubmitted` events on chain, never from the nodes. Each
-blob is fetched, re-hashed and validated (`aggregator.intake`, pipelined over the cores);
-every refusal is recorded on chain with its reason. The merge gives the bytes of the pure rule
+blob is fetched, re-hashed, decoded in the pinned encoding and validated, and its privacy claim
+judged when the federation trains with DP (`aggregator.intake`, pipelined over the cores);
+every refusal is recorded on chain with its reason, and each node's verified ε in the metadata. The merge gives the bytes of the pure rule
 from `ledger.core.aggregation` (FedAvg is folded in as updates are verified, bit-identically); the new
 model and a metadata blob naming the rule and metrics are stored, and both hashes are committed
 with the Merkle root of the included updates. Failures are results: a round with no valid update
@@ -19,20 +20,24 @@ from typing import Any
 
 import torch
 
+from ledger.audit.facts import read_genesis
 from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.core.data import Shard
+from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import IncludedUpdate, RejectedUpdate, encode_genesis, encode_round
-from ledger.core.policy import FederationPolicy
+from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, encode_genesis, encode_round
+from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
 from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
-from ledger.store.base import BlobStore
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import ClaimVerdict, Entry, judge_claim
+from ledger.store.base import BlobStore, BlobStoreError
 
-from aggregator.intake import Limits, RoundIntake, admit_and_merge
+from aggregator.intake import Limits, PrivacyCheck, RoundIntake, admit_and_merge
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +52,16 @@ class AggregatorConfig:
     max_norm: float = 100.0
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
+    encoding: str = DEFAULT_ENCODING
+    privacy: PrivacyPolicy | None = None  # node-side DP-SGD and the per-node ε budget; None: no DP
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown update encoding {self.encoding!r}; known: {list(ENCODINGS)}")
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm)
+        return Limits(max_update_bytes=self.max_update_bytes, max_norm=self.max_norm, encoding=self.encoding)
 
     @property
     def policy(self) -> FederationPolicy:
@@ -60,7 +71,13 @@ class AggregatorConfig:
             rule_params=dict(self.rule_params),
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
+            encoding=self.encoding,
+            privacy=self.privacy,
         )
+
+
+class PolicyConflict(LedgerError):
+    """The chain's genesis pins another policy than this aggregator was configured with."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,7 @@ class RoundResult:
     metadata_hash: str | None
     accuracy: float | None
     timings: Mapping[str, float]
+    epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
 
     @property
     def committed(self) -> bool:
@@ -87,13 +105,27 @@ class Aggregator:
         self.store = store
         self.test_split = test_split
         self.config = config
+        self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
 
     # ---------------------------------------------------------------- lineage
 
     def ensure_genesis(self) -> str:
-        """The genesis model's hash, committing a freshly initialised model if the chain has none."""
+        """The genesis model's hash, committing a freshly initialised model if the chain has none.
+
+        A genesis already on chain must pin this configuration's policy (`PolicyConflict` if not):
+        every decision is re-checked against the pinned one.
+        """
         existing = self.client.genesis_hash()
         if existing is not None:
+            try:
+                pinned = read_genesis(self.client, self.store).policy
+            except (LookupError, BlobStoreError, MetadataError) as exc:
+                raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
+            if pinned != self.config.policy:
+                raise PolicyConflict(
+                    f"the chain's genesis pins the policy {pinned.to_json()}; this aggregator was started with "
+                    f"{self.config.policy.to_json()}"
+                )
             return existing
         weights = state_tensors(build_model(self.config.model_seed))
         model_hash = self.store.put(serialize_tensors(weights))
@@ -154,6 +186,7 @@ class Aggregator:
                     rule=self.config.rule,
                     rule_params=self.config.rule_params,
                     workers=self.config.workers,
+                    privacy=self._privacy_check(round_number, submissions),
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 if closed or len(intake.accepted) >= info.min_updates:
@@ -162,6 +195,18 @@ class Aggregator:
             if time.monotonic() > give_up:
                 raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
             time.sleep(POLL_SECONDS)
+
+    def _privacy_check(self, round_number: int, submissions: list[events.UpdateSubmitted]) -> PrivacyCheck | None:
+        """Judges each claim against its node's earlier updates (read once here, before the workers start)."""
+        policy, book = self.config.privacy, self._privacy_book
+        if policy is None or book is None:
+            return None
+        earlier: Mapping[str, list[Entry]] = book.earlier(round_number, [s.node for s in submissions])
+
+        def check(submission: events.UpdateSubmitted, claim: Mapping[str, Any] | None) -> ClaimVerdict:
+            return judge_claim(policy, claim, num_samples=submission.num_samples, earlier=earlier[submission.node])
+
+        return check
 
     # ---------------------------------------------------------------- commit
 
@@ -179,7 +224,7 @@ class Aggregator:
             started = time.perf_counter()
             self.client.abandon_round(info.round, why)
             timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings)
+            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, intake.epsilons)
 
         started = time.perf_counter()
         weights = intake.weights()
@@ -197,6 +242,7 @@ class Aggregator:
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
+            privacy=None if self.config.privacy is None else intake.epsilons,
         )
         metadata_hash = self.store.put(metadata)
         timings["store"] = time.perf_counter() - started
@@ -214,6 +260,7 @@ class Aggregator:
             metadata_hash=metadata_hash,
             accuracy=accuracy,
             timings=timings,
+            epsilons=intake.epsilons,
         )
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:

@@ -1,9 +1,10 @@
 """The aggregator's intake: fetch each update, re-hash it, validate it, merge it.
 
 Every submission is fetched from the store (whose `get` re-hashes the bytes against the name the
-chain recorded), parsed and validated against the base model; each failure becomes a `Rejected`
-verdict with the reason the chain records. Accepted updates are merged in (hash, num_samples)
-order, the order the rules sum in.
+chain recorded), decoded in the pinned encoding and validated against the base model, and, when
+the federation trains with DP, its privacy claim is judged (`ledger.privacy.judge`); each failure
+becomes a `Rejected` verdict with the reason the chain records. Accepted updates are merged in
+(hash, num_samples) order, the order the rules sum in.
 
 The work is spread over the machine's cores: `workers` threads each verify one update (file
 reads, hashlib and numpy's loops all release the GIL on large buffers) while the calling thread
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,26 +30,34 @@ import torch
 from ledger.chain import events
 from ledger.core.aggregation import Update, Weights
 from ledger.core.reasons import RejectReason
+from ledger.privacy.judge import ClaimVerdict
 from ledger.store.base import BlobNotFound, BlobStore, BlobTooLarge, BufferedBlobStore, HashMismatch
 
 from aggregator.merge import Merge, merge_key, start_merge
 from aggregator.validate import Accepted, Rejected, validate_blob
 
 
+# Judges a submission's privacy claim (the blob's, or None) against the node's earlier updates.
+PrivacyCheck = Callable[[events.UpdateSubmitted, Mapping[str, Any] | None], ClaimVerdict]
+
+
 @dataclass(frozen=True)
 class Checked:
-    """One submission after fetch + re-hash + validation."""
+    """One submission after fetch + re-hash + validation (+ its privacy claim, `epsilon` if verified)."""
 
     submission: events.UpdateSubmitted
     verdict: Accepted | Rejected
+    epsilon: str | None = None
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What an update may be: its size in bytes and the L2 norm of its change from the base."""
+    """What an update may be: its size in bytes, the L2 norm of its change from the base, and the
+    encoding its bytes must be in."""
 
     max_update_bytes: int
     max_norm: float
+    encoding: str = "f32"
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,13 @@ class RoundIntake:
 
     The accepted updates are already folded into `merge` (streaming rules hold no tensors);
     `weights()` finishes it, and raises what the rule raises (e.g. too few updates for Krum).
+    `epsilons` holds each node's cumulative ε where the accountant verified its claim.
     """
 
     accepted: tuple[events.UpdateSubmitted, ...]
     rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...]
     merge: Merge
+    epsilons: Mapping[str, str]
 
     def weights(self) -> Weights:
         return self.merge.result()
@@ -91,7 +102,7 @@ def check_update(
     store: BlobStore, submission: events.UpdateSubmitted, base: Mapping[str, torch.Tensor], limits: Limits
 ) -> Checked:
     """Fetch, re-hash and validate one update; every failure becomes a `Rejected` verdict."""
-    verified, _ = _check_into(store, submission, base, limits, None)
+    verified, _ = _check_into(store, submission, base, limits, None, None)
     return verified
 
 
@@ -108,7 +119,7 @@ def checked_in_merge_order(
     `workers` threads check up to `workers` updates ahead of the one this thread hands out;
     errors other than the store refusals `fetch` turns into verdicts propagate.
     """
-    return _pipeline(store, submissions, base, limits, workers=workers, spares=None)
+    return _pipeline(store, submissions, base, limits, workers=workers, spares=None, privacy=None)
 
 
 def admit_and_merge(
@@ -120,13 +131,20 @@ def admit_and_merge(
     rule: str,
     rule_params: Mapping[str, Any],
     workers: int,
+    privacy: PrivacyCheck | None = None,
 ) -> RoundIntake:
-    """Checks every submission and folds each accepted one into the round's merge as it arrives."""
+    """Checks every submission and folds each accepted one into the round's merge as it arrives.
+
+    With `privacy`, an update that passes every other check must also have its claim accepted.
+    """
     merge = start_merge(rule, rule_params, base)
     # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
     spares = None if merge.keeps_updates else _Spares()
     refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
-    for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares):
+    epsilons: dict[str, str] = {}
+    for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares, privacy=privacy):
+        if verified.epsilon is not None:
+            epsilons[verified.submission.node] = verified.epsilon
         verdict = verified.verdict
         if isinstance(verdict, Accepted):
             submission = verified.submission
@@ -139,7 +157,7 @@ def admit_and_merge(
     rejected = tuple(
         (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
     )
-    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge)
+    return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons)
 
 
 # ---------------------------------------------------------------------------------- plumbing
@@ -168,14 +186,22 @@ def _check_into(
     base: Mapping[str, torch.Tensor],
     limits: Limits,
     spare: np.ndarray | None,
+    privacy: PrivacyCheck | None,
 ) -> tuple[Checked, np.ndarray | None]:
     """`check_update`, reading into `spare` if the store can; also returns the buffer the blob went to."""
     fetched = fetch(store, submission, spare)
     if isinstance(fetched, Rejected):
         return Checked(submission, fetched), spare
     buffer = fetched.obj if isinstance(fetched, memoryview) and isinstance(fetched.obj, np.ndarray) else spare
-    verdict = validate_blob(fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm)
-    return Checked(submission, verdict), buffer
+    verdict: Accepted | Rejected = validate_blob(
+        fetched, base, max_bytes=limits.max_update_bytes, max_norm=limits.max_norm, encoding=limits.encoding
+    )
+    if privacy is None or not isinstance(verdict, Accepted):
+        return Checked(submission, verdict), buffer
+    judged = privacy(submission, verdict.privacy)
+    if judged.reason is not None:
+        verdict = Rejected(judged.reason, judged.detail)
+    return Checked(submission, verdict, judged.epsilon), buffer
 
 
 def _pipeline(
@@ -186,6 +212,7 @@ def _pipeline(
     *,
     workers: int,
     spares: _Spares | None,
+    privacy: PrivacyCheck | None,
 ) -> Iterator[tuple[int, Checked]]:
     """`checked_in_merge_order`; with `spares`, an update's buffer is reused as soon as the caller
     asks for the next update, so the caller must be done with the previous one's tensors by then."""
@@ -198,7 +225,7 @@ def _pipeline(
 
     def task(index: int) -> tuple[Checked, np.ndarray | None]:
         spare = spares.take() if spares is not None else None
-        return _check_into(store, submissions[index], base, limits, spare)
+        return _check_into(store, submissions[index], base, limits, spare, privacy)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="intake") as pool:
         ahead: deque[tuple[int, Future[tuple[Checked, np.ndarray | None]]]] = deque()

@@ -2,20 +2,23 @@
 
 Pure: bytes or tensors in, a verdict out. A refused update is a result (`Rejected` with the
 `RejectReason` the chain records), not an exception, so the aggregator can record it and go on.
-Checks run cheapest first, and the size limit is applied to the raw bytes before parsing.
+Checks run cheapest first, and the size limit is applied to the raw bytes before parsing. The
+bytes are decoded in the federation's pinned encoding (`ledger.core.encoding`) and every check on
+values (finite, norm bound) runs on the decoded update, the tensors the rule will merge.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ledger.core.reasons import RejectReason
-from ledger.core.serialization import MalformedBlob, UnsupportedDtype, tensor_views
+from ledger.core.encoding import DecodeError, complete_with_base, decode_update
 
 # 64 Ki float64 = 512 KiB per temporary: it stays in L2, so every pass reads the tensors once.
 _CHUNK_ELEMENTS = 1 << 16
@@ -25,12 +28,14 @@ _CHUNK_ELEMENTS = 1 << 16
 class Accepted:
     """The update may be aggregated; `update_norm` is its L2 distance from the base (for metrics).
 
-    From `validate_blob`, `tensors` are read-only views of the blob's bytes (no copy): read them,
-    never write to them.
+    From `validate_blob`, `tensors` are every tensor of the model (the base's own where the update
+    does not carry one) and may be read-only views of the blob's bytes (no copy): read them, never
+    write to them. `privacy` is the claim the blob carries, for the privacy check that follows.
     """
 
     tensors: Mapping[str, torch.Tensor]
     update_norm: float
+    privacy: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,24 @@ Verdict = Accepted | Rejected
 
 
 def validate_blob(
-    data: bytes | memoryview, base: Mapping[str, torch.Tensor], *, max_bytes: int, max_norm: float
+    data: bytes | memoryview,
+    base: Mapping[str, torch.Tensor],
+    *,
+    max_bytes: int,
+    max_norm: float,
+    encoding: str = "f32",
+    names: Collection[str] | None = None,
 ) -> Verdict:
-    """Size-checks and parses an update's bytes (in place, no copy), then `validate_update`s the tensors."""
-    if len(data) > max_bytes:
-        return Rejected(RejectReason.TOO_LARGE, f"{len(data)} bytes, over the {max_bytes}-byte limit")
+    """Size-checks and decodes an update's bytes (f32 in place, no copy), then `validate_update`s
+    the decoded model: the travelling tensors `names` (default all), the base's for the rest."""
     try:
-        tensors = tensor_views(data, max_bytes=max_bytes)
-    except UnsupportedDtype as exc:
-        return Rejected(RejectReason.DTYPE_MISMATCH, str(exc))
-    except MalformedBlob as exc:
-        return Rejected(RejectReason.MALFORMED, str(exc))
-    return validate_update(tensors, base, max_norm=max_norm)
+        decoded = decode_update(data, base, encoding, max_bytes=max_bytes, names=names)
+    except DecodeError as exc:
+        return Rejected(exc.reason, exc.detail)
+    verdict = validate_update(complete_with_base(decoded.tensors, base), base, max_norm=max_norm)
+    if isinstance(verdict, Accepted) and decoded.privacy is not None:
+        return Accepted(verdict.tensors, verdict.update_norm, decoded.privacy)
+    return verdict
 
 
 def validate_update(

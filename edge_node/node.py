@@ -1,26 +1,41 @@
 """An edge node's part in a round: verify the base model against the chain, train, pin the update.
 
-The data never leaves the node: only the trained weights are serialized (canonical safetensors),
-stored content-addressed, and pinned on chain by their SHA-256 with the node's own key.
+The data never leaves the node: only the trained weights are encoded (in the encoding the
+federation pinned at genesis), stored content-addressed, and pinned on chain by their SHA-256 with
+the node's own key. When the federation trains privately, the node trains with DP-SGD under the
+pinned policy and puts its privacy claim (its cumulative ε, recomputed from its own earlier
+updates as the chain and the store hold them) inside the bytes it pins; it publishes nothing once
+the next update would take it over the budget.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
+from typing import Any
 
 import torch
 
+from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
 from ledger.core.data import Shard
+from ledger.core.encoding import encode_update
+from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
-from ledger.core.serialization import deserialize_tensors, serialize_tensors
+from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
+from ledger.core.serialization import deserialize_tensors
+from ledger.privacy.accountant import Spend
+from ledger.privacy.history import PrivacyBook
+from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
 
+from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -34,18 +49,27 @@ AfterUpload = Callable[[str, bytes], None]
 Transform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
+class UnsupportedPolicy(LedgerError):
+    """The federation pins something this node's software cannot do: it does not join."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
+    """The node's own training choices; under DP, batch size and epochs are the pinned policy's."""
+
     epochs: int = 5
     batch_size: int = 32
     lr: float = 0.05
-    seed: int = 0
+    seed: int = 0  # drives batch order without DP; DP noise and sampling always use OS entropy
+    dp_lr: float = DP_LEARNING_RATE
 
 
 class Outcome(Enum):
     SUBMITTED = "submitted"
     ALREADY_SUBMITTED = "already submitted"
     ROUND_CLOSED = "round closed"
+    BUDGET_EXHAUSTED = "privacy budget exhausted: not publishing"
+    UNACCOUNTABLE = "an earlier update's privacy spend cannot be accounted for: not publishing"
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,7 @@ class Participation:
     train_seconds: float = 0.0
     store_seconds: float = 0.0
     chain_seconds: float = 0.0
+    epsilon: str | None = None  # DP: the cumulative ε this update claims (or would have, over the budget)
 
 
 class EdgeNode:
@@ -82,10 +107,20 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self._policy: FederationPolicy | None = None
+        self._privacy_book: PrivacyBook | None = None
 
     @property
     def address(self) -> str:
         return self.client.account.address  # type: ignore[union-attr]
+
+    def policy(self) -> FederationPolicy:
+        """The policy pinned at genesis, read once; `UnsupportedPolicy` if this node cannot follow it."""
+        if self._policy is None:
+            policy = read_genesis(self.client, self.store).policy
+            check_supported(policy)
+            self._policy = policy
+        return self._policy
 
     def participate(self, round_number: int) -> Participation:
         """Train on the round's base model and submit; a closed or already-answered round is not an error."""
@@ -95,17 +130,30 @@ class EdgeNode:
         if self.client.submission_of(round_number, self.address) is not None:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         assert info.base_model_hash is not None
+        policy = self.policy()
+        claim: dict[str, Any] | None = None
+        if policy.privacy is not None:
+            spent = self._earlier_spends(round_number)
+            if spent is None:
+                return Participation(round_number, Outcome.UNACCOUNTABLE)
+            upcoming = next_claim(policy.privacy, num_samples=len(self.shard), earlier=spent)
+            if Decimal(upcoming.epsilon) > Decimal(policy.privacy.epsilon_budget):
+                return Participation(round_number, Outcome.BUDGET_EXHAUSTED, epsilon=upcoming.epsilon)
+            claim = upcoming.to_json()
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        seed = self.config.seed * 1_000_003 + round_number
-        weights = train_local(
-            base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
-        )
+        if policy.privacy is not None:
+            weights = train_local_dp(base, self.shard, policy.privacy, lr=self.config.dp_lr)
+        else:
+            seed = self.config.seed * 1_000_003 + round_number
+            weights = train_local(
+                base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
+            )
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = serialize_tensors(weights)
+        blob = encode_update(weights, base, policy.encoding, privacy=claim)
         update_hash = self.store.put(blob)
         stored = time.perf_counter()
         if self.after_upload is not None:
@@ -126,7 +174,21 @@ class EdgeNode:
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
+            epsilon=None if claim is None else claim["epsilon"],
         )
+
+    def _earlier_spends(self, round_number: int) -> list[Spend] | None:
+        """What this node's earlier updates spent, from the chain and the store; None if any is unknown."""
+        policy = self.policy().privacy
+        assert policy is not None
+        if self._privacy_book is None:
+            self._privacy_book = PrivacyBook(self.client, self.store, policy)
+        entries = self._privacy_book.earlier(round_number, [self.address])[self.address]
+        for entry in entries:
+            if isinstance(entry, Unaccountable):
+                log.warning("node %s: update %s (round %d): %s", self.address, entry.update_hash, entry.round, entry.why)
+                return None
+        return [entry for entry in entries if isinstance(entry, Spend)]
 
     def fetch_base(self, base_hash: str) -> dict[str, torch.Tensor]:
         """The base model's tensors, only if its bytes hash to what the chain recorded."""
@@ -136,3 +198,18 @@ class EdgeNode:
 
             raise HashMismatch(base_hash, sha256_hex(blob))
         return deserialize_tensors(blob, max_bytes=self.max_model_bytes)
+
+
+def check_supported(policy: FederationPolicy) -> None:
+    """`UnsupportedPolicy` (one line, naming what) if this software cannot follow `policy`."""
+    if policy.encoding not in ENCODINGS:
+        raise UnsupportedPolicy(
+            f"the federation pins update encoding {policy.encoding!r}; this fedledger writes {', '.join(ENCODINGS)}"
+        )
+    if policy.privacy is not None:
+        if policy.privacy.accountant != RDP_ACCOUNTANT:
+            raise UnsupportedPolicy(
+                f"the federation pins privacy accountant {policy.privacy.accountant!r}; this fedledger has {RDP_ACCOUNTANT!r}"
+            )
+        if importlib.util.find_spec("opacus") is None:
+            raise UnsupportedPolicy("the federation trains with differential privacy and Opacus is not installed")

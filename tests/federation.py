@@ -15,12 +15,15 @@ from pathlib import Path
 import torch
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
-from edge_node.node import EdgeNode, TrainingConfig
+from edge_node.node import EdgeNode, Participation, TrainingConfig
 from ledger.core.aggregation import Update, aggregate
-from ledger.core.data import load_digits_split, split_shards
+from ledger.core.data import Shard, load_digits_split, split_shards
+from ledger.core.encoding import encode_update
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, encode_round
 from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state
+from ledger.core.policy import PrivacyPolicy
+from ledger.privacy.judge import next_claim
 from ledger.chain.rounds import round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
@@ -163,3 +166,79 @@ def shared_history(tmp_path_factory) -> History:
         lies = {lie: commit_lying_round(federation, lie=lie) for lie in ("rule", "update", "samples")}
         _SHARED.append(History(federation, honest, lies))
     return _SHARED[0]
+
+
+# --------------------------------------------------------------------------- a private federation
+
+# ε after one round is 0.701602 at n = 288 (q = 0.2, 5 steps) and 1.289960 at n = 30 (q = 1, 1 step).
+PRIVACY = PrivacyPolicy(noise_multiplier=3.205, max_grad_norm=1.0, delta=1e-5, epsilon_budget="1.000000", epochs=1)
+
+
+@dataclass
+class PrivateHistory:
+    """Two rounds of an int8, DP federation: in round 1 node 3 understates its ε and node 4 (30
+    samples, so q = 1) exceeds the budget; in round 2 nodes 0–3 are honest and node 4 stops."""
+
+    chain: InProcessLedger
+    store: LocalBlobStore
+    addresses: list[str]
+    results: list[RoundResult]
+    participations: list[list[Participation]]  # per round, nodes 0.. that went through EdgeNode
+    liar: str  # node 3's round-1 update hash
+    spender: str  # node 4's round-1 update hash
+
+    @property
+    def model_hashes(self) -> list[str]:
+        return [self.chain.admin.genesis_hash()] + [r.model_hash for r in self.results if r.model_hash]
+
+
+def submit_crafted(chain, store, index, round_number, base_hash, encoding, num_samples, privacy=None) -> str:
+    """A node's update made by hand: the base nudged, encoded as told, stored and submitted."""
+    base = deserialize_tensors(store.get(base_hash), max_bytes=MAX_BYTES)
+    generator = torch.Generator().manual_seed(index)
+    weights = {name: t + 0.01 * torch.randn(t.shape, generator=generator) for name, t in base.items()}
+    update_hash = store.put(encode_update(weights, base, encoding, privacy=privacy))
+    chain.nodes[index].submit_update(round_number, update_hash, num_samples)
+    return update_hash
+
+
+def run_private_federation(root: Path) -> PrivateHistory:
+    torch.set_num_threads(1)
+    chain = start_in_process_ledger(NODE_COUNT)
+    store = LocalBlobStore(root, max_bytes=MAX_BYTES)
+    split = load_digits_split(seed=0)
+    shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
+    config = AggregatorConfig(min_updates=3, encoding="int8", privacy=PRIVACY)
+    aggregator = Aggregator(chain.admin, store, split.test, config)
+    aggregator.ensure_genesis()
+    small = Shard(shards[4].x[:30], shards[4].y[:30])
+    nodes = [
+        EdgeNode(client, store, shard, TrainingConfig(epochs=1, seed=i), max_model_bytes=MAX_BYTES)
+        for i, (client, shard) in enumerate(zip(chain.nodes, shards[:4] + [small]))
+    ]
+    first = aggregator.open_round()
+    honest = [nodes[i].participate(first.round) for i in range(3)]
+    claim = next_claim(PRIVACY, num_samples=len(shards[3]), earlier=[]).to_json()
+    liar = submit_crafted(
+        chain, store, 3, first.round, first.base_model_hash, "int8", len(shards[3]), {**claim, "epsilon": "0.100000"}
+    )
+    over = next_claim(PRIVACY, num_samples=len(small), earlier=[]).to_json()
+    spender = submit_crafted(chain, store, 4, first.round, first.base_model_hash, "int8", len(small), over)
+    one = aggregator.close_round(first.round)
+    second = aggregator.open_round()
+    everyone = [node.participate(second.round) for node in nodes]
+    chain.advance_time(61)  # node 4 will not submit: close at the deadline rather than wait for it
+    two = aggregator.close_round(second.round)
+    return PrivateHistory(
+        chain, store, [c.account.address for c in chain.nodes], [one, two], [honest, everyone], liar, spender
+    )
+
+
+_SHARED_PRIVATE: list[PrivateHistory] = []
+
+
+def shared_private_history(tmp_path_factory) -> PrivateHistory:
+    """One private history per test session, shared by the privacy and audit page tests; never damage it."""
+    if not _SHARED_PRIVATE:
+        _SHARED_PRIVATE.append(run_private_federation(tmp_path_factory.mktemp("private-blobs")))
+    return _SHARED_PRIVATE[0]

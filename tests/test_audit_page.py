@@ -6,7 +6,7 @@ the port it chose from `DevToolsActivePort`, attaches to the page target with a 
 client and evaluates JavaScript to read what the page rendered, clicks "verify" and waits (polling
 with a deadline) for the verdict. It also records every request the page made (all same-origin:
 no CDN) and every console error or CSP violation (none allowed), and saves a full-page screenshot
-to /tmp/fedledger-audit-page.png.
+to /tmp/fedledger-audit-page.png (and a private federation's to /tmp/fedledger-audit-page-private.png).
 
 Chromium comes from Debian: `apt-get install -y chromium` (CI installs it; see .ci/).
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import requests
-from federation import MAX_BYTES, History, shared_history
+from federation import MAX_BYTES, History, PrivateHistory, shared_history, shared_private_history
 from websockets.sync.client import ClientConnection, connect
 
 from ledger.api.app import create_app
@@ -38,6 +38,7 @@ from ledger.core.polling import WaitTimeout, poll_until
 
 CHROMIUM = os.environ.get("FEDLEDGER_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/fedledger-audit-page.png")
+PRIVATE_SCREENSHOT = Path("/tmp/fedledger-audit-page-private.png")
 STARTUP_SECONDS = 30.0
 RENDER_SECONDS = 30.0
 VERIFY_SECONDS = 30.0
@@ -176,21 +177,24 @@ def history(tmp_path_factory) -> History:
     return shared_history(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def service(history: History, tmp_path_factory) -> Iterator[RunningServer]:
+def _serve(chain: Any, store: Any, folder: Path) -> Iterator[RunningServer]:
     """The ledger service as deployed: index database migrated and caught up, API, page and verify."""
-    federation = history.federation
-    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('index') / 'index.sqlite'}")
+    engine = make_engine(f"sqlite:///{folder / 'index.sqlite'}")
     upgrade(engine)
     sessions = session_factory(engine)
-    reader = LedgerClient(federation.chain.w3, federation.chain.address)  # the service holds no key
-    Indexer(federation.chain.w3, reader.address, sessions, store=federation.store).run_once()
-    app = create_app(store=federation.store, ledger=reader, max_blob_bytes=MAX_BYTES, index_sessions=sessions)
+    reader = LedgerClient(chain.w3, chain.address)  # the service holds no key
+    Indexer(chain.w3, reader.address, sessions, store=store).run_once()
+    app = create_app(store=store, ledger=reader, max_blob_bytes=MAX_BYTES, index_sessions=sessions)
     try:
         with serve_in_thread(app, threads=2) as server:
             yield server
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def service(history: History, tmp_path_factory) -> Iterator[RunningServer]:
+    yield from _serve(history.federation.chain, history.federation.store, tmp_path_factory.mktemp("index"))
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +281,12 @@ def test_lineage_graph_has_a_node_per_version(page: Page, history: History) -> N
     assert _count(page, "#lineage-svg circle.included") == 29
 
 
+def test_a_federation_without_dp_says_so(page: Page) -> None:
+    assert _data(page, "#privacy p.policy", "encoding") == ["f32"]
+    assert _texts(page, "#privacy p.policy") == ["Updates travel as f32. This federation pins no differential privacy."]
+    assert _count(page, "#privacy-table") == 0
+
+
 def test_accuracy_chart_has_a_point_per_round(page: Page) -> None:
     assert _data(page, "#accuracy-svg circle.point", "round") == ["1", "2", "3", "4", "5", "6"]
     assert _count(page, "#accuracy-svg path.line") == 1
@@ -353,12 +363,59 @@ def test_no_console_errors_or_csp_violations(page: Page) -> None:
     assert (logged, thrown, console) == ([], [], [])
 
 
-def test_screenshot(page: Page) -> None:
-    """The full page after the clicks above, for a person to look at."""
+def _screenshot(page: Page, path: Path) -> None:
     width, height = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
     page.send(
         "Emulation.setDeviceMetricsOverride", width=max(width, 1280), height=height, deviceScaleFactor=1, mobile=False
     )
     shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_screenshot(page: Page) -> None:
+    """The full page after the clicks above, for a person to look at."""
+    _screenshot(page, SCREENSHOT)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- a private federation (last: it navigates away)
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory) -> PrivateHistory:
+    return shared_private_history(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def private_service(private: PrivateHistory, tmp_path_factory) -> Iterator[RunningServer]:
+    yield from _serve(private.chain, private.store, tmp_path_factory.mktemp("private-index"))
+
+
+def test_the_api_gives_the_pinned_policy_and_each_nodes_epsilon_per_round(private: PrivateHistory, private_service: RunningServer) -> None:
+    body = requests.get(f"{private_service.url}/api/v1/privacy", timeout=10).json()
+    one, two = private.addresses[:2]
+
+    assert body["encoding"] == "int8"
+    assert body["policy"]["noise_multiplier"] == 3.205 and body["policy"]["epsilon_budget"] == "1.000000"
+    assert [r["round"] for r in body["rounds"]["items"]] == [1, 2]
+    assert body["rounds"]["items"][0]["epsilon"][one] == "0.701602"
+    assert body["rounds"]["items"][0]["epsilon"][private.addresses[4]] == "1.289960"  # over budget: recorded, rejected
+    assert body["rounds"]["items"][1]["epsilon"][two] == "0.953006"
+    version = requests.get(f"{private_service.url}/api/v1/models/{private.results[1].model_hash}", timeout=10).json()
+    assert version["privacy"][two] == "0.953006"
+
+
+def test_the_page_shows_each_nodes_epsilon_over_rounds(chromium: Page, private: PrivateHistory, private_service: RunningServer) -> None:
+    chromium.send("Page.navigate", url=private_service.url + "/")
+    chromium.wait_for("document.body && document.body.dataset.ready", timeout=RENDER_SECONDS, what="the private page")
+    node0, node4 = private.addresses[0], private.addresses[4]
+
+    assert "Updates travel as int8. Nodes train with DP-SGD (Opacus): noise multiplier 3.205" in _texts(chromium, "#privacy p.policy")[0]
+    assert _texts(chromium, "#privacy-table thead th") == ["node", "round 1", "round 2", "budget spent"]
+    assert _texts(chromium, f"#privacy-table tr[data-node='{node0}'] td")[1:] == ["0.701602", "0.953006", "95.3%"]
+    assert _texts(chromium, f"#privacy-table tr[data-node='{node4}'] td.over") == ["1.289960"]
+    assert chromium.evaluate(f"{_one('#privacy')}.childNodes.length") == 2  # the policy and the table, no stray text
+    rejection = _texts(chromium, "#rounds tr[data-round='1'] ul.rejections li")
+    assert any("privacy_budget_exhausted" in text for text in rejection)
+    assert any("privacy_claim_invalid" in text for text in rejection)
+    _screenshot(chromium, PRIVATE_SCREENSHOT)

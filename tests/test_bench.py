@@ -1,11 +1,14 @@
-"""The aggregation and round benchmarks run end to end on small inputs (their figures are not checked here)."""
+"""The aggregation, round and updates benchmarks run end to end on small inputs (their figures are not checked here)."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import pytest
 
 from ledger.cli.bench.aggregate import measure_aggregate
 from ledger.cli.bench.round import NodeRound, critical_path, measure_round
+from ledger.cli.bench.updates import measure_updates
 
 
 def test_aggregate_bench_reports_every_variant_and_matches_the_reference_fedavg(tmp_path) -> None:
@@ -48,3 +51,15 @@ def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
 
     assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
     assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
+
+
+def test_updates_bench_compares_encodings_and_runs_a_private_federation() -> None:
+    report = measure_updates(nodes=2, rounds=1, epochs=1, repeats=1, dp_targets=(8.0,))
+
+    encodings = report["encodings"]
+    assert set(encodings) == {"f32", "f16", "int8"}
+    assert all(figures["verified"] for figures in encodings.values())
+    assert encodings["int8"]["update_bytes_median"] < encodings["f16"]["update_bytes_median"] < encodings["f32"]["update_bytes_median"]
+    private = report["privacy"]["runs"]["epsilon_8"]
+    assert private["verified"] and private["rejected_updates"] == 0
+    assert Decimal(private["epsilon_recorded_after_last_round"]) <= Decimal("8")

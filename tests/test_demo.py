@@ -18,15 +18,17 @@ from ledger.core.reasons import RejectReason
 
 @pytest.mark.devnet
 def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path):
+    """With int8 updates: each node process reads the encoding genesis pins and follows it."""
     var = tmp_path / "var"
     port, api_port = free_port(), free_port()
     env = dict(os.environ, FEDLEDGER_HOME=str(var))
     command = [sys.executable, "-m", "ledger.cli", "demo", "--nodes", "3", "--rounds", "2", "--tamper", "1"]
-    command += ["--epochs", "1", "--port", str(port), "--api-port", str(api_port)]
+    command += ["--epochs", "1", "--port", str(port), "--api-port", str(api_port), "--encoding", "int8"]
     try:
         completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stdout + completed.stderr
         out = completed.stdout
+        assert "encoding int8, no DP" in out  # pinned at genesis; the node processes read it from there
         assert out.count("rejected (hash_mismatch") == 2
         assert "lineage (genesis → latest):" in out and "v2 " in out
         assert "indexed; " in out  # the SQL index caught up with the chain before the demo ended

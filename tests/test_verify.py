@@ -247,7 +247,10 @@ def _with_metadata(history: History, round_index: int, edit) -> tuple[ChainFacts
     model_hash, metadata_hash, _ = _round_parts(history, round_index)
     facts = _facts(history, model_hash)
     source = history.federation.store
-    store = DictStore({name: source.get(name) for name in [model_hash, facts.version.parent_hash, metadata_hash]})
+    genesis_metadata = facts.committed[history.honest[0]].metadata_hash  # pins the policy updates decode by
+    store = DictStore(
+        {name: source.get(name) for name in [model_hash, facts.version.parent_hash, metadata_hash, genesis_metadata]}
+    )
     for event in facts.submissions:
         store.put(source.get(event.update_hash))
     edited = edit(json.loads(source.get(metadata_hash)))

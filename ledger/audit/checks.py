@@ -16,16 +16,24 @@ import torch
 from ledger.audit.facts import ChainFacts
 from ledger.audit.verdict import Finding, FindingKind, Verdict
 from ledger.chain import events
+from ledger.core.encoding import DecodedUpdate, DecodeError, decode_update
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
-from ledger.core.metadata import MetadataError, MetadataRecord, RoundRecord, decode
+from ledger.core.metadata import GenesisRecord, MetadataError, MetadataRecord, RoundRecord, decode
 from ledger.core.model import MODEL_NAME
+from ledger.core.policy import FederationPolicy
+from ledger.core.reasons import RejectReason
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
 from ledger.store.base import BlobNotFound, BlobStore, BlobStoreError, HashMismatch
 
 # Room for the tiny MLP and far beyond; a blob over this is not one of ours (it is still reported).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _ARCHITECTURES = {MODEL_NAME}
+_DECODE_FINDINGS = {
+    RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
+    RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
+    RejectReason.SHAPE_MISMATCH: FindingKind.SHAPE_MISMATCH,
+}
 
 
 @dataclass
@@ -89,20 +97,35 @@ class Judgement:
             self.find(FindingKind.BLOB_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
             return None
 
-    def fits(self, name: str, tensors: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
-        shapes = {key: tuple(value.shape) for key, value in tensors.items()}
-        expected = {key: tuple(value.shape) for key, value in base.items()}
-        if shapes == expected:
-            return True
-        self.find(
-            FindingKind.SHAPE_MISMATCH,
-            name,
-            "update",
-            "the update's tensor names or shapes differ from its base model's",
-            expected={k: list(v) for k, v in expected.items()},
-            actual={k: list(v) for k, v in shapes.items()},
-        )
-        return False
+    def decoded_update(
+        self, name: str, blob: bytes, base: Mapping[str, torch.Tensor], encoding: str
+    ) -> DecodedUpdate | None:
+        """The update decoded against its base in the pinned encoding, or None after recording why not."""
+        try:
+            return decode_update(blob, base, encoding, max_bytes=self.max_bytes)
+        except DecodeError as exc:
+            kind = _DECODE_FINDINGS.get(exc.reason, FindingKind.BLOB_MALFORMED)
+            self.find(kind, name, "update", f"the update blob is not an update in the pinned encoding {encoding!r}: {exc.detail}")
+            return None
+
+    def pinned_policy(self, facts: ChainFacts) -> FederationPolicy | None:
+        """The policy the chain's genesis pins (its encoding, DP policy), or None after recording why not."""
+        genesis = next((event for event in facts.committed.values() if event.parent_hash is None), None)
+        if genesis is None or genesis.metadata_hash is None:
+            self.find(FindingKind.METADATA_MALFORMED, "(none)", "genesis metadata", "the chain records no genesis metadata to read the policy from")
+            return None
+        blob = self.fetch(genesis.metadata_hash, "genesis metadata")
+        if blob is None:
+            return None
+        try:
+            record = decode(blob)
+        except MetadataError as exc:
+            self.find(FindingKind.METADATA_MALFORMED, genesis.metadata_hash, "genesis metadata", str(exc))
+            return None
+        if not isinstance(record, GenesisRecord):
+            self.find(FindingKind.METADATA_MALFORMED, genesis.metadata_hash, "genesis metadata", f"a {record.kind} record, not genesis")
+            return None
+        return record.policy
 
     def metadata(self) -> MetadataRecord | None:
         """The version's metadata record, or None after recording why not."""

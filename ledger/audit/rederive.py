@@ -1,10 +1,11 @@
 """The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
 
-For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob and every
-update the metadata names; check the named updates against the chain (Merkle root, count, each
-one submitted in that round by that node with that sample count, none rejected); re-run the
-recorded rule with its parameters; serialize canonically and compare the SHA-256 with the chain's
-model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
+For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
+metadata (for the pinned policy) and every update the metadata names; check the named updates
+against the chain (Merkle root, count, each one submitted in that round by that node with that
+sample count, none rejected); decode each in the pinned encoding; re-check every privacy claim,
+recorded ε and privacy or encoding rejection (`ledger.audit.privacy`); re-run the recorded rule
+with its parameters; serialize canonically and compare the SHA-256 with the chain's model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -13,11 +14,16 @@ The judging (`rederive`) touches nothing but the store it is given.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
 from ledger.audit.facts import ChainFacts, read_chain_facts
+from ledger.audit.privacy import check_privacy
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import RULES, Update, aggregate
+from ledger.core.encoding import complete_with_base
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
 from ledger.core.model import build_model, state_tensors
@@ -115,17 +121,24 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     if not audit.known_architecture(record):
         return
 
+    blobs = {item.update_hash: audit.fetch(item.update_hash, "update") for item in recipe.included}
+    policy = audit.pinned_policy(facts)
+    if policy is None or parent_tensors is None:
+        return  # updates decode against the parent in the pinned encoding: without both, nothing to re-run
+
     # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
     samples = {event.update_hash: event.num_samples for event in facts.submissions}
     updates: list[Update] = []
+    claims: dict[str, Mapping[str, Any] | None] = {}
     for item in recipe.included:
-        blob = audit.fetch(item.update_hash, "update")
-        tensors = audit.tensors(item.update_hash, "update", blob) if blob is not None else None
-        if tensors is None:
+        blob = blobs[item.update_hash]
+        decoded = audit.decoded_update(item.update_hash, blob, parent_tensors, policy.encoding) if blob is not None else None
+        if decoded is None:
             continue
-        if parent_tensors is not None and not audit.fits(item.update_hash, tensors, parent_tensors):
-            continue
+        claims[item.update_hash] = decoded.privacy
+        tensors = complete_with_base(decoded.tensors, parent_tensors)
         updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
+    check_privacy(audit, recipe, facts, policy, claims)
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
 

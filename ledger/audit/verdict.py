@@ -33,6 +33,10 @@ class FindingKind(str, Enum):
     RULE_UNKNOWN = "rule_unknown"  # the metadata names an aggregation rule this build does not have
     AGGREGATION_FAILED = "aggregation_failed"  # the rule refused the recorded parameters or updates
     REDERIVED_MISMATCH = "rederived_mismatch"  # re-running the recorded recipe gives other bytes
+    ENCODING_MISMATCH = "encoding_mismatch"  # an included update is not in the encoding genesis pins, or a
+    # rejection for that reason is not borne out by the blob
+    PRIVACY_MISMATCH = "privacy_mismatch"  # a privacy claim, a recorded ε or a privacy rejection the
+    # accountant does not reproduce from the nodes' claims
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Finding:
 
     kind: FindingKind
     subject: str
-    role: str  # model, parent, metadata, update, rule, architecture
+    role: str  # model, parent, metadata, genesis metadata, update, rule, architecture
     detail: str
     expected: Any = None
     actual: Any = None

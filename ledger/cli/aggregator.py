@@ -22,6 +22,7 @@ def _rule_param(text: str) -> tuple[str, Any]:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.core.aggregation import RULES
+    from ledger.cli.policy_options import add_policy_arguments
     from ledger.cli.wiring import add_ledger_arguments
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
@@ -39,6 +40,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test split")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
+    add_policy_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -48,9 +50,11 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.cli.wiring import blob_store, ledger_client, signing_account
 
+    from ledger.cli.policy_options import privacy_policy
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
 
+    privacy = privacy_policy(args)
     try:
         client = ledger_client(args, account=signing_account(args))
         store = blob_store(args, client)
@@ -68,10 +72,20 @@ def _run(args: argparse.Namespace) -> int:
         max_norm=args.max_norm,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
+        encoding=args.encoding,
+        privacy=privacy,
     )
     aggregator = Aggregator(client, store, load_digits_split(seed=args.data_seed).test, config)
-    genesis = aggregator.ensure_genesis()
-    print(f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}", flush=True)  # type: ignore[union-attr]
+    try:
+        genesis = aggregator.ensure_genesis()
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from exc
+    dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
+    print(
+        f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}, "  # type: ignore[union-attr]
+        f"encoding {args.encoding}, {dp}",
+        flush=True,
+    )
     for _ in range(args.rounds):
         try:
             result = aggregator.run_round()

@@ -26,6 +26,8 @@ NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ledger.cli.policy_options import add_policy_arguments
+
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
@@ -43,12 +45,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
+    add_policy_arguments(demo)
     demo.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import privacy_policy
 
+    args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise CommandError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
@@ -74,7 +79,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, TrainingConfig
+    from edge_node.node import EdgeNode, Outcome, TrainingConfig
     from ledger.config import Settings
     from ledger.core.data import load_digits_split, split_shards
     from ledger.store.local import LocalBlobStore
@@ -99,13 +104,23 @@ def _run_memory(args: argparse.Namespace) -> int:
         )
         for index, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
-    config = AggregatorConfig(rule=args.rule, min_updates=args.min_updates, round_seconds=args.round_seconds)
+    config = AggregatorConfig(
+        rule=args.rule,
+        min_updates=args.min_updates,
+        round_seconds=args.round_seconds,
+        encoding=args.encoding,
+        privacy=args.privacy,
+    )
     aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
     for _ in range(args.rounds):
         info = aggregator.open_round()
-        for node in nodes:
-            node.participate(info.round)
+        outcomes = {node.participate(info.round).outcome for node in nodes}
+        if outcomes == {Outcome.BUDGET_EXHAUSTED}:
+            chain.advance_time(args.round_seconds + 1)  # nobody will submit: let the round be abandoned
+            print_round(aggregator.close_round(info.round))
+            print(f"every node has spent its ε budget ({args.privacy.epsilon_budget}): stopping", flush=True)
+            break
         print_round(aggregator.close_round(info.round))
     print(lineage_text(chain.admin, store))
     if args.serve:
@@ -149,6 +164,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
+    from ledger.cli.policy_options import policy_argv
 
     if args.nodes > DEV_ACCOUNT_COUNT - 1:
         raise CommandError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
@@ -207,7 +223,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             children.append(_spawn(command, logs / f"node-{index}.log", env))
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
-        aggregator_command += ["--round-seconds", str(args.round_seconds)]
+        aggregator_command += ["--round-seconds", str(args.round_seconds), *policy_argv(args)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
         children.append(aggregator)
         _watch(aggregator, children[2:-1], logs)

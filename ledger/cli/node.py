@@ -27,10 +27,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
     data.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
     data.add_argument("--data-seed", type=int, default=0)
-    training = run.add_argument_group("training")
+    training = run.add_argument_group(
+        "training (the update encoding, and under DP the batch size and epochs, come from the policy genesis pins)"
+    )
     training.add_argument("--epochs", type=int, default=5)
     training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--lr", type=float, default=0.05)
+    training.add_argument("--lr", type=float, default=0.05, help="SGD (momentum 0.9) step without DP")
+    training.add_argument("--dp-lr", type=float, default=1.0, help="plain SGD step of DP-SGD, when the federation trains privately")
     training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index)")
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
@@ -53,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.cli.wiring import blob_store, ledger_client, signing_account
 
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, Outcome, TrainingConfig
+    from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
 
     if not 0 <= args.node_index < args.num_nodes:
         raise CommandError(f"--node-index must be in 0..{args.num_nodes - 1}")
@@ -65,7 +68,11 @@ def _run(args: argparse.Namespace) -> int:
     split = load_digits_split(seed=args.data_seed)
     shard = split_shards(split.train, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)[args.node_index]
     config = TrainingConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.node_index if args.seed is None else args.seed
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.node_index if args.seed is None else args.seed,
+        dp_lr=args.dp_lr,
     )
     transform = after_upload = None
     if args.misbehave == "poison":
@@ -90,15 +97,18 @@ def _run(args: argparse.Namespace) -> int:
         if last_round and last_round not in handled:
             try:
                 result = node.participate(last_round)
+            except UnsupportedPolicy as exc:
+                raise CommandError(f"node {node.address} cannot join: {exc}") from exc
             except (BlobStoreError, LedgerError, ValueError) as exc:
                 # A bad base blob or a refused upload loses this round, not the node.
                 print(f"node {node.address}: round {last_round}: skipped: {exc}", flush=True)
                 result = None
             handled.add(last_round)
             if result is not None and result.outcome is Outcome.SUBMITTED:
+                spent = "" if result.epsilon is None else f", ε {result.epsilon}"
                 print(
                     f"node {node.address}: round {last_round}: submitted {result.update_hash} "
-                    f"({result.num_samples} samples, trained in {result.train_seconds:.2f}s)",
+                    f"({result.num_samples} samples, trained in {result.train_seconds:.2f}s{spent})",
                     flush=True,
                 )
             elif result is not None:

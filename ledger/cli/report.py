@@ -45,7 +45,7 @@ def format_round(
     accuracy: float | None,
     note: str = "",
 ) -> str:
-    included = sum(1 for row in rows if row.status == "included")
+    included = sum(1 for row in rows if row.status.startswith("included"))
     lines = [
         f"round {round_number}: {included} included, {len(rows) - included} rejected"
         + (f" — {note}" if note else ""),
@@ -81,8 +81,15 @@ def format_lineage(rows: Sequence[LineageRow]) -> str:
 
 
 def round_rows(result: RoundResult) -> list[RoundRow]:
-    rows = [RoundRow(s.node, s.update_hash, s.num_samples, "included") for s in result.included]
-    rows += [RoundRow(s.node, s.update_hash, s.num_samples, f"rejected ({reason_text(int(r))})") for s, r, _ in result.rejected]
+    def spent(node: str) -> str:
+        epsilon = result.epsilons.get(node)
+        return "" if epsilon is None else f", ε {epsilon}"
+
+    rows = [RoundRow(s.node, s.update_hash, s.num_samples, f"included{spent(s.node)}") for s in result.included]
+    rows += [
+        RoundRow(s.node, s.update_hash, s.num_samples, f"rejected ({reason_text(int(r))}{spent(s.node)})")
+        for s, r, _ in result.rejected
+    ]
     return rows
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.core.hashing import is_sha256_hex
-from ledger.core.policy import FederationPolicy, PolicyError
+from ledger.core.policy import FederationPolicy, PolicyError, epsilon_text
 from ledger.core.safe_json import (
     UntrustedJsonError,
     canonical_json,
@@ -64,7 +64,8 @@ class GenesisRecord:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """A round's version: its base, the rule, the included and rejected updates, the metrics."""
+    """A round's version: its base, the rule, the included and rejected updates, the metrics, and
+    (when the federation trains with DP) each node's cumulative ε as the accountant verified it."""
 
     round: int
     base_model: str
@@ -73,6 +74,7 @@ class RoundRecord:
     included: tuple[IncludedUpdate, ...]
     rejected: tuple[RejectedUpdate, ...]
     metrics: Mapping[str, Any]
+    privacy: Mapping[str, str] | None = None
 
     kind = "round"
 
@@ -99,10 +101,14 @@ def encode_round(
     included: Sequence[IncludedUpdate],
     rejected: Sequence[RejectedUpdate],
     metrics: Mapping[str, float | int],
+    privacy: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Updates are listed by hash, the order the rules combine them in."""
+    """Updates are listed by hash, the order the rules combine them in. `privacy` maps each node
+    whose claim the accountant verified this round to its cumulative ε (absent without DP)."""
+    extra = {} if privacy is None else {"privacy": dict(privacy)}
     return canonical_json(
         {
+            **extra,
             "format": FORMAT,
             "kind": "round",
             "round": round_number,
@@ -194,6 +200,11 @@ def _round(document: Mapping[str, Any]) -> RoundRecord:
     metrics = document.get("metrics", {})
     if not isinstance(metrics, dict):
         raise MetadataError("'metrics' must be an object")
+    privacy = document.get("privacy")
+    if privacy is not None and not (
+        isinstance(privacy, dict) and all(isinstance(eps, str) and _is_epsilon(eps) for eps in privacy.values())
+    ):
+        raise MetadataError("'privacy' must map nodes to ε as 6-decimal text")
     return RoundRecord(
         round=document["round"],
         base_model=document["base_model"],
@@ -204,4 +215,12 @@ def _round(document: Mapping[str, Any]) -> RoundRecord:
             RejectedUpdate(r["update_hash"], r["node"], r["reason_code"], str(r.get("reason", ""))) for r in rejected
         ),
         metrics=metrics,
+        privacy=privacy,
     )
+
+
+def _is_epsilon(text: str) -> bool:
+    try:
+        return epsilon_text(text) == text
+    except PolicyError:
+        return False

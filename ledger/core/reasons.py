@@ -21,6 +21,9 @@ class RejectReason(IntEnum):
     NON_FINITE = 7
     NORM_TOO_LARGE = 8
     TOO_LARGE = 9
+    ENCODING_MISMATCH = 10
+    PRIVACY_CLAIM_INVALID = 11
+    PRIVACY_BUDGET_EXHAUSTED = 12
 
     @property
     def description(self) -> str:
@@ -34,10 +37,16 @@ _DESCRIPTIONS: dict[RejectReason, str] = {
     RejectReason.MALFORMED: "the blob is not a valid safetensors file",
     RejectReason.NAME_MISMATCH: "tensor names differ from the base model's",
     RejectReason.SHAPE_MISMATCH: "a tensor's shape differs from the base model's",
-    RejectReason.DTYPE_MISMATCH: "a tensor is not float32",
+    RejectReason.DTYPE_MISMATCH: "a tensor's dtype is not the one the pinned encoding stores",
     RejectReason.NON_FINITE: "a tensor holds NaN or infinity",
     RejectReason.NORM_TOO_LARGE: "the update moves the model further (L2 norm) than the bound allows",
     RejectReason.TOO_LARGE: "the blob exceeds the size limit",
+    RejectReason.ENCODING_MISMATCH: "the blob is not in the update encoding the federation pinned at genesis",
+    RejectReason.PRIVACY_CLAIM_INVALID: (
+        "the privacy claim is missing, malformed, disagrees with the pinned DP policy, "
+        "or states an ε the accountant does not reproduce from the node's claims"
+    ),
+    RejectReason.PRIVACY_BUDGET_EXHAUSTED: "the node's cumulative ε would exceed the federation's per-node budget",
 }
 
 

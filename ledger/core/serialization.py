@@ -97,7 +97,7 @@ def _checked_header(data: bytes | memoryview, max_bytes: int) -> dict[str, Any]:
     """The header, after the size limit and the float32-only rule (cheap refusals before parsing)."""
     if len(data) > max_bytes:
         raise MalformedBlob(f"blob is {len(data)} bytes, over the {max_bytes}-byte limit")
-    header = _read_header(data)
+    header = read_header(data)
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -153,7 +153,7 @@ def _naturals(value: Any) -> bool:
     return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
 
 
-def _read_header(data: bytes | memoryview) -> dict[str, Any]:
+def read_header(data: bytes | memoryview) -> dict[str, Any]:
     """The safetensors JSON header, validated for size and shape before the real parser sees it."""
     if len(data) < _HEADER_LENGTH_BYTES:
         raise MalformedBlob(f"blob is {len(data)} bytes, too short for a safetensors header")

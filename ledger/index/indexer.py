@@ -504,6 +504,8 @@ class MetadataSummary:
     rule_params: dict[str, Any] | None
     metrics: dict[str, Any] | None
     included_hashes: frozenset[str] | None
+    privacy: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
 
 
 def parse_metadata(blob: bytes) -> MetadataSummary | None:
@@ -515,17 +517,21 @@ def parse_metadata(blob: bytes) -> MetadataSummary | None:
     except MetadataError:
         return None
     if not isinstance(record, RoundRecord):
-        return MetadataSummary(rule_name=None, rule_params=None, metrics=None, included_hashes=None)
+        return MetadataSummary(
+            rule_name=None, rule_params=None, metrics=None, included_hashes=None, policy=record.policy.to_json()
+        )
     return MetadataSummary(
         rule_name=record.rule.name,
         rule_params=dict(record.rule.params),
         metrics=dict(record.metrics),
         included_hashes=frozenset(u.update_hash for u in record.included),
+        privacy=None if record.privacy is None else dict(record.privacy),
     )
 
 
 def load_metadata(session: Session, store: BlobStore, version: ModelVersion) -> bool:
-    """Fill rule and metrics from the metadata blob if the store has it (re-hashed on read)."""
+    """Fill rule, metrics, ε per node and genesis's policy from the metadata blob if the store has it
+    (re-hashed on read)."""
     assert version.metadata_hash is not None
     try:
         blob = store.get(version.metadata_hash)
@@ -538,6 +544,8 @@ def load_metadata(session: Session, store: BlobStore, version: ModelVersion) -> 
         version.rule_name = summary.rule_name
         version.rule_params = summary.rule_params
         version.metrics = summary.metrics
+        version.privacy = summary.privacy
+        version.policy = summary.policy
         if version.round > 0 and summary.included_hashes is not None and _inclusion_unknown(session, version.round):
             _mark_included(session, version, set(summary.included_hashes))
     session.flush()

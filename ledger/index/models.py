@@ -143,7 +143,8 @@ class Submission(Base):
 
 
 class ModelVersion(Base):
-    """One `ModelCommitted`; rule and metrics come from its metadata blob when the store has it."""
+    """One `ModelCommitted`; rule, metrics, ε per node (and genesis's policy) come from its metadata
+    blob when the store has it."""
 
     __tablename__ = "model_versions"
 
@@ -160,6 +161,11 @@ class ModelVersion(Base):
     rule_name: Mapped[Optional[str]] = mapped_column(String(64))
     rule_params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    # Round versions of a private federation: each node's cumulative ε as the accountant verified it.
+    # (none_as_null: "no DP" is SQL NULL, which queries filter on, not the JSON text null)
+    privacy: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
+    # Genesis: the federation policy it pins (rule, limits, update encoding, privacy policy).
+    policy: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
     block_number: Mapped[BlockNumber] = mapped_column(index=True)
     tx_hash: Mapped[TxHash]
     log_index: Mapped[int]

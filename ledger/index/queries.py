@@ -85,6 +85,17 @@ def latest_version(session: Session) -> ModelVersion | None:
     return session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1)).first()
 
 
+def genesis_policy(session: Session) -> dict[str, Any] | None:
+    """The federation policy genesis pins (None until genesis and its metadata are indexed)."""
+    return session.scalars(select(ModelVersion.policy).where(ModelVersion.parent_hash.is_(None)).limit(1)).first()
+
+
+def private_versions(session: Session, page: Page) -> Paged[ModelVersion]:
+    """Versions whose metadata records ε per node (private federations), by version."""
+    base = select(ModelVersion).where(ModelVersion.privacy.is_not(None))
+    return Paged(list(session.scalars(_page(base, page, ModelVersion.version))), _total(session, base))
+
+
 def _page(statement: Select[Any], page: Page, *order: Any) -> Select[Any]:
     ordered = [column.desc() if page.descending else column for column in order]
     return statement.order_by(*ordered).limit(page.limit).offset(page.offset)

@@ -105,5 +105,8 @@ def test_reason_codes_are_the_stable_uint16_values_the_chain_records() -> None:
         "NON_FINITE": 7,
         "NORM_TOO_LARGE": 8,
         "TOO_LARGE": 9,
+        "ENCODING_MISMATCH": 10,
+        "PRIVACY_CLAIM_INVALID": 11,
+        "PRIVACY_BUDGET_EXHAUSTED": 12,
     }
     assert all(reason.description for reason in RejectReason)

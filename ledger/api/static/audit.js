@@ -116,12 +116,26 @@ async function includedOf(models) {
   return included;
 }
 
+async function privacyOf() {
+  // The pinned encoding and DP policy, and every round's ε per node (paginated under `rounds`).
+  const first = await getJSON(`${API}/privacy?limit=${PAGE_LIMIT}`);
+  const rounds = [...first.rounds.items];
+  let url = first.rounds.next;
+  while (url) {
+    const body = await getJSON(url);
+    rounds.push(...body.rounds.items);
+    url = body.rounds.next;
+  }
+  return { encoding: first.encoding, policy: first.policy, rounds };
+}
+
 async function loadLedger() {
-  const [summary, rounds, models, nodes] = await Promise.all([
+  const [summary, rounds, models, nodes, privacy] = await Promise.all([
     getJSON(`${API}/summary`),
     getAll(`${API}/rounds`),
     getAll(`${API}/models`),
     getAll(`${API}/nodes`),
+    privacyOf(),
   ]);
   rounds.sort((a, b) => a.round - b.round);
   models.sort((a, b) => a.version - b.version);
@@ -132,7 +146,7 @@ async function loadLedger() {
     })
   );
   const included = await includedOf(models);
-  return { summary, rounds, models, nodes, rejections, included };
+  return { summary, rounds, models, nodes, rejections, included, privacy };
 }
 
 function accuracyOf(model) {
@@ -366,6 +380,51 @@ function renderRounds({ rounds, models, rejections }) {
   }));
 }
 
+// ------------------------------------------------------------------ privacy
+
+const MAX_PRIVACY_ROUNDS = 30;
+
+function renderPrivacy({ privacy }) {
+  const box = document.getElementById("privacy");
+  const encoding = privacy.encoding || "—";
+  const policy = privacy.policy;
+  if (!policy) {
+    box.replaceChildren(el("p", { class: "policy", "data-encoding": encoding,
+      text: `Updates travel as ${encoding}. This federation pins no differential privacy.` }));
+    return;
+  }
+  const budget = Number(policy.epsilon_budget);
+  const rounds = privacy.rounds.slice(-MAX_PRIVACY_ROUNDS);
+  const nodes = [...new Set(privacy.rounds.flatMap((r) => Object.keys(r.epsilon)))].sort();
+  const latest = new Map();
+  for (const round of privacy.rounds) for (const [node, eps] of Object.entries(round.epsilon)) latest.set(node, eps);
+  const description = `Updates travel as ${encoding}. Nodes train with DP-SGD (Opacus): noise multiplier ` +
+    `${policy.noise_multiplier}, clipping norm ${policy.max_grad_norm}, δ ${policy.delta}, batch size ` +
+    `${policy.batch_size}, epochs per round ${policy.epochs}; each node may spend ε ${policy.epsilon_budget} ` +
+    `(${policy.accountant} accountant). The ε below is each node's cumulative spend as its claims state and ` +
+    "the aggregator's accountant verified (re-checked by verify).";
+  const head = el("tr", {}, el("th", { text: "node" }),
+    rounds.map((r) => el("th", { class: "num", text: `round ${r.round}` })), el("th", { class: "num", text: "budget spent" }));
+  const rows = nodes.map((node) => el("tr", { "data-node": node },
+    el("td", {}, el("span", { class: "hash", title: node, text: short(node, 12) })),
+    rounds.map((r) => {
+      const eps = r.epsilon[node];
+      return el("td", { class: `num${eps !== undefined && Number(eps) > budget ? " over" : ""}`,
+        "data-round": r.round, text: eps === undefined ? "—" : eps });
+    }),
+    el("td", { class: "num", text: percent(Number(latest.get(node)) / budget) })));
+  box.replaceChildren();
+  append(box, [
+    el("p", { class: "policy", "data-encoding": encoding, text: description }),
+    privacy.rounds.length > rounds.length
+      ? el("p", { class: "hint", text: `the latest ${rounds.length} of ${privacy.rounds.length} rounds (all under /api/v1/privacy)` })
+      : null,
+    nodes.length
+      ? el("table", { id: "privacy-table" }, el("thead", {}, head), el("tbody", {}, rows))
+      : el("p", { class: "empty", text: "No round has recorded ε yet." }),
+  ]);
+}
+
 // ------------------------------------------------------------------ verification
 
 function renderVerdict(target, verdict) {
@@ -423,6 +482,7 @@ async function start() {
     renderAccuracy(state);
     renderVersions(state);
     renderRounds(state);
+    renderPrivacy(state);
     status.textContent = `${state.models.length} versions, ${state.rounds.length} rounds`;
     status.className = "status ready";
     document.body.dataset.ready = "true";

@@ -14,7 +14,7 @@ PREFIX = "/api/v1"
 
 
 def register(app: Flask) -> None:
-    from ledger.api.v1 import export, models, nodes, openapi, rounds, summary, updates, verify
+    from ledger.api.v1 import export, models, nodes, openapi, privacy, rounds, summary, updates, verify
 
-    for module in (summary, rounds, models, updates, nodes, verify, export, openapi):
+    for module in (summary, rounds, models, updates, nodes, privacy, verify, export, openapi):
         app.register_blueprint(module.blueprint, url_prefix=PREFIX)

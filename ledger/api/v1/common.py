@@ -160,6 +160,7 @@ def version(row: ModelVersion | Row[Any]) -> dict[str, Any]:
         "metadata_loaded": row.metadata_loaded,
         "rule": None if row.rule_name is None else {"name": row.rule_name, "params": row.rule_params or {}},
         "metrics": row.metrics,
+        "privacy": row.privacy,
         "block_number": row.block_number,
         "tx_hash": row.tx_hash,
         "log_index": row.log_index,

@@ -94,6 +94,11 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {"name": {"type": "string"}, "params": {"type": "object"}},
             },
             "metrics": {"type": "object", "nullable": True, "description": "from the metadata blob, e.g. test_accuracy"},
+            "privacy": {
+                "type": "object",
+                "nullable": True,
+                "description": "private federations: node address → cumulative ε after this round",
+            },
             "block_number": _INT,
             "tx_hash": _HASH,
             "log_index": _INT,
@@ -315,6 +320,34 @@ _PATHS: dict[str, Any] = {
         ),
         params=[_path_param("address", {"type": "string"}, "node address, any case")],
         errors={"404": "never registered"},
+    ),
+    "/api/v1/privacy": _get(
+        "The update encoding and privacy policy genesis pins, and each node's cumulative ε per round",
+        _ok(
+            "the policy and a page of rounds",
+            {
+                "type": "object",
+                "properties": {
+                    "encoding": {"type": "string", "nullable": True, "enum": ["f32", "f16", "int8"]},
+                    "policy": {"type": "object", "nullable": True, "description": "null: no DP"},
+                    "rounds": _page_of(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "round": _INT,
+                                "version": _INT,
+                                "model_hash": _HASH,
+                                "epsilon": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{6}$"},
+                                    "description": "node address → cumulative ε after this round",
+                                },
+                            },
+                        }
+                    ),
+                },
+            },
+        ),
     ),
     "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False),
 }

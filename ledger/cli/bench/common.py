@@ -19,6 +19,7 @@ BENCH_MODULES = (
     "ledger.cli.bench.aggregate",
     "ledger.cli.bench.round",
     "ledger.cli.bench.cli",
+    "ledger.cli.bench.updates",
 )
 
 
