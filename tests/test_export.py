@@ -305,6 +305,22 @@ def test_export_refuses_a_non_empty_folder_and_a_readable_key(history, deployed,
     assert not (tmp_path / "new").exists()
 
 
+def test_genesis_exports_as_safetensors_alone_and_verifies(history, tmp_path, capsys) -> None:
+    genesis = history.model_hashes[0]
+    folder = tmp_path / "genesis"
+    common = history.chain_options()
+
+    assert main(["export", "0x" + genesis, "--out", str(folder), "--format", "safetensors", "--unsigned",
+                 "--blobs-dir", str(history.blobs), *common]) == 0  # fmt: skip
+    assert "exported version 0 (round 0)" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == ["genesis.json", "metadata.json", "model.safetensors", "provenance.json"]
+
+    assert main(["export", "verify", str(folder), "--unsigned", *common]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ok\s+metadata\s+.*; genesis \(no rule\)$", out, re.MULTILINE), out
+    assert re.search(r"^ok\s+chain\s+version 0 \(round 0\)", out, re.MULTILINE), out
+
+
 # --------------------------------------------------------------------------- the API's download
 
 
