@@ -264,7 +264,7 @@ def test_a_model_hash_that_is_not_on_chain_is_refused(history, deployed, tmp_pat
     # The same folder checked against another ledger, where its model was never committed.
     other, _, _ = deploy(connect(history.rpc_url), dev_account(0))
     code = main(["export", "verify", str(deployed.folder), "--public-key", str(deployed.public_key),
-                 "--rpc-url", history.rpc_url, "--contract", other.address])  # fmt: skip
+                 "--rpc", history.rpc_url, "--contract", other.address])  # the spelling: --rpc-url abbreviated
     out = capsys.readouterr().out
     assert code == 1
     assert f"model {history.model_hashes[2]} is not a committed version on ledger {other.address} (chain 31337)" in out
