@@ -47,10 +47,6 @@ def _export_parser() -> argparse.ArgumentParser:
     keys = parser.add_mutually_exclusive_group(required=True)
     keys.add_argument("--signing-key", type=Path, metavar="KEY.pem", help="EC private key (`fedledger keys new --signing`); KEY.pub beside it")
     keys.add_argument("--unsigned", action="store_true", help="write no signature (provenance.json says so)")
-    parser.add_argument(
-        "--max-logit-diff", type=float, default=1e-5, metavar="X",
-        help="largest |torch − ONNX Runtime| logit difference allowed on the held-out split (default 1e-5); recorded",
-    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_ledger_arguments(parser, signing=False)
     return parser
@@ -107,9 +103,7 @@ def _export(target: str, args: argparse.Namespace) -> int:
     try:
         model_hash = resolve_model_hash(client, target)
         sources = gather(client, blob_store(args, client), model_hash, max_bytes=max_bytes)
-        options = ExportOptions(
-            formats=args.format, int8=args.int8, max_logit_diff=args.max_logit_diff, signing_key=args.signing_key
-        )
+        options = ExportOptions(formats=args.format, int8=args.int8, signing_key=args.signing_key)
         result = write_export(args.out, sources, options, max_bytes=max_bytes)
     except (LedgerError, VersionNotFound, ValueError) as exc:
         raise CommandError(str(exc)) from exc

@@ -106,7 +106,6 @@ def gather(client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes
 class ExportOptions:
     formats: str = "both"
     int8: bool = False
-    max_logit_diff: float = onnx_model.DEFAULT_MAX_LOGIT_DIFF
     signing_key: Path | None = None  # None: unsigned, and the statement says so
 
 
@@ -155,7 +154,7 @@ def write_export(out: Path, sources: ExportSources, options: ExportOptions, *, m
         rebuilt = sha256_hex(serialize_tensors(onnx_model.initializer_tensors(onnx_bytes, sorted(tensors))))
         if rebuilt != record.model_hash:
             raise ExportError(f"the ONNX file's weights hash to {rebuilt}, not to the committed {record.model_hash}")
-        parity = onnx_model.check_parity(model, onnx_bytes, examples.x, examples.y, max_allowed=options.max_logit_diff)
+        parity = onnx_model.check_parity(model, onnx_bytes, examples.x, examples.y)
         if not parity.ok:
             raise ExportError(f"ONNX {parity.describe()}; nothing was written")
         files[ONNX_NAME] = onnx_bytes
@@ -461,16 +460,12 @@ def _check_parity(verdict: ExportVerdict, statement: Statement, contents: Mappin
     """Re-run the held-out split through the committed weights in torch and through the ONNX file."""
     if ONNX_NAME not in contents or GENESIS_NAME not in contents or not verdict.passed_check("weights"):
         return
-    onnx_facts = statement.predicate["export"].get("onnx")
-    parity_facts = onnx_facts.get("parity") if isinstance(onnx_facts, dict) else None
-    claimed = parity_facts.get("maxAllowed") if isinstance(parity_facts, dict) else None
-    allowed = claimed if isinstance(claimed, float) and 0 < claimed < 1 else onnx_model.DEFAULT_MAX_LOGIT_DIFF
     try:
         genesis = decode_genesis(contents[GENESIS_NAME])
         names = weight_names(genesis)
         model = committed_module(genesis, onnx_model.initializer_tensors(contents[ONNX_NAME], names))
         examples = held_out(genesis)
-        parity = onnx_model.check_parity(model, contents[ONNX_NAME], examples.x, examples.y, max_allowed=allowed)
+        parity = onnx_model.check_parity(model, contents[ONNX_NAME], examples.x, examples.y)
     except (LedgerError, MetadataError, ModelUnavailable, ValueError, RuntimeError) as exc:
         verdict.failed("parity", f"cannot re-run {ONNX_NAME}: {exc}")
         return
