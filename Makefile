@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/fedledger bench api --json
 	$(BIN)/fedledger bench cli --json
 	$(BIN)/fedledger bench updates --json
+	$(BIN)/fedledger bench tasks --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -23,13 +24,17 @@ import torch
 from ledger.audit.facts import read_genesis
 from ledger.chain import events
 from ledger.chain.client import LedgerClient, RoundInfo, RoundState
-from ledger.core.data import Shard
 from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, encode_genesis, encode_round
 from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
-from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state, state_tensors
+from ledger.core.model import load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
+from ledger.core.task import Examples, Task, TaskError, checked_metrics
+from ledger.core.manifest import manifest_mismatch, trainable_part, with_frozen
+from ledger.core.task_spec import TaskSpec, check_spec
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
 from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AggregatorConfig:
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # overrides of the task's defaults
     rule: str = "fedavg"
     rule_params: Mapping[str, Any] = field(default_factory=dict)
     min_updates: int = 1
@@ -91,6 +98,7 @@ class RoundResult:
     accuracy: float | None
     timings: Mapping[str, float]
     epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # the task's metrics on the held-out data
 
     @property
     def committed(self) -> bool:
@@ -98,38 +106,49 @@ class RoundResult:
 
 
 class Aggregator:
-    """The coordinator: its chain client (an aggregator key), a store and the held-out test split."""
+    """The coordinator: its chain client (an aggregator key), a store and the task's held-out test data."""
 
-    def __init__(self, client: LedgerClient, store: BlobStore, test_split: Shard, config: AggregatorConfig) -> None:
+    def __init__(self, client: LedgerClient, store: BlobStore, test_split: Examples, config: AggregatorConfig) -> None:
         self.client = client
         self.store = store
         self.test_split = test_split
         self.config = config
         self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
 
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This aggregator's task spec: pinned at genesis, or compared with the pinned one."""
+        return task_spec(self.config.task, self.config.hyperparameters)
+
     # ---------------------------------------------------------------- lineage
 
     def ensure_genesis(self) -> str:
         """The genesis model's hash, committing a freshly initialised model if the chain has none.
 
-        A genesis already on chain must pin this configuration's policy (`PolicyConflict` if not):
-        every decision is re-checked against the pinned one.
+        A genesis already on chain must pin this configuration's policy (`PolicyConflict` if not)
+        and this aggregator's task spec (`TaskSpecMismatch`, naming the field): every decision is
+        re-checked against the pinned ones.
         """
         existing = self.client.genesis_hash()
         if existing is not None:
             try:
-                pinned = read_genesis(self.client, self.store).policy
+                genesis = read_genesis(self.client, self.store)
             except (LookupError, BlobStoreError, MetadataError) as exc:
                 raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
-            if pinned != self.config.policy:
+            if genesis.policy != self.config.policy:
                 raise PolicyConflict(
-                    f"the chain's genesis pins the policy {pinned.to_json()}; this aggregator was started with "
+                    f"the chain's genesis pins the policy {genesis.policy.to_json()}; this aggregator was started with "
                     f"{self.config.policy.to_json()}"
                 )
+            check_spec("aggregator", genesis.task, self.spec)
             return existing
-        weights = state_tensors(build_model(self.config.model_seed))
+        weights = state_tensors(self.config.task.build_model(self.config.model_seed))
+        problem = manifest_mismatch(self.spec, weights)
+        if problem is not None:  # a model whose shapes depend on the seed cannot be pinned
+            raise TaskError(f"task {self.spec.name!r}: the model built from seed {self.config.model_seed}: {problem}")
         model_hash = self.store.put(serialize_tensors(weights))
-        metadata_hash = self.store.put(encode_genesis(architecture=MODEL_NAME, seed=self.config.model_seed, policy=self.config.policy))
+        metadata = encode_genesis(seed=self.config.model_seed, policy=self.config.policy, task=self.spec)
+        metadata_hash = self.store.put(metadata)
         self.client.commit_genesis(model_hash, metadata_hash)
         return model_hash
 
@@ -167,6 +186,11 @@ class Aggregator:
         assert info.base_model_hash is not None
         opened_block = round_opened_block(self.client, round_number)
         base = deserialize_tensors(self.store.get(info.base_model_hash), max_bytes=self.config.max_update_bytes)
+        problem = manifest_mismatch(self.spec, base)
+        if problem is not None:
+            raise TaskError(f"the base model {info.base_model_hash} does not fit the task's manifest: {problem}")
+        # Updates carry only the trainable tensors: they are validated and merged against that part.
+        trainable_base = trainable_part(base, self.spec)
         wanted = max(len(active_nodes(self.client)), 1)
         timings: dict[str, float] = {}
         timeout = max(info.deadline - time.time(), 0) + 30
@@ -181,7 +205,7 @@ class Aggregator:
                 intake = admit_and_merge(
                     self.store,
                     submissions,
-                    base,
+                    trainable_base,
                     self.config.limits,
                     rule=self.config.rule,
                     rule_params=self.config.rule_params,
@@ -190,7 +214,7 @@ class Aggregator:
                 )
                 timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
                 if closed or len(intake.accepted) >= info.min_updates:
-                    return self._finish(info, intake, timings)
+                    return self._finish(info, intake, base, timings)
                 wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
             if time.monotonic() > give_up:
                 raise WaitTimeout(f"gave up after {timeout:.1f}s waiting for submissions to round {round_number}")
@@ -210,7 +234,9 @@ class Aggregator:
 
     # ---------------------------------------------------------------- commit
 
-    def _finish(self, info: RoundInfo, intake: RoundIntake, timings: dict[str, float]) -> RoundResult:
+    def _finish(
+        self, info: RoundInfo, intake: RoundIntake, base: Mapping[str, torch.Tensor], timings: dict[str, float]
+    ) -> RoundResult:
         assert info.base_model_hash is not None
         accepted, rejected = intake.accepted, intake.rejected
         started = time.perf_counter()
@@ -227,8 +253,8 @@ class Aggregator:
             return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, intake.epsilons)
 
         started = time.perf_counter()
-        weights = intake.weights()
-        accuracy = self._evaluate(weights)
+        weights = with_frozen(intake.weights(), base, self.spec)  # frozen tensors: the base's, bit for bit
+        metrics = self._evaluate(weights)
         timings["aggregate"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -236,12 +262,12 @@ class Aggregator:
         metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
-            architecture=MODEL_NAME,
+            task_spec=self.spec.spec_hash,
             rule=self.config.rule,
             rule_params=self.config.rule_params,
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
-            metrics={"test_accuracy": round(accuracy, 6), "test_samples": len(self.test_split)},
+            metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
             privacy=None if self.config.privacy is None else intake.epsilons,
         )
         metadata_hash = self.store.put(metadata)
@@ -258,12 +284,14 @@ class Aggregator:
             rejected=rejected,
             model_hash=model_hash,
             metadata_hash=metadata_hash,
-            accuracy=accuracy,
+            accuracy=metrics["accuracy"],
             timings=timings,
             epsilons=intake.epsilons,
+            metrics=metrics,
         )
 
-    def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> float:
-        model = build_model(self.config.model_seed)
+    def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """The task's metrics (at least accuracy and loss) of `weights` on the held-out data."""
+        model = self.config.task.build_model(self.config.model_seed)
         load_state(model, weights)
-        return evaluate(model, self.test_split.x, self.test_split.y)
+        return checked_metrics(self.config.task, self.config.task.evaluate(model, self.test_split))

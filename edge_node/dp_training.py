@@ -12,7 +12,8 @@ torch, so the noise comes from torch's ordinary generator; README.md ("Privacy")
 leaves open.
 
 `train_with_dp` wraps one training loop around any model and data (a task's `train` can call it);
-`train_local_dp` applies it to the digits model from a round's base weights.
+`train_local_dp` applies it to the pinned task's model from a round's base weights, training only
+the task's trainable tensors (a classifier's cross-entropy: every task reports accuracy).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ledger.core.data import Shard
-from ledger.core.model import build_model, load_state, state_tensors
+from ledger.core.model import load_state
 from ledger.core.policy import PrivacyPolicy
+from ledger.core.task import Examples, Task
+from ledger.core.task_spec import TaskSpec
 
 # Plain SGD at a large step: clipped, noised gradients are small and momentum would carry the
 # noise across steps. Tuned on digits at ε ≈ 1–8 (README.md, `bench updates`).
@@ -99,36 +101,38 @@ def train_with_dp(
 
 
 def train_local_dp(
+    task: Task,
+    spec: TaskSpec,
     base_tensors: Mapping[str, torch.Tensor],
-    shard: Shard,
+    data: Examples,
     policy: PrivacyPolicy,
     *,
     lr: float = DP_LEARNING_RATE,
-    trainable: Collection[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The digits model's weights after one round of DP-SGD on `shard` under the pinned `policy`.
+    """The task's trainable tensors after one round of DP-SGD on `data` under the pinned `policy`.
 
     Refuses to return weights whose training did not match the policy's sample rate and step
     count: the node would otherwise publish a claim that is not what happened.
     """
-    model = build_model(seed=0)  # architecture only; the base weights overwrite the init
+    model = task.build_model(seed=0)  # architecture only; the base weights overwrite the init
     load_state(model, base_tensors)
     run = train_with_dp(
         model,
-        shard.x,
-        shard.y,
+        data.x,
+        data.y,
         loss_fn=nn.CrossEntropyLoss(),
         epochs=policy.epochs,
         batch_size=policy.batch_size,
         lr=lr,
         noise_multiplier=policy.noise_multiplier,
         max_grad_norm=policy.max_grad_norm,
-        trainable=trainable,
+        trainable=spec.trainable_names,
     )
-    expected = DpRun(policy.sample_rate(len(shard)), policy.steps(len(shard)))
+    expected = DpRun(policy.sample_rate(len(data)), policy.steps(len(data)))
     if run != expected:
         raise RuntimeError(f"Opacus trained with {run}, the policy expects {expected}: not claiming it")
-    return state_tensors(model)
+    state = model.state_dict()
+    return {name: state[name].detach().to(torch.float32).clone() for name in spec.trainable_names}
 
 
 def _entropy_generator() -> torch.Generator:

@@ -2,10 +2,12 @@
 
 The data never leaves the node: only the trained weights are encoded (in the encoding the
 federation pinned at genesis), stored content-addressed, and pinned on chain by their SHA-256 with
-the node's own key. When the federation trains privately, the node trains with DP-SGD under the
-pinned policy and puts its privacy claim (its cumulative ε, recomputed from its own earlier
-updates as the chain and the store hold them) inside the bytes it pins; it publishes nothing once
-the next update would take it over the budget.
+the node's own key; only the tensors the pinned task trains travel. Before it trains, a node
+checks that it runs the task spec pinned at genesis and refuses to take part if not. When the
+federation trains privately, the node trains with DP-SGD under the pinned policy and puts its
+privacy claim (its cumulative ε, recomputed from its own earlier updates as the chain and the
+store hold them) inside the bytes it pins; it publishes nothing once the next update would take it
+over the budget.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -24,16 +27,19 @@ import torch
 from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
-from ledger.core.data import Shard
 from ledger.core.encoding import encode_update
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
 from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
 from ledger.core.serialization import deserialize_tensors
+from ledger.core.task import Examples, Task
+from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.privacy.accountant import Spend
 from ledger.privacy.history import PrivacyBook
 from ledger.privacy.judge import Unaccountable, next_claim
 from ledger.store.base import BlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.spec import task_spec
 
 from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
 from edge_node.training import train_local
@@ -55,11 +61,11 @@ class UnsupportedPolicy(LedgerError):
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The node's own training choices; under DP, batch size and epochs are the pinned policy's."""
+    """Which task this node trains, with which hyperparameters (overrides of the task's defaults), and
+    its seed; under DP the pinned policy's batch size and epochs apply, with the step `dp_lr`."""
 
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.05
+    task: Task = DIGITS_MLP
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0  # drives batch order without DP; DP noise and sampling always use OS entropy
     dp_lr: float = DP_LEARNING_RATE
 
@@ -85,13 +91,13 @@ class Participation:
 
 
 class EdgeNode:
-    """One data owner: its chain client (its key), a store, its private shard."""
+    """One data owner: its chain client (its key), a store, its private data set."""
 
     def __init__(
         self,
         client: LedgerClient,
         store: BlobStore,
-        shard: Shard,
+        shard: Examples,
         config: TrainingConfig = TrainingConfig(),
         *,
         max_model_bytes: int,
@@ -114,12 +120,19 @@ class EdgeNode:
     def address(self) -> str:
         return self.client.account.address  # type: ignore[union-attr]
 
+    @cached_property
+    def spec(self) -> TaskSpec:
+        """This node's task spec, compared with the federation's pinned one before it trains."""
+        return task_spec(self.config.task, self.config.hyperparameters)
+
     def policy(self) -> FederationPolicy:
-        """The policy pinned at genesis, read once; `UnsupportedPolicy` if this node cannot follow it."""
+        """The policy pinned at genesis, read once, after checking that this node can follow it
+        (`UnsupportedPolicy`) and runs the pinned task (`TaskSpecMismatch`, naming the field)."""
         if self._policy is None:
-            policy = read_genesis(self.client, self.store).policy
-            check_supported(policy)
-            self._policy = policy
+            genesis = read_genesis(self.client, self.store)
+            check_supported(genesis.policy)
+            check_spec("node", genesis.task, self.spec)
+            self._policy = genesis.policy
         return self._policy
 
     def participate(self, round_number: int) -> Participation:
@@ -143,13 +156,12 @@ class EdgeNode:
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
+        task = self.config.task
         if policy.privacy is not None:
-            weights = train_local_dp(base, self.shard, policy.privacy, lr=self.config.dp_lr)
+            weights = train_local_dp(task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
         else:
             seed = self.config.seed * 1_000_003 + round_number
-            weights = train_local(
-                base, self.shard, epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=seed
-            )
+            weights = train_local(task, self.spec, base, self.shard, seed=seed)
         if self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()

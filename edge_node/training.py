@@ -1,8 +1,9 @@
-"""Local training on an edge node: base weights and a data shard in, updated weights out.
+"""Local training on an edge node: the round's base weights and the node's data in, its update out.
 
-An update is the node's full trained weights, not a delta from the base: FedAvg, median,
-trimmed mean and Krum all operate on weights directly, a weights blob loads like any model, and
-the aggregator (which has the base) computes the delta itself when it bounds the update's norm.
+An update is the node's trained trainable tensors (the task's manifest says which), not a delta
+from the base: FedAvg, median, trimmed mean and Krum all operate on weights directly, and the
+aggregator (which has the base) computes the delta itself when it bounds the update's norm.
+Frozen tensors never travel; every party copies them from the base.
 """
 
 from __future__ import annotations
@@ -10,46 +11,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
-from ledger.core.data import Shard
-from ledger.core.model import build_model, load_state, state_tensors
-
-# Heavy-ball momentum: a few local epochs then reach a useful model on small shards.
-MOMENTUM = 0.9
+from ledger.core.model import load_state
+from ledger.core.task import Examples, Task, TaskError, TrainConfig
+from ledger.core.task_spec import TaskSpec
 
 
 def train_local(
-    base_tensors: Mapping[str, torch.Tensor],
-    shard: Shard,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
+    task: Task, spec: TaskSpec, base_tensors: Mapping[str, torch.Tensor], data: Examples, *, seed: int
 ) -> dict[str, torch.Tensor]:
-    """The weights after `epochs` of minibatch SGD (momentum 0.9) on `shard`, from `base_tensors`.
+    """The trainable tensors after `task.train` from `base_tensors` on `data`, as fresh float32 copies.
 
-    Deterministic: the seed drives a private generator for the batch order, and nothing else
-    is random (no dropout), so the same inputs give the same bytes for a fixed torch build and
-    thread count (CPU matmul results can differ in the last bit across thread counts).
-    The inputs are not modified and the global RNG is not touched.
+    Deterministic in `seed` as far as the task's training is; the inputs are not modified.
     """
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    if len(shard) == 0:
-        raise ValueError("cannot train on an empty shard")
-    model = build_model(seed=0)  # architecture only; the base weights overwrite the init
+    if len(data) == 0:
+        raise ValueError("cannot train on an empty data set")
+    model = task.build_model(seed=0)  # architecture only; the base weights overwrite the init
     load_state(model, base_tensors)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(shard), generator=generator)
-        for batch in torch.split(order, batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(shard.x[batch]), shard.y[batch])
-            loss.backward()
-            optimizer.step()
-    return state_tensors(model)
+    trained = task.train(model, data, TrainConfig(hyperparameters=spec.hyperparameters, seed=seed))
+    update: dict[str, torch.Tensor] = {}
+    for tensor in spec.tensors:
+        if not tensor.trainable:
+            continue
+        if tensor.name not in trained or tuple(trained[tensor.name].shape) != tensor.shape:
+            raise TaskError(f"task {task.name!r}: train() must return tensor {tensor.name!r} of shape {tensor.shape}")
+        update[tensor.name] = trained[tensor.name].detach().to(torch.float32).clone()
+    return update

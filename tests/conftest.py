@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ledger.core.polling import free_port
-from support import h
+from support import build_wheel, h
 
 
 @pytest.fixture
@@ -13,6 +15,12 @@ def genesis_hash(ledger_admin) -> str:
     genesis = h("genesis")
     ledger_admin.commit_genesis(genesis, h("genesis-metadata"))
     return genesis
+
+
+@pytest.fixture(scope="session")
+def fedledger_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fedledger's wheel built from this checkout, once per test session."""
+    return build_wheel(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture

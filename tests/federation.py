@@ -17,17 +17,19 @@ import torch
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
 from edge_node.node import EdgeNode, Participation, TrainingConfig
 from ledger.core.aggregation import Update, aggregate
-from ledger.core.data import Shard, load_digits_split, split_shards
 from ledger.core.encoding import encode_update
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, encode_round
-from ledger.core.model import MODEL_NAME, build_model, evaluate, load_state
+from ledger.core.model import load_state
 from ledger.core.policy import PrivacyPolicy
+from ledger.core.task import Examples
 from ledger.privacy.judge import next_claim
 from ledger.chain.rounds import round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 
 MAX_BYTES = 16 * 1024 * 1024
 NODE_COUNT = 5
@@ -74,10 +76,11 @@ def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None
     torch.set_num_threads(1)  # the model is tiny: a second thread only adds overhead on 2 cores
     chain = start_in_process_ledger(NODE_COUNT)
     store = LocalBlobStore(root, max_bytes=MAX_BYTES)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
-    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=NODE_COUNT - 1))
-    config = [TrainingConfig(epochs=1, seed=i) for i in range(NODE_COUNT)]
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, NODE_COUNT, iid=True, seed=0)
+    hyper = {"epochs": 1}
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(hyperparameters=hyper, min_updates=NODE_COUNT - 1))
+    config = [TrainingConfig(hyperparameters=hyper, seed=i) for i in range(NODE_COUNT)]
     nodes = [
         EdgeNode(client, store, shard, config[i], max_model_bytes=MAX_BYTES)
         for i, (client, shard) in enumerate(zip(chain.nodes, shards))
@@ -93,10 +96,9 @@ def run_federation(root: Path, *, rounds: int, poisoned_round: int | None = None
 
 
 def _accuracy(federation: Federation, weights) -> float:
-    model = build_model(federation.aggregator.config.model_seed)
+    model = DIGITS_MLP.build_model(federation.aggregator.config.model_seed)
     load_state(model, weights)
-    test = federation.aggregator.test_split
-    return evaluate(model, test.x, test.y)
+    return DIGITS_MLP.evaluate(model, federation.aggregator.test_split)["accuracy"]
 
 
 def commit_lying_round(federation: Federation, *, lie: str) -> str:
@@ -130,7 +132,7 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
     metadata = encode_round(
         round_number=round_number,
         base_model_hash=base,
-        architecture=MODEL_NAME,
+        task_spec=federation.aggregator.spec.spec_hash,
         rule=rule,
         rule_params={},
         included=claimed,
@@ -206,14 +208,15 @@ def run_private_federation(root: Path) -> PrivateHistory:
     torch.set_num_threads(1)
     chain = start_in_process_ledger(NODE_COUNT)
     store = LocalBlobStore(root, max_bytes=MAX_BYTES)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, NODE_COUNT, iid=True, seed=0)
-    config = AggregatorConfig(min_updates=3, encoding="int8", privacy=PRIVACY)
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, NODE_COUNT, iid=True, seed=0)
+    hyper = {"epochs": 1}
+    config = AggregatorConfig(hyperparameters=hyper, min_updates=3, encoding="int8", privacy=PRIVACY)
     aggregator = Aggregator(chain.admin, store, split.test, config)
     aggregator.ensure_genesis()
-    small = Shard(shards[4].x[:30], shards[4].y[:30])
+    small = Examples(shards[4].x[:30], shards[4].y[:30])
     nodes = [
-        EdgeNode(client, store, shard, TrainingConfig(epochs=1, seed=i), max_model_bytes=MAX_BYTES)
+        EdgeNode(client, store, shard, TrainingConfig(hyperparameters=hyper, seed=i), max_model_bytes=MAX_BYTES)
         for i, (client, shard) in enumerate(zip(chain.nodes, shards[:4] + [small]))
     ]
     first = aggregator.open_round()

@@ -342,7 +342,7 @@ def test_clicking_a_version_in_the_graph_verifies_it(page: Page, history: Histor
         what="genesis to turn verified",
     )
     verdict = page.evaluate(f"{_one(_row(genesis) + ' .verdict')}.innerText")
-    assert "version 0 (genesis) rebuilt from its architecture and seed" in verdict
+    assert "version 0 (genesis) rebuilt from its pinned task and seed" in verdict
 
 
 # --------------------------------------------------------------------------- hygiene, and a picture

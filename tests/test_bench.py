@@ -45,6 +45,18 @@ def test_the_critical_path_splits_a_round_into_phases_that_add_up() -> None:
     assert phases["ledger_share"] == pytest.approx(1.45 - 0.6 - 0.05)
 
 
+def test_tasks_bench_reports_each_task_it_ran() -> None:
+    from ledger.cli.bench.tasks import measure_tasks
+
+    report = measure_tasks(("breast-cancer-logreg",), nodes=2, rounds=1)
+
+    [(name, task)] = report["tasks"].items()
+    assert name == "breast-cancer-logreg"
+    assert task["all_versions_verified"] is True
+    assert task["update_bytes"] < task["model_bytes"]  # the frozen standardization does not travel
+    assert len(task["accuracy_per_round"]) == 1 and task["final_accuracy"] == task["accuracy_per_round"][0]
+
+
 @pytest.mark.devnet
 def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
     report = measure_round(nodes=2, rounds=1, epochs=1)

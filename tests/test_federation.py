@@ -15,22 +15,24 @@ from edge_node.node import EdgeNode, Outcome, TrainingConfig
 from ledger.chain import events
 from ledger.core.aggregation import RULES, Update, aggregate
 from ledger.chain.client import RoundState
-from ledger.core.data import load_digits_split, split_shards
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.chain.rounds import round_rejections
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 
 MAX_BYTES = 1 << 20  # the MLP is ~19 KB: room for honest updates, not for a 2 MB one
+HYPER = {"epochs": 2}
 
 
 @pytest.fixture(scope="module")
 def digits():
     torch.set_num_threads(1)
-    split = load_digits_split(seed=0)
-    return split, split_shards(split.train, 5, iid=True, seed=0)
+    split = DIGITS_MLP.bundled_data()
+    return split, split_examples(split.train, 5, iid=True, seed=0)
 
 
 @pytest.fixture
@@ -42,6 +44,7 @@ def make_aggregator(chain, store, digits, **config):
     split, _ = digits
     config.setdefault("min_updates", 3)
     config.setdefault("max_update_bytes", MAX_BYTES)
+    config.setdefault("hyperparameters", HYPER)
     aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(**config))
     aggregator.ensure_genesis()
     return aggregator
@@ -51,7 +54,7 @@ def make_nodes(chain, store, digits, hooks=None):
     hooks = hooks or {}
     _, shards = digits
     return [
-        EdgeNode(client, store, shard, TrainingConfig(epochs=2, seed=i), max_model_bytes=MAX_BYTES, **hooks.get(i, {}))
+        EdgeNode(client, store, shard, TrainingConfig(hyperparameters=HYPER, seed=i), max_model_bytes=MAX_BYTES, **hooks.get(i, {}))
         for i, (client, shard) in enumerate(zip(chain.nodes, shards))
     ]
 

@@ -23,34 +23,39 @@ from ledger.audit.rederive import rederive, verify_version
 from ledger.audit.verdict import FindingKind
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.chain.rounds import round_submissions
-from ledger.core.data import Shard, load_digits_split, split_shards
 from ledger.core.metadata import decode, encode_genesis
-from ledger.core.model import MODEL_NAME, build_model, state_tensors
+from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
 from ledger.core.policy import FederationPolicy, PrivacyPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.safe_json import canonical_json
+from ledger.core.task import Examples
 from ledger.store.local import LocalBlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
+from ledger.tasks.spec import task_spec
 
 NODES = 5
+HYPER = {"epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def split():
     torch.set_num_threads(1)  # the model is tiny: a second thread only adds overhead on 2 cores
-    return load_digits_split(seed=0)
+    return DIGITS_MLP.bundled_data()
 
 
-def _federation(root: Path, split, **config) -> tuple[InProcessLedger, LocalBlobStore, Aggregator, list[Shard]]:
+def _federation(root: Path, split, **config) -> tuple[InProcessLedger, LocalBlobStore, Aggregator, list[Examples]]:
     chain = start_in_process_ledger(NODES)
     store = LocalBlobStore(root, max_bytes=MAX_BYTES)
-    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=3, **config))
+    aggregator = Aggregator(chain.admin, store, split.test, AggregatorConfig(hyperparameters=HYPER, min_updates=3, **config))
     aggregator.ensure_genesis()
-    return chain, store, aggregator, split_shards(split.train, NODES, iid=True, seed=0)
+    return chain, store, aggregator, split_examples(split.train, NODES, iid=True, seed=0)
 
 
-def _node(chain: InProcessLedger, store: LocalBlobStore, index: int, shard: Shard) -> EdgeNode:
-    return EdgeNode(chain.nodes[index], store, shard, TrainingConfig(epochs=1, seed=index), max_model_bytes=MAX_BYTES)
+def _node(chain: InProcessLedger, store: LocalBlobStore, index: int, shard: Examples) -> EdgeNode:
+    config = TrainingConfig(hyperparameters=HYPER, seed=index)
+    return EdgeNode(chain.nodes[index], store, shard, config, max_model_bytes=MAX_BYTES)
 
 
 def _all_verified(chain: InProcessLedger, store: LocalBlobStore, model_hashes: list[str]) -> None:
@@ -132,11 +137,11 @@ def test_every_private_version_rederives_and_a_misrecorded_epsilon_is_caught(pri
 def test_a_node_refuses_a_policy_its_software_cannot_follow(tmp_path) -> None:
     chain = start_in_process_ledger(1)
     store = LocalBlobStore(tmp_path, max_bytes=MAX_BYTES)
-    genesis = store.put(serialize_tensors(state_tensors(build_model(0))))
+    genesis = store.put(serialize_tensors(state_tensors(DIGITS_MLP.build_model(0))))
     policy = FederationPolicy(rule="fedavg", encoding="int4")
-    chain.admin.commit_genesis(genesis, store.put(encode_genesis(architecture=MODEL_NAME, seed=0, policy=policy)))
+    chain.admin.commit_genesis(genesis, store.put(encode_genesis(seed=0, policy=policy, task=task_spec(DIGITS_MLP))))
     chain.admin.open_round(1, genesis, chain.now() + 60, 1)
-    node = EdgeNode(chain.nodes[0], store, Shard(torch.zeros(2, 64), torch.zeros(2, dtype=torch.int64)), max_model_bytes=MAX_BYTES)
+    node = EdgeNode(chain.nodes[0], store, Examples(torch.zeros(2, 64), torch.zeros(2, dtype=torch.int64)), max_model_bytes=MAX_BYTES)
 
     with pytest.raises(UnsupportedPolicy, match="update encoding 'int4'; this fedledger writes f32, f16, int8"):
         node.participate(1)
@@ -146,8 +151,8 @@ def test_a_node_refuses_a_policy_its_software_cannot_follow(tmp_path) -> None:
 def test_an_aggregator_restarted_with_another_policy_refuses_to_run(tmp_path, split) -> None:
     chain, store, aggregator, _ = _federation(tmp_path, split, encoding="int8")
 
-    again = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=3, encoding="int8"))
-    other = Aggregator(chain.admin, store, split.test, AggregatorConfig(min_updates=3, encoding="f16"))
+    again = Aggregator(chain.admin, store, split.test, AggregatorConfig(hyperparameters=HYPER, min_updates=3, encoding="int8"))
+    other = Aggregator(chain.admin, store, split.test, AggregatorConfig(hyperparameters=HYPER, min_updates=3, encoding="f16"))
 
     assert again.ensure_genesis() == chain.admin.genesis_hash()
     with pytest.raises(PolicyConflict, match="'encoding': 'int8'"):

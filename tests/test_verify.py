@@ -21,7 +21,6 @@ from ledger.core.hashing import sha256_hex
 from ledger.audit.rederive import ChainFacts, FindingKind, Verdict, read_chain_facts, rederive, verify_version
 from ledger.core.metadata import encode_genesis
 from ledger.core.policy import FederationPolicy
-from ledger.core.model import MODEL_NAME
 from ledger.core.safe_json import canonical_json
 from ledger.store.base import BlobNotFound
 from ledger.store.local import LocalBlobStore
@@ -279,14 +278,14 @@ def _set(path: str, value):
         (_set("included", "all of them"), FindingKind.METADATA_MALFORMED),
         (_set("kind", "genesis"), FindingKind.METADATA_MALFORMED),
         (_set("round", 99), FindingKind.METADATA_MISMATCH),
-        (_set("architecture", "resnet-50"), FindingKind.ARCHITECTURE_UNKNOWN),
+        (_set("task_spec", "ab" * 32), FindingKind.METADATA_MISMATCH),
         (_set("rule.name", "mean_of_my_choice"), FindingKind.RULE_UNKNOWN),
         (_set("rule.params", {"trim_ratio": "a lot"}), FindingKind.AGGREGATION_FAILED),
         (_set("rule.params", {"num_byzantine": 10**30}), FindingKind.AGGREGATION_FAILED),
     ],
     ids=[
         "not-utf8-json", "nested-too-deep", "other-format", "included-not-a-list", "kind-genesis",
-        "other-round", "unknown-architecture", "unknown-rule", "ill-typed-param", "absurd-param",
+        "other-round", "other-task-spec", "unknown-rule", "ill-typed-param", "absurd-param",
     ],
 )  # fmt: skip
 def test_crafted_metadata_is_a_finding_never_an_exception(history: History, edit, kind: FindingKind) -> None:
@@ -322,12 +321,59 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
 def test_genesis_metadata_naming_another_seed(history: History, seed: int, kind: FindingKind) -> None:
     genesis = history.honest[0]
     store = DictStore({genesis: history.federation.store.get(genesis)})
-    metadata_hash = store.put(encode_genesis(architecture=MODEL_NAME, seed=seed, policy=FederationPolicy(rule="fedavg")))
+    pinned = history.federation.aggregator.spec
+    metadata_hash = store.put(encode_genesis(seed=seed, policy=FederationPolicy(rule="fedavg"), task=pinned))
     facts = _facts(history, genesis)
 
     verdict = rederive(replace(facts, version=replace(facts.version, metadata_hash=metadata_hash)), store)
 
     assert [f.kind for f in verdict.findings] == [kind]
+
+
+def _genesis_pinning(history: History, **changes) -> tuple[ChainFacts, DictStore]:
+    """Genesis's facts as if its metadata had pinned the task spec with `changes`."""
+    genesis = history.honest[0]
+    store = DictStore({genesis: history.federation.store.get(genesis)})
+    spec = replace(history.federation.aggregator.spec, **changes)
+    metadata_hash = store.put(encode_genesis(seed=0, policy=FederationPolicy(rule="fedavg"), task=spec))
+    facts = _facts(history, genesis)
+    return replace(facts, version=replace(facts.version, metadata_hash=metadata_hash)), store
+
+
+def test_genesis_of_a_task_not_installed_says_what_to_install(history: History) -> None:
+    facts, store = _genesis_pinning(history, name="someone-elses-task", version="4.2", code_sha256="ab" * 32)
+
+    verdict = rederive(facts, store)
+
+    [finding] = verdict.findings
+    assert finding.kind is FindingKind.TASK_NOT_INSTALLED
+    assert finding.expected == {"name": "someone-elses-task", "version": "4.2", "code_sha256": "ab" * 32}
+    assert "install task 'someone-elses-task' version '4.2' (code sha256 " + "ab" * 32 + ")" in finding.detail
+    assert verdict.rederived_hash is None
+
+
+def test_a_pinned_task_name_is_never_imported_as_a_module(history: History, tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_by_metadata.py").write_text(f"open({str(marker)!r}, 'w').close()\nTASK = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    facts, store = _genesis_pinning(history, name="planted_by_metadata:TASK")
+
+    verdict = rederive(facts, store)
+
+    assert [f.kind for f in verdict.findings] == [FindingKind.TASK_NOT_INSTALLED]
+    assert "no installed task is named 'planted_by_metadata:TASK'" in verdict.findings[0].detail
+    assert not marker.exists()
+
+
+def test_genesis_pinning_other_code_names_the_differing_field(history: History) -> None:
+    facts, store = _genesis_pinning(history, code_sha256="cd" * 32)
+
+    verdict = rederive(facts, store)
+
+    [finding] = verdict.findings
+    assert finding.kind is FindingKind.TASK_MISMATCH
+    assert "differs from the one pinned at genesis at task.code_sha256" in finding.detail
+    assert finding.expected == "cd" * 32 and finding.actual == history.federation.aggregator.spec.code_sha256
 
 
 def test_an_included_blob_whose_header_nests_too_deep_is_a_finding_not_a_crash(history: History) -> None:
@@ -447,6 +493,17 @@ def test_cli_exit_1_printing_findings(history: History, capsys, tmp_path) -> Non
     assert code == 1
     assert out.startswith("FAILED    version 1 NOT verified: 1 finding(s) (missing_blob)")
     assert f"- missing_blob: metadata {metadata_hash}" in out
+
+
+@pytest.mark.usefixtures("cli_chain")
+def test_cli_verifies_the_latest_version_with_a_task_named_by_reference(history: History, capsys) -> None:
+    folder = str(history.federation.blobs_dir)
+
+    assert main(["audit", "verify", "latest", "--blobs-dir", folder, "--json"]) == 1  # the last version lies
+    assert json.loads(capsys.readouterr().out)["model_hash"] == history.lies["samples"]
+    code = main(["audit", "verify", history.honest[0], "--blobs-dir", folder, "--task", "ledger.tasks.digits:DIGITS_MLP"])
+    assert code == 0
+    assert capsys.readouterr().out.startswith("VERIFIED  version 0 (genesis) rebuilt from its pinned task and seed")
 
 
 @pytest.mark.usefixtures("cli_chain")

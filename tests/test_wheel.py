@@ -12,49 +12,24 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
+from support import ROOT, fresh_virtualenv
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(ROOT)],
-        check=True,
-        timeout=TIMEOUT,
-        capture_output=True,
-    )
-    (built,) = out.glob("fedledger-*.whl")
-    return built
+def wheel(fedledger_wheel: Path) -> Path:
+    return fedledger_wheel
 
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv holding the wheel; returns its bin/ folder."""
-    venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=TIMEOUT)
-    python = venv / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True, timeout=TIMEOUT,
-        ).stdout.strip()
-    )
-    # Dependencies (torch, web3, ...) from this environment; fedledger itself only from the wheel.
-    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--ignore-installed", "--quiet", str(wheel)],
-        check=True, timeout=TIMEOUT, capture_output=True,
-    )
-    return venv / "bin"
+    return fresh_virtualenv(tmp_path_factory.mktemp("venv"), wheel)
 
 
 @pytest.fixture

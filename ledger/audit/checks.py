@@ -1,8 +1,8 @@
 """The checks a version must pass, each failure recorded as a named finding, never raised.
 
 `Judgement` fetches and parses blobs on the auditor's behalf (re-hashing every byte, whatever the
-store claims) and accumulates findings; `check_against_chain` compares what the metadata claims
-with what the chain recorded.
+store claims), finds the pinned task, and accumulates findings; `check_against_chain` compares what
+the metadata claims with what the chain recorded.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from ledger.core.encoding import DecodedUpdate, DecodeError, decode_update
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import GenesisRecord, MetadataError, MetadataRecord, RoundRecord, decode
-from ledger.core.model import MODEL_NAME
-from ledger.core.policy import FederationPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
+from ledger.core.task import Task, TaskError
+from ledger.core.task_spec import TaskSpec, first_difference
 from ledger.store.base import BlobNotFound, BlobStore, BlobStoreError, HashMismatch
+from ledger.tasks.registry import load_installed_task
+from ledger.tasks.spec import task_spec
 
-# Room for the tiny MLP and far beyond; a blob over this is not one of ours (it is still reported).
+# Room for the small built-in models and far beyond; a blob over this is not one of ours (it is still reported).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-_ARCHITECTURES = {MODEL_NAME}
 _DECODE_FINDINGS = {
     RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
     RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
@@ -43,6 +44,7 @@ class Judgement:
     version: events.ModelCommitted
     store: BlobStore
     max_bytes: int
+    task: Task | None = None  # the task to rebuild genesis with; None: the installed one the pin names
     findings: list[Finding] = field(default_factory=list)
     rederived_hash: str | None = None
     rule: Mapping[str, Any] | None = None
@@ -97,35 +99,33 @@ class Judgement:
             self.find(FindingKind.BLOB_MALFORMED, name, role, f"the {role} blob is not canonical safetensors: {exc}")
             return None
 
+    def fits(self, name: str, role: str, tensors: Mapping[str, torch.Tensor], spec: TaskSpec) -> bool:
+        """Whether a model's tensors are the pinned manifest's (names and shapes); a finding if not."""
+        shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+        expected = {t.name: t.shape for t in spec.tensors}
+        if shapes == expected:
+            return True
+        self.find(
+            FindingKind.SHAPE_MISMATCH,
+            name,
+            role,
+            f"the {role}'s tensor names or shapes differ from the task manifest pinned at genesis",
+            expected={k: list(v) for k, v in expected.items()},
+            actual={k: list(v) for k, v in shapes.items()},
+        )
+        return False
+
     def decoded_update(
         self, name: str, blob: bytes, base: Mapping[str, torch.Tensor], encoding: str
     ) -> DecodedUpdate | None:
-        """The update decoded against its base in the pinned encoding, or None after recording why not."""
+        """The update decoded against `base` (the tensors that travel) in the pinned encoding, or None
+        after recording why not."""
         try:
             return decode_update(blob, base, encoding, max_bytes=self.max_bytes)
         except DecodeError as exc:
             kind = _DECODE_FINDINGS.get(exc.reason, FindingKind.BLOB_MALFORMED)
             self.find(kind, name, "update", f"the update blob is not an update in the pinned encoding {encoding!r}: {exc.detail}")
             return None
-
-    def pinned_policy(self, facts: ChainFacts) -> FederationPolicy | None:
-        """The policy the chain's genesis pins (its encoding, DP policy), or None after recording why not."""
-        genesis = next((event for event in facts.committed.values() if event.parent_hash is None), None)
-        if genesis is None or genesis.metadata_hash is None:
-            self.find(FindingKind.METADATA_MALFORMED, "(none)", "genesis metadata", "the chain records no genesis metadata to read the policy from")
-            return None
-        blob = self.fetch(genesis.metadata_hash, "genesis metadata")
-        if blob is None:
-            return None
-        try:
-            record = decode(blob)
-        except MetadataError as exc:
-            self.find(FindingKind.METADATA_MALFORMED, genesis.metadata_hash, "genesis metadata", str(exc))
-            return None
-        if not isinstance(record, GenesisRecord):
-            self.find(FindingKind.METADATA_MALFORMED, genesis.metadata_hash, "genesis metadata", f"a {record.kind} record, not genesis")
-            return None
-        return record.policy
 
     def metadata(self) -> MetadataRecord | None:
         """The version's metadata record, or None after recording why not."""
@@ -135,28 +135,75 @@ class Judgement:
                 FindingKind.METADATA_MALFORMED, "(none)", "metadata", "the chain records no metadata hash for it"
             )
             return None
-        blob = self.fetch(metadata_hash, "metadata")
+        return self.record(metadata_hash, "metadata")
+
+    def record(self, metadata_hash: str, role: str) -> MetadataRecord | None:
+        """The metadata record in blob `metadata_hash`, or None after recording why not."""
+        blob = self.fetch(metadata_hash, role)
         if blob is None:
             return None
         try:
             return decode(blob)
         except MetadataError as exc:
-            self.find(FindingKind.METADATA_MALFORMED, metadata_hash, "metadata", str(exc))
+            self.find(FindingKind.METADATA_MALFORMED, metadata_hash, role, str(exc))
             return None
 
-    def known_architecture(self, record: MetadataRecord) -> bool:
-        architecture = record.architecture
-        if architecture in _ARCHITECTURES:
-            return True
-        self.find(
-            FindingKind.ARCHITECTURE_UNKNOWN,
-            str(architecture),
-            "architecture",
-            f"the metadata names architecture {architecture!r}, which this build cannot rebuild",
-            expected=sorted(_ARCHITECTURES),
-            actual=architecture,
-        )
-        return False
+    def pinned_genesis(self, genesis: events.ModelCommitted | None) -> GenesisRecord | None:
+        """The genesis record (policy, task spec) a round is judged under, or None after recording why not."""
+        if genesis is None or genesis.metadata_hash is None:
+            self.find(
+                FindingKind.METADATA_MALFORMED,
+                "(none)",
+                "genesis metadata",
+                "the chain records no genesis metadata, so no task spec is pinned",
+            )
+            return None
+        record = self.record(genesis.metadata_hash, "genesis metadata")
+        if record is None:
+            return None
+        if not isinstance(record, GenesisRecord):
+            self.find(
+                FindingKind.METADATA_MALFORMED,
+                genesis.metadata_hash,
+                "genesis metadata",
+                f"the genesis version's metadata is a {record.kind} record",
+            )
+            return None
+        return record
+
+    def installed_task(self, pinned: TaskSpec) -> Task | None:
+        """The pinned task as installed here, if its spec is the pinned one; else None after a finding."""
+        wanted = {"name": pinned.name, "version": pinned.version, "code_sha256": pinned.code_sha256}
+        try:
+            task = self.task if self.task is not None else load_installed_task(pinned.name)
+        except TaskError as exc:
+            self.find(
+                FindingKind.TASK_NOT_INSTALLED,
+                pinned.name,
+                "task",
+                f"install task {pinned.name!r} version {pinned.version!r} (code sha256 {pinned.code_sha256}) "
+                f"to rebuild this version, or name it with --task package.module:attr ({exc})",
+                expected=wanted,
+            )
+            return None
+        try:
+            local = task_spec(task, pinned.hyperparameters)
+        except TaskError as exc:
+            self.find(FindingKind.TASK_MISMATCH, pinned.name, "task", f"the installed task refuses the pinned spec: {exc}", expected=wanted)
+            return None
+        difference = first_difference(pinned, local)
+        if difference is not None:
+            self.find(
+                FindingKind.TASK_MISMATCH,
+                pinned.name,
+                "task",
+                f"the installed task differs from the one pinned at genesis at {difference.field}: "
+                f"install task {pinned.name!r} version {pinned.version!r} (code sha256 {pinned.code_sha256})",
+                expected=difference.pinned,
+                actual=difference.local,
+            )
+            return None
+        return task
 
     def compare_rederived(self, how: str) -> None:
         if self.rederived_hash != self.version.model_hash:

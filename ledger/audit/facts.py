@@ -64,7 +64,7 @@ def read_chain_facts(client: LedgerClient, model_hash: str, from_block: int = 0)
 
 
 def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0) -> GenesisRecord:
-    """The genesis record the chain pins (architecture, seed, the federation's policy), read through
+    """The genesis record the chain pins (the task spec, seed, the federation's policy), read through
     `store` and re-hashed; `LookupError` if there is no genesis yet, `MetadataError` if unreadable."""
     versions = committed_models(client, from_block)
     if not versions or versions[0].metadata_hash is None:

@@ -1,11 +1,15 @@
 """The auditor's re-derivation of a committed model version, from the chain's record and a blob store.
 
 For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
-metadata (for the pinned policy) and every update the metadata names; check the named updates
-against the chain (Merkle root, count, each one submitted in that round by that node with that
-sample count, none rejected); decode each in the pinned encoding; re-check every privacy claim,
-recorded ε and privacy or encoding rejection (`ledger.audit.privacy`); re-run the recorded rule
-with its parameters; serialize canonically and compare the SHA-256 with the chain's model hash. For genesis: rebuild the model from the recorded architecture and seed and compare.
+metadata (which pins the policy and the task spec) and every update the metadata names; check the
+named updates against the chain (Merkle root, count, each one submitted in that round by that node
+with that sample count, none rejected); decode each in the pinned encoding against the parent's
+trainable tensors (an update holds exactly those, per the pinned manifest); re-check every privacy
+claim, recorded ε and privacy or encoding rejection (`ledger.audit.privacy`); re-run the recorded
+rule with its parameters, copy the frozen tensors from the parent, serialize canonically and
+compare the SHA-256 with the chain's model hash. A round needs only the pinned manifest, not the
+task's code. For genesis: find the pinned task (installed, or given), check its spec is the pinned
+one, rebuild the model from the recorded seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -23,25 +27,29 @@ from ledger.audit.privacy import check_privacy
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
 from ledger.core.aggregation import RULES, Update, aggregate
-from ledger.core.encoding import complete_with_base
 from ledger.core.hashing import sha256_hex
 from ledger.core.metadata import GenesisRecord, RoundRecord
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
+from ledger.core.manifest import trainable_part, with_frozen
+from ledger.core.task import Task
 from ledger.store.base import BlobStore
 
 
 def verify_version(
-    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+    client: LedgerClient, store: BlobStore, model_hash: str, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None
 ) -> Verdict | None:
     """Read the chain, then re-derive; None if `model_hash` is not a committed version."""
     facts = read_chain_facts(client, model_hash)
-    return None if facts is None else rederive(facts, store, max_bytes=max_bytes)
+    return None if facts is None else rederive(facts, store, max_bytes=max_bytes, task=task)
 
 
-def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Verdict:
-    """Judge one committed version against `facts`, fetching its blobs from `store`."""
-    audit = Judgement(facts.version, store, max_bytes)
+def rederive(facts: ChainFacts, store: BlobStore, *, max_bytes: int = DEFAULT_MAX_BYTES, task: Task | None = None) -> Verdict:
+    """Judge one committed version against `facts`, fetching its blobs from `store`.
+
+    `task` rebuilds genesis instead of the installed task the pin names (its spec must still match).
+    """
+    audit = Judgement(facts.version, store, max_bytes, task)
     if facts.version.parent_hash is None:
         _rederive_genesis(audit)
     else:
@@ -65,11 +73,12 @@ def _rederive_genesis(audit: Judgement) -> None:
             actual=record.kind,
         )
         return
-    seed = record.seed
-    if not audit.known_architecture(record):
+    task = audit.installed_task(record.task)
+    if task is None:
         return
+    seed = record.seed
     try:
-        weights = state_tensors(build_model(seed))
+        weights = state_tensors(task.build_model(seed))
     except (ValueError, RuntimeError, OverflowError) as exc:  # torch refuses seeds outside 64 bits
         audit.find(
             FindingKind.METADATA_MALFORMED,
@@ -80,7 +89,7 @@ def _rederive_genesis(audit: Judgement) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(serialize_tensors(weights))
-    audit.compare_rederived(f"rebuilding {record.architecture} from seed {seed}")
+    audit.compare_rederived(f"rebuilding task {record.task.name!r} from seed {seed}")
 
 
 def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
@@ -118,13 +127,28 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     check_against_chain(audit, recipe, facts)
     audit.rule = {"name": recipe.rule.name, "params": dict(recipe.rule.params)}
     audit.updates = tuple(item.update_hash for item in recipe.included)
-    if not audit.known_architecture(record):
+
+    genesis = audit.pinned_genesis(next((e for e in facts.committed.values() if e.parent_hash is None), None))
+    if genesis is None:
         return
+    policy, spec = genesis.policy, genesis.task
+    if recipe.task_spec != spec.spec_hash:
+        audit.find(
+            FindingKind.METADATA_MISMATCH,
+            audit.metadata_subject,
+            "metadata",
+            "the metadata names another task spec than the one pinned at genesis",
+            expected=spec.spec_hash,
+            actual=recipe.task_spec,
+        )
+        return
+    if parent_tensors is not None and not audit.fits(parent_hash, "parent", parent_tensors, spec):
+        parent_tensors = None
 
     blobs = {item.update_hash: audit.fetch(item.update_hash, "update") for item in recipe.included}
-    policy = audit.pinned_policy(facts)
-    if policy is None or parent_tensors is None:
-        return  # updates decode against the parent in the pinned encoding: without both, nothing to re-run
+    if parent_tensors is None:
+        return  # updates decode against the parent, and frozen tensors come from it: nothing to re-run
+    travelling = trainable_part(parent_tensors, spec)  # what updates carry, and are decoded against
 
     # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the metadata.
     samples = {event.update_hash: event.num_samples for event in facts.submissions}
@@ -132,15 +156,15 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     claims: dict[str, Mapping[str, Any] | None] = {}
     for item in recipe.included:
         blob = blobs[item.update_hash]
-        decoded = audit.decoded_update(item.update_hash, blob, parent_tensors, policy.encoding) if blob is not None else None
+        decoded = audit.decoded_update(item.update_hash, blob, travelling, policy.encoding) if blob is not None else None
         if decoded is None:
             continue
         claims[item.update_hash] = decoded.privacy
-        tensors = complete_with_base(decoded.tensors, parent_tensors)
-        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), tensors))
+        updates.append(Update(item.update_hash, samples.get(item.update_hash, item.num_samples), decoded.tensors))
     check_privacy(audit, recipe, facts, policy, claims)
     if len(updates) != len(recipe.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
+    frozen = [t.name for t in spec.tensors if not t.trainable]
 
     if recipe.rule.name not in RULES:
         audit.find(
@@ -154,7 +178,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         return
     try:
         weights = aggregate(recipe.rule.name, updates, **recipe.rule.params)
-        rederived = serialize_tensors(weights)
+        rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,
@@ -164,4 +188,5 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     audit.rederived_hash = sha256_hex(rederived)
-    audit.compare_rederived(f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates")
+    how = f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates"
+    audit.compare_rederived(how + (", frozen tensors from the parent" if frozen else ""))

@@ -27,9 +27,10 @@ class FindingKind(str, Enum):
     SUBMISSION_MISMATCH = "submission_mismatch"  # submitted, but by another node or with another sample count
     REJECTED_INCLUDED = "rejected_included"  # the chain recorded a rejection of an update the model includes
     REJECTIONS_MISMATCH = "rejections_mismatch"  # the metadata's rejected list differs from the chain's
-    ARCHITECTURE_UNKNOWN = "architecture_unknown"  # this build cannot rebuild the named model
+    TASK_NOT_INSTALLED = "task_not_installed"  # the pinned task is not installed here: its name, version, code hash say what to install
+    TASK_MISMATCH = "task_mismatch"  # the installed task differs from the pinned spec (the field is named)
     BLOB_MALFORMED = "blob_malformed"  # a model or update blob is not canonical safetensors
-    SHAPE_MISMATCH = "shape_mismatch"  # an update's tensor names or shapes differ from its base model's
+    SHAPE_MISMATCH = "shape_mismatch"  # a model's or update's tensor names or shapes differ from the pinned manifest
     RULE_UNKNOWN = "rule_unknown"  # the metadata names an aggregation rule this build does not have
     AGGREGATION_FAILED = "aggregation_failed"  # the rule refused the recorded parameters or updates
     REDERIVED_MISMATCH = "rederived_mismatch"  # re-running the recorded recipe gives other bytes
@@ -45,7 +46,7 @@ class Finding:
 
     kind: FindingKind
     subject: str
-    role: str  # model, parent, metadata, genesis metadata, update, rule, architecture
+    role: str  # model, parent, metadata, genesis metadata, update, rule, task
     detail: str
     expected: Any = None
     actual: Any = None
@@ -85,7 +86,7 @@ class Verdict:
         if self.ok:
             if self.kind == "genesis":
                 return (
-                    f"version {self.version} (genesis) rebuilt from its architecture and seed: "
+                    f"version {self.version} (genesis) rebuilt from its pinned task and seed: "
                     "hash matches the chain"
                 )
             rule = self.rule["name"] if self.rule else "?"

@@ -3,42 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from typing import Any
+from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-
-def _rule_param(text: str) -> tuple[str, Any]:
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(raw)
-    except json.JSONDecodeError:
-        return name, raw
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.core.aggregation import RULES
     from ledger.cli.policy_options import add_policy_arguments
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_task_arguments, name_value
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
     sub = aggregator.add_subparsers(dest="aggregator_command", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="commit genesis if needed, then open, verify, aggregate and commit rounds")
     add_ledger_arguments(run)
+    add_task_arguments(run)
+    run.add_argument("--test-data", type=Path, help="held-out evaluation data in the task's format (default: the task's bundled test split)")
     run.add_argument("--rounds", type=int, default=5, help="how many rounds to run")
     run.add_argument("--rule", choices=sorted(RULES), default="fedavg")
-    run.add_argument("--rule-param", type=_rule_param, action="append", default=[], metavar="NAME=VALUE",
+    run.add_argument("--rule-param", type=name_value, action="append", default=[], metavar="NAME=VALUE",
                      help="rule parameter, e.g. trim_ratio=0.2 or num_byzantine=1 (repeatable)")
     run.add_argument("--min-updates", type=int, default=1, help="valid updates that let a round close before its deadline")
     run.add_argument("--round-seconds", type=int, default=60, help="submission window per round")
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
-    run.add_argument("--data-seed", type=int, default=0, help="seed of the held-out test split")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
     add_policy_arguments(run)
     run.set_defaults(handler=_run)
@@ -46,15 +36,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
-    from ledger.core.data import load_digits_split
     from ledger.core.errors import LedgerError
-    from ledger.cli.wiring import blob_store, ledger_client, signing_account
+    from ledger.cli.wiring import blob_store, ledger_client, load_data_file, resolve_task, signing_account
 
     from ledger.cli.policy_options import privacy_policy
     from ledger.cli.report import print_round
     from aggregator.coordinator import Aggregator, AggregatorConfig
 
+    task, overrides = resolve_task(args)
     privacy = privacy_policy(args)
+    try:  # the held-out data is read before anything touches the chain
+        test_data = load_data_file(task, args.test_data) if args.test_data else task.bundled_data().test
+    except LedgerError as exc:  # a task with no bundled data
+        raise CommandError(str(exc)) from exc
     try:
         client = ledger_client(args, account=signing_account(args))
         store = blob_store(args, client)
@@ -65,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
     config = AggregatorConfig(
+        task=task,
+        hyperparameters=overrides,
         rule=args.rule,
         rule_params=dict(args.rule_param),
         min_updates=args.min_updates,
@@ -75,15 +71,15 @@ def _run(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         privacy=privacy,
     )
-    aggregator = Aggregator(client, store, load_digits_split(seed=args.data_seed).test, config)
+    aggregator = Aggregator(client, store, test_data, config)
     try:
         genesis = aggregator.ensure_genesis()
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
     dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
     print(
-        f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, rule {args.rule}, "  # type: ignore[union-attr]
-        f"encoding {args.encoding}, {dp}",
+        f"aggregator {client.account.address}: ledger {client.address}, genesis {genesis}, "  # type: ignore[union-attr]
+        f"task {task.name} (spec {aggregator.spec.spec_hash[:12]}), rule {args.rule}, encoding {args.encoding}, {dp}",
         flush=True,
     )
     for _ in range(args.rounds):

@@ -2,8 +2,10 @@
 
 Reads the version's record from the chain (the deployment record, or --contract), fetches its
 blobs from a local folder (--blobs-dir) or the ledger service (--store URL), re-hashes them,
-re-runs the recorded rule and compares the result with the on-chain hash. Exit 0 when the version
-verifies, 1 when it does not (each finding printed), or on a usage error.
+re-runs the recorded rule and compares the result with the on-chain hash. Genesis is rebuilt with
+the task its metadata pins (installed, or named with --task); if it is not installed, the finding
+says which task, version and code hash to install. Exit 0 when the version verifies, 1 when it
+does not (each finding printed), or on a usage error.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
 
     audit = subparsers.add_parser("audit", help="check committed model versions against the chain")
     sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -22,8 +24,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="re-fetch, re-hash and re-aggregate one version; exit 0 if it matches the chain, 1 if not",
     )
-    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional)")
+    verify.add_argument("model_hash", help="the version's SHA-256 (64 hex characters, 0x optional), or `latest`")
     add_ledger_arguments(verify, signing=False)
+    add_task_arguments(verify, hyperparameters=False, default=None, default_help="the installed task genesis pins")
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON (the API's shape)")
     verify.set_defaults(handler=_verify)
 
@@ -34,24 +37,32 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.core.hashing import normalize_hash
     from ledger.audit.rederive import read_chain_facts, rederive
-    from ledger.cli.wiring import blob_store, ledger_client
+    from ledger.chain.rounds import committed_models
+    from ledger.cli.wiring import blob_store, ledger_client, resolve_task
 
+    latest = args.model_hash == "latest"
     try:
-        model_hash = normalize_hash(args.model_hash)
+        model_hash = "" if latest else normalize_hash(args.model_hash)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    task = resolve_task(args)[0] if args.task is not None else None
     try:
         ledger = ledger_client(args, account=None)
         if not ledger.w3.eth.get_code(ledger.address):
             where = f"{ledger.address} on chain {ledger.chain_id}"
             raise CommandError(f"no contract at {where}: check --contract / --rpc-url")
+        if latest:
+            versions = committed_models(ledger)
+            if not versions:
+                raise CommandError(f"ledger {ledger.address} has no committed version yet")
+            model_hash = versions[-1].model_hash
         facts = read_chain_facts(ledger, model_hash)
     except (LedgerError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     if facts is None:
         raise CommandError(f"{model_hash} is not a committed model version on ledger {ledger.address}")
 
-    verdict = rederive(facts, blob_store(args, ledger), max_bytes=Settings().max_blob_bytes)
+    verdict = rederive(facts, blob_store(args, ledger), max_bytes=Settings().max_blob_bytes, task=task)
     if args.json:
         print(json.dumps(verdict.to_json(), indent=2))
     else:

@@ -3,7 +3,8 @@
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
 the blob store over HTTP, and runs the aggregator and every node as separate OS processes
 (`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
-process on the in-process chain. Either way it prints a table per round and the lineage at the end.
+process on the in-process chain. Either way it federates `--task` (default digits-mlp) on shares of
+the task's bundled data and prints a table per round and the lineage at the end.
 
 This module and the CLI are the composition root: they import `aggregator` and `edge_node`, which
 never import each other.
@@ -12,34 +13,36 @@ never import each other.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.config import home_dir
+
+if TYPE_CHECKING:
+    from ledger.core.task import Task
 
 NODE_EXIT_TIMEOUT = 60.0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from ledger.cli.policy_options import add_policy_arguments
+    from ledger.cli.wiring import add_share_arguments, add_task_arguments
 
     demo = subparsers.add_parser("demo", help="run a federated training demo end to end")
+    add_task_arguments(demo)
     demo.add_argument("--nodes", type=int, default=5)
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
-    split = demo.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="IID shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    demo.add_argument("--alpha", type=float, default=0.5)
+    add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
     demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
     demo.add_argument("--rule", default="fedavg")
-    demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=60)
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
@@ -52,6 +55,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.cli.policy_options import privacy_policy
+    from ledger.cli.wiring import resolve_task
 
     args.privacy = privacy_policy(args)  # refuse incomplete DP options before anything starts
     bad = sorted(set(args.tamper) | set(args.poison))
@@ -61,9 +65,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError("--nodes and --rounds must be at least 1")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
+    task, overrides = resolve_task(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
-        return _run_memory(args) if args.chain == "memory" else _run_anvil(args)
+        return _run_memory(args, task, overrides) if args.chain == "memory" else _run_anvil(args, overrides)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -75,56 +80,43 @@ def _interrupt(signum: int, frame: object) -> None:
 # ------------------------------------------------------------------ memory
 
 
-def _run_memory(args: argparse.Namespace) -> int:
+def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any]) -> int:
+    from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
-    from aggregator.coordinator import Aggregator, AggregatorConfig
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
-    from edge_node.node import EdgeNode, Outcome, TrainingConfig
+    from edge_node.node import Outcome
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split, split_shards
     from ledger.store.local import LocalBlobStore
-    from ledger.chain.inprocess import start_in_process_ledger
 
     settings = Settings()
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
-    print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes", flush=True)
-    chain = start_in_process_ledger(args.nodes)
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, args.nodes, iid=args.iid, alpha=args.alpha, seed=0)
-    nodes = [
-        EdgeNode(
-            client,
-            store,
-            shard,
-            TrainingConfig(epochs=args.epochs, seed=index),
-            max_model_bytes=settings.max_blob_bytes,
-            transform=poison_transform() if index in args.poison else None,
-            after_upload=tamper_at_rest(blobs_dir) if index in args.tamper else None,
-        )
-        for index, (client, shard) in enumerate(zip(chain.nodes, shards))
-    ]
-    config = AggregatorConfig(
+    print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes; task {task.name}", flush=True)
+    hooks = {k: {"transform": poison_transform()} for k in args.poison}
+    hooks.update({k: {"after_upload": tamper_at_rest(blobs_dir)} for k in args.tamper})
+    federation = start_federation(
+        task,
+        store,
+        nodes=args.nodes,
+        max_model_bytes=settings.max_blob_bytes,
+        hyperparameters=overrides,
+        iid=args.iid,
+        alpha=args.alpha,
+        node_hooks=hooks,
         rule=args.rule,
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
         encoding=args.encoding,
         privacy=args.privacy,
     )
-    aggregator = Aggregator(chain.admin, store, split.test, config)
-    aggregator.ensure_genesis()
     for _ in range(args.rounds):
-        info = aggregator.open_round()
-        outcomes = {node.participate(info.round).outcome for node in nodes}
-        if outcomes == {Outcome.BUDGET_EXHAUSTED}:
-            chain.advance_time(args.round_seconds + 1)  # nobody will submit: let the round be abandoned
-            print_round(aggregator.close_round(info.round))
+        print_round(federation.run_round())
+        if set(federation.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
             print(f"every node has spent its ε budget ({args.privacy.epsilon_budget}): stopping", flush=True)
             break
-        print_round(aggregator.close_round(info.round))
-    print(lineage_text(chain.admin, store))
+    print(lineage_text(federation.chain.admin, store))
     if args.serve:
-        _serve_memory(args, chain, store)
+        _serve_memory(args, federation.chain, store)
     return 0
 
 
@@ -156,7 +148,7 @@ def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
 # ------------------------------------------------------------------ anvil
 
 
-def _run_anvil(args: argparse.Namespace) -> int:
+def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.core.polling import wait_for_port
     from ledger.chain.connect import connect
     from ledger.chain.deploy import deploy
@@ -186,6 +178,9 @@ def _run_anvil(args: argparse.Namespace) -> int:
     _migrate(database_url)
     fedledger = [sys.executable, "-m", "ledger.cli"]
     chain_args = ["--rpc-url", devnet.rpc_url, "--contract", record.address]
+    task_args = ["--task", args.task]
+    for name, value in overrides.items():
+        task_args += ["--hyper", f"{name}={json.dumps(value)}"]
     store_url = f"http://127.0.0.1:{args.api_port}"
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -211,9 +206,8 @@ def _run_anvil(args: argparse.Namespace) -> int:
         wait_for_port("127.0.0.1", args.api_port, timeout=60)
         print(f"ledger service (blob store) at {store_url}; logs in {logs}", flush=True)
         for index in range(args.nodes):
-            command = fedledger + ["node", "run", *chain_args, "--dev-key", str(index + 1), "--store", store_url]
+            command = fedledger + ["node", "run", *chain_args, *task_args, "--dev-key", str(index + 1), "--store", store_url]
             command += ["--node-index", str(index), "--num-nodes", str(args.nodes), "--rounds", str(args.rounds)]
-            command += ["--epochs", str(args.epochs)]
             if not args.iid:
                 command += ["--non-iid", "--alpha", str(args.alpha)]
             if index in args.tamper:
@@ -221,7 +215,7 @@ def _run_anvil(args: argparse.Namespace) -> int:
             elif index in args.poison:
                 command += ["--misbehave", "poison"]
             children.append(_spawn(command, logs / f"node-{index}.log", env))
-        aggregator_command = fedledger + ["aggregator", "run", *chain_args, "--dev-key", "0", "--store", store_url]
+        aggregator_command = fedledger + ["aggregator", "run", *chain_args, *task_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
         aggregator_command += ["--round-seconds", str(args.round_seconds), *policy_argv(args)]
         aggregator = subprocess.Popen(aggregator_command, env=env)
@@ -307,8 +301,6 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subproces
 
 def lineage_text(client: Any, store: Any) -> str:
     """The lineage of the latest version, with accuracy read from each version's metadata blob."""
-    import json
-
     from ledger.cli.report import LineageRow, format_lineage
     from ledger.chain.rounds import committed_models, lineage
 

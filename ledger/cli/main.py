@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
     "index": Command("ledger.cli.index", "mirror the ledger's events into the SQL index"),
     "node": Command("ledger.cli.node", "run an edge node"),
     "aggregator": Command("ledger.cli.aggregator", "run the aggregator (coordinator)"),
+    "task": Command("ledger.cli.task", "list, show or create tasks (the model, data and training a federation pins)"),
+    "data": Command("ledger.cli.data", "write per-node data files from a task's bundled data set"),
     "demo": Command("ledger.cli.demo", "run a federated training demo end to end"),
     "audit": Command("ledger.cli.audit", "check committed model versions against the chain"),
     "export": Command("ledger.cli.export", "a committed version as ONNX/safetensors with signed provenance; verify one"),

@@ -6,35 +6,36 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.core.polling import POLL_SECONDS  # a new round is noticed within one poll
+
+if TYPE_CHECKING:
+    from ledger.core.task import Examples, Task
 
 log = logging.getLogger(__name__)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_ledger_arguments
+    from ledger.cli.wiring import add_ledger_arguments, add_share_arguments, add_task_arguments
 
     node = subparsers.add_parser("node", help="run an edge node")
     sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="train on local data and submit an update to every round the chain opens")
     add_ledger_arguments(run)
-    data = run.add_argument_group("local data (sklearn digits, split as the federation agreed)")
-    data.add_argument("--node-index", type=int, required=True, help="this node's shard, 0-based")
-    data.add_argument("--num-nodes", type=int, required=True, help="how many shards the data is split into")
-    split = data.add_mutually_exclusive_group()
-    split.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shards (default)")
-    split.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    data.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
-    data.add_argument("--data-seed", type=int, default=0)
     training = run.add_argument_group(
-        "training (the update encoding, and under DP the batch size and epochs, come from the policy genesis pins)"
+        "task and training (the federation pins the task's spec at genesis; the update encoding, and under DP "
+        "the batch size and epochs, come from the policy genesis pins)"
     )
-    training.add_argument("--epochs", type=int, default=5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--lr", type=float, default=0.05, help="SGD (momentum 0.9) step without DP")
+    add_task_arguments(training)
     training.add_argument("--dp-lr", type=float, default=1.0, help="plain SGD step of DP-SGD, when the federation trains privately")
-    training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index)")
+    training.add_argument("--seed", type=int, default=None, help="training seed (default: the node index, else 0)")
+    data = run.add_argument_group("local data: a file the node owns, or a share of the task's bundled data set")
+    data.add_argument("--data", type=Path, help="this node's data in the task's format (e.g. from `fedledger data split`)")
+    data.add_argument("--node-index", type=int, help="without --data: this node's share of the bundled data, 0-based")
+    data.add_argument("--num-nodes", type=int, help="without --data: how many shares the bundled data is split into")
+    add_share_arguments(data)
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the split into shares")
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
         "--misbehave",
@@ -50,30 +51,24 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
     from ledger.chain.client import RoundState
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split, split_shards
     from ledger.core.errors import LedgerError
+    from ledger.core.task_spec import TaskSpecMismatch
     from ledger.store.base import BlobStoreError
-    from ledger.cli.wiring import blob_store, ledger_client, signing_account
+    from ledger.cli.wiring import blob_store, ledger_client, resolve_task, signing_account
 
     from edge_node.misbehaviour import poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
 
-    if not 0 <= args.node_index < args.num_nodes:
-        raise CommandError(f"--node-index must be in 0..{args.num_nodes - 1}")
+    task, overrides = resolve_task(args)
+    shard, where = _local_data(args, task)  # bad data is refused before any chain call
+    default_seed = args.node_index if args.data is None else 0
+    seed = default_seed if args.seed is None else args.seed
+    config = TrainingConfig(task=task, hyperparameters=overrides, seed=seed, dp_lr=args.dp_lr)
     try:
         client = ledger_client(args, account=signing_account(args))
         store = blob_store(args, client)
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
-    split = load_digits_split(seed=args.data_seed)
-    shard = split_shards(split.train, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)[args.node_index]
-    config = TrainingConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.node_index if args.seed is None else args.seed,
-        dp_lr=args.dp_lr,
-    )
     transform = after_upload = None
     if args.misbehave == "poison":
         transform = poison_transform()
@@ -90,15 +85,25 @@ def _run(args: argparse.Namespace) -> int:
         transform=transform,
         after_upload=after_upload,
     )
-    print(f"node {node.address}: shard {args.node_index}/{args.num_nodes}, {len(shard)} samples, ledger {client.address}", flush=True)
+    try:
+        spec_hash = node.spec.spec_hash
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"node {node.address}: task {task.name} (spec {spec_hash[:12]}), {where}, {len(shard)} samples, ledger {client.address}", flush=True)
+    try:
+        node.policy()  # refuse at once if the federation already pinned another task or a policy it cannot follow
+    except (TaskSpecMismatch, UnsupportedPolicy) as exc:
+        raise _cannot_join(node.address, exc) from exc
+    except (LookupError, BlobStoreError, LedgerError, ValueError):
+        pass  # no genesis yet, or its metadata not reachable yet: checked again before the first round
     handled: set[int] = set()
     while True:
         last_round = client.counters().last_round
         if last_round and last_round not in handled:
             try:
                 result = node.participate(last_round)
-            except UnsupportedPolicy as exc:
-                raise CommandError(f"node {node.address} cannot join: {exc}") from exc
+            except (TaskSpecMismatch, UnsupportedPolicy) as exc:  # not this round's problem: this node cannot join
+                raise _cannot_join(node.address, exc) from exc
             except (BlobStoreError, LedgerError, ValueError) as exc:
                 # A bad base blob or a refused upload loses this round, not the node.
                 print(f"node {node.address}: round {last_round}: skipped: {exc}", flush=True)
@@ -118,3 +123,34 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"node {node.address}: round {args.rounds} closed; done", flush=True)
                 return 0
         time.sleep(POLL_SECONDS)
+
+
+def _cannot_join(address: str, problem: Exception) -> Exception:
+    """The one line a node that cannot take part exits with (its task, or a policy it cannot follow)."""
+    from ledger.cli.errors import CommandError
+    from ledger.core.task_spec import TaskSpecMismatch
+
+    return CommandError(str(problem) if isinstance(problem, TaskSpecMismatch) else f"node {address} cannot join: {problem}")
+
+
+def _local_data(args: argparse.Namespace, task: Task) -> tuple[Examples, str]:
+    """(data, where it came from): the --data file, or this node's share of the task's bundled data."""
+    from ledger.cli.errors import CommandError, UsageError
+    from ledger.cli.wiring import load_data_file
+    from ledger.core.errors import LedgerError
+    from ledger.tasks.partition import split_examples
+
+    if args.data is not None:
+        if args.node_index is not None or args.num_nodes is not None:
+            raise UsageError("--data is this node's whole data set: drop --node-index/--num-nodes")
+        return load_data_file(task, args.data), f"data {args.data}"
+    if args.node_index is None or args.num_nodes is None:
+        raise UsageError("give --data FILE, or --node-index and --num-nodes for a share of the bundled data")
+    if not 0 <= args.node_index < args.num_nodes:
+        raise UsageError(f"--node-index must be in 0..{args.num_nodes - 1}")
+    try:
+        pool = task.bundled_data().train
+        shares = split_examples(pool, args.num_nodes, iid=args.iid, alpha=args.alpha, seed=args.data_seed)
+    except (LedgerError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    return shares[args.node_index], f"share {args.node_index}/{args.num_nodes} of its bundled data"

@@ -4,7 +4,8 @@ One codec, used by the aggregator (which writes it), the auditor and the indexer
 values in, canonical JSON bytes out (`encode_genesis`, `encode_round`), and back (`decode`), with
 every field validated. The blob's SHA-256 goes on chain in `ModelCommitted`, so the chain itself
 says which rule (and parameters) built each version from which updates, and an auditor can re-run
-exactly that. Pure: no I/O, no torch.
+exactly that. The genesis record pins the federation's policy and its task spec (model manifest,
+code hash, hyperparameters); each round record names that spec by its hash. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from ledger.core.safe_json import (
     canonical_json,
     parse_untrusted_json,
 )
+from ledger.core.task_spec import TaskSpec, TaskSpecError
 
-FORMAT = "fedledger-model-metadata/2"
+FORMAT = "fedledger-model-metadata/3"
 
 
 class MetadataError(ValueError):
@@ -53,11 +55,11 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class GenesisRecord:
-    """Version 0: which architecture, initialised from which seed, under which federation policy."""
+    """Version 0: which task, its model initialised from which seed, under which federation policy."""
 
-    architecture: str
     seed: int
     policy: FederationPolicy
+    task: TaskSpec
 
     kind = "genesis"
 
@@ -69,7 +71,7 @@ class RoundRecord:
 
     round: int
     base_model: str
-    architecture: str
+    task_spec: str  # the SHA-256 of the task spec pinned at genesis (`TaskSpec.spec_hash`)
     rule: RuleSpec
     included: tuple[IncludedUpdate, ...]
     rejected: tuple[RejectedUpdate, ...]
@@ -85,9 +87,9 @@ MetadataRecord = GenesisRecord | RoundRecord
 # --------------------------------------------------------------------------- writing
 
 
-def encode_genesis(*, architecture: str, seed: int, policy: FederationPolicy) -> bytes:
+def encode_genesis(*, seed: int, policy: FederationPolicy, task: TaskSpec) -> bytes:
     return canonical_json(
-        {"format": FORMAT, "kind": "genesis", "architecture": architecture, "seed": seed, "policy": policy.to_json()}
+        {"format": FORMAT, "kind": "genesis", "seed": seed, "policy": policy.to_json(), "task": task.to_json()}
     )
 
 
@@ -95,7 +97,7 @@ def encode_round(
     *,
     round_number: int,
     base_model_hash: str,
-    architecture: str,
+    task_spec: str,
     rule: str,
     rule_params: Mapping[str, Any],
     included: Sequence[IncludedUpdate],
@@ -113,7 +115,7 @@ def encode_round(
             "kind": "round",
             "round": round_number,
             "base_model": base_model_hash,
-            "architecture": architecture,
+            "task_spec": task_spec,
             "rule": {"name": rule, "params": dict(rule_params)},
             "included": [
                 {"update_hash": u.update_hash, "node": u.node, "num_samples": u.num_samples}
@@ -149,16 +151,18 @@ def decode(blob: bytes) -> MetadataRecord:
 
 
 def _genesis(document: Mapping[str, Any]) -> GenesisRecord:
-    architecture, seed = document.get("architecture"), document.get("seed")
-    if not isinstance(architecture, str):
-        raise MetadataError("a genesis record needs a string 'architecture'")
+    seed = document.get("seed")
     if type(seed) is not int:
         raise MetadataError(f"a genesis record needs an integer seed, got {seed!r}")
     try:
         policy = FederationPolicy.from_json(document.get("policy"))
     except PolicyError as exc:
         raise MetadataError(f"a genesis record pins the federation's policy: {exc}") from None
-    return GenesisRecord(architecture=architecture, seed=seed, policy=policy)
+    try:
+        task = TaskSpec.from_json(document.get("task"))
+    except TaskSpecError as exc:
+        raise MetadataError(f"a genesis record pins the federation's task: {exc}") from None
+    return GenesisRecord(seed=seed, policy=policy, task=task)
 
 
 def _round(document: Mapping[str, Any]) -> RoundRecord:
@@ -166,9 +170,8 @@ def _round(document: Mapping[str, Any]) -> RoundRecord:
         raise MetadataError("'round' must be an integer")
     if not is_sha256_hex(document.get("base_model")):
         raise MetadataError("'base_model' must be a SHA-256 hex digest")
-    architecture = document.get("architecture")
-    if not isinstance(architecture, str):
-        raise MetadataError("'architecture' must be a string")
+    if not is_sha256_hex(document.get("task_spec")):
+        raise MetadataError("'task_spec' must be a SHA-256 hex digest")
     rule = document.get("rule")
     if not isinstance(rule, dict) or not isinstance(rule.get("name"), str) or not isinstance(rule.get("params"), dict):
         raise MetadataError("'rule' must be an object with a string 'name' and an object 'params'")
@@ -208,7 +211,7 @@ def _round(document: Mapping[str, Any]) -> RoundRecord:
     return RoundRecord(
         round=document["round"],
         base_model=document["base_model"],
-        architecture=architecture,
+        task_spec=document["task_spec"],
         rule=RuleSpec(rule["name"], rule["params"]),
         included=tuple(IncludedUpdate(u["update_hash"], u["node"], u["num_samples"]) for u in included),
         rejected=tuple(

@@ -1,7 +1,8 @@
-"""The one model every party trains and aggregates: a small MLP over 8x8 digit images.
+"""Moving weights between a torch module and the name → tensor mappings that blobs hold.
 
-Edge nodes, the aggregator and auditors all rebuild it from here, so tensor names and shapes
-always agree. Weights travel as plain name → tensor mappings (see ledger.core.serialization).
+Every party builds its task's model (`ledger.core.task.Task.build_model`) and loads committed
+weights into it through here, so a version's blob and a module's `state_dict` always agree on
+names and shapes. Weights travel as plain mappings (see ledger.core.serialization).
 """
 
 from __future__ import annotations
@@ -10,26 +11,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-
-NUM_FEATURES = 64
-HIDDEN_UNITS = 64
-NUM_CLASSES = 10
-MODEL_NAME = f"mlp-{NUM_FEATURES}-{HIDDEN_UNITS}-{NUM_CLASSES}"
-
-
-def build_model(seed: int) -> nn.Module:
-    """A freshly initialised model; the same seed always gives the same weights.
-
-    Initialisation runs in a forked RNG so it neither depends on nor disturbs the caller's
-    global torch RNG state.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return nn.Sequential(
-            nn.Linear(NUM_FEATURES, HIDDEN_UNITS),
-            nn.ReLU(),
-            nn.Linear(HIDDEN_UNITS, NUM_CLASSES),
-        )
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -50,17 +31,3 @@ def load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
             shape = tuple(tensors[name].shape)
             raise ValueError(f"tensor {name!r} has shape {shape}, the model needs {tuple(target.shape)}")
     model.load_state_dict(dict(tensors), strict=True)
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of `x` whose predicted class equals `y`; leaves the model's train/eval mode as found."""
-    if len(x) == 0:
-        raise ValueError("cannot evaluate on an empty set")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            predictions = model(x).argmax(dim=1)
-    finally:
-        model.train(was_training)
-    return float((predictions == y).sum().item()) / len(y)

@@ -22,13 +22,14 @@ from ledger.core.encoding import (
     read_update_metadata,
 )
 from ledger.core.hashing import sha256_hex
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
 from ledger.core.policy import ENCODINGS
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import serialize_tensors
+from ledger.tasks.digits import DIGITS_MLP
 
 LIMIT = 1 << 20
-BASE = state_tensors(build_model(seed=0))
+BASE = state_tensors(DIGITS_MLP.build_model(seed=0))
 CLAIM = {"accountant": "opacus-rdp", "epsilon": "0.953006", "steps": 10}
 
 

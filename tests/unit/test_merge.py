@@ -11,7 +11,8 @@ import torch
 from aggregator.merge import CollectedRule, StreamingFedAvg, merge_key, start_merge
 from ledger.core.aggregation import Update, aggregate, fedavg
 from ledger.core.hashing import sha256_hex
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
+from ledger.tasks.digits import DIGITS_MLP
 from ledger.core.serialization import serialize_tensors
 
 SHAPES = {"bias": (5,), "scale": (), "weight": (3, 7), "wide": (2, 33)}
@@ -49,7 +50,7 @@ def test_streaming_fedavg_gives_the_reference_bytes_at_any_chunk_size(chunk_elem
 
 def test_streaming_fedavg_gives_the_reference_bytes_on_the_real_model() -> None:
     # Prepare: tensors larger than one chunk, with realistic weights.
-    base = state_tensors(build_model(0))
+    base = state_tensors(DIGITS_MLP.build_model(0))
     generator = torch.Generator().manual_seed(5)
     updates = []
     for index in range(6):

@@ -6,15 +6,17 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.core.metadata import IncludedUpdate, MetadataError, RoundRecord, decode, encode_genesis, encode_round
+from ledger.core.metadata import FORMAT, IncludedUpdate, MetadataError, RoundRecord, decode, encode_genesis, encode_round
 from ledger.core.policy import FederationPolicy, PolicyError, PrivacyPolicy, epsilon_text
 from ledger.core.reasons import RejectReason
 from ledger.core.safe_json import canonical_json
+from ledger.core.task_spec import TaskSpec, TensorSpec
 from ledger.privacy.accountant import Spend, calibrate_noise_multiplier, cumulative_epsilon
 from ledger.privacy.claims import ClaimError, PrivacyClaim
 from ledger.privacy.judge import Unaccountable, judge_claim, next_claim
 
 POLICY = PrivacyPolicy(noise_multiplier=3.205, max_grad_norm=1.0, delta=1e-5, epsilon_budget="2.000000")
+TASK = TaskSpec("mlp", "1", "ab" * 32, {}, (TensorSpec("weight", (2, 2), "float32", True),))
 N = 288  # q = 1/ceil(288/64) = 0.2, 2 epochs of 5 steps
 SPEND = Spend(3.205, 0.2, 10)
 
@@ -127,14 +129,14 @@ def test_a_claim_has_exactly_its_fields() -> None:
 def test_the_policy_round_trips_through_the_genesis_record() -> None:
     policy = FederationPolicy(rule="fedavg", encoding="int8", privacy=POLICY)
 
-    record = decode(encode_genesis(architecture="mlp", seed=0, policy=policy))
+    record = decode(encode_genesis(seed=0, policy=policy, task=TASK))
 
     assert record.policy == policy
     assert record.policy.to_json()["privacy"]["orders"][:2] == [1.1, 1.2]
 
 
-def test_a_genesis_written_before_encodings_were_pinned_reads_as_f32_without_dp() -> None:
-    document = {"format": "fedledger-model-metadata/2", "kind": "genesis", "architecture": "mlp", "seed": 0,
+def test_a_genesis_policy_without_encoding_or_privacy_reads_as_f32_without_dp() -> None:
+    document = {"format": FORMAT, "kind": "genesis", "seed": 0, "task": TASK.to_json(),
                 "policy": {"rule": {"name": "fedavg", "params": {}}, "limits": {"max_update_bytes": 10, "max_norm": 1.0}}}  # fmt: skip
 
     policy = decode(canonical_json(document)).policy
@@ -156,7 +158,7 @@ def test_an_ill_formed_privacy_policy_names_its_field(edit: dict) -> None:
 @pytest.mark.parametrize("privacy", [{"0xNode": "1.322319"}, None])
 def test_round_records_carry_each_nodes_epsilon(privacy: dict | None) -> None:
     blob = encode_round(
-        round_number=1, base_model_hash="ab" * 32, architecture="mlp", rule="fedavg", rule_params={},
+        round_number=1, base_model_hash="ab" * 32, task_spec=TASK.spec_hash, rule="fedavg", rule_params={},
         included=[IncludedUpdate("cd" * 32, "0xNode", 288)], rejected=[], metrics={}, privacy=privacy,
     )  # fmt: skip
 

@@ -12,7 +12,8 @@ import torch
 
 from ledger.core.aggregation import RULES, Update, aggregate, coordinate_median, fedavg, krum, trimmed_mean
 from ledger.core.hashing import sha256_hex
-from ledger.core.model import build_model, state_tensors
+from ledger.core.model import state_tensors
+from ledger.tasks.digits import DIGITS_MLP
 from ledger.core.serialization import serialize_tensors
 
 
@@ -96,7 +97,7 @@ def test_krum_needs_2f_plus_3_updates() -> None:
 def _model_updates(count: int, seed: int) -> list[Update]:
     """`count` updates shaped like the real model: its init plus seeded noise, hashed for real."""
     generator = torch.Generator().manual_seed(seed)
-    base = state_tensors(build_model(seed=0))
+    base = state_tensors(DIGITS_MLP.build_model(seed=0))
     updates = []
     for index in range(count):
         tensors = {

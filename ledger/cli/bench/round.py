@@ -96,7 +96,8 @@ def _node_process(
         from ledger.chain.connect import connect
         from ledger.chain.client import LedgerClient
         from ledger.config import Settings
-        from ledger.core.data import load_digits_split, split_shards
+        from ledger.tasks.digits import DIGITS_MLP
+        from ledger.tasks.partition import split_examples
         from ledger.chain.devkeys import dev_account
         from ledger.store.http import HttpBlobStore
 
@@ -104,11 +105,9 @@ def _node_process(
         client = LedgerClient(connect(rpc_url), address, account)
         settings = Settings()
         store = HttpBlobStore.from_ledger(store_url, client, account=account, max_bytes=settings.max_blob_bytes)
-        split = load_digits_split(seed=0)
-        shard = split_shards(split.train, nodes, iid=True, alpha=0.5, seed=0)[index]
-        node = EdgeNode(
-            client, store, shard, TrainingConfig(epochs=epochs, seed=index), max_model_bytes=settings.max_blob_bytes
-        )
+        shard = split_examples(DIGITS_MLP.bundled_data().train, nodes, iid=True, alpha=0.5, seed=0)[index]
+        config = TrainingConfig(task=DIGITS_MLP, hyperparameters={"epochs": epochs}, seed=index)
+        node = EdgeNode(client, store, shard, config, max_model_bytes=settings.max_blob_bytes)
         reports.put(("ready", index))
         handled: set[int] = set()
         cpu_mark = time.process_time()
@@ -202,7 +201,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
-    from ledger.core.data import load_digits_split
+    from ledger.tasks.digits import DIGITS_MLP
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
     from ledger.store.http import HttpBlobStore
@@ -231,8 +230,10 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
             store = HttpBlobStore.from_ledger(
                 server.url, admin, account=dev_account(0), max_bytes=settings.max_blob_bytes
             )
-            config = AggregatorConfig(min_updates=nodes, round_seconds=int(ROUND_TIMEOUT))
-            aggregator = Aggregator(admin, store, load_digits_split(seed=0).test, config)
+            config = AggregatorConfig(
+                task=DIGITS_MLP, hyperparameters={"epochs": epochs}, min_updates=nodes, round_seconds=int(ROUND_TIMEOUT)
+            )
+            aggregator = Aggregator(admin, store, DIGITS_MLP.bundled_data().test, config)
             aggregator.ensure_genesis()
 
             context = multiprocessing.get_context("spawn")

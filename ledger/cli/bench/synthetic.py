@@ -18,6 +18,7 @@ from typing import Any, cast
 from ledger.core.merkle import merkle_root
 from ledger.chain.devnet import rpc_batch, rpc_call
 from ledger.core.reasons import AbandonReason, RejectReason
+from ledger.core.task_spec import TaskSpec, TensorSpec
 
 BULK_GAS = 300_000
 _BULK_RPC_TIMEOUT = 60.0
@@ -26,6 +27,16 @@ FAR_FUTURE_SECONDS = 10**7
 
 def label_hash(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
+
+
+# The task the scripted histories pin at genesis: a stand-in, since their models are labels, not weights.
+SYNTHETIC_TASK = TaskSpec(
+    name="synthetic",
+    version="1",
+    code_sha256=label_hash("synthetic task code"),
+    hyperparameters={},
+    tensors=(TensorSpec("weight", (1,), "float32", True),),
+)
 
 
 # --------------------------------------------------------------------------- scripted (any chain)
@@ -65,7 +76,7 @@ def scripted_history(
 
     admin = chain.admin
     nodes = chain.nodes
-    genesis_meta = encode_genesis(architecture="synthetic", seed=0, policy=FederationPolicy(rule="fedavg"))
+    genesis_meta = encode_genesis(seed=0, policy=FederationPolicy(rule="fedavg"), task=SYNTHETIC_TASK)
     genesis = label_hash(f"{label}/genesis")
     admin.commit_genesis(genesis, _put(store, genesis_meta))
     history = ScriptedHistory(genesis_hash=genesis, versions=[genesis])
@@ -89,7 +100,7 @@ def scripted_history(
         metadata = encode_round(
             round_number=round_number,
             base_model_hash=base,
-            architecture="synthetic",
+            task_spec=SYNTHETIC_TASK.spec_hash,
             rule="fedavg",
             rule_params={},
             included=[IncludedUpdate(h, n, samples[n]) for n, h in included.items()],

@@ -132,9 +132,10 @@ def measure_updates(
 
 
 def _shard_sizes(nodes: int) -> list[int]:
-    from ledger.core.data import load_digits_split, split_shards
+    from ledger.tasks.digits import DIGITS_MLP
+    from ledger.tasks.partition import split_examples
 
-    return [len(shard) for shard in split_shards(load_digits_split(seed=0).train, nodes, iid=True, seed=0)]
+    return [len(shard) for shard in split_examples(DIGITS_MLP.bundled_data().train, nodes, iid=True, seed=0)]
 
 
 def _federation(*, nodes: int, rounds: int, epochs: int, encoding: str, privacy: Any) -> dict[str, Any]:
@@ -143,20 +144,22 @@ def _federation(*, nodes: int, rounds: int, epochs: int, encoding: str, privacy:
     from edge_node.node import EdgeNode, TrainingConfig
     from ledger.audit.rederive import verify_version
     from ledger.chain.inprocess import start_in_process_ledger
-    from ledger.core.data import load_digits_split, split_shards
     from ledger.store.local import LocalBlobStore
+    from ledger.tasks.digits import DIGITS_MLP
+    from ledger.tasks.partition import split_examples
 
     max_bytes = 64 << 20
-    split = load_digits_split(seed=0)
-    shards = split_shards(split.train, nodes, iid=True, seed=0)
+    split = DIGITS_MLP.bundled_data()
+    shards = split_examples(split.train, nodes, iid=True, seed=0)
+    hyper = {"epochs": epochs}
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-updates-") as folder:
         store = LocalBlobStore(Path(folder), max_bytes=max_bytes)
         chain = start_in_process_ledger(nodes)
-        config = AggregatorConfig(min_updates=1, encoding=encoding, privacy=privacy)
+        config = AggregatorConfig(task=DIGITS_MLP, hyperparameters=hyper, min_updates=1, encoding=encoding, privacy=privacy)
         aggregator = Aggregator(chain.admin, store, split.test, config)
         aggregator.ensure_genesis()
         members = [
-            EdgeNode(client, store, shard, TrainingConfig(epochs=epochs, seed=index), max_model_bytes=max_bytes)
+            EdgeNode(client, store, shard, TrainingConfig(DIGITS_MLP, hyper, seed=index), max_model_bytes=max_bytes)
             for index, (client, shard) in enumerate(zip(chain.nodes, shards))
         ]
         sizes: list[int] = []

@@ -1,7 +1,6 @@
-"""The digits data set (sklearn's real 8x8 handwritten digits) and how it is split across nodes.
+"""How a data set is split: held-out test set, and the shares of the nodes (IID or label-skewed).
 
-Loading is the only I/O (from files inside the sklearn package; no download). Everything else is a
-pure function of the arrays and a seed. The held-out test split is ordered by SHA-256 of
+Pure functions of the labels and a seed. The held-out test split is ordered by SHA-256 of
 (seed, index) rather than by an RNG, so an auditor gets the same test set on any numpy/torch
 version; node shards use numpy's seeded Generator (they only shape local training, which
 nobody re-runs).
@@ -11,62 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-_PIXEL_MAX = 16.0  # load_digits pixels are integers 0..16
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Samples held by one party: `x` float32 [n, 64] in [0, 1], `y` int64 [n] class labels."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    """The training pool that nodes share out, and the aggregator's held-out test set."""
-
-    train: Shard
-    test: Shard
-
-
-def load_digits_split(*, test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
-    """Loads sklearn's digits and splits them, stratified by label, into train and test."""
-    from sklearn.datasets import load_digits  # heavy import, only needed here
-
-    digits = load_digits()
-    images = np.asarray(digits.data)
-    labels = np.asarray(digits.target)
-    train_idx, test_idx = train_test_indices(labels, test_fraction=test_fraction, seed=seed)
-    return DigitsSplit(
-        train=to_shard(images[train_idx], labels[train_idx]),
-        test=to_shard(images[test_idx], labels[test_idx]),
-    )
-
-
-def to_shard(images: np.ndarray, labels: np.ndarray) -> Shard:
-    """Raw 0..16 pixel rows and labels as a float32 [0, 1] / int64 Shard (copies, inputs untouched)."""
-    x = torch.tensor(np.asarray(images, dtype=np.float32) / np.float32(_PIXEL_MAX), dtype=torch.float32)
-    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
-    if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(
-            f"expected [n, features] images and [n] labels, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return Shard(x=x, y=y)
-
-
-def subset(shard: Shard, indices: np.ndarray) -> Shard:
-    """The samples of `shard` at `indices`, as a new Shard."""
-    index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-    return Shard(x=shard.x[index].clone(), y=shard.y[index].clone())
+from ledger.core.task import Examples
 
 
 def train_test_indices(
@@ -120,17 +68,21 @@ def dirichlet_partition(
     return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
 
 
-def split_shards(
-    train: Shard, n_nodes: int, *, iid: bool, alpha: float = 0.5, seed: int, min_samples: int = 10
-) -> list[Shard]:
-    """One Shard per node: `iid_partition` if `iid`, else `dirichlet_partition(alpha)` over labels."""
+def split_examples(
+    pool: Examples, n_nodes: int, *, iid: bool, alpha: float = 0.5, seed: int, min_samples: int = 10
+) -> list[Examples]:
+    """One share per node: `iid_partition` if `iid`, else `dirichlet_partition(alpha)` over labels."""
     if iid:
-        partition = iid_partition(len(train), n_nodes, seed=seed)
+        partition = iid_partition(len(pool), n_nodes, seed=seed)
     else:
-        partition = dirichlet_partition(
-            train.y.numpy(), n_nodes, alpha=alpha, seed=seed, min_samples=min_samples
-        )
-    return [subset(train, indices) for indices in partition]
+        partition = dirichlet_partition(pool.y.numpy(), n_nodes, alpha=alpha, seed=seed, min_samples=min_samples)
+    return [pool.subset(torch.as_tensor(indices, dtype=torch.int64)) for indices in partition]
+
+
+def split_pool(examples: Examples, *, test_fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """(train, test): the stratified `train_test_indices` split of `examples`."""
+    train_idx, test_idx = train_test_indices(examples.y.numpy(), test_fraction=test_fraction, seed=seed)
+    return examples.subset(torch.as_tensor(train_idx)), examples.subset(torch.as_tensor(test_idx))
 
 
 def _hash_order(indices: np.ndarray, *, seed: int, purpose: str) -> np.ndarray:

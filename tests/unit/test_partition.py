@@ -1,11 +1,12 @@
-"""The digits split and node shards: disjoint, covering, stratified, and a pure function of the seed."""
+"""The digits split and node shares: disjoint, covering, stratified, and a pure function of the seed."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ledger.core.data import DigitsSplit, dirichlet_partition, iid_partition, split_shards, train_test_indices
+from ledger.core.task import DataSplit
+from ledger.tasks.partition import dirichlet_partition, iid_partition, split_examples, train_test_indices
 
 DIGITS_CLASS_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 
@@ -14,7 +15,7 @@ def _labels() -> np.ndarray:
     return np.repeat(np.arange(10), DIGITS_CLASS_COUNTS)
 
 
-def test_loaded_split_is_scaled_float32_with_a_stratified_test_set(digits: DigitsSplit) -> None:
+def test_loaded_split_is_scaled_float32_with_a_stratified_test_set(digits: DataSplit) -> None:
     assert (len(digits.train), len(digits.test)) == (1438, 359)
     assert tuple(digits.train.x.shape) == (1438, 64)
     assert str(digits.train.x.dtype) == "torch.float32"
@@ -41,8 +42,8 @@ def test_iid_shards_are_disjoint_equal_and_cover_the_train_split() -> None:
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1438))
 
 
-def test_split_shards_hands_each_node_its_rows(digits: DigitsSplit) -> None:
-    shards = split_shards(digits.train, 5, iid=True, seed=0)
+def test_split_examples_hands_each_node_its_rows(digits: DataSplit) -> None:
+    shards = split_examples(digits.train, 5, iid=True, seed=0)
     parts = iid_partition(len(digits.train), 5, seed=0)
 
     for shard, part in zip(shards, parts, strict=True):
@@ -70,8 +71,8 @@ def test_dirichlet_tops_up_every_node_to_min_samples() -> None:
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1797))
 
 
-def test_split_shards_non_iid_uses_the_dirichlet_partition(digits: DigitsSplit) -> None:
-    shards = split_shards(digits.train, 4, iid=False, alpha=0.3, seed=2)
+def test_split_examples_non_iid_uses_the_dirichlet_partition(digits: DataSplit) -> None:
+    shards = split_examples(digits.train, 4, iid=False, alpha=0.3, seed=2)
     parts = dirichlet_partition(digits.train.y.numpy(), 4, alpha=0.3, seed=2)
 
     assert [len(shard) for shard in shards] == [len(part) for part in parts]
