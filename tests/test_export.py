@@ -32,11 +32,13 @@ from ledger.chain.deploy import deploy
 from ledger.chain.devkeys import dev_account
 from ledger.chain.devnet import throwaway_devnet
 from ledger.cli.main import main
-from ledger.core.data import load_digits_split, split_shards
 from ledger.core.hashing import sha256_hex
+from ledger.core.metadata import decode
 from ledger.export.provenance import decode_statement
 from ledger.export.signing import sign_folder
 from ledger.store.local import LocalBlobStore
+from ledger.tasks.digits import DIGITS_MLP
+from ledger.tasks.partition import split_examples
 
 pytestmark = pytest.mark.devnet
 
@@ -73,14 +75,15 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         w3 = connect(devnet.rpc_url)
         admin, _, _ = deploy(w3, dev_account(0))
         store = LocalBlobStore(home / "blobs", max_bytes=MAX_BYTES)
-        split = load_digits_split()
-        shards = split_shards(split.train, NODES, iid=True, seed=0)
+        split = DIGITS_MLP.bundled_data()
+        shards = split_examples(split.train, NODES, iid=True, seed=0)
+        hyper = {"epochs": 1}
         nodes = []
         for index, shard in enumerate(shards):
             client = admin.as_account(dev_account(index + 1))
             admin.register_node(client.account.address)  # type: ignore[union-attr]
-            nodes.append(EdgeNode(client, store, shard, TrainingConfig(epochs=1, seed=index), max_model_bytes=MAX_BYTES))
-        aggregator = Aggregator(admin, store, split.test, AggregatorConfig(min_updates=NODES))
+            nodes.append(EdgeNode(client, store, shard, TrainingConfig(hyperparameters=hyper, seed=index), max_model_bytes=MAX_BYTES))
+        aggregator = Aggregator(admin, store, split.test, AggregatorConfig(hyperparameters=hyper, min_updates=NODES))
         hashes = [aggregator.ensure_genesis()]
         for _ in range(2):
             info = aggregator.open_round()
@@ -191,6 +194,8 @@ def test_the_statement_holds_the_chain_facts_and_the_attestation(history: Histor
     }  # fmt: skip
     assert predicate["round"]["includedCount"] == NODES
     assert predicate["aggregation"] == {"rule": "fedavg", "params": {}}
+    pinned = decode((deployed.folder / "genesis.json").read_bytes()).task
+    assert predicate["task"] == {"name": "digits-mlp", "version": pinned.version, "specHash": pinned.spec_hash, "seed": 0}
     (attestation,) = predicate["attestations"]
     assert attestation["auditor"] == history.auditor and attestation["ok"] is True
     assert predicate["export"]["signed"] is True

@@ -47,6 +47,11 @@ def _export_parser() -> argparse.ArgumentParser:
     keys = parser.add_mutually_exclusive_group(required=True)
     keys.add_argument("--signing-key", type=Path, metavar="KEY.pem", help="EC private key (`fedledger keys new --signing`); KEY.pub beside it")
     keys.add_argument("--unsigned", action="store_true", help="write no signature (provenance.json says so)")
+    parser.add_argument(
+        "--task", metavar="TASK",
+        help="the pinned task as package.module:attr, if it is not installed under its name (its spec must be the pinned one)",
+    )  # fmt: skip
+    parser.add_argument("--test-data", type=Path, metavar="FILE", help="held-out examples in the task's data format, if it bundles none")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_ledger_arguments(parser, signing=False)
     return parser
@@ -92,18 +97,21 @@ def _reader(args: argparse.Namespace) -> Any:
 
 def _export(target: str, args: argparse.Namespace) -> int:
     from ledger.cli.errors import CommandError
-    from ledger.cli.wiring import blob_store
+    from ledger.cli.wiring import blob_store, resolve_task
     from ledger.config import Settings
     from ledger.core.errors import LedgerError
     from ledger.export.facts import VersionNotFound, resolve_model_hash
     from ledger.export.folder import ExportOptions, gather, write_export
 
+    task = resolve_task(args)[0] if args.task is not None else None
     client = _reader(args)
     max_bytes = Settings().max_blob_bytes
     try:
         model_hash = resolve_model_hash(client, target)
         sources = gather(client, blob_store(args, client), model_hash, max_bytes=max_bytes)
-        options = ExportOptions(formats=args.format, int8=args.int8, signing_key=args.signing_key)
+        options = ExportOptions(
+            formats=args.format, int8=args.int8, signing_key=args.signing_key, task=task, test_data=args.test_data
+        )
         result = write_export(args.out, sources, options, max_bytes=max_bytes)
     except (LedgerError, VersionNotFound, ValueError) as exc:
         raise CommandError(str(exc)) from exc

@@ -76,7 +76,10 @@ def recipe_of(version_metadata: bytes, genesis_metadata: bytes) -> Recipe:
     """The rule and parameters of a round version (None for genesis) and the task genesis pins."""
     genesis = decode_genesis(genesis_metadata)
     record = decode(version_metadata)
-    task = {"architecture": genesis.architecture, "seed": genesis.seed}
+    spec = genesis.task
+    task = {"name": spec.name, "version": spec.version, "specHash": spec.spec_hash, "seed": genesis.seed}
     if isinstance(record, RoundRecord):
+        if record.task_spec != spec.spec_hash:
+            raise MetadataError(f"the version's metadata names task spec {record.task_spec}, genesis pins {spec.spec_hash}")
         return Recipe(rule=record.rule.name, params=dict(record.rule.params), task=task)
     return Recipe(rule=None, task=task)

@@ -41,7 +41,9 @@ RECORD = ChainRecord(
     genesis_metadata_hash=h("metadata-0"),
     attestations=(Attestation("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65", True, h("report"), "0x" + h("tx-a"), 43),),
 )
-RECIPE = Recipe(rule="trimmed_mean", params={"trim_ratio": 0.2}, task={"architecture": "mlp-64-64-10", "seed": 0})
+RECIPE = Recipe(
+    rule="trimmed_mean", params={"trim_ratio": 0.2}, task={"name": "digits-mlp", "version": "1", "specHash": h("spec"), "seed": 0}
+)
 
 
 def _statement() -> dict:
