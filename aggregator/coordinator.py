@@ -36,7 +36,7 @@ from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 from ledger.core.polling import POLL_SECONDS, WaitTimeout
-from ledger.chain.rounds import active_nodes, chain_now, committed_models, round_opened_block, round_submissions
+from ledger.chain.rounds import active_nodes, chain_now, latest_model_hash, round_opened_block, round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.privacy.history import PrivacyBook
 from ledger.privacy.judge import ClaimVerdict, Entry, judge_claim
@@ -153,10 +153,7 @@ class Aggregator:
         return model_hash
 
     def latest_model(self) -> str:
-        versions = committed_models(self.client)
-        if not versions:
-            raise LookupError("no model committed yet: commit genesis first")
-        return versions[-1].model_hash
+        return latest_model_hash(self.client)
 
     # ---------------------------------------------------------------- one round
 

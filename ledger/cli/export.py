@@ -100,7 +100,7 @@ def _export(target: str, args: argparse.Namespace) -> int:
     from ledger.cli.wiring import blob_store, resolve_task
     from ledger.config import Settings
     from ledger.core.errors import LedgerError
-    from ledger.export.facts import VersionNotFound, resolve_model_hash
+    from ledger.export.facts import resolve_model_hash
     from ledger.export.folder import ExportOptions, gather, write_export
 
     task = resolve_task(args)[0] if args.task is not None else None
@@ -113,7 +113,7 @@ def _export(target: str, args: argparse.Namespace) -> int:
             formats=args.format, int8=args.int8, signing_key=args.signing_key, task=task, test_data=args.test_data
         )
         result = write_export(args.out, sources, options, max_bytes=max_bytes)
-    except (LedgerError, VersionNotFound, ValueError) as exc:
+    except (LedgerError, LookupError, ValueError) as exc:  # LookupError: not a committed version
         raise CommandError(str(exc)) from exc
 
     record = sources.record

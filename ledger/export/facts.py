@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
-from ledger.chain.rounds import committed_models
+from ledger.chain.rounds import committed_models, latest_model_hash
 from ledger.core.hashing import normalize_hash
-from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode
+from ledger.core.metadata import MetadataError, RoundRecord, decode, decode_genesis
 from ledger.export.provenance import Attestation, ChainRecord, Recipe
 
 
@@ -21,12 +21,7 @@ class VersionNotFound(LookupError):
 
 def resolve_model_hash(client: LedgerClient, text: str) -> str:
     """`latest` (the newest committed version) or a model hash (0x and upper case accepted)."""
-    if text == "latest":
-        versions = committed_models(client)
-        if not versions:
-            raise VersionNotFound(f"ledger {client.address} on chain {client.chain_id} has no committed version yet")
-        return versions[-1].model_hash
-    return normalize_hash(text)
+    return latest_model_hash(client) if text == "latest" else normalize_hash(text)
 
 
 def read_chain_record(client: LedgerClient, model_hash: str) -> ChainRecord | None:
@@ -62,14 +57,6 @@ def read_chain_record(client: LedgerClient, model_hash: str) -> ChainRecord | No
             for event in attested
         ),
     )
-
-
-def decode_genesis(blob: bytes) -> GenesisRecord:
-    """The genesis metadata record (`MetadataError` if the blob is not one)."""
-    record = decode(blob)
-    if not isinstance(record, GenesisRecord):
-        raise MetadataError(f"the genesis metadata is a {record.kind} record")
-    return record
 
 
 def recipe_of(version_metadata: bytes, genesis_metadata: bytes) -> Recipe:

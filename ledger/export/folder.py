@@ -28,12 +28,12 @@ from typing import Any
 from ledger.chain.client import LedgerClient
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
-from ledger.core.metadata import MetadataError
+from ledger.core.metadata import MetadataError, decode_genesis
 from ledger.core.serialization import MalformedBlob, deserialize_tensors, serialize_tensors
 from ledger.core.task import Task
 from ledger.export import onnx_model
 from ledger.export.committed import ModelUnavailable, committed_module, held_out, weight_names
-from ledger.export.facts import VersionNotFound, decode_genesis, read_chain_record, recipe_of
+from ledger.export.facts import VersionNotFound, read_chain_record, recipe_of
 from ledger.export.provenance import (
     CHAIN_SECTIONS,
     PROVENANCE_NAME,
