@@ -40,7 +40,7 @@ from ledger.chain.rounds import (
     VersionRefused,
     active_nodes,
     chain_now,
-    committed_models,
+    latest_model_hash,
     round_opened_block,
     round_submissions,
     wait_for_verdicts,
@@ -163,10 +163,7 @@ class Aggregator:
         return model_hash
 
     def latest_model(self) -> str:
-        versions = committed_models(self.client)
-        if not versions:
-            raise LookupError("no model committed yet: commit genesis first")
-        return versions[-1].model_hash
+        return latest_model_hash(self.client)
 
     # ---------------------------------------------------------------- one round
 

@@ -10,7 +10,7 @@ from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror, ChainRecord
 from ledger.chain.rounds import committed_models
 from ledger.core.hashing import sha256_hex
-from ledger.core.metadata import GenesisRecord, MetadataError, decode
+from ledger.core.metadata import GenesisRecord, MetadataError, decode_genesis
 from ledger.store.base import BlobStore
 
 
@@ -116,7 +116,4 @@ def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0)
     blob = store.get(metadata_hash)
     if sha256_hex(blob) != metadata_hash:  # never trust a store
         raise MetadataError(f"the store served genesis metadata whose bytes do not hash to {metadata_hash}")
-    record = decode(blob)
-    if not isinstance(record, GenesisRecord):
-        raise MetadataError(f"the genesis metadata {metadata_hash} is a {record.kind} record")
-    return record
+    return decode_genesis(blob)

@@ -51,6 +51,14 @@ def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.M
     return client.events(from_block, event_type=events.ModelCommitted)
 
 
+def latest_model_hash(client: LedgerClient) -> str:
+    """The newest committed version's model hash; `LookupError` if nothing is committed yet."""
+    versions = committed_models(client)
+    if not versions:
+        raise LookupError(f"ledger {client.address} on chain {client.chain_id} has no committed version yet: commit genesis first")
+    return versions[-1].model_hash
+
+
 @dataclass(frozen=True)
 class LineageStep:
     version: int

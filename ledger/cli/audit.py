@@ -72,7 +72,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.core.hashing import normalize_hash
     from ledger.audit.rederive import read_chain_facts, rederive
-    from ledger.chain.rounds import committed_models
+    from ledger.chain.rounds import latest_model_hash
     from ledger.cli.wiring import blob_store, ledger_client, resolve_task
 
     latest = args.model_hash == "latest"
@@ -87,12 +87,9 @@ def _verify(args: argparse.Namespace) -> int:
             where = f"{ledger.address} on chain {ledger.chain_id}"
             raise CommandError(f"no contract at {where}: check --contract / --rpc-url")
         if latest:
-            versions = committed_models(ledger)
-            if not versions:
-                raise CommandError(f"ledger {ledger.address} has no committed version yet")
-            model_hash = versions[-1].model_hash
+            model_hash = latest_model_hash(ledger)
         facts = read_chain_facts(ledger, model_hash)
-    except (LedgerError, ValueError) as exc:
+    except (LedgerError, LookupError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     if facts is None:
         raise CommandError(f"{model_hash} is not a committed model version on ledger {ledger.address}")

@@ -159,6 +159,14 @@ def decode(blob: bytes) -> MetadataRecord:
     raise MetadataError(f"'kind' must be 'genesis' or 'round', got {kind!r}")
 
 
+def decode_genesis(blob: bytes) -> GenesisRecord:
+    """The genesis record in `blob`; `MetadataError` for anything else, a round record included."""
+    record = decode(blob)
+    if not isinstance(record, GenesisRecord):
+        raise MetadataError(f"the metadata is a {record.kind} record, not a genesis record")
+    return record
+
+
 def _document(blob: bytes, format_name: str, what: str) -> dict[str, Any]:
     """The JSON object in `blob` if it declares `format_name`; `MetadataError` otherwise."""
     try:

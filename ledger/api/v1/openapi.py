@@ -346,6 +346,35 @@ _PATHS: dict[str, Any] = {
         errors={"404": "not a committed version", "503": "the chain cannot be read"},
         checked=False,
     ),
+    "/api/v1/models/{model_hash}/export": {
+        "get": {
+            "summary": (
+                "The version's export folder (safetensors and/or ONNX, its pinned metadata, provenance.json) as a tar, "
+                "built from the chain and the blob store; UNSIGNED (X-Fedledger-Signed: false): check it with "
+                "`fedledger export verify DIR --unsigned`, or export with your own key"
+            ),
+            "parameters": [
+                _path_param("model_hash", _HASH_PARAM, "model hash"),
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["both", "onnx", "safetensors"], "default": "both"},
+                    "description": "which model files the folder holds",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "an uncompressed tar holding one folder",
+                    "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": _error("malformed hash or format"),
+                "404": _error("not a committed version"),
+                "500": _error("the export failed (e.g. ONNX parity does not hold)"),
+                "503": _error("the chain or the blob store cannot be read"),
+            },
+        }
+    },
     "/api/v1/updates/{update_hash}": _get(
         "Every submission of this update hash, each with its Merkle inclusion proof (paginated)",
         _ok(
