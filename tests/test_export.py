@@ -1,6 +1,7 @@
 """`fedledger export` and `export verify` on a real federation's history, on a real anvil.
 
-One module-scoped history (genesis, two rounds, a watcher's attestation of version 2) is committed
+One module-scoped history (genesis, two rounds, two watchers' attestations of version 2: one ok, one
+failing that the admin resolved) is committed
 on a throwaway anvil by the real aggregator and edge nodes, with state in a temp FEDLEDGER_HOME.
 The README's "Deploying a model" commands then run as printed (separate processes): key, export,
 verify, the standard `model_signing` CLI, ONNX Runtime on the exported file. The tamper tests damage
@@ -56,7 +57,8 @@ class History:
     home: Path  # FEDLEDGER_HOME: deployments/, blobs/
     workdir: Path  # where the README's commands run (their var/ is `home`)
     model_hashes: list[str]  # genesis, round 1, round 2
-    auditor: str
+    auditor: str  # attested version 2 ok
+    failing_auditor: str  # attested version 2 failed; the admin resolved it
 
     @property
     def blobs(self) -> Path:
@@ -93,7 +95,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         auditor = dev_account(NODES + 1)
         admin.set_auditor(auditor.address, True)
         admin.as_account(auditor).attest_version(hashes[-1], True, sha256_hex(b"audit report of version 2"))
-        yield History(devnet.rpc_url, LedgerClient(w3, admin.address), home, workdir, hashes, auditor.address)
+        failing = dev_account(NODES + 2)
+        admin.set_auditor(failing.address, True)
+        admin.as_account(failing).attest_version(hashes[-1], False, sha256_hex(b"a failing report of version 2"))
+        admin.resolve_attestation(hashes[-1], failing.address, sha256_hex(b"why the failure does not stand"))
+        yield History(devnet.rpc_url, LedgerClient(w3, admin.address), home, workdir, hashes, auditor.address, failing.address)
 
 
 def _readme_section() -> str:
@@ -196,8 +202,13 @@ def test_the_statement_holds_the_chain_facts_and_the_attestation(history: Histor
     assert predicate["aggregation"] == {"rule": "fedavg", "params": {}}
     pinned = decode((deployed.folder / "genesis.json").read_bytes()).task
     assert predicate["task"] == {"name": "digits-mlp", "version": pinned.version, "specHash": pinned.spec_hash, "seed": 0}
-    (attestation,) = predicate["attestations"]
-    assert attestation["auditor"] == history.auditor and attestation["ok"] is True
+    # Both watchers' verdicts, each with the contract's `attestationOf` resolution, and its counts.
+    ok, failed = predicate["attestations"]
+    assert (ok["auditor"], ok["ok"], ok["resolved"]) == (history.auditor, True, False)
+    assert (failed["auditor"], failed["ok"], failed["resolved"]) == (history.failing_auditor, False, True)
+    assert predicate["attestationGate"] == {
+        "quorum": 0, "okCount": 1, "currentOkCount": 1, "failedCount": 1, "unresolvedCount": 0,
+    }  # fmt: skip
     assert predicate["export"]["signed"] is True
     assert predicate["export"]["onnx"]["toolchain"]["onnxruntime"] == "1.32.0"
     # The standard in-toto bindings (a model-signing dependency) accept the statement's shape.
@@ -257,6 +268,29 @@ def test_a_statement_naming_a_wrong_round_is_refused_by_the_chain_even_when_sign
     assert re.search(r"^ok\s+signature\s", out, re.MULTILINE), out
     assert re.search(r"^FAILED\s+chain\s+model\.round: provenance\.json says 7, the chain says 2$", out, re.MULTILINE), out
     assert "model.onnx metadata fedledger.round: the file says '2', provenance.json says '7'" in out
+
+
+def test_attestations_and_counts_the_chain_does_not_hold_are_refused_even_when_signed(
+    history, deployed, tmp_path, capsys
+) -> None:
+    """A signed statement that claims a resolution the chain lacks and more ok verdicts than it counts."""
+    folder = _copy(deployed, tmp_path)
+    statement = json.loads((folder / "provenance.json").read_text())
+    statement["predicate"]["attestations"][0]["resolved"] = True
+    statement["predicate"]["attestationGate"]["okCount"] = 3
+    (folder / "provenance.json").write_text(json.dumps(statement, sort_keys=True, separators=(",", ":")) + "\n")
+    (folder / "model.sig").unlink()
+    sign_folder(folder, history.workdir / "var/keys/signing.pem")
+
+    code = main(["export", "verify", str(folder), "--public-key", str(deployed.public_key), *history.chain_options()])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"^ok\s+chain\s", out, re.MULTILINE), out
+    failed = re.search(r"^FAILED\s+attestations\s+(.*)$", out, re.MULTILINE)
+    assert failed is not None, out
+    assert f"{history.auditor}'s attestation is listed as resolved, the chain has no resolution" in failed.group(1)
+    assert "attestationGate.okCount: provenance.json says 3, the chain counts 1" in failed.group(1)
 
 
 def test_a_model_hash_that_is_not_on_chain_is_refused(history, deployed, tmp_path, capsys) -> None:

@@ -1,7 +1,8 @@
 """What the chain recorded about a version, and what its pinned metadata says made it.
 
 `read_chain_record` is the only chain I/O: the version's `ModelCommitted` event (where and in
-which transaction it landed), the genesis commit, and the watchers' `VersionAttested` events.
+which transaction it landed), the genesis commit, the watchers' `VersionAttested` events with the
+contract's `attestationOf` (resolved or not) for each, and its quorum and `attestationCounts`.
 `recipe_of` is pure: the rule and task named by metadata blobs whose hashes the chain holds.
 """
 
@@ -12,7 +13,7 @@ from ledger.chain.client import LedgerClient
 from ledger.chain.rounds import committed_models, latest_model_hash
 from ledger.core.hashing import normalize_hash
 from ledger.core.metadata import MetadataError, RoundRecord, decode, decode_genesis
-from ledger.export.provenance import Attestation, ChainRecord, Recipe
+from ledger.export.provenance import Attestation, AttestationGate, ChainRecord, Recipe
 
 
 class VersionNotFound(LookupError):
@@ -32,6 +33,7 @@ def read_chain_record(client: LedgerClient, model_hash: str) -> ChainRecord | No
     if version is None or genesis is None:
         return None
     attested = client.events(0, event_type=events.VersionAttested, topic_filters=["0x" + model_hash])
+    counts = client.attestation_counts(model_hash)
     return ChainRecord(
         chain_id=client.chain_id,
         contract=client.address,
@@ -53,8 +55,16 @@ def read_chain_record(client: LedgerClient, model_hash: str) -> ChainRecord | No
                 report_hash=event.report_hash,
                 transaction="0x" + event.ref.tx_hash,
                 block=event.ref.block_number,
+                resolved=client.attestation_of(model_hash, event.auditor).resolved,
             )
             for event in attested
+        ),
+        gate=AttestationGate(
+            quorum=client.attestation_quorum(),
+            ok=counts.ok,
+            current_ok=counts.current_ok,
+            failed=counts.failed,
+            unresolved=counts.unresolved,
         ),
     )
 

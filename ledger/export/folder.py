@@ -418,15 +418,46 @@ def _check_chain(verdict: ExportVerdict, statement: Statement, client: LedgerCli
             f"version {record.version} (round {record.round}) committed in block {record.block}, tx {record.transaction}, "
             f"on chain {record.chain_id} at {record.contract}",
         )
-    on_chain = [dict(a) for a in actual["attestations"]]
-    claimed = statement.predicate.get("attestations", [])
-    unknown = [a for a in claimed if a not in on_chain]
-    if unknown:
-        verdict.failed("attestations", f"{len(unknown)} attestation(s) in {PROVENANCE_NAME} are not on chain: {unknown}")
-    else:
-        later = len(on_chain) - len(claimed)
-        verdict.passed("attestations", f"{len(claimed)} listed, each on chain" + (f"; {later} more made since" if later else ""))
+    _check_attestations(verdict, statement.predicate, actual)
     return record
+
+
+def _check_attestations(verdict: ExportVerdict, claimed: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
+    """Each listed attestation is an event on chain; a resolution it claims holds (resolutions are final,
+    so one made since is fine); the quorum is the contract's; ok and failed counts have not shrunk."""
+
+    def event(attestation: Any) -> Any:
+        return {k: v for k, v in attestation.items() if k != "resolved"} if isinstance(attestation, dict) else attestation
+
+    on_chain = actual["attestations"]
+    listed = claimed.get("attestations", [])
+    problems = []
+    resolved_since = 0
+    for attestation in listed:
+        found = next((a for a in on_chain if event(a) == event(attestation)), None)
+        if found is None:
+            problems.append(f"not on chain: {attestation}")
+        elif attestation.get("resolved") is True and found["resolved"] is not True:
+            problems.append(f"{attestation['auditor']}'s attestation is listed as resolved, the chain has no resolution")
+        elif attestation.get("resolved") is not True and found["resolved"] is True:
+            resolved_since += 1
+    gate, chain_gate = claimed.get("attestationGate", {}), actual["attestationGate"]
+    if type(gate.get("quorum")) is not int or gate.get("quorum") != chain_gate["quorum"]:
+        problems.append(f"attestationGate.quorum: {PROVENANCE_NAME} says {_show(gate.get('quorum'))}, the chain says {chain_gate['quorum']}")
+    for name in ("okCount", "failedCount"):
+        count = gate.get(name)
+        if type(count) is not int or count > chain_gate[name]:
+            problems.append(f"attestationGate.{name}: {PROVENANCE_NAME} says {_show(count)}, the chain counts {chain_gate[name]}")
+    if problems:
+        verdict.failed("attestations", "; ".join(problems))
+        return
+    later = len(on_chain) - len(listed)
+    verdict.passed(
+        "attestations",
+        f"{len(listed)} listed, each on chain; quorum {chain_gate['quorum']}"
+        + (f"; {later} more made since" if later else "")
+        + (f"; {resolved_since} resolved since" if resolved_since else ""),
+    )
 
 
 def _check_pinned_blobs(

@@ -2,7 +2,7 @@
 
 Subjects are the folder's files and their SHA-256; the predicate holds what the chain recorded about
 the version (`ChainRecord`: the commit transaction and block, version, round, parent, included-update
-Merkle root and count, metadata hash, genesis, watcher attestations), what its pinned metadata says
+Merkle root and count, metadata hash, genesis, watcher attestations and the quorum gate's counts), what its pinned metadata says
 (`Recipe`: the aggregation rule and parameters, the task), and how the files were made (`export`).
 model-signing has no API for a predicate of one's own, so the statement is a file inside the signed
 folder: the signature covers it by digest. Pure: values in, bytes out, and back with validation.
@@ -28,13 +28,15 @@ class ProvenanceError(ValueError):
 
 @dataclass(frozen=True)
 class Attestation:
-    """One watcher's `VersionAttested` event for the version."""
+    """One watcher's `VersionAttested` event for the version, and whether the admin has resolved it
+    (`attestationOf`; a resolution is final, so it may appear after an export but never go away)."""
 
     auditor: str
     ok: bool
     report_hash: str
     transaction: str
     block: int
+    resolved: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,29 @@ class Attestation:
             "reportHash": self.report_hash,
             "transaction": self.transaction,
             "block": self.block,
+            "resolved": self.resolved,
+        }
+
+
+@dataclass(frozen=True)
+class AttestationGate:
+    """The contract's quorum (fixed at deploy) and its `attestationCounts` for the version when it was
+    exported: ok and failed counts only grow; current ok (auditors still holding the role) and
+    unresolved may move either way."""
+
+    quorum: int = 0
+    ok: int = 0
+    current_ok: int = 0
+    failed: int = 0
+    unresolved: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "quorum": self.quorum,
+            "okCount": self.ok,
+            "currentOkCount": self.current_ok,
+            "failedCount": self.failed,
+            "unresolvedCount": self.unresolved,
         }
 
 
@@ -64,6 +89,7 @@ class ChainRecord:
     genesis_model_hash: str
     genesis_metadata_hash: str | None
     attestations: tuple[Attestation, ...] = ()
+    gate: AttestationGate = AttestationGate()
 
     def to_json(self) -> dict[str, Any]:
         """The predicate's chain sections."""
@@ -78,6 +104,7 @@ class ChainRecord:
             },
             "genesis": {"modelHash": self.genesis_model_hash, "metadataHash": self.genesis_metadata_hash},
             "attestations": [attestation.to_json() for attestation in self.attestations],
+            "attestationGate": self.gate.to_json(),
         }
 
 
@@ -163,6 +190,8 @@ def decode_statement(data: bytes) -> Statement:
         raise ProvenanceError("the predicate's model.hash must be a SHA-256 hex digest")
     if not isinstance(predicate.get("attestations"), list):
         raise ProvenanceError("the predicate's 'attestations' must be a list")
+    if not isinstance(predicate.get("attestationGate"), dict):
+        raise ProvenanceError("the predicate's 'attestationGate' must be an object")
     return Statement(subjects=subjects, predicate=predicate)
 
 

@@ -92,6 +92,7 @@ def test_differences_name_each_field_and_tell_json_types_apart() -> None:
         (lambda s: s["predicate"].pop("commit"), "'commit' must be an object"),
         (lambda s: s["predicate"]["model"].update(hash=None), "model.hash"),
         (lambda s: s["predicate"].update(attestations={}), "'attestations' must be a list"),
+        (lambda s: s["predicate"].pop("attestationGate"), "'attestationGate' must be an object"),
     ],
 )
 def test_malformed_statements_are_refused_naming_the_field(mutate, message: str) -> None:
