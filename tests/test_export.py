@@ -19,9 +19,10 @@ import stat
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -250,20 +251,25 @@ def test_a_flipped_byte_in_the_onnx_file_is_refused_naming_it(history, deployed,
     assert standard.returncode == 1 and "Signature mismatch" in said and "Hash mismatch for" in said and "model.onnx" in said
 
 
+def _verify_signed_lie(
+    history: History, deployed: Deployed, tmp_path: Path, capsys: Any, lie: Callable[[dict[str, Any]], None]
+) -> tuple[int, str]:
+    """`export verify` (exit code, output) on a copy whose statement `lie` changed, re-signed with the exporter's key."""
+    folder = _copy(deployed, tmp_path)
+    statement = json.loads((folder / "provenance.json").read_text())
+    lie(statement["predicate"])
+    (folder / "provenance.json").write_text(json.dumps(statement, sort_keys=True, separators=(",", ":")) + "\n")
+    (folder / "model.sig").unlink()
+    sign_folder(folder, history.workdir / "var/keys/signing.pem")
+    code = main(["export", "verify", str(folder), "--public-key", str(deployed.public_key), *history.chain_options()])
+    return code, capsys.readouterr().out
+
+
 def test_a_statement_naming_a_wrong_round_is_refused_by_the_chain_even_when_signed(
     history, deployed, tmp_path, capsys
 ) -> None:
     """The exporter's own key signs a lie: the signature holds, the chain check names the round."""
-    folder = _copy(deployed, tmp_path)
-    statement = json.loads((folder / "provenance.json").read_text())
-    statement["predicate"]["model"]["round"] = 7
-    (folder / "provenance.json").write_text(json.dumps(statement, sort_keys=True, separators=(",", ":")) + "\n")
-    (folder / "model.sig").unlink()
-    sign_folder(folder, history.workdir / "var/keys/signing.pem")
-
-    code = main(["export", "verify", str(folder), "--public-key", str(deployed.public_key), *history.chain_options()])
-
-    out = capsys.readouterr().out
+    code, out = _verify_signed_lie(history, deployed, tmp_path, capsys, lambda p: p["model"].update(round=7))
     assert code == 1
     assert re.search(r"^ok\s+signature\s", out, re.MULTILINE), out
     assert re.search(r"^FAILED\s+chain\s+model\.round: provenance\.json says 7, the chain says 2$", out, re.MULTILINE), out
@@ -274,17 +280,12 @@ def test_attestations_and_counts_the_chain_does_not_hold_are_refused_even_when_s
     history, deployed, tmp_path, capsys
 ) -> None:
     """A signed statement that claims a resolution the chain lacks and more ok verdicts than it counts."""
-    folder = _copy(deployed, tmp_path)
-    statement = json.loads((folder / "provenance.json").read_text())
-    statement["predicate"]["attestations"][0]["resolved"] = True
-    statement["predicate"]["attestationGate"]["okCount"] = 3
-    (folder / "provenance.json").write_text(json.dumps(statement, sort_keys=True, separators=(",", ":")) + "\n")
-    (folder / "model.sig").unlink()
-    sign_folder(folder, history.workdir / "var/keys/signing.pem")
 
-    code = main(["export", "verify", str(folder), "--public-key", str(deployed.public_key), *history.chain_options()])
+    def lie(predicate: dict[str, Any]) -> None:
+        predicate["attestations"][0]["resolved"] = True
+        predicate["attestationGate"]["okCount"] = 3
 
-    out = capsys.readouterr().out
+    code, out = _verify_signed_lie(history, deployed, tmp_path, capsys, lie)
     assert code == 1
     assert re.search(r"^ok\s+chain\s", out, re.MULTILINE), out
     failed = re.search(r"^FAILED\s+attestations\s+(.*)$", out, re.MULTILINE)
