@@ -72,6 +72,8 @@ bench: setup
 	$(BIN)/fedledger bench cli --json
 	$(BIN)/fedledger bench updates --json
 	$(BIN)/fedledger bench tasks --json
+	$(BIN)/fedledger bench robustness --json
+	$(BIN)/fedledger bench load --json
 	$(BIN)/fedledger bench watch --json
 
 clean:

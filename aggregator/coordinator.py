@@ -27,7 +27,9 @@ from ledger.chain.client import LedgerClient, RoundInfo, RoundState
 from ledger.core.errors import LedgerError
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import IncludedUpdate, MetadataError, RejectedUpdate, encode_genesis, encode_round
-from ledger.core.policy import DEFAULT_ENCODING, ENCODINGS, FederationPolicy, PrivacyPolicy
+from ledger.core.hashing import sha256_hex
+from ledger.core.aggregation import rule_defaults
+from ledger.core.policy import DEFAULT_ENCODING, DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE, ENCODINGS, FederationPolicy, PrivacyPolicy
 from ledger.core.model import load_state, state_tensors
 from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.core.task import Examples, Task, TaskError, checked_metrics
@@ -35,7 +37,7 @@ from ledger.core.manifest import manifest_mismatch, trainable_part, with_frozen
 from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
-from ledger.core.polling import POLL_SECONDS, WaitTimeout
+from ledger.core.polling import POLL_SECONDS, WaitTimeout, poll_until
 from ledger.chain.rounds import (
     VersionRefused,
     active_nodes,
@@ -61,12 +63,13 @@ ATTESTATION_TIMEOUT = 120.0  # how long a round waits for auditors to attest its
 class AggregatorConfig:
     task: Task = DIGITS_MLP
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # overrides of the task's defaults
-    rule: str = "fedavg"
-    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = DEFAULT_RULE
+    rule_params: Mapping[str, Any] = field(default_factory=dict)  # the rule's defaults fill the rest
     min_updates: int = 1
     round_seconds: int = 60
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
+    max_num_samples: int = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
     encoding: str = DEFAULT_ENCODING
@@ -82,14 +85,16 @@ class AggregatorConfig:
 
     @property
     def policy(self) -> FederationPolicy:
-        """The part of this configuration an auditor re-checks decisions against (pinned at genesis)."""
+        """The part of this configuration an auditor re-checks decisions against (pinned at genesis),
+        every rule parameter spelled out, defaults included."""
         return FederationPolicy(
             rule=self.rule,
-            rule_params=dict(self.rule_params),
+            rule_params={**rule_defaults(self.rule), **self.rule_params},
             max_update_bytes=self.max_update_bytes,
             max_norm=self.max_norm,
             encoding=self.encoding,
             privacy=self.privacy,
+            max_num_samples=self.max_num_samples,
         )
 
 
@@ -109,6 +114,7 @@ class RoundResult:
     timings: Mapping[str, float]
     epsilons: Mapping[str, str] = field(default_factory=dict)  # node → verified cumulative ε (DP)
     metrics: Mapping[str, float] = field(default_factory=dict)  # the task's metrics on the held-out data
+    abandoned: AbandonReason | None = None  # why the round closed without a model, if it did
 
     @property
     def committed(self) -> bool:
@@ -223,7 +229,7 @@ class Aggregator:
                     trainable_base,
                     self.config.limits,
                     rule=self.config.rule,
-                    rule_params=self.config.rule_params,
+                    rule_params=self.config.policy.rule_call_params(),
                     workers=self.config.workers,
                     privacy=self._privacy_check(round_number, submissions),
                 )
@@ -262,24 +268,29 @@ class Aggregator:
         timings["chain"] = time.perf_counter() - started
         if not accepted:
             why = AbandonReason.NO_VALID_UPDATES if rejected else AbandonReason.NO_SUBMISSIONS
-            started = time.perf_counter()
-            self.client.abandon_round(info.round, why)
-            timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
-            return RoundResult(info.round, info.base_model_hash, (), rejected, None, None, None, timings, intake.epsilons)
+            return self._abandon(info, why, (), rejected, timings, intake.epsilons)
 
         started = time.perf_counter()
         weights = with_frozen(intake.weights(), base, self.spec)  # frozen tensors: the base's, bit for bit
-        metrics = self._evaluate(weights)
+        model_blob = serialize_tensors(weights)
         timings["aggregate"] = time.perf_counter() - started
+        if self.client.model_of(sha256_hex(model_blob)) is not None:
+            # E.g. free-riders returning the base: the chain cannot commit a version twice, so the
+            # round closes without one (after its deadline, as the contract requires).
+            log.info("round %d: the aggregate is already committed; abandoning the round", info.round)
+            return self._abandon(info, AbandonReason.MODEL_UNCHANGED, accepted, rejected, timings, intake.epsilons)
+        started = time.perf_counter()
+        metrics = self._evaluate(weights)
+        timings["aggregate"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        model_hash = self.store.put(serialize_tensors(weights))
+        model_hash = self.store.put(model_blob)
         metadata = encode_round(
             round_number=info.round,
             base_model_hash=info.base_model_hash,
             task_spec=self.spec.spec_hash,
             rule=self.config.rule,
-            rule_params=self.config.rule_params,
+            rule_params=self.config.policy.rule_call_params(),
             included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in accepted],
             rejected=[RejectedUpdate(s.update_hash, s.node, int(r), r.name.lower()) for s, r, _ in rejected],
             metrics={**{f"test_{name}": round(value, 6) for name, value in metrics.items()}, "test_samples": len(self.test_split)},
@@ -303,6 +314,29 @@ class Aggregator:
             timings=timings,
             epsilons=intake.epsilons,
             metrics=metrics,
+        )
+
+    def _abandon(
+        self,
+        info: RoundInfo,
+        why: AbandonReason,
+        valid: tuple[events.UpdateSubmitted, ...],
+        rejected: tuple[tuple[events.UpdateSubmitted, RejectReason, str], ...],
+        timings: dict[str, float],
+        epsilons: Mapping[str, str],
+    ) -> RoundResult:
+        """Close the round without a model once its deadline has passed (the contract's rule)."""
+        assert info.base_model_hash is not None
+        poll_until(
+            lambda: self.deadline_passed(info),
+            timeout=max(info.deadline - time.time(), 0) + 60,
+            what=f"the deadline of round {info.round} to pass",
+        )
+        started = time.perf_counter()
+        self.client.abandon_round(info.round, why)
+        timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
+        return RoundResult(
+            info.round, info.base_model_hash, valid, rejected, None, None, None, timings, epsilons, abandoned=why
         )
 
     def _evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -136,28 +136,53 @@ def admit_and_merge(
     """Checks every submission and folds each accepted one into the round's merge as it arrives.
 
     With `privacy`, an update that passes every other check must also have its claim accepted.
+    A hash submitted by several nodes is fetched and merged once, for the node that submitted it
+    first on chain; the later copies are rejected as duplicates (see `copies_of_earlier`).
     """
     merge = start_merge(rule, rule_params, base)
     # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
     spares = None if merge.keeps_updates else _Spares()
-    refusals: dict[int, Rejected | None] = {}  # None: accepted (its tensors are not kept here)
+    refusals: dict[int, Rejected | None] = dict(copies_of_earlier(submissions))  # None: accepted
+    originals = [index for index in range(len(submissions)) if index not in refusals]
+    unique = [submissions[index] for index in originals]
     epsilons: dict[str, str] = {}
-    for index, verified in _pipeline(store, submissions, base, limits, workers=workers, spares=spares, privacy=privacy):
+    for position, verified in _pipeline(store, unique, base, limits, workers=workers, spares=spares, privacy=privacy):
         if verified.epsilon is not None:
             epsilons[verified.submission.node] = verified.epsilon
         verdict = verified.verdict
         if isinstance(verdict, Accepted):
             submission = verified.submission
             merge.add(Update(submission.update_hash, submission.num_samples, verdict.tensors))
-            refusals[index] = None
+            refusals[originals[position]] = None
         else:
-            refusals[index] = verdict
+            refusals[originals[position]] = verdict
         del verified, verdict  # done with this update: its buffer may now be reused
     accepted = tuple(s for i, s in enumerate(submissions) if refusals[i] is None)
     rejected = tuple(
         (s, refusal.reason, refusal.detail) for i, s in enumerate(submissions) if (refusal := refusals[i]) is not None
     )
     return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons)
+
+
+def copies_of_earlier(submissions: Sequence[events.UpdateSubmitted]) -> dict[int, Rejected]:
+    """The submissions (by index) whose hash another node submitted earlier on chain, each rejected.
+
+    The same bytes carry no new information, so they count once, for the first submitter in
+    chain order (block, then log index); a copier gains nothing, and whoever copies first still
+    only contributes what the original would have.
+    """
+    first: dict[str, events.UpdateSubmitted] = {}
+    copies: dict[int, Rejected] = {}
+    in_chain_order = sorted(range(len(submissions)), key=lambda i: (submissions[i].ref.block_number, submissions[i].ref.log_index))
+    for index in in_chain_order:
+        submission = submissions[index]
+        earlier = first.setdefault(submission.update_hash, submission)
+        if earlier is not submission:
+            copies[index] = Rejected(
+                RejectReason.DUPLICATE_UPDATE,
+                f"{earlier.node} submitted {submission.update_hash} first (block {earlier.ref.block_number})",
+            )
+    return copies
 
 
 # ---------------------------------------------------------------------------------- plumbing

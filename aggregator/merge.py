@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ledger.core.aggregation import Update, Weights, aggregate
+from ledger.core.aggregation import Update, Weights, aggregate, sample_weight
 
 # 64 Ki float64 = 512 KiB per temporary: it stays in L2, so every pass reads memory once.
 CHUNK_ELEMENTS = 1 << 16
@@ -42,15 +42,24 @@ class Merge(Protocol):
 class StreamingFedAvg:
     """FedAvg over updates added one at a time, bit-identical to `ledger.aggregation.fedavg`.
 
-    `template` (the round's base model) fixes the tensor names and shapes every update must have.
-    The sums are this object's own state; the updates' tensors are only read, never kept.
+    `template` (the round's base model) fixes the tensor names and shapes every update must have;
+    `max_samples` caps each update's weight as `fedavg` does. The sums are this object's own
+    state; the updates' tensors are only read, never kept.
     """
 
     keeps_updates = False
 
-    def __init__(self, template: Mapping[str, torch.Tensor], *, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+    def __init__(
+        self,
+        template: Mapping[str, torch.Tensor],
+        *,
+        max_samples: int | None = None,
+        chunk_elements: int = CHUNK_ELEMENTS,
+    ) -> None:
         if chunk_elements < 1:
             raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
+        sample_weight(1, max_samples)  # refuses a bad cap now, not at the first update
+        self._max_samples = max_samples
         self._shapes = {name: tuple(template[name].shape) for name in sorted(template)}
         self._sums = {name: np.zeros(shape, dtype=np.float64) for name, shape in self._shapes.items()}
         self._chunk = chunk_elements
@@ -73,7 +82,7 @@ class StreamingFedAvg:
             )
         # The reference computes `sum += num_samples * float64(tensor)`: a float64 product rounded
         # once, then a float64 sum rounded once. These are the same two roundings, per element.
-        weight = update.num_samples
+        weight = sample_weight(update.num_samples, self._max_samples)
         for name, sums in self._sums.items():
             values = update.tensors[name].detach().cpu().reshape(-1).numpy()
             flat_sums = sums.reshape(-1)
@@ -82,7 +91,7 @@ class StreamingFedAvg:
                 product = self._buffer[: stop - start]
                 np.multiply(values[start:stop], weight, out=product, dtype=np.float64)
                 np.add(flat_sums[start:stop], product, out=flat_sums[start:stop])
-        self._total += update.num_samples
+        self._total += weight
         self._last_key = key
 
     def result(self) -> Weights:
@@ -96,24 +105,26 @@ class StreamingFedAvg:
 
 
 class CollectedRule:
-    """Any registered rule: keeps the updates and runs the pure rule over all of them at the end."""
+    """Any registered rule: keeps the updates and runs the pure rule over all of them at the end
+    (with the round's base, for the rules that work on changes from it)."""
 
     keeps_updates = True
 
-    def __init__(self, rule: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, rule: str, params: Mapping[str, Any], base: Mapping[str, torch.Tensor] | None = None) -> None:
         self._rule = rule
         self._params = dict(params)
+        self._base = base
         self._updates: list[Update] = []
 
     def add(self, update: Update) -> None:
         self._updates.append(update)
 
     def result(self) -> Weights:
-        return aggregate(self._rule, self._updates, **self._params)
+        return aggregate(self._rule, self._updates, base=self._base, **self._params)
 
 
 def start_merge(rule: str, params: Mapping[str, Any], base: Mapping[str, torch.Tensor]) -> Merge:
-    """Streaming FedAvg for plain `fedavg`; any other rule (or parameters) goes through `aggregate`."""
-    if rule == "fedavg" and not params:
-        return StreamingFedAvg(base)
-    return CollectedRule(rule, params)
+    """Streaming FedAvg for `fedavg` (with at most its sample cap); any other rule goes through `aggregate`."""
+    if rule == "fedavg" and set(params) <= {"max_samples"}:
+        return StreamingFedAvg(base, max_samples=params.get("max_samples"))
+    return CollectedRule(rule, params, base)

@@ -27,9 +27,11 @@ import torch
 from ledger.audit.facts import read_genesis
 from ledger.chain import errors
 from ledger.chain.client import LedgerClient, RoundState
+from ledger.chain.rounds import round_submissions
 from ledger.core.encoding import encode_update
 from ledger.core.errors import LedgerError
 from ledger.core.hashing import sha256_hex
+from ledger.core.manifest import trainable_part
 from ledger.core.policy import ENCODINGS, RDP_ACCOUNTANT, FederationPolicy
 from ledger.core.serialization import deserialize_tensors
 from ledger.core.task import Examples, Task
@@ -42,6 +44,7 @@ from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.spec import task_spec
 
 from edge_node.dp_training import DP_LEARNING_RATE, train_local_dp
+from edge_node.misbehaviour import Attack, RoundView, with_epochs
 from edge_node.training import train_local
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ class EdgeNode:
         max_model_bytes: int,
         transform: Transform | None = None,
         after_upload: AfterUpload | None = None,
+        attack: Attack | None = None,
     ) -> None:
         if client.account is None:
             raise ValueError("an edge node needs a signing account")
@@ -113,6 +117,7 @@ class EdgeNode:
         self.max_model_bytes = max_model_bytes
         self.transform = transform
         self.after_upload = after_upload
+        self.attack = attack  # demo only: what this node submits instead of its honest update
         self._policy: FederationPolicy | None = None
         self._privacy_book: PrivacyBook | None = None
 
@@ -156,22 +161,30 @@ class EdgeNode:
         started = time.perf_counter()
         base = self.fetch_base(info.base_model_hash)
         fetched = time.perf_counter()
-        task = self.config.task
-        if policy.privacy is not None:
-            weights = train_local_dp(task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
+        num_samples = len(self.shard)
+        existing: str | None = None  # an attacker may submit a stored blob's hash as is
+        weights: dict[str, torch.Tensor] | None
+        if self.attack is not None:
+            contribution = self.attack(self._view(round_number, info.base_model_hash, base))
+            weights, existing, num_samples = contribution.weights, contribution.update_hash, contribution.num_samples
+        elif policy.privacy is not None:
+            weights = train_local_dp(self.config.task, self.spec, base, self.shard, policy.privacy, lr=self.config.dp_lr)
         else:
-            seed = self.config.seed * 1_000_003 + round_number
-            weights = train_local(task, self.spec, base, self.shard, seed=seed)
-        if self.transform is not None:
+            weights = self._train(base, round_number, self.shard, None)
+        if weights is not None and self.transform is not None:
             weights = self.transform(weights)
         trained = time.perf_counter()
-        blob = encode_update(weights, base, policy.encoding, privacy=claim)
-        update_hash = self.store.put(blob)
+        if weights is not None:
+            blob = encode_update(weights, base, policy.encoding, privacy=claim)
+            update_hash = self.store.put(blob)
+            if self.after_upload is not None:
+                self.after_upload(update_hash, blob)
+        else:
+            assert existing is not None
+            update_hash = existing
         stored = time.perf_counter()
-        if self.after_upload is not None:
-            self.after_upload(update_hash, blob)
         try:
-            self.client.submit_update(round_number, update_hash, len(self.shard))
+            self.client.submit_update(round_number, update_hash, num_samples)
         except errors.AlreadySubmitted:
             return Participation(round_number, Outcome.ALREADY_SUBMITTED)
         except (errors.RoundNotOpen, errors.DeadlinePassed) as exc:
@@ -182,11 +195,36 @@ class EdgeNode:
             round=round_number,
             outcome=Outcome.SUBMITTED,
             update_hash=update_hash,
-            num_samples=len(self.shard),
+            num_samples=num_samples,
             train_seconds=trained - fetched,
             store_seconds=(fetched - started) + (stored - trained),
             chain_seconds=submitted - stored,
             epsilon=None if claim is None else claim["epsilon"],
+        )
+
+    def _train(
+        self, base: Mapping[str, torch.Tensor], round_number: int, data: Examples, epochs: int | None
+    ) -> dict[str, torch.Tensor]:
+        """The trainable tensors after local training from `base`; `epochs` (attacks only) overrides
+        the pinned epochs for a task that has that hyperparameter."""
+        seed = self.config.seed * 1_000_003 + round_number
+        return train_local(self.config.task, with_epochs(self.spec, epochs), base, data, seed=seed)
+
+    def _view(self, round_number: int, base_hash: str, base: Mapping[str, torch.Tensor]) -> RoundView:
+        """What an attack sees: the base's travelling (trainable) tensors, this node's data, training."""
+
+        def others() -> list[tuple[str, int]]:
+            mine = self.address.lower()
+            found = round_submissions(self.client, round_number)
+            return [(s.update_hash, s.num_samples) for s in found if s.node.lower() != mine]
+
+        return RoundView(
+            round=round_number,
+            base_hash=base_hash,
+            base=trainable_part(base, self.spec),
+            shard=self.shard,
+            train=lambda shard, epochs: self._train(base, round_number, shard, epochs),
+            submitted=others,
         )
 
     def _earlier_spends(self, round_number: int) -> list[Spend] | None:

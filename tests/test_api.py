@@ -289,6 +289,11 @@ def test_a_node_shows_its_contribution_history(client, service) -> None:
     [
         "/rounds/abc",
         "/rounds/-1",
+        "/rounds/%C2%B2",  # '²': str.isdigit says yes, int() says no (was a 500)
+        "/rounds/9223372036854775808",  # 2**63: past what the index can store (was a 500)
+        "/rounds/99999999999999999999",
+        "/rounds?limit=%C2%B2",
+        "/models?offset=%D9%A3",  # Arabic-Indic three
         "/models/xyz",
         "/models/" + "a" * 63,
         "/models/" + "g" * 64 + "/lineage",
@@ -311,6 +316,7 @@ def test_malformed_input_is_a_json_400(client, path) -> None:
     "path",
     [
         "/rounds/99",
+        "/rounds/9223372036854775807",  # the largest round the index can hold: simply not opened
         "/models/" + label_hash("never committed"),
         "/models/" + label_hash("never committed") + "/lineage",
         "/updates/" + label_hash("never submitted"),
@@ -361,7 +367,7 @@ def _refs(value: Any) -> list[str]:
 # --------------------------------------------------------------------------- over HTTP
 
 
-def test_the_api_over_a_real_waitress_server(service) -> None:
+def test_the_api_over_the_real_server(service) -> None:
     with serve_in_thread(service.app) as server:
         with urllib.request.urlopen(f"{server.url}{API}/models/{service.script.versions[-1]}/lineage?limit=2") as reply:
             assert reply.headers["Content-Type"] == "application/json"

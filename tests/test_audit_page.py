@@ -1,6 +1,6 @@
 """The audit page at `/`, driven in real headless Chromium over the DevTools protocol.
 
-The app (audit API + page + verify endpoint) serves a real federation's history from waitress on a
+The app (audit API + page + verify endpoint) serves a real federation's history from the real server on a
 free port. Chromium starts with `--remote-debugging-port=0` and a private profile; the test reads
 the port it chose from `DevToolsActivePort`, attaches to the page target with a small websocket
 client and evaluates JavaScript to read what the page rendered, clicks "verify" and waits (polling
@@ -320,7 +320,7 @@ def test_verify_button_shows_a_verified_verdict(page: Page, history: History) ->
     text = _click_verify(page, history.honest[2])
 
     assert text.startswith("✔ verified")
-    assert "version 2 re-derived from 4 updates with fedavg: hash matches the chain" in text
+    assert "version 2 re-derived from 4 updates with arc_nnm_trimmed_mean: hash matches the chain" in text
     assert page.evaluate(f"{_graph_node(history.honest[2])}.classList.contains('verified')")
 
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 import pytest
 
 from ledger.cli.bench.aggregate import measure_aggregate
+from ledger.cli.bench.robustness import markdown
+from ledger.cli.bench.robustness import measure as measure_robustness
 from ledger.cli.bench.round import NodeRound, critical_path, measure_round
 from ledger.cli.bench.updates import measure_updates
 
@@ -63,6 +65,18 @@ def test_round_bench_runs_on_anvil_and_cleans_up() -> None:
 
     assert report["nodes"] == 2 and len(report["per_round"]) == 2  # the warm-up round, then one
     assert set(report["critical_path_median"]) >= {"training", "chain", "hashing_storage", "waiting", "aggregation"}
+
+
+def test_robustness_bench_runs_attacks_through_the_intake_and_tells_the_rules_apart() -> None:
+    report = measure_robustness(["fedavg", "arc_nnm_trimmed_mean"], ["sign_flip"], ["iid"], [1], rounds=1)
+
+    cells = {(r["rule"], r["attack"]): r for r in report["results"]}
+    assert set(cells) == {(rule, attack) for rule in ("fedavg", "arc_nnm_trimmed_mean") for attack in ("none", "sign_flip")}
+    assert cells[("fedavg", "sign_flip")]["accuracy"] < 0.5 < cells[("arc_nnm_trimmed_mean", "sign_flip")]["accuracy"]
+    assert report["default_rule"] == "arc_nnm_trimmed_mean" and report["meets_floor"]["fedavg"] is False
+    table = markdown(report)
+    assert table.splitlines()[0] == "| attack | of 5 | split | fedavg | arc_nnm_trimmed_mean |"
+    assert "| sign_flip | 1 | iid | **" in table  # fedavg's cell, under the floor, in bold
 
 
 def test_updates_bench_compares_encodings_and_runs_a_private_federation() -> None:

@@ -41,3 +41,10 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     done = subprocess.run([sys.executable, "-m", "ledger.cli", "fly"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid choice: 'fly'" in done.stderr
+
+
+def test_the_node_command_offers_every_attack_of_the_demo_attackers() -> None:
+    from edge_node.misbehaviour import ATTACKS
+    from ledger.cli.node import ATTACKS as OFFERED
+
+    assert OFFERED == ATTACKS  # the light CLI module keeps its own copy: they must not drift

@@ -48,11 +48,13 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node_and_audi
         subprocess.run([sys.executable, "-m", "ledger.cli", "devnet", "stop", "--port", str(port)], env=env, timeout=60)
 
 
-def test_default_demo_in_memory_reaches_090_accuracy(tmp_path, monkeypatch, capsys):
+def test_default_demo_in_memory_reaches_090_accuracy_with_a_sign_flipping_node(tmp_path, monkeypatch, capsys):
     from ledger.cli.main import main
 
     monkeypatch.setenv("FEDLEDGER_HOME", str(tmp_path / "var"))
-    assert main(["demo", "--chain", "memory"]) == 0
+    # Node 4 submits its honest change reversed and scaled to 99, just under the norm bound: every
+    # check passes, and the robust default rule (not FedAvg, which falls to 0.10) outlasts it.
+    assert main(["demo", "--chain", "memory", "--poison", "4", "--attack", "sign_flip"]) == 0
     out = capsys.readouterr().out
     accuracies = [float(x) for x in re.findall(r"test accuracy (\d\.\d+)", out)]
     assert len(accuracies) == 5

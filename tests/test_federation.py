@@ -60,7 +60,7 @@ def make_nodes(chain, store, digits, hooks=None):
 
 
 def test_honest_rounds_commit_a_lineage_that_fedavg_reproduces(ledger_chain, store, digits):
-    aggregator = make_aggregator(ledger_chain, store, digits)
+    aggregator = make_aggregator(ledger_chain, store, digits, rule="fedavg")
     nodes = make_nodes(ledger_chain, store, digits)
     results = []
     for _ in range(2):
@@ -171,7 +171,13 @@ def test_round_with_only_bad_updates_is_abandoned_after_the_deadline(ledger_chai
     assert [(e.round, e.reason_code) for e in abandoned] == [(info.round, AbandonReason.NO_VALID_UPDATES)]
 
 
-RULE_PARAMS = {"fedavg": {}, "coordinate_median": {}, "trimmed_mean": {"trim_ratio": 0.2}, "krum": {"num_byzantine": 1}}
+RULE_PARAMS = {
+    "fedavg": {},
+    "coordinate_median": {},
+    "trimmed_mean": {"trim_ratio": 0.2},
+    "krum": {"num_byzantine": 1},
+    "arc_nnm_trimmed_mean": {"byzantine_fraction": 0.4},
+}
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -183,6 +189,7 @@ def test_every_rule_gives_the_same_committed_bytes_twice_and_in_another_process(
         node.participate(info.round)
     result = aggregator.close_round(info.round)
     hashes = [s.update_hash for s in result.included]
+    params = aggregator.config.policy.rule_call_params()  # what the round ran with and recorded
     script = textwrap.dedent(
         f"""
         import sys
@@ -194,10 +201,106 @@ def test_every_rule_gives_the_same_committed_bytes_twice_and_in_another_process(
         store = LocalBlobStore(Path({str(store.root)!r}), max_bytes={MAX_BYTES})
         samples = {dict((s.update_hash, s.num_samples) for s in result.included)!r}
         updates = [Update(h, samples[h], deserialize_tensors(store.get(h), max_bytes={MAX_BYTES})) for h in reversed({hashes!r})]
-        print(sha256_hex(serialize_tensors(aggregate({rule!r}, updates, **{RULE_PARAMS[rule]!r}))))
+        base = deserialize_tensors(store.get({info.base_model_hash!r}), max_bytes={MAX_BYTES})
+        print(sha256_hex(serialize_tensors(aggregate({rule!r}, updates, base=base, **{params!r}))))
         """
     )
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert other.stdout.strip() == result.model_hash
     again = [Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES)) for s in result.included]
-    assert sha256_hex(serialize_tensors(aggregate(rule, again, **RULE_PARAMS[rule]))) == result.model_hash
+    base = deserialize_tensors(store.get(info.base_model_hash), max_bytes=MAX_BYTES)
+    assert sha256_hex(serialize_tensors(aggregate(rule, again, base=base, **params))) == result.model_hash
+
+
+# ---------------------------------------------------------------- hostile registered nodes
+
+
+def _audit(chain, store, model_hash):
+    from ledger.audit.rederive import verify_version
+
+    verdict = verify_version(chain.admin, store, model_hash, max_bytes=MAX_BYTES)
+    assert verdict is not None
+    return verdict
+
+
+def test_a_copied_hash_is_merged_once_and_the_copy_rejected_as_a_duplicate(ledger_chain, store, digits):
+    from edge_node.misbehaviour import copy_hash
+
+    aggregator = make_aggregator(ledger_chain, store, digits)
+    nodes = make_nodes(ledger_chain, store, digits, {4: {"attack": copy_hash()}})
+    info = aggregator.open_round()
+    for node in nodes:  # node 4 goes last and submits node 0's hash with its own sample count
+        node.participate(info.round)
+
+    result = aggregator.close_round(info.round)
+
+    original = ledger_chain.admin.submission_of(info.round, nodes[0].address)
+    assert ledger_chain.admin.submission_of(info.round, nodes[4].address) == original
+    assert [s.update_hash for s in result.included].count(original) == 1
+    assert [(s.node, reason) for s, reason, _ in result.rejected] == [(nodes[4].address, RejectReason.DUPLICATE_UPDATE)]
+    verdict = _audit(ledger_chain, store, result.model_hash)  # the auditor matches (hash, node): no false alarm
+    assert verdict.findings == () and verdict.rederived_hash == result.model_hash
+
+
+def test_an_inflated_sample_count_weighs_no_more_than_the_pinned_cap(ledger_chain, store, digits):
+    from edge_node.misbehaviour import inflated_samples
+
+    aggregator = make_aggregator(ledger_chain, store, digits, rule="fedavg", max_num_samples=300)
+    nodes = make_nodes(ledger_chain, store, digits, {2: {"attack": inflated_samples(norm=99.0)}})
+    info = aggregator.open_round()
+    for node in nodes:
+        node.participate(info.round)
+
+    result = aggregator.close_round(info.round)
+
+    claimed = {s.node: s.num_samples for s in result.included}
+    assert claimed[nodes[2].address] == 10**12  # on chain as claimed; weighted as at most 300
+    updates = [Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES)) for s in result.included]
+    assert sha256_hex(serialize_tensors(aggregate("fedavg", updates, max_samples=300))) == result.model_hash
+    assert sha256_hex(serialize_tensors(aggregate("fedavg", updates))) != result.model_hash
+    verdict = _audit(ledger_chain, store, result.model_hash)
+    assert verdict.findings == () and verdict.rule == {"name": "fedavg", "params": {"max_samples": 300}}
+
+
+def test_free_riders_returning_the_base_are_rejected_and_the_round_commits(ledger_chain, store, digits):
+    from edge_node.misbehaviour import free_rider
+
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=2)
+    riders = {i: {"attack": free_rider()} for i in (0, 2, 4)}  # three of five: the median would be the base
+    nodes = make_nodes(ledger_chain, store, digits, riders)
+    info = aggregator.open_round()
+    for node in nodes:
+        node.participate(info.round)
+
+    result = aggregator.close_round(info.round)
+
+    assert result.committed and len(result.included) == 2
+    reasons = {nodes[i].address: reason for i in (0, 2, 4) for s, reason, _ in result.rejected if s.node == nodes[i].address}
+    # The first rider's copy of the base is a free-rider's; the others also copied a hash already in.
+    assert reasons == {
+        nodes[0].address: RejectReason.NO_CHANGE,
+        nodes[2].address: RejectReason.DUPLICATE_UPDATE,
+        nodes[4].address: RejectReason.DUPLICATE_UPDATE,
+    }
+    assert _audit(ledger_chain, store, result.model_hash).findings == ()
+
+
+def test_a_round_whose_aggregate_is_already_committed_is_abandoned_not_wedged(ledger_chain, store, digits):
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1, round_seconds=60)
+    nodes = make_nodes(ledger_chain, store, digits)
+    first = aggregator.open_round()
+    nodes[0].participate(first.round)
+    ledger_chain.advance_time(61)
+    version_1 = aggregator.close_round(first.round).model_hash
+    second = aggregator.open_round()
+    # The only update of round 2 is genesis itself: valid (it differs from round 2's base), and
+    # the aggregate of one update is that update, a version the chain already holds.
+    ledger_chain.nodes[1].submit_update(second.round, first.base_model_hash, 10)
+    ledger_chain.advance_time(61)
+
+    result = aggregator.close_round(second.round)
+
+    assert not result.committed and result.abandoned is AbandonReason.MODEL_UNCHANGED
+    assert ledger_chain.admin.get_round(second.round).state is RoundState.ABANDONED
+    third = aggregator.open_round()  # the federation goes on from the latest version
+    assert (third.round, third.base_model_hash) == (3, version_1)

@@ -1,6 +1,6 @@
 """The HTTP blob store: signed uploads checked against the chain's roles, downloads re-hashed.
 
-Client tests go over real HTTP to waitress on a free port, with the service's roles read from a
+Client tests go over real HTTP to the service's server on a free port, with the service's roles read from a
 fresh in-process chain (`ledger_chain`); a few Flask test-client tests pin status codes and JSON.
 """
 
@@ -254,7 +254,7 @@ def test_upload_over_the_server_limit_is_refused_with_413(service: Service, node
         generous.put(b"x" * (LIMIT + 1))
 
     assert too_large.value.limit == LIMIT
-    with pytest.raises(BlobTooLarge):  # far over: waitress refuses before the app sees it
+    with pytest.raises(BlobTooLarge):  # far over: refused from the headers, before the body is read
         service.store(node, max_bytes=64 * LIMIT).put(b"y" * (LIMIT + (2 << 20)))
 
 

@@ -27,6 +27,20 @@ def test_keystore_round_trip_needs_the_password(tmp_path, monkeypatch):
     assert resolve_account(keystore=path).address == account.address
 
 
+def test_overwriting_a_world_readable_keystore_leaves_it_owner_only(tmp_path, monkeypatch):
+    path = tmp_path / "node.json"
+    path.write_text("{}")
+    path.chmod(0o644)  # e.g. copied in by hand, or written by an older version
+    account = Account.from_key(b"\x22" * 32)
+
+    write_keystore(account, path, "pw")
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.json"]  # no temp file left
+    monkeypatch.setenv("FEDLEDGER_KEYSTORE_PASSWORD", "pw")
+    assert load_keystore(path).address == account.address
+
+
 def test_malformed_keystore_and_ambiguous_key_choice_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDLEDGER_KEYSTORE_PASSWORD", "anything")
     broken = tmp_path / "broken.json"

@@ -45,22 +45,26 @@ def _federation(task, tmp_path: Path, *, nodes: int = 2, min_updates: int | None
 
 
 @pytest.mark.parametrize(
-    ("name", "rule", "params"),
+    ("name", "rule", "params", "nodes"),
     [
-        ("digits-mlp", "fedavg", {}),  # streaming FedAvg over full models
-        ("digits-cnn", "coordinate_median", {}),
-        ("breast-cancer-logreg", "trimmed_mean", {"trim_ratio": 0.2}),  # a collected rule over partial updates
-        ("digits-finetune", "fedavg", {}),  # streaming FedAvg over partial updates
+        ("digits-mlp", "fedavg", {}, 2),  # streaming FedAvg over full models
+        ("digits-cnn", "coordinate_median", {}, 2),
+        ("breast-cancer-logreg", "trimmed_mean", {"trim_ratio": 0.2}, 2),  # a collected rule over partial updates
+        ("digits-finetune", "fedavg", {}, 2),  # streaming FedAvg over partial updates
+        # The robust default over partial updates; 3 nodes, so f = 1 and clipping, mixing and trimming all act.
+        ("digits-finetune", "arc_nnm_trimmed_mean", {}, 3),
     ],
 )
-def test_each_built_in_task_federates_and_every_version_re_derives(tmp_path: Path, name: str, rule: str, params: dict) -> None:
+def test_each_built_in_task_federates_and_every_version_re_derives(
+    tmp_path: Path, name: str, rule: str, params: dict, nodes: int
+) -> None:
     task = load_task(name)
-    federation = _federation(task, tmp_path, rule=rule, rule_params=params)
+    federation = _federation(task, tmp_path, nodes=nodes, rule=rule, rule_params=params)
     genesis = federation.chain.admin.genesis_hash()
 
     results = [federation.run_round() for _ in range(2)]
 
-    assert all(len(r.included) == 2 and not r.rejected for r in results)
+    assert all(len(r.included) == nodes and not r.rejected for r in results)
     assert {"accuracy", "loss"} <= set(results[-1].metrics)
     for model_hash in [genesis] + [r.model_hash for r in results]:
         verdict = verify_version(federation.chain.admin, federation.store, model_hash, max_bytes=MAX_BYTES)

@@ -76,7 +76,7 @@ def test_every_honest_version_verifies_including_genesis(history: History) -> No
         assert verdict.rederived_hash == verdict.model_hash
     assert verdicts[0].kind == "genesis" and verdicts[0].updates == ()
     assert [len(v.updates) for v in verdicts[1:]] == [5, 4, 5]  # round 2 rejected the poisoned update
-    assert verdicts[2].rule == {"name": "fedavg", "params": {}}
+    assert verdicts[2].rule == {"name": "arc_nnm_trimmed_mean", "params": {"byzantine_fraction": 0.4}}  # the default
 
 
 def test_verdict_json_shape(history: History) -> None:
@@ -84,7 +84,7 @@ def test_verdict_json_shape(history: History) -> None:
 
     assert body["verified"] is True
     assert body["findings"] == []
-    assert body["summary"] == "version 1 re-derived from 5 updates with fedavg: hash matches the chain"
+    assert body["summary"] == "version 1 re-derived from 5 updates with arc_nnm_trimmed_mean: hash matches the chain"
     assert set(body) == {
         "model_hash", "version", "round", "kind", "verified", "summary", "parent_hash",
         "metadata_hash", "rederived_hash", "rule", "updates", "policy", "policy_source", "rejections", "findings",
@@ -470,7 +470,7 @@ def test_cli_exit_0_when_verified(history: History, capsys) -> None:
     code = main(["audit", "verify", "0x" + history.honest[2].upper(), "--blobs-dir", folder])
 
     assert code == 0
-    assert capsys.readouterr().out.startswith("VERIFIED  version 2 re-derived from 4 updates with fedavg")
+    assert capsys.readouterr().out.startswith("VERIFIED  version 2 re-derived from 4 updates with arc_nnm_trimmed_mean")
 
 
 @pytest.mark.usefixtures("cli_chain")

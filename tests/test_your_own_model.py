@@ -95,7 +95,7 @@ def test_your_own_model_walkthrough_in_a_fresh_virtualenv_on_anvil(tmp_path: Pat
     assert "my_task.task:TASK (my-task)" in outputs["fedledger task list"]
     assert "task my-task version 0.1.0" in outputs["fedledger task show my-task"]
     assert outputs["fedledger audit verify latest --store http://127.0.0.1:8600"].startswith(
-        "VERIFIED  version 2 re-derived from 2 updates with fedavg"
+        "VERIFIED  version 2 re-derived from 2 updates with arc_nnm_trimmed_mean"
     )
     node_logs = [path.read_text() for line, _, path in background if " node run " in line]
     node_logs.append(outputs[next(c for c in outputs if c.startswith("fedledger node run"))])

@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from ledger.api.quota import UploadQuota
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror
@@ -28,10 +29,13 @@ def create_app(
     database_url: str | None = None,
     index_sessions: sessionmaker[Session] | None = None,
     ledger_from_block: int = 0,
+    node_quota_bytes: int | None = None,
 ) -> Flask:
     """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
     schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`). With a `ledger`, every
-    answer from the index is first compared with the chain's events from `ledger_from_block` on."""
+    answer from the index is first compared with the chain's events from `ledger_from_block` on.
+    A node may store `node_quota_bytes` per round (default: twice `max_blob_bytes`, a full-size
+    update and a retry)."""
     owned_engine = None
     if database_url is not None and index_sessions is None:
         from ledger.index.db import open_index
@@ -44,8 +48,14 @@ def create_app(
     if config:
         app.config.update(config)
     mirror = ChainMirror(ledger.w3, ledger.address, from_block=ledger_from_block) if ledger is not None else None
+    quota = UploadQuota(node_round_bytes=node_quota_bytes or 2 * max_blob_bytes)
     app.extensions["fedledger"] = Services(
-        store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, mirror=mirror, metadata=MetadataReader(store)
+        store=store,
+        ledger=ledger,
+        max_blob_bytes=max_blob_bytes,
+        uploads=quota,
+        mirror=mirror,
+        metadata=MetadataReader(store),
     )
 
     from ledger.api.blobs import blueprint as blobs_blueprint

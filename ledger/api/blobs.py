@@ -1,9 +1,10 @@
 """`/blobs/<sha256>`: the ledger service's content-addressed blob store over HTTP.
 
-PUT takes a blob only with an upload signature (see `ledger.http_store.blob_upload_message`)
+PUT takes a blob only with an upload signature (see `ledger.store.protocol.blob_upload_message`)
 whose signer is, at the moment of the request, a registered node, an aggregator or an auditor
-(whose reports the audit page links to) on the chain:
-the chain decides who may write, the URL is the bytes' hash, and the body must hash to it.
+(whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
+the bytes' hash, and the body must hash to it. A node may store at most its quota per round
+(`ledger.api.quota`), with at most two uploads in flight.
 GET re-hashes the stored bytes and refuses to serve any that no longer match their name.
 
 Errors are JSON `{"error": <HTTP reason>, "detail": <what to do>, ...}` with the offending values
@@ -13,17 +14,20 @@ hash, never a signature or key.
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
+from ledger.api.quota import QuotaRefusal
 from ledger.api.services import services
-from ledger.core.hashing import is_sha256_hex, sha256_hex
-from ledger.store.protocol import BLOBS_PATH, CONTENT_HASH_HEADER, MalformedSignature, SIGNATURE_HEADER, recover_upload_signer
-from ledger.store.base import BlobNotFound, BlobTooLarge, HashMismatch
+from ledger.core.hashing import is_sha256_hex
+from ledger.store.base import BlobNotFound, BlobStore, BlobTooLarge, HashMismatch, IncompleteBlob, StreamingBlobStore
+from ledger.store.protocol import BLOBS_PATH, CONTENT_HASH_HEADER, SIGNATURE_HEADER, MalformedSignature, recover_upload_signer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ blueprint = Blueprint("blobs", __name__)
 
 _ROUTE = BLOBS_PATH + "<path:name>"  # path: so `a/../b` reaches us and gets a clear 400, not a 404
 _IMMUTABLE = "public, max-age=31536000, immutable"  # a name can only ever mean one content
+_CHALLENGE = f'{SIGNATURE_HEADER} realm="fedledger blobs"'
 
 
 def _problem(status: int, detail: str, **fields: Any) -> Response:
@@ -49,9 +54,44 @@ def _too_large(limit: int, size: int | None = None) -> Response:
     return _problem(413, f"the {what} is over this store's {limit}-byte limit", limit=limit, size=size)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An upload refused from its headers alone: status, JSON body, extra response headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def header_refusal(
+    *, content_length: int | None, chunked: bool, signature: str | None, limit: int, chain_id: int, contract: str
+) -> Refusal | None:
+    """The refusals that need neither crypto nor the chain: no size (411), too large (413), unsigned
+    (401). Pure, so the server can answer them on its event loop before the app is even called
+    (`ledger.api.server`), and the app answers them the same way under any WSGI server."""
+    if content_length is None or chunked:
+        detail = "uploads need a Content-Length header (no chunked encoding): the size is checked first"
+        return Refusal(411, {"error": HTTP_STATUS_CODES[411], "detail": detail}, {})
+    if content_length > limit:
+        detail = f"the {content_length}-byte blob is over this store's {limit}-byte limit"
+        return Refusal(413, {"error": HTTP_STATUS_CODES[413], "detail": detail, "limit": limit, "size": content_length}, {})
+    if not signature:
+        detail = (
+            f"missing {SIGNATURE_HEADER}: sign blob_upload_message(sha256, {chain_id}, {contract}) with EIP-191 "
+            "and send it as 0x-hex"
+        )
+        return Refusal(401, {"error": HTTP_STATUS_CODES[401], "detail": detail}, {"WWW-Authenticate": _CHALLENGE})
+    return None
+
+
 @blueprint.put(_ROUTE)
 def put_blob(name: str) -> Response | tuple[Response, int]:
-    """Store the body under `name` if it hashes to `name` and the signer holds a role right now."""
+    """Store the body under `name` if it hashes to `name` and the signer holds a role right now.
+
+    Everything is decided from the headers before the first body byte is read (the server does
+    not read it until the app asks): name, size, signature, role, quota. Only then is the body
+    streamed to a temp file, hashed on the way, and renamed into place.
+    """
     if not is_sha256_hex(name):
         return _bad_name(name)
     found = services()
@@ -59,20 +99,31 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
         return _problem(503, "this service has no ledger configured, so it cannot check who may upload")
     ledger = found.ledger
 
-    signature = request.headers.get(SIGNATURE_HEADER)
-    if not signature:
-        return _unauthorized(
-            f"missing {SIGNATURE_HEADER}: sign blob_upload_message(sha256, {ledger.chain_id}, "
-            f"{ledger.address}) with EIP-191 and send it as 0x-hex"
-        )
+    refused = header_refusal(
+        content_length=request.content_length,
+        chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+        signature=request.headers.get(SIGNATURE_HEADER),
+        limit=found.max_blob_bytes,
+        chain_id=ledger.chain_id,
+        contract=ledger.address,
+    )
+    if refused is not None:
+        response = jsonify(refused.body)
+        response.status_code = refused.status
+        response.headers.update(refused.headers)
+        return response
+    size, signature = request.content_length, request.headers[SIGNATURE_HEADER]
+    assert size is not None
     try:
-        signer = recover_upload_signer(signature, name, ledger.chain_id, ledger.address)
+        signer = _recover_signer(signature, name, ledger.chain_id, ledger.address)
     except MalformedSignature as exc:
         return _unauthorized(str(exc))
 
     # Role checked before the body is read, so strangers cannot make us hash or store anything.
     try:
-        allowed = ledger.is_node(signer) or ledger.is_aggregator(signer) or ledger.is_auditor(signer)
+        is_node = ledger.is_node(signer)
+        allowed = is_node or ledger.is_aggregator(signer) or ledger.is_auditor(signer)
+        round_number = ledger.counters().last_round if is_node else 0
     except Exception:  # the RPC can fail in many ways; none of them means "allowed"
         log.exception("cannot check the role of %s for upload of %s", signer, name)
         return _problem(503, "the chain could not be asked whether the signer may upload; retry later")
@@ -85,48 +136,72 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
             signer=signer,
         )
 
-    limit = found.max_blob_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _too_large(limit, request.content_length)
+    created = not _intact(found.store, name)  # a repeat stores nothing new: it costs no quota
+    admitted = found.uploads.reserve(signer, round_number, size, counted=is_node and created)
+    if isinstance(admitted, QuotaRefusal):
+        log.warning("refused upload of %s by %s: %s", name, signer, admitted.detail)
+        return _problem(admitted.status, admitted.detail, signer=signer, **{admitted.field: admitted.limit})
+    stored = False
     try:
-        data = request.get_data(cache=False)
-    except RequestEntityTooLarge:  # chunked bodies have no Content-Length to check up front
-        return _too_large(limit)
-
-    actual = sha256_hex(data)
-    if actual != name:
+        _receive_body(found.store, name, size)
+        stored = created
+    except HashMismatch as exc:
         return _problem(
             422,
-            f"the body hashes to {actual}, not to the name {name}: upload the blob under its own SHA-256",
+            f"the body hashes to {exc.actual}, not to the name {name}: upload the blob under its own SHA-256",
             expected=name,
-            actual=actual,
+            actual=exc.actual,
         )
-
-    try:
-        found.store.get(name)
-        created = False
-    except BlobNotFound:
-        created = True
-    except (HashMismatch, BlobTooLarge) as exc:
-        log.warning("stored copy of %s is unusable (%s): replacing it with the upload from %s", name, exc, signer)
-        created = True
+    except (IncompleteBlob, ClientDisconnected) as exc:
+        log.info("upload of %s by %s broke off: %s", name, signer, exc)
+        return _problem(400, f"the body ended before its {size} declared bytes arrived", size=size)
+    except BlobTooLarge as exc:
+        return _too_large(exc.limit, exc.size)
+    finally:
+        found.uploads.release(admitted, stored=stored)
     if created:
-        try:
-            found.store.put_as(name, data)
-        except BlobTooLarge as exc:
-            return _too_large(exc.limit, exc.size)
-        log.info("blob %s (%d bytes) uploaded by %s", name, len(data), signer)
+        log.info("blob %s (%d bytes) uploaded by %s", name, size, signer)
     else:
         log.info("blob %s re-uploaded by %s: already present", name, signer)
 
-    response = jsonify(sha256=name, size=len(data), created=created)
+    response = jsonify(sha256=name, size=size, created=created)
     response.headers["Location"] = BLOBS_PATH + name
     return response, 201 if created else 200
 
 
+@functools.lru_cache(maxsize=4096)
+def _recover_signer(signature: str, name: str, chain_id: int, contract: str) -> str:
+    """`recover_upload_signer`, memoized: a pure function of its arguments, and the costliest check."""
+    return recover_upload_signer(signature, name, chain_id, contract)
+
+
+def _intact(store: BlobStore, name: str) -> bool:
+    """Whether the store already holds an unaltered copy (a damaged one is replaced by the upload)."""
+    try:
+        store.get(name)
+    except BlobNotFound:
+        return False
+    except (HashMismatch, BlobTooLarge) as exc:
+        log.warning("stored copy of %s is unusable (%s): replacing it with the upload", name, exc)
+        return False
+    return True
+
+
+def _receive_body(store: BlobStore, name: str, size: int) -> None:
+    """The request body into the store: streamed when the store can take a stream, else read whole
+    (never more than the declared size, which is already within the limit)."""
+    if isinstance(store, StreamingBlobStore):
+        store.put_stream(name, request.stream, size)
+        return
+    data = request.stream.read(size)
+    if len(data) != size:
+        raise IncompleteBlob(size, len(data))
+    store.put_as(name, data)
+
+
 def _unauthorized(detail: str) -> Response:
     response = _problem(401, detail)
-    response.headers["WWW-Authenticate"] = f'{SIGNATURE_HEADER} realm="fedledger blobs"'
+    response.headers["WWW-Authenticate"] = _CHALLENGE
     return response
 
 

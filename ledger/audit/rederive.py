@@ -170,7 +170,8 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
     if not audit.known_rule(record.rule.name, "the metadata"):
         return
     try:
-        weights = aggregate(record.rule.name, updates, **record.rule.params)
+        # Rules on changes see the parent's travelling tensors, as the aggregator's did.
+        weights = aggregate(record.rule.name, updates, base=travelling, **record.rule.params)
         rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(

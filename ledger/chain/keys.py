@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from eth_account import Account
@@ -54,12 +55,22 @@ def load_keystore(path: Path, password_env: str = "FEDLEDGER_KEYSTORE_PASSWORD")
 
 
 def write_keystore(account: LocalAccount, path: Path, password: str) -> Path:
-    """Encrypt `account` to a keystore file readable only by its owner."""
+    """Encrypt `account` to a keystore file readable only by its owner (0600), even when it
+    replaces a file with looser permissions: a fresh 0600 temp file is renamed over the old one."""
     keyfile = Account.encrypt(account.key, password)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(keyfile, handle)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(keyfile, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
     return path
 
 

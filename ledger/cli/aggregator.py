@@ -13,6 +13,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from aggregator.misbehaviour import MODES
     from ledger.core.aggregation import RULES
     from ledger.cli.policy_options import add_policy_arguments
+    from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES, DEFAULT_RULE
     from ledger.cli.wiring import add_ledger_arguments, add_task_arguments, name_value
 
     aggregator = subparsers.add_parser("aggregator", help="run the aggregator (coordinator)")
@@ -22,12 +23,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_task_arguments(run)
     run.add_argument("--test-data", type=Path, help="held-out evaluation data in the task's format (default: the task's bundled test split)")
     run.add_argument("--rounds", type=int, default=5, help="how many rounds to run")
-    run.add_argument("--rule", choices=sorted(RULES), default="fedavg")
+    run.add_argument(
+        "--rule", choices=sorted(RULES), default=DEFAULT_RULE, help=f"aggregation rule (default {DEFAULT_RULE}: robust)"
+    )
     run.add_argument("--rule-param", type=name_value, action="append", default=[], metavar="NAME=VALUE",
                      help="rule parameter, e.g. trim_ratio=0.2 or num_byzantine=1 (repeatable)")
     run.add_argument("--min-updates", type=int, default=1, help="valid updates that let a round close before its deadline")
     run.add_argument("--round-seconds", type=int, default=60, help="submission window per round")
     run.add_argument("--max-norm", type=float, default=100.0, help="L2 bound on an update's change from the base")
+    run.add_argument(
+        "--max-num-samples",
+        type=int,
+        default=DEFAULT_MAX_NUM_SAMPLES,
+        help=f"cap on the sample count an update is weighted by (default {DEFAULT_MAX_NUM_SAMPLES}; pinned at genesis)",
+    )
     run.add_argument("--max-update-mb", type=float, default=64.0)
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
@@ -72,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         min_updates=args.min_updates,
         round_seconds=args.round_seconds,
         max_norm=args.max_norm,
+        max_num_samples=args.max_num_samples,
         max_update_bytes=int(args.max_update_mb * 1024 * 1024),
         model_seed=args.model_seed,
         encoding=args.encoding,

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger.cli.node import ATTACKS
 from ledger.config import home_dir
 
 if TYPE_CHECKING:
@@ -43,8 +44,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--chain", choices=["anvil", "memory"], default="anvil")
     add_share_arguments(demo)
     demo.add_argument("--tamper", type=int, action="append", default=[], metavar="K", help="node K alters its stored blob before its hash goes on chain")
-    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K submits NaN / scaled weights")
-    demo.add_argument("--rule", default="fedavg")
+    demo.add_argument("--poison", type=int, action="append", default=[], metavar="K", help="node K poisons (see --attack)")
+    demo.add_argument(
+        "--attack",
+        choices=["nan_or_scaled", *ATTACKS],
+        default="nan_or_scaled",
+        help="what --poison nodes do: NaN / 10^4-scaled weights (default, rejected by the intake) or an attack "
+        "that passes every check (sign_flip, label_flip, scaling, slow_poison, inflated_samples, copy_hash, free_rider)",
+    )
+    demo.add_argument("--rule", default=None, help="aggregation rule (default: the robust arc_nnm_trimmed_mean)")
     demo.add_argument("--min-updates", type=int, default=None, help="default: a majority of the nodes")
     demo.add_argument("--round-seconds", type=int, default=60)
     demo.add_argument("--port", type=int, default=None, help="devnet port (default 8545)")
@@ -86,6 +94,10 @@ def _run(args: argparse.Namespace) -> int:
             raise CommandError(f"--lying-aggregator takes one of {', '.join(MODES)}")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
+    if args.rule is None:
+        from ledger.core.policy import DEFAULT_RULE
+
+        args.rule = DEFAULT_RULE
     task, overrides = resolve_task(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up the children like Ctrl-C
     try:
@@ -104,7 +116,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any]) -> int:
     from ledger.cli.federation import start_federation
     from ledger.cli.report import print_round
-    from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from aggregator.coordinator import AggregatorConfig
+    from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import Outcome
     from ledger.config import Settings
     from ledger.store.local import LocalBlobStore
@@ -113,7 +126,11 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
     blobs_dir = home_dir() / "memory" / "blobs"
     store = LocalBlobStore(blobs_dir, max_bytes=settings.max_blob_bytes)
     print(f"in-process chain: deploying the ledger and registering {args.nodes} nodes; task {task.name}", flush=True)
-    hooks = {k: {"transform": poison_transform()} for k in args.poison}
+    max_norm = AggregatorConfig().max_norm  # norm-bounded attacks stay just under the federation's bound
+    hooks: dict[int, dict[str, Any]] = {
+        k: {"transform": poison_transform()} if args.attack == "nan_or_scaled" else {"attack": attack_named(args.attack, max_norm=max_norm)}
+        for k in args.poison
+    }
     hooks.update({k: {"after_upload": tamper_at_rest(blobs_dir)} for k in args.tamper})
     federation = start_federation(
         task,
@@ -202,6 +219,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.store.http import HttpBlobStore
     from ledger.cli.errors import CommandError
     from ledger.cli.policy_options import policy_argv
+    from ledger.cli.processes import spawn_logged, stop_all
 
     if args.nodes + args.auditors > DEV_ACCOUNT_COUNT - 1:
         raise CommandError(
@@ -242,7 +260,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         children.append(
-            _spawn(
+            spawn_logged(
                 fedledger
                 + ["api", "serve", "--port", str(args.api_port), "--blobs-dir", str(blobs_dir)]
                 + ["--database-url", database_url, *chain_args],
@@ -251,7 +269,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             )
         )
         children.append(
-            _spawn(
+            spawn_logged(
                 fedledger
                 + ["index", "run", "--follow", "--poll-seconds", "0.2", *chain_args, "--blobs-dir", str(blobs_dir)]
                 + ["--database-url", database_url, "--from-block", str(record.block_number)],
@@ -266,7 +284,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             auditor_dirs.append(run_dir / f"auditor-{key}")
             command = fedledger + ["audit", "watch", *chain_args, "--dev-key", str(key), "--store", store_url]
             command += ["--auditor-dir", str(auditor_dirs[-1]), "--poll-seconds", "0.2"]
-            children.append(_spawn(command, logs / f"auditor-{key}.log", env))
+            children.append(spawn_logged(command, logs / f"auditor-{key}.log", env))
         services = len(children)
         for index in range(args.nodes):
             command = fedledger + ["node", "run", *chain_args, *task_args, "--dev-key", str(index + 1), "--store", store_url]
@@ -276,8 +294,8 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             if index in args.tamper:
                 command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
             elif index in args.poison:
-                command += ["--misbehave", "poison"]
-            children.append(_spawn(command, logs / f"node-{index}.log", env))
+                command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
+            children.append(spawn_logged(command, logs / f"node-{index}.log", env))
         node_processes = children[services:]
         aggregator_command = fedledger + ["aggregator", "run", *chain_args, *task_args, "--dev-key", "0", "--store", store_url]
         aggregator_command += ["--rounds", str(args.rounds), "--rule", args.rule, "--min-updates", str(args.min_updates)]
@@ -309,14 +327,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         else:
             print(f"indexed; `fedledger demo --serve` keeps the audit page up at {store_url}/", flush=True)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
     return 0
 
 
@@ -370,14 +381,6 @@ def _watch(aggregator: subprocess.Popen[bytes], nodes: list[subprocess.Popen[byt
                 reported.add(index)
                 print(f"node {index} exited with code {node.returncode}: see {logs / f'node-{index}.log'}", flush=True)
         time.sleep(0.2)
-
-
-def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    finally:
-        log.close()
 
 
 # ------------------------------------------------------------------ lineage and attestations

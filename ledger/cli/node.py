@@ -13,6 +13,10 @@ from ledger.core.polling import POLL_SECONDS  # a new round is noticed within on
 if TYPE_CHECKING:
     from ledger.core.task import Examples, Task
 
+# The attacks `--misbehave` offers besides tamper and poison (kept in step with edge_node.misbehaviour.ATTACKS,
+# which this light module must not import: its command table is built without torch).
+ATTACKS = ("sign_flip", "label_flip", "scaling", "slow_poison", "inflated_samples", "copy_hash", "free_rider")
+
 log = logging.getLogger(__name__)
 
 
@@ -39,11 +43,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--rounds", type=int, default=None, help="exit once this round has closed (default: run forever)")
     run.add_argument(
         "--misbehave",
-        choices=["tamper", "poison"],
-        help="demo only: alter the blob at rest once stored, before its hash goes on chain (tamper, needs --tamper-dir) "
-        "or submit NaN / hugely scaled weights (poison)",
+        choices=["tamper", "poison", *ATTACKS],
+        help="demo only: alter the blob at rest once stored, before its hash goes on chain (tamper, needs --tamper-dir), "
+        "submit NaN / hugely scaled weights (poison), or poison within every check (the other choices; see "
+        "edge_node/misbehaviour.py)",
     )
     run.add_argument("--tamper-dir", type=Path, help="with --misbehave tamper: the folder behind the store to alter")
+    run.add_argument(
+        "--attack-max-norm",
+        type=float,
+        default=100.0,
+        help="the federation's norm bound, which norm-bounded attacks stay just under (default 100)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -56,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.store.base import BlobStoreError
     from ledger.cli.wiring import blob_store, ledger_client, resolve_task, signing_account
 
-    from edge_node.misbehaviour import poison_transform, tamper_at_rest
+    from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
 
     task, overrides = resolve_task(args)
@@ -69,13 +80,15 @@ def _run(args: argparse.Namespace) -> int:
         store = blob_store(args, client)
     except LedgerError as exc:
         raise CommandError(str(exc)) from exc
-    transform = after_upload = None
+    transform = after_upload = attack = None
     if args.misbehave == "poison":
         transform = poison_transform()
     elif args.misbehave == "tamper":
         if args.tamper_dir is None:
             raise CommandError("--misbehave tamper needs --tamper-dir: the folder behind the store to alter")
         after_upload = tamper_at_rest(args.tamper_dir)
+    elif args.misbehave is not None:
+        attack = attack_named(args.misbehave, max_norm=args.attack_max_norm)
     node = EdgeNode(
         client,
         store,
@@ -84,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         max_model_bytes=Settings().max_blob_bytes,
         transform=transform,
         after_upload=after_upload,
+        attack=attack,
     )
     try:
         spec_hash = node.spec.spec_hash

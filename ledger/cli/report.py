@@ -85,7 +85,8 @@ def round_rows(result: RoundResult) -> list[RoundRow]:
         epsilon = result.epsilons.get(node)
         return "" if epsilon is None else f", ε {epsilon}"
 
-    rows = [RoundRow(s.node, s.update_hash, s.num_samples, f"included{spent(s.node)}") for s in result.included]
+    valid = "included" if result.committed else "valid, not committed"
+    rows = [RoundRow(s.node, s.update_hash, s.num_samples, f"{valid}{spent(s.node)}") for s in result.included]
     rows += [
         RoundRow(s.node, s.update_hash, s.num_samples, f"rejected ({reason_text(int(r))}{spent(s.node)})")
         for s, r, _ in result.rejected
@@ -94,7 +95,9 @@ def round_rows(result: RoundResult) -> list[RoundRow]:
 
 
 def print_round(result: RoundResult) -> None:
-    print(format_round(result.round, round_rows(result), model_hash=result.model_hash, accuracy=result.accuracy), flush=True)
+    note = "" if result.abandoned is None else f"abandoned: {result.abandoned.name.lower()}"
+    rows = round_rows(result)
+    print(format_round(result.round, rows, model_hash=result.model_hash, accuracy=result.accuracy, note=note), flush=True)
 
 
 @dataclass(frozen=True)

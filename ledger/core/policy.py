@@ -127,10 +127,20 @@ class PrivacyPolicy:
         )
 
 
+DEFAULT_RULE = "arc_nnm_trimmed_mean"  # robust against 1 and 2 hostile nodes of 5 (`fedledger bench robustness`)
+DEFAULT_MAX_NUM_SAMPLES = 10_000
+# The rules of `ledger.core.aggregation` that weight updates by sample count (their `max_samples` param).
+SAMPLE_WEIGHTED_RULES = frozenset({"fedavg", "krum"})
+
+
 @dataclass(frozen=True)
 class FederationPolicy:
     """What the aggregator may include: the rule (with its parameters), the limits on an update,
-    the encoding updates travel in, and the node-side privacy policy (None: no DP)."""
+    the encoding updates travel in, and the node-side privacy policy (None: no DP).
+
+    `max_num_samples` caps the sample count an update is weighted by (a node's claim is
+    unverifiable); None only for policies pinned before the cap existed.
+    """
 
     rule: str
     rule_params: Mapping[str, Any] = field(default_factory=dict)
@@ -138,11 +148,27 @@ class FederationPolicy:
     max_norm: float = 100.0
     encoding: str = DEFAULT_ENCODING
     privacy: PrivacyPolicy | None = None
+    max_num_samples: int | None = DEFAULT_MAX_NUM_SAMPLES
+
+    def __post_init__(self) -> None:
+        if self.max_num_samples is not None and (type(self.max_num_samples) is not int or self.max_num_samples < 1):
+            raise PolicyError(f"max_num_samples must be a positive integer, got {self.max_num_samples!r}")
+
+    def rule_call_params(self) -> dict[str, Any]:
+        """The parameters the rule runs with and each round records: the pinned ones, plus the
+        sample cap for rules that weight by sample count (unless the params set their own)."""
+        params = dict(self.rule_params)
+        if self.rule in SAMPLE_WEIGHTED_RULES and self.max_num_samples is not None and params.get("max_samples") is None:
+            params["max_samples"] = self.max_num_samples
+        return params
 
     def to_json(self) -> dict[str, Any]:
+        limits: dict[str, Any] = {"max_update_bytes": self.max_update_bytes, "max_norm": self.max_norm}
+        if self.max_num_samples is not None:
+            limits["max_num_samples"] = self.max_num_samples
         return {
             "rule": {"name": self.rule, "params": dict(self.rule_params)},
-            "limits": {"max_update_bytes": self.max_update_bytes, "max_norm": self.max_norm},
+            "limits": limits,
             "encoding": self.encoding,
             "privacy": None if self.privacy is None else self.privacy.to_json(),
         }
@@ -166,6 +192,9 @@ class FederationPolicy:
             raise PolicyError("'policy.limits.max_update_bytes' must be a positive integer")
         if not _number(max_norm) or not _positive_finite(float(max_norm)):  # type: ignore[arg-type]
             raise PolicyError("'policy.limits.max_norm' must be a positive finite number")
+        max_samples = limits.get("max_num_samples")
+        if max_samples is not None and (type(max_samples) is not int or max_samples < 1):
+            raise PolicyError("'policy.limits.max_num_samples' must be a positive integer")
         encoding = document.get("encoding", DEFAULT_ENCODING)
         if not isinstance(encoding, str) or not encoding:
             raise PolicyError("'policy.encoding' must be a non-empty string")
@@ -177,6 +206,7 @@ class FederationPolicy:
             max_norm=float(max_norm),  # type: ignore[arg-type]
             encoding=encoding,
             privacy=None if privacy is None else PrivacyPolicy.from_json(privacy),
+            max_num_samples=max_samples,
         )
 
 

@@ -24,6 +24,8 @@ class RejectReason(IntEnum):
     ENCODING_MISMATCH = 10
     PRIVACY_CLAIM_INVALID = 11
     PRIVACY_BUDGET_EXHAUSTED = 12
+    DUPLICATE_UPDATE = 13
+    NO_CHANGE = 14
 
     @property
     def description(self) -> str:
@@ -47,6 +49,8 @@ _DESCRIPTIONS: dict[RejectReason, str] = {
         "or states an ε the accountant does not reproduce from the node's claims"
     ),
     RejectReason.PRIVACY_BUDGET_EXHAUSTED: "the node's cumulative ε would exceed the federation's per-node budget",
+    RejectReason.DUPLICATE_UPDATE: "another node submitted the same update hash earlier in the round",
+    RejectReason.NO_CHANGE: "the update equals the base model: nothing was trained (a free-rider)",
 }
 
 
@@ -55,3 +59,4 @@ class AbandonReason(IntEnum):
 
     NO_SUBMISSIONS = 1
     NO_VALID_UPDATES = 2
+    MODEL_UNCHANGED = 3  # the aggregate is a version already committed: nothing new to commit

@@ -77,7 +77,7 @@ def validate_blob(
 def validate_update(
     tensors: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor], *, max_norm: float
 ) -> Verdict:
-    """Names, shapes, dtype (float32), finiteness, then the L2 norm of (update - base) <= max_norm."""
+    """Names, shapes, dtype (float32), finiteness, then 0 < L2 norm of (update - base) <= max_norm."""
     if not max_norm > 0:  # also catches NaN, which would otherwise accept everything
         raise ValueError(f"max_norm must be positive (math.inf disables the bound), got {max_norm}")
     missing = sorted(set(base) - set(tensors))
@@ -104,6 +104,8 @@ def validate_update(
             return Rejected(RejectReason.NON_FINITE, f"{name!r} holds NaN or infinity")
         squares += part
     norm = math.sqrt(squares)
+    if norm == 0.0:  # bit for bit the base (up to signed zeros): a free-rider's "update"
+        return Rejected(RejectReason.NO_CHANGE, "every tensor equals the base model's")
     if norm > max_norm:
         return Rejected(
             RejectReason.NORM_TOO_LARGE, f"L2 norm of the change is {norm:.6g}, bound is {max_norm:.6g}"

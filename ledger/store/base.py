@@ -35,6 +35,15 @@ class BlobTooLarge(BlobStoreError):
         self.limit = limit
 
 
+class IncompleteBlob(BlobStoreError):
+    """A streamed blob that ended before its declared size (the sender stopped or was cut off)."""
+
+    def __init__(self, size: int, received: int) -> None:
+        super().__init__(f"the blob ended after {received} of its {size} declared bytes")
+        self.size = size
+        self.received = received
+
+
 class HashMismatch(BlobStoreError):
     """Bytes whose SHA-256 is not the name they were stored or fetched under."""
 
@@ -74,6 +83,26 @@ class BufferedBlobStore(BlobStore, Protocol):
 
         `spare`, a uint8 array from an earlier call whose views the caller no longer uses, is
         read into when it is large enough, so nothing is allocated.
+        """
+        ...
+
+
+class ByteSource(Protocol):
+    """Where a streamed blob is read from: a file, a socket's request body (`read(n)` → ≤ n bytes)."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+@runtime_checkable
+class StreamingBlobStore(BlobStore, Protocol):
+    """A store that can take a blob of known size from a stream without holding it in memory."""
+
+    def put_stream(self, name: str, source: ByteSource, size: int) -> None:
+        """Stores exactly `size` bytes read from `source` under `name`, all or nothing.
+
+        `BlobTooLarge` (before reading) over the limit, `IncompleteBlob` if the source ends
+        early, `HashMismatch` if the bytes do not hash to `name`; nothing is left behind on any
+        failure, and whatever `source.read` raises propagates after the same clean-up.
         """
         ...
 

@@ -40,6 +40,15 @@ class UploadRefused(BlobStoreError):
         self.reason = reason
 
 
+class QuotaExceeded(BlobStoreError):
+    """The server refused an upload because the node has stored its quota of bytes for this round."""
+
+    def __init__(self, quota: int, reason: str) -> None:
+        super().__init__(f"upload refused (413): {reason}")
+        self.quota = quota
+        self.reason = reason
+
+
 class ReadOnlyStore(BlobStoreError):
     """`put` on a store that holds no signing account."""
 
@@ -198,6 +207,8 @@ class HttpBlobStore:
         if status == 409 or status == 422:
             actual = body.get("actual")
             return HashMismatch(expected=name, actual=actual if isinstance(actual, str) else "(not reported)")
+        if status == 413 and isinstance(body.get("quota"), int):
+            return QuotaExceeded(body["quota"], detail)
         if status == 413:
             limit = body.get("limit")
             size = size if size is not None else -1

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from io import RawIOBase
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ledger.core.hashing import sha256_hex
-from ledger.store.base import BlobNotFound, BlobTooLarge, HashMismatch, check_name
+from ledger.core.hashing import is_sha256_hex, sha256_hex
+from ledger.store.base import BlobNotFound, BlobTooLarge, ByteSource, HashMismatch, IncompleteBlob, check_name
+
+TEMP_SUFFIX = ".tmp"  # a write in progress (or one a crash left behind): `.<8 hex>-<random>.tmp`
+_STREAM_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the store's folder: a blob (`name` set) or a temp file (`name` None)."""
+
+    path: Path
+    name: str | None
+    size: int
+    modified: float  # st_mtime, seconds since the epoch
 
 
 class LocalBlobStore:
@@ -92,17 +109,74 @@ class LocalBlobStore:
     def exists(self, name: str) -> bool:
         return self.path_for(name).is_file()
 
+    def put_stream(self, name: str, source: ByteSource, size: int) -> None:
+        """Streams exactly `size` bytes from `source` into a temp file, hashing as they come; the
+        blob appears under `name` only if they all arrived and hash to it (see `StreamingBlobStore`).
+
+        Memory stays at one 64 KiB chunk whatever the size, so an upload is never held whole.
+        """
+        check_name(name)
+        if size < 0:
+            raise ValueError(f"size must be non-negative, got {size}")
+        if size > self.max_bytes:
+            raise BlobTooLarge(size, self.max_bytes)
+        with self._atomic_write(name) as out:
+            digest = hashlib.sha256()
+            received = 0
+            while received < size:
+                chunk = source.read(min(_STREAM_CHUNK, size - received))
+                if not chunk:
+                    raise IncompleteBlob(size, received)
+                received += len(chunk)
+                digest.update(chunk)
+                out.write(chunk)
+            actual = digest.hexdigest()
+            if actual != name:
+                raise HashMismatch(expected=name, actual=actual)
+
+    def files(self) -> Iterator[StoredFile]:
+        """Every blob and temp file under the root (for garbage collection); other files are ignored."""
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if not (shard.is_dir() and len(shard.name) == 2):
+                continue
+            for path in sorted(shard.iterdir()):
+                name = path.name if is_sha256_hex(path.name) and path.name[:2] == shard.name else None
+                if name is None and not (path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)):
+                    continue
+                try:
+                    status = path.stat()
+                except FileNotFoundError:  # renamed or removed meanwhile
+                    continue
+                yield StoredFile(path=path, name=name, size=status.st_size, modified=status.st_mtime)
+
+    def delete(self, name: str) -> bool:
+        """Removes the blob named `name`; False if there was none."""
+        try:
+            self.path_for(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def _write(self, name: str, data: bytes) -> None:
         """Atomically (re)writes the blob; rewriting an existing name also repairs a damaged copy."""
         if len(data) > self.max_bytes:
             raise BlobTooLarge(len(data), self.max_bytes)
+        with self._atomic_write(name) as out:
+            out.write(data)
+
+    @contextlib.contextmanager
+    def _atomic_write(self, name: str) -> Iterator[BinaryIO]:
+        """A temp file beside the blob's path: renamed over it, durably, if the block completes;
+        removed if it raises (anything, including a client that went away mid-upload)."""
         path = self.path_for(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:8]}-", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:8]}-", suffix=TEMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as tmp:
                 os.fchmod(tmp.fileno(), 0o644)
-                tmp.write(data)
+                yield tmp
                 tmp.flush()
                 os.fsync(tmp.fileno())
             os.replace(tmp_name, path)

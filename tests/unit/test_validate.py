@@ -108,5 +108,7 @@ def test_reason_codes_are_the_stable_uint16_values_the_chain_records() -> None:
         "ENCODING_MISMATCH": 10,
         "PRIVACY_CLAIM_INVALID": 11,
         "PRIVACY_BUDGET_EXHAUSTED": 12,
+        "DUPLICATE_UPDATE": 13,
+        "NO_CHANGE": 14,
     }
     assert all(reason.description for reason in RejectReason)

@@ -53,10 +53,22 @@ def address_arg(text: str) -> str:
     return Web3.to_checksum_address(text)
 
 
+# The index stores round numbers as signed 64-bit integers (SQL BIGINT): larger ones cannot exist.
+MAX_ROUND = 2**63 - 1
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts '²' or '٣', which `int` then refuses or misreads."""
+    return text.isascii() and text.isdigit()
+
+
 def round_arg(text: str) -> int:
-    if not text.isdigit() or len(text) > 20:
+    if not _decimal(text) or len(text) > 20:
         abort(400, description=f"a round number is a non-negative integer, got {text!r}")
-    return int(text)
+    number = int(text)
+    if number > MAX_ROUND:
+        abort(400, description=f"round numbers are below 2**63, got {text}")
+    return number
 
 
 def page_arg() -> Page:
@@ -75,7 +87,7 @@ def _int_query(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not _decimal(raw) or len(raw) > 12:
         abort(400, description=f"{name} must be a non-negative integer, got {raw!r}")
     return int(raw)
 
@@ -125,6 +137,7 @@ def abandon_reason(code: int | None) -> dict[str, Any] | None:
     description = {
         "no_submissions": "no update was submitted before the deadline",
         "no_valid_updates": "every submitted update was rejected",
+        "model_unchanged": "the aggregate equals a version already committed, so there was nothing new to commit",
     }.get(name or "", f"reason code {code} is not one this fedledger knows")
     return {"code": code, "name": name, "description": description}
 

@@ -240,7 +240,7 @@ def measure_aggregate(
         limit = max(update_bytes, 64 << 20)
         store = LocalBlobStore(Path(tmp), max_bytes=limit)
         base_hash, submissions = write_round(store, parameters, updates)
-        config = AggregatorConfig(max_update_bytes=limit)
+        config = AggregatorConfig(rule="fedavg", max_update_bytes=limit)  # the streaming merge is what is measured
         blob_size = store.path_for(submissions[0].update_hash).stat().st_size
         for submission in submissions:  # warm the page cache, as just after the uploads
             store.path_for(submission.update_hash).read_bytes()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 BENCH_MODULES = (
@@ -21,6 +23,8 @@ BENCH_MODULES = (
     "ledger.cli.bench.cli",
     "ledger.cli.bench.updates",
     "ledger.cli.bench.tasks",
+    "ledger.cli.bench.robustness",
+    "ledger.cli.bench.load",
     "ledger.cli.bench.watch",
 )
 
@@ -43,3 +47,14 @@ def emit(report: dict[str, Any], *, as_json: bool) -> None:
 
 def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of another process, from /proc (None where there is no /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -5,7 +5,7 @@
   the real indexer (eth_getLogs, decode, write, cursor). Reports the median events/s over the runs,
   and, separately, the chain-read and the SQL-write share of one run.
 - api: a 1,000-version linear history is built on a throwaway anvil and indexed, then
-  `/api/v1/models/<tip>/lineage` is requested through a real waitress server over keep-alive HTTP,
+  `/api/v1/models/<tip>/lineage` is requested through the real server (uvicorn + a2wsgi) over keep-alive HTTP,
   every answer checked against the chain; p50/p99 for the default page (50 steps), the last page,
   and the whole lineage at once. Side by side: the same shape written straight into SQL and served
   with no chain to check against (what the checks cost).
@@ -196,7 +196,7 @@ def measure_api(*, versions: int, updates: int, requests: int) -> dict[str, Any]
             "cases": unchecked,
         },
         "database": "sqlite file (WAL)",
-        "server": "waitress, 2 threads, one keep-alive HTTP client, sequential requests",
+        "server": "uvicorn + a2wsgi, 2 threads, one keep-alive HTTP client, sequential requests",
         "p50_ms": checked["default_page"]["p50_ms"],
         "p99_ms": p99,
         "unchecked_p99_ms": unchecked["default_page"]["p99_ms"],

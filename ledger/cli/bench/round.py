@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.cli.bench.common import add_output_arguments, emit, median
+from ledger.cli.bench.common import add_output_arguments, emit, median, process_cpu_seconds
 from ledger.core.polling import free_port
 
 NODES = 10
@@ -254,14 +254,14 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
             pending: dict[int, list[NodeRound]] = {}
             anvil_pid = devnet.pid()
             for _ in range(WARMUP_ROUNDS + rounds):
-                cpu_before = (time.process_time(), _process_cpu_seconds(anvil_pid))
+                cpu_before = (time.process_time(), process_cpu_seconds(anvil_pid))
                 opened_at = time.monotonic()
                 info = aggregator.open_round()
                 open_returned_at = time.monotonic()
                 result = aggregator.close_round(info.round)
                 closed_at = time.monotonic()
                 submissions_seen_at = open_returned_at + result.timings["wait_submissions"]
-                cpu_after = (time.process_time(), _process_cpu_seconds(anvil_pid))
+                cpu_after = (time.process_time(), process_cpu_seconds(anvil_pid))
                 if not result.committed or len(result.included) != nodes:
                     raise RuntimeError(f"round {info.round} did not commit all {nodes} updates: {result}")
                 node_rounds = _collect(reports, info.round, nodes, pending)
@@ -334,17 +334,6 @@ def _stop_processes(processes: list[multiprocessing.process.BaseProcess], stop: 
             process.join(timeout=5.0)
 
 
-def _process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU of another process, from /proc (None where there is no /proc)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_ready(reports: Any, nodes: int) -> None:
     ready: set[int] = set()
     deadline = time.monotonic() + PROCESS_START_TIMEOUT
@@ -373,7 +362,7 @@ def _report(
         "benchmark": "round",
         "chain": "anvil devnet (automine), fresh deployment",
         "execution": (
-            "aggregator and HTTP blob service (waitress threads) in this process; each edge node a "
+            "aggregator and HTTP blob service (uvicorn + a2wsgi threads) in this process; each edge node a "
             "separate OS process (multiprocessing spawn, one torch thread each) polling the chain every "
             "edge_node.cli.POLL_SECONDS like `fedledger node run`"
         ),
