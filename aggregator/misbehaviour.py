@@ -9,7 +9,7 @@ way (`MODES`), each a way an aggregator could cheat the federation while still c
 - false-reject: rejects a valid update, claiming it exceeds the norm bound
 - censor:       leaves a valid submission out without rejecting it
 - over-norm:    validates with no norm bound, so an update over the pinned bound is merged
-- rule:         aggregates with Krum (num_byzantine=0: one node's model) in a FedAvg federation
+- rule:         aggregates with Krum (num_byzantine=0: one node's model) instead of the pinned rule
 - fork:         opens the round on an older version than the latest it could build on
 
 The honest path (`aggregator.coordinator`) is untouched: every lie is an override here.
@@ -99,14 +99,14 @@ class LyingAggregator(Aggregator):
         return super()._finish(info, intake, base, timings)
 
     def _merge(self, submissions: list[events.UpdateSubmitted], base: Mapping[str, torch.Tensor]) -> Weights:
-        """The rule over `submissions`, each decoded in the pinned encoding against the trainable
-        `base`, as the intake does."""
+        """The rule over `submissions` with the parameters the round records (the sample cap
+        included), each decoded in the pinned encoding against the trainable `base`, as the intake does."""
         updates = []
         for submission in submissions:
             blob = self.store.get(submission.update_hash)
             decoded = decode_update(blob, base, self.config.encoding, max_bytes=self.config.max_update_bytes)
             updates.append(Update(submission.update_hash, submission.num_samples, complete_with_base(decoded.tensors, base)))
-        return aggregate(self.config.rule, updates, **self.config.rule_params)
+        return aggregate(self.config.rule, updates, base=base, **self.config.policy.rule_call_params())
 
 
 class _Merged:

@@ -85,7 +85,7 @@ class CraftedLedger:
         left_out: Sequence[int] = (),
         extra_included: Sequence[IncludedUpdate] = (),
         base: str | None = None,
-        rule: str = "fedavg",
+        rule: str | None = None,
         params: Mapping[str, Any] | None = None,
         count_delta: int = 0,
         model_edit: float = 0.0,
@@ -98,7 +98,10 @@ class CraftedLedger:
         misstates the count and `model_edit` moves the committed model off the rule's output.
         """
         rejected = dict(rejected or {})
-        params = dict(params or {})
+        if params is None:  # the pinned recipe, as an honest aggregator records it (the sample cap included)
+            params = self.policy.rule_call_params() if rule in (None, self.policy.rule) else {}
+        rule = rule or self.policy.rule
+        params = dict(params)
         base = base or self.latest
         round_number = len(self.versions)
         opened = self.block + 1

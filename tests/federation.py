@@ -104,7 +104,7 @@ def _accuracy(federation: Federation, weights) -> float:
 
 
 def commit_lying_round(federation: Federation, *, lie: str) -> str:
-    """Train a round honestly, merge it with FedAvg, and commit metadata that lies; returns the model hash.
+    """Train a round honestly, merge it with the pinned rule, and commit metadata that lies; returns the model hash.
 
     lie="rule": the metadata says coordinate_median. lie="update": it names an update from an
     earlier round instead of one really merged (the on-chain root is over the real ones).
@@ -117,12 +117,15 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
         Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES))
         for s in submissions
     ]
-    weights = aggregate("fedavg", updates)
+    policy = federation.aggregator.config.policy
+    rule, params = policy.rule, policy.rule_call_params()
+    base = chain.admin.get_round(round_number).base_model_hash
+    assert base is not None
+    weights = aggregate(rule, updates, base=deserialize_tensors(store.get(base), max_bytes=MAX_BYTES), **params)
     model_hash = store.put(serialize_tensors(weights))
     claimed = [IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in submissions]
-    rule = "fedavg"
     if lie == "rule":
-        rule = "coordinate_median"
+        rule, params = "coordinate_median", {}
     elif lie == "update":
         earlier = federation.results[0].included[0]
         claimed[0] = IncludedUpdate(earlier.update_hash, claimed[0].node, claimed[0].num_samples)
@@ -130,13 +133,12 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
         claimed[0] = IncludedUpdate(claimed[0].update_hash, claimed[0].node, claimed[0].num_samples * 10)
     else:
         raise ValueError(f"unknown lie {lie!r}")
-    base = chain.admin.get_round(round_number).base_model_hash
     metadata = encode_round(
         round_number=round_number,
         base_model_hash=base,
         task_spec=federation.aggregator.spec.spec_hash,
         rule=rule,
-        rule_params={},
+        rule_params=params,
         included=claimed,
         rejected=[],
         metrics={

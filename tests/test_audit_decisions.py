@@ -2,7 +2,8 @@
 
 Crafted ledgers (`crafted.CraftedLedger`) play aggregators that lie one way each; the pinned norm
 bound is 1.0, honest updates move the model by 0.3, an oversized one by 5. The last test runs the
-real aggregator on the in-process chain with two nodes submitting byte-identical updates.
+real aggregator on the in-process chain with two nodes submitting byte-identical updates (the
+later copy is rejected as a duplicate, and the auditor confirms it).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_an_honest_round_with_a_confirmed_rejection_verifies(ledger: CraftedLedg
     assert verdict.ok, verdict.to_json()
     assert verdict.policy == {
         "rule": {"name": "fedavg", "params": {}},
-        "limits": {"max_update_bytes": 64 << 20, "max_norm": 1.0},
+        "limits": {"max_update_bytes": 64 << 20, "max_norm": 1.0, "max_num_samples": 10_000},
         "encoding": "f32",
         "privacy": None,
     }
@@ -96,28 +97,88 @@ def test_one_submission_listed_twice_is_named(ledger: CraftedLedger) -> None:
     assert (finding.subject, finding.actual) == (twice.update_hash, 2)
 
 
-def test_byte_identical_updates_from_two_nodes_are_two_submissions(ledger: CraftedLedger) -> None:
+def test_a_copy_of_an_earlier_submission_rejected_as_a_duplicate_is_confirmed_from_the_chain(ledger: CraftedLedger) -> None:
     submitted = _honest(ledger, 3)
-    submitted.append(Submitted(NODES[3], submitted[0].blob, 250))  # same bytes, another node, another weight
-    model = ledger.round(submitted)
+    submitted.append(Submitted(NODES[3], submitted[0].blob, 250))  # same bytes, another node, submitted later
+    model = ledger.round(submitted, rejected={3: RejectReason.DUPLICATE_UPDATE})
 
     verdict = _judge(ledger, model)
 
     assert verdict.ok, verdict.to_json()
-    assert len(verdict.updates) == 4 and len(set(verdict.updates)) == 3
+    [check] = verdict.rejections
+    assert (check.node, check.reason, check.status) == (NODES[3], "duplicate_update", RejectionStatus.CONFIRMED)
+    assert NODES[0] in check.detail
+
+
+def test_including_a_copy_of_an_earlier_submission_is_named(ledger: CraftedLedger) -> None:
+    submitted = _honest(ledger, 3)
+    submitted.append(Submitted(NODES[3], submitted[0].blob, 250))
+    model = ledger.round(submitted)  # the copy is merged too: the same bytes count twice
+
+    finding = _only(_judge(ledger, model), FindingKind.INCLUDED_INVALID)
+
+    assert finding.subject == sha256_hex(submitted[0].blob)
+    assert "duplicate_update" in finding.detail and NODES[0] in finding.detail and NODES[3] in finding.detail
+
+
+def test_rejecting_the_first_submitter_as_the_duplicate_is_unfounded(ledger: CraftedLedger) -> None:
+    submitted = _honest(ledger, 3)
+    submitted.append(Submitted(NODES[3], submitted[0].blob, 250))
+    model = ledger.round(submitted, rejected={0: RejectReason.DUPLICATE_UPDATE})  # the original, not the copy
+
+    verdict = _judge(ledger, model)
+
+    # The original's rejection does not hold, and the copy it kept is still a copy.
+    assert set(_kinds(verdict)) == {FindingKind.REJECTION_UNFOUNDED, FindingKind.INCLUDED_INVALID}
+    assert verdict.rejections[0].status is RejectionStatus.REFUTED
 
 
 def test_crediting_a_duplicate_to_the_wrong_node_is_still_caught(ledger: CraftedLedger) -> None:
     submitted = _honest(ledger, 3)
     submitted.append(Submitted(NODES[3], submitted[0].blob, 250))
     stranger = IncludedUpdate(sha256_hex(submitted[0].blob), NODES[5], 100)
-    model = ledger.round(submitted, left_out=[0], extra_included=[stranger])
+    model = ledger.round(submitted, rejected={3: RejectReason.DUPLICATE_UPDATE}, left_out=[0], extra_included=[stranger])
 
     verdict = _judge(ledger, model)
 
     assert set(_kinds(verdict)) == {FindingKind.SUBMISSION_MISMATCH, FindingKind.CENSORED_SUBMISSION}
     [mismatch] = [f for f in verdict.findings if f.kind is FindingKind.SUBMISSION_MISMATCH]
     assert mismatch.expected == [NODES[0], NODES[3]] and mismatch.actual == NODES[5]
+
+
+def test_a_free_rider_rejected_for_no_change_is_confirmed_and_including_one_is_named(ledger: CraftedLedger) -> None:
+    from ledger.core.serialization import serialize_tensors
+
+    submitted = _honest(ledger, 3)
+    submitted.append(Submitted(NODES[3], serialize_tensors(ledger.tensors(ledger.latest)), 100))  # the base, returned
+    rejected = ledger.round(submitted, rejected={3: RejectReason.NO_CHANGE})
+    verdict = _judge(ledger, rejected)
+    assert verdict.ok, verdict.to_json()
+    assert verdict.rejections[0].status is RejectionStatus.CONFIRMED
+
+    submitted = _honest(ledger, 3)
+    submitted.append(Submitted(NODES[3], serialize_tensors(ledger.tensors(ledger.latest)), 100))
+    included = ledger.round(submitted)
+    finding = _only(_judge(ledger, included), FindingKind.INCLUDED_INVALID)
+    assert finding.actual == "no_change"
+
+    moving = ledger.round(_honest(ledger, 3), rejected={1: RejectReason.NO_CHANGE})
+    finding = _only(_judge(ledger, moving), FindingKind.REJECTION_UNFOUNDED)
+    assert (finding.expected, finding.actual) == ("no_change", "accepted")
+
+
+def test_a_round_weighting_updates_above_the_pinned_sample_cap_is_named(ledger: CraftedLedger) -> None:
+    submitted = _honest(ledger, 3)
+    submitted[0] = Submitted(NODES[0], submitted[0].blob, 1_000_000)  # a node's unverifiable claim
+    capped = ledger.round(submitted)  # honest: weighted by at most max_num_samples
+    assert _judge(ledger, capped).ok
+
+    submitted = _honest(ledger, 3)
+    submitted[0] = Submitted(NODES[0], submitted[0].blob, 1_000_000)
+    uncapped = ledger.round(submitted, params={})  # the claim weighs in full
+    finding = _only(_judge(ledger, uncapped), FindingKind.RULE_NOT_PINNED)
+    assert finding.expected == {"name": "fedavg", "params": {"max_samples": 10_000}}
+    assert "max_num_samples" in finding.detail
 
 
 # --------------------------------------------------------------------------- inclusions re-validated
@@ -194,7 +255,7 @@ def test_a_switched_rule_is_named_even_when_the_model_is_its_honest_output(ledge
     verdict = _judge(ledger, model)
 
     finding = _only(verdict, FindingKind.RULE_NOT_PINNED)
-    assert finding.expected == {"name": "fedavg", "params": {}}
+    assert finding.expected == {"name": "fedavg", "params": {"max_samples": 10_000}}
     assert finding.actual == {"name": "krum", "params": {"num_byzantine": 0}}
     assert verdict.rederived_hash == model  # the rule it names does give this model
 
@@ -324,7 +385,11 @@ def test_the_aggregator_and_the_auditor_agree_on_byte_identical_updates(tmp_path
 
     result = aggregator.close_round(round_number)
 
-    assert result.model_hash is not None and len(result.included) == 3
+    # The later copy is rejected as a duplicate; the auditor confirms that from the chain's order.
+    assert result.model_hash is not None and len(result.included) == 2
+    [(copy, reason, _)] = result.rejected
+    assert (copy.node, reason) == (chain.nodes[1].account.address, RejectReason.DUPLICATE_UPDATE)
     verdict = verify_version(LedgerClient(chain.w3, chain.address), store, result.model_hash, max_bytes=MAX_BYTES)
     assert verdict is not None and verdict.ok, verdict.to_json()
-    assert sorted(verdict.updates) == sorted([shared, shared, own])
+    assert sorted(verdict.updates) == sorted([shared, own])
+    assert [check.status for check in verdict.rejections] == [RejectionStatus.CONFIRMED]

@@ -91,8 +91,8 @@ def test_verdict_json_shape(history: History) -> None:
     }  # fmt: skip
     assert body["policy_source"] == {"event": "genesis", "blob": _facts(history, history.honest[0]).version.metadata_hash, "from_round": 0}
     assert body["policy"] == {
-        "rule": {"name": "fedavg", "params": {}},
-        "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0},
+        "rule": {"name": "arc_nnm_trimmed_mean", "params": {"byzantine_fraction": 0.4}},
+        "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0, "max_num_samples": 10_000},
         "encoding": "f32",
         "privacy": None,
     }
@@ -181,8 +181,9 @@ def test_metadata_lying_about_the_rule_is_a_rederived_mismatch_and_not_the_pinne
     assert not verdict.ok
     pinned, finding = verdict.findings
     assert pinned.kind is FindingKind.RULE_NOT_PINNED
+    policy = history.federation.aggregator.config.policy
     assert (pinned.expected, pinned.actual) == (
-        {"name": "fedavg", "params": {}},
+        {"name": policy.rule, "params": policy.rule_call_params()},
         {"name": "coordinate_median", "params": {}},
     )
     assert finding.kind is FindingKind.REDERIVED_MISMATCH

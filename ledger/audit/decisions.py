@@ -4,9 +4,11 @@ The federation's policy (rule, parameters, size limit, norm bound) is pinned in 
 metadata, whose SHA-256 the chain holds, and changes only through the chain's `PolicyChanged`
 event (a blob pinned by the admin, in force from a given round). Each round version is judged
 against the policy in force for its round, never against a default assumed later:
-- the rule and its parameters are the pinned ones;
+- the rule and its parameters are the pinned ones, the sample-count cap included
+  (`FederationPolicy.rule_call_params`: an update weighted above the cap is a finding);
 - every included update passes the pinned validation: the aggregator's own pure checks
-  (`ledger.core.validation`), re-run here on the re-hashed bytes against the parent model;
+  (`ledger.core.validation`), re-run here on the re-hashed bytes against the parent model, and is
+  the first submission of its bytes in chain order (`ledger.chain.rounds.copies_of_earlier`);
 - every on-chain rejection's reason holds (`recheck_rejections` says which reasons can be re-checked);
 - the round built on the latest version it could build on; anything else forks the lineage.
 """
@@ -21,6 +23,8 @@ import torch
 from ledger.audit.checks import Judgement, chain_samples
 from ledger.audit.facts import ChainFacts, could_open_on
 from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, RejectionStatus
+from ledger.chain import events
+from ledger.chain.rounds import copies_of_earlier
 from ledger.core.aggregation import Update
 from ledger.core.metadata import GenesisRecord, MetadataError, RoundRecord, decode_policy
 from ledger.core.policy import FederationPolicy
@@ -39,8 +43,11 @@ CONTENT_REASONS = frozenset(
         RejectReason.NON_FINITE,
         RejectReason.NORM_TOO_LARGE,
         RejectReason.ENCODING_MISMATCH,
+        RejectReason.NO_CHANGE,
     }
 )
+# Reasons the chain alone decides: which node submitted the same hash first (block, log index).
+ORDER_REASONS = frozenset({RejectReason.DUPLICATE_UPDATE})
 # Reasons that say what the aggregator's fetch returned at that moment. Bytes found later cannot
 # refute them (a node may upload its blob after being rejected, or one store may hold an altered
 # copy while another holds the original), and failing to find them cannot confirm them either:
@@ -49,8 +56,11 @@ AVAILABILITY_REASONS = frozenset({RejectReason.HASH_MISMATCH, RejectReason.MISSI
 # Reasons about a node's privacy claim and budget: `ledger.audit.privacy` re-checks them with the
 # accountant over the node's earlier claims.
 PRIVACY_REASONS = frozenset({RejectReason.PRIVACY_CLAIM_INVALID, RejectReason.PRIVACY_BUDGET_EXHAUSTED})
-# Validation outcomes that break the pinned limits (rather than not being an update at all).
-_LIMIT_REASONS = frozenset({RejectReason.NON_FINITE, RejectReason.NORM_TOO_LARGE, RejectReason.TOO_LARGE})
+# Validation outcomes of an update that is one but may not be included: over the pinned limits,
+# or no change from the parent at all (a free-rider's).
+_INADMISSIBLE_REASONS = frozenset(
+    {RejectReason.NON_FINITE, RejectReason.NORM_TOO_LARGE, RejectReason.TOO_LARGE, RejectReason.NO_CHANGE}
+)
 _DECODE_FINDINGS = {
     RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
     RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
@@ -60,15 +70,19 @@ _DECODE_FINDINGS = {
 
 def check_pinned_recipe(audit: Judgement, record: RoundRecord, policy: FederationPolicy) -> None:
     """The version names the rule and parameters of the policy in force for its round."""
-    claimed = {"name": record.rule.name, "params": dict(record.rule.params)}
-    pinned = {"name": policy.rule, "params": dict(policy.rule_params)}
+    claimed_params, pinned_params = dict(record.rule.params), policy.rule_call_params()
+    claimed = {"name": record.rule.name, "params": claimed_params}
+    pinned = {"name": policy.rule, "params": pinned_params}
     if claimed != pinned:
+        cap = pinned_params.get("max_samples")
+        uncapped = cap is not None and claimed_params.get("max_samples") != cap
+        why = f" (updates weighted by up to {cap} samples each, the pinned max_num_samples)" if uncapped else ""
         audit.find(
             FindingKind.RULE_NOT_PINNED,
             record.rule.name,
             "rule",
             f"version {audit.version.version} was built with {claimed['name']} {claimed['params']}, "
-            f"but the federation pinned {pinned['name']} {pinned['params']} for it",
+            f"but the federation pinned {pinned['name']} {pinned['params']} for it{why}",
             expected=pinned,
             actual=claimed,
         )
@@ -170,9 +184,9 @@ def validated_updates(
             claims[item.update_hash] = outcome.privacy
             continue
         reason = outcome.reason
-        # Over the pinned limits: the inclusion was invalid. Not an update of this model in this
+        # Over the pinned limits, or no change: the inclusion was invalid. Not an update of this model in this
         # encoding at all: the kind of finding a malformed blob always was.
-        kind = FindingKind.INCLUDED_INVALID if reason in _LIMIT_REASONS else _DECODE_FINDINGS.get(reason, FindingKind.BLOB_MALFORMED)
+        kind = FindingKind.INCLUDED_INVALID if reason in _INADMISSIBLE_REASONS else _DECODE_FINDINGS.get(reason, FindingKind.BLOB_MALFORMED)
         audit.find(
             kind,
             item.update_hash,
@@ -185,6 +199,33 @@ def validated_updates(
     return updates, claims
 
 
+def copied_submissions(facts: ChainFacts) -> dict[tuple[str, str], events.UpdateSubmitted]:
+    """(node, update hash) of each submission of the round that copies an earlier one → that earlier one."""
+    return {
+        (facts.submissions[index].node.lower(), facts.submissions[index].update_hash): earlier
+        for index, earlier in copies_of_earlier(facts.submissions).items()
+    }
+
+
+def check_included_originals(audit: Judgement, record: RoundRecord, facts: ChainFacts) -> None:
+    """No included update copies a hash another node submitted earlier in the round: it counts once,
+    for the first submitter."""
+    copied = copied_submissions(facts)
+    for item in record.included:
+        earlier = copied.get((item.node.lower(), item.update_hash))
+        if earlier is None:
+            continue
+        audit.find(
+            FindingKind.INCLUDED_INVALID,
+            item.update_hash,
+            "update",
+            f"the update of {item.node} is included, but {earlier.node} submitted the same bytes first "
+            f"(block {earlier.ref.block_number}): a duplicate_update, counted twice",
+            expected="rejected (duplicate_update)",
+            actual="included",
+        )
+
+
 def recheck_rejections(
     audit: Judgement,
     facts: ChainFacts,
@@ -193,11 +234,12 @@ def recheck_rejections(
 ) -> None:
     """Re-check every rejection the chain recorded for the round; one `RejectionCheck` each.
 
-    Content reasons (`CONTENT_REASONS`) are re-run on the bytes: a different outcome is a
-    `rejection_unfounded`, and bytes nobody can produce a `rejection_unverifiable` (the aggregator
+    Content reasons (`CONTENT_REASONS`) are re-run on the bytes, order reasons (`ORDER_REASONS`)
+    on the chain's submissions: a different outcome is a `rejection_unfounded`, and bytes nobody can produce a `rejection_unverifiable` (the aggregator
     held them when it decided). Availability reasons (`AVAILABILITY_REASONS`) cannot be decided
     from bytes; the check says whether this auditor's own fetch fails the same way.
     """
+    copied = copied_submissions(facts)
     for event in facts.rejections:
         try:
             reason: RejectReason | None = RejectReason(event.reason_code)
@@ -217,6 +259,20 @@ def recheck_rejections(
             continue
         if reason in PRIVACY_REASONS:
             continue  # re-checked with the accountant by `ledger.audit.privacy`
+        if reason in ORDER_REASONS:
+            earlier = copied.get((event.node.lower(), event.update_hash))
+            if earlier is not None:
+                record(RejectionStatus.CONFIRMED, f"{earlier.node} submitted the same hash first (block {earlier.ref.block_number})")
+                continue
+            detail = (
+                f"the update of {event.node} was rejected for {name}, but no other node submitted its hash "
+                f"earlier in round {facts.version.round}"
+            )
+            audit.find(
+                FindingKind.REJECTION_UNFOUNDED, event.update_hash, "rejected update", detail, expected=name, actual="first submission"
+            )
+            record(RejectionStatus.REFUTED, detail)
+            continue
         if reason not in CONTENT_REASONS and reason not in AVAILABILITY_REASONS:  # a reason newer than this audit
             detail = f"this build does not know how to re-check reason {name}"
             audit.find(FindingKind.REJECTION_UNVERIFIABLE, event.update_hash, "rejected update", detail, expected=name)

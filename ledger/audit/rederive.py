@@ -3,7 +3,8 @@
 For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
 metadata (which pins the policy and the task spec) and every update the metadata names; check the
 named updates against the chain (Merkle root, count, each one submitted in that round by that node
-with that sample count, none rejected, and no submission left neither included nor rejected);
+with that sample count, none rejected, none a copy of an earlier submission, and no submission
+left neither included nor rejected);
 check the aggregator's decisions against the policy in force for the round, pinned at genesis or
 by `PolicyChanged` (`ledger.audit.decisions`: rule and parameters, each inclusion decoded in the
 pinned encoding against the parent's trainable tensors and re-validated, each rejection's reason
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
 from ledger.audit.decisions import (
+    check_included_originals,
     check_parent_is_latest,
     check_pinned_recipe,
     policy_in_force,
@@ -137,6 +139,7 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         )
         return
     check_against_chain(audit, record, facts)
+    check_included_originals(audit, record, facts)
     if policy is not None:
         check_pinned_recipe(audit, record, policy)
     audit.rule = {"name": record.rule.name, "params": dict(record.rule.params)}

@@ -6,6 +6,7 @@ for) and the demo's report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.chain import events
@@ -44,6 +45,26 @@ def round_submissions(client: LedgerClient, round_number: int, from_block: int =
 
 def round_rejections(client: LedgerClient, round_number: int, from_block: int = 0) -> list[events.UpdateRejected]:
     return client.events(from_block, event_type=events.UpdateRejected, topic_filters=[_round_topic(round_number)])
+
+
+def copies_of_earlier(submissions: Sequence[events.UpdateSubmitted]) -> dict[int, events.UpdateSubmitted]:
+    """The submissions (by index) whose hash another node submitted earlier on chain, each with that
+    earlier submission.
+
+    The same bytes carry no new information, so they count once, for the first submitter in
+    chain order (block, then log index); a copier gains nothing, and whoever copies first still
+    only contributes what the original would have. The aggregator rejects the copies
+    (`duplicate_update`); auditors re-check those rejections, and every inclusion, with this.
+    """
+    first: dict[str, events.UpdateSubmitted] = {}
+    copies: dict[int, events.UpdateSubmitted] = {}
+    in_chain_order = sorted(range(len(submissions)), key=lambda i: (submissions[i].ref.block_number, submissions[i].ref.log_index))
+    for index in in_chain_order:
+        submission = submissions[index]
+        earlier = first.setdefault(submission.update_hash, submission)
+        if earlier is not submission:
+            copies[index] = earlier
+    return copies
 
 
 def committed_models(client: LedgerClient, from_block: int = 0) -> list[events.ModelCommitted]:
