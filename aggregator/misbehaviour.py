@@ -4,7 +4,7 @@
 way (`MODES`), each a way an aggregator could cheat the federation while still committing on chain:
 
 - model:        commits a model that is not its rule's output (one weight nudged)
-- root:         includes a never-submitted update (the base as a zero change) in its Merkle root
+- root:         includes a never-submitted update (the base as a zero change: a no_change too) in its Merkle root
 - count:        commits an included count that does not match the root
 - false-reject: rejects a valid update, claiming it exceeds the norm bound
 - censor:       leaves a valid submission out without rejecting it

@@ -41,7 +41,7 @@ AUDITORS = (6, 7)  # dev account indexes
 ATTEST_SECONDS = 60.0
 EXPECTED = {
     "model": "rederived_mismatch",
-    "root": "not_submitted",
+    "root": "not_submitted,included_invalid",  # the stranger is the base itself: no_change too
     "count": "count_mismatch",
     "false-reject": "rejection_unfounded",
     "censor": "censored_submission",

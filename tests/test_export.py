@@ -200,7 +200,7 @@ def test_the_statement_holds_the_chain_facts_and_the_attestation(history: Histor
         "hash": history.model_hashes[2], "version": 2, "round": 2, "parentHash": history.model_hashes[1],
     }  # fmt: skip
     assert predicate["round"]["includedCount"] == NODES
-    assert predicate["aggregation"] == {"rule": "fedavg", "params": {}}
+    assert predicate["aggregation"] == {"rule": "arc_nnm_trimmed_mean", "params": {"byzantine_fraction": 0.4}}
     pinned = decode((deployed.folder / "genesis.json").read_bytes()).task
     assert predicate["task"] == {"name": "digits-mlp", "version": pinned.version, "specHash": pinned.spec_hash, "seed": 0}
     # Both watchers' verdicts, each with the contract's `attestationOf` resolution, and its counts.
