@@ -196,6 +196,33 @@ def test_an_index_behind_the_chain_is_checked_as_of_its_block(tmp_path) -> None:
     app.extensions["fedledger_index_engine"].dispose()
 
 
+def test_checked_answers_and_their_409_come_through_the_real_server(edited: Service) -> None:
+    """uvicorn + a2wsgi behind the guard, as `fedledger api serve` runs it."""
+    import requests
+
+    from ledger.api.server import serve_in_thread
+
+    history = edited.history
+    chain = history.federation.chain
+    app = create_app(
+        store=history.federation.store,
+        ledger=LedgerClient(chain.w3, chain.address),
+        max_blob_bytes=MAX_BYTES,
+        database_url=f"sqlite:///{edited.database}",
+    )
+    lineage = f"{API}/models/{history.honest[-1]}/lineage"
+    (poisoned_node, _), _ = _poisoned_and_genuine(history)
+    with serve_in_thread(app, threads=2) as server:
+        honest = requests.get(server.url + lineage, timeout=30)
+        _edit(edited.database, "UPDATE updates SET included = 1 WHERE round = 2 AND node = ?", poisoned_node)
+        lying = requests.get(server.url + lineage, timeout=30)
+    app.extensions["fedledger_index_engine"].dispose()
+
+    assert honest.status_code == 200 and honest.json()["checked_against_chain"] is True
+    assert lying.status_code == 409, lying.text
+    assert [d["field"] for d in lying.json()["differences"]] == ["included"]
+
+
 def test_openapi_says_which_answers_are_checked(service: Service) -> None:
     document = service.client.get(f"{API}/openapi.json").json
 

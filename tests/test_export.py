@@ -365,18 +365,24 @@ def test_genesis_exports_as_safetensors_alone_and_verifies(history, tmp_path, ca
 
 
 def test_the_api_download_is_unsigned_says_so_and_verifies_against_the_chain(history, deployed, tmp_path, capsys) -> None:
+    import requests
+
     from ledger.api.app import create_app
+    from ledger.api.server import serve_in_thread
 
     app = create_app(store=LocalBlobStore(history.blobs, max_bytes=MAX_BYTES), ledger=history.reader, max_blob_bytes=MAX_BYTES)
-    client = app.test_client()
     latest = history.model_hashes[2]
 
-    response = client.get(f"/api/v1/models/0x{latest.upper()}/export?format=onnx")
+    with serve_in_thread(app, threads=2) as server:  # the real server: uvicorn + a2wsgi behind the guard
+        response = requests.get(f"{server.url}/api/v1/models/0x{latest.upper()}/export?format=onnx", timeout=120)
+        missing = requests.get(f"{server.url}/api/v1/models/{sha256_hex(b'nope')}/export", timeout=30)
+        bad_format = requests.get(f"{server.url}/api/v1/models/{latest}/export?format=zip", timeout=30)
 
-    assert response.status_code == 200, response.get_json()
+    assert response.status_code == 200, response.text
     assert response.headers["X-Fedledger-Signed"] == "false"
-    assert response.mimetype == "application/x-tar"
-    with tarfile.open(fileobj=io.BytesIO(response.data)) as archive:
+    assert response.headers["Content-Type"] == "application/x-tar"
+    assert (missing.status_code, bad_format.status_code) == (404, 400)
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
         archive.extractall(tmp_path, filter="data")
     (folder,) = tmp_path.iterdir()
     assert folder.name == f"fedledger-v2-{latest[:12]}"
@@ -391,6 +397,3 @@ def test_the_api_download_is_unsigned_says_so_and_verifies_against_the_chain(his
     assert re.search(r"^ok\s+weights\s+model\.onnx's initializers hash to " + latest, out, re.MULTILINE)
     assert main(["export", "verify", str(folder), "--public-key", str(deployed.public_key), *history.chain_options()]) == 1
     assert "model.sig is missing: the folder is not signed" in capsys.readouterr().out
-
-    assert client.get(f"/api/v1/models/{sha256_hex(b'nope')}/export").status_code == 404
-    assert client.get(f"/api/v1/models/{latest}/export?format=zip").status_code == 400
