@@ -138,11 +138,12 @@ def test_wrong_shape_non_safetensors_oversized_and_missing_blobs_are_rejected(le
 
 
 def test_node_twice_and_closed_round_are_outcomes_not_crashes(ledger_chain, store, digits):
-    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1)
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1, round_seconds=60)
     node = make_nodes(ledger_chain, store, digits)[0]
     info = aggregator.open_round()
     assert node.participate(info.round).outcome is Outcome.SUBMITTED
     assert node.participate(info.round).outcome is Outcome.ALREADY_SUBMITTED
+    ledger_chain.advance_time(61)  # the four other nodes never come: close at the deadline, not after 60 s of waiting
     aggregator.close_round(info.round)
     assert node.participate(info.round).outcome is Outcome.ROUND_CLOSED
 
