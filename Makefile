@@ -78,6 +78,7 @@ bench: setup
 	$(BIN)/fedledger bench tasks --json
 	$(BIN)/fedledger bench robustness --json
 	$(BIN)/fedledger bench load --json
+	$(BIN)/fedledger bench watch --json
 
 clean:
 	-$(BIN)/fedledger devnet stop

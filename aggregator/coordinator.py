@@ -35,17 +35,20 @@ import torch
 
 from ledger.audit.facts import read_genesis
 from ledger.chain import errors, events
-from ledger.chain.client import LedgerClient, RoundInfo, RoundState
+from ledger.chain.client import AttestationCounts, LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
 from ledger.chain.follow import LedgerFollower, NewHeads, of_type
 from ledger.chain.rounds import (
     NodeSet,
+    VersionRefused,
     committed_models,
+    latest_model_hash,
     registered_nodes,
     round_opened_block,
     round_rejections,
     round_submissions,
     round_topic,
+    wait_for_verdicts,
 )
 from ledger.core.errors import LedgerError
 from ledger.core.aggregation import rule_defaults
@@ -198,7 +201,7 @@ class Aggregator:
         self._follower: LedgerFollower | None = None
         self._nodes = NodeSet()
         self._opened_blocks: dict[int, int] = {}
-        self._latest: tuple[str, int] | None = None  # newest committed version: (hash, block)
+        self._latest: str | None = None  # the newest committed version's hash, once read
         self._submission_rate = ASSUMED_SUBMISSIONS_PER_SECOND  # measured again at each round's close
         self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
 
@@ -247,13 +250,13 @@ class Aggregator:
         return committed
 
     def latest_model(self) -> str:
-        """The newest committed version (read from the last one known onwards, not from block 0)."""
-        newer = committed_models(self.client, from_block=self._latest[1] if self._latest else 0)
-        if newer:
-            self._latest = (newer[-1].model_hash, newer[-1].ref.block_number)
+        """The newest committed version: read once, then kept current from the follower's blocks
+        (and this process's own commits), so the round loop never re-reads the chain's history."""
+        follower = self._following()
+        self._track(follower.read())
         if self._latest is None:
-            raise LookupError("no model committed yet: commit genesis first")
-        return self._latest[0]
+            self._latest = latest_model_hash(self.client)
+        return self._latest
 
     # ---------------------------------------------------------------- the loop
 
@@ -279,13 +282,20 @@ class Aggregator:
     # ---------------------------------------------------------------- one round
 
     def open_round(self) -> RoundInfo:
-        """Open the next round on the latest version, with a deadline `round_seconds` of chain time away."""
+        """Open the next round on the latest version, with a deadline `round_seconds` of chain time away.
+
+        Under an attestation quorum, first wait for the auditors' verdicts on the base (`await_verdicts`):
+        `VersionRefused` if they failed it.
+        """
         round_number = self.client.counters().last_round + 1
+        base = self.latest_model()
+        counts = self.await_verdicts(base)
+        if counts.unresolved:
+            raise VersionRefused(f"auditors attested version {base} failed: round {round_number} cannot build on it")
         opened_at = self.clock.next_timestamp()
         self._following()  # the node set the window is sized from
         window = self.config.round_seconds or round_window(len(self._nodes), self._submission_rate)
         deadline = opened_at + window
-        base = self.latest_model()
         try:
             opened = self.client.open_round(round_number, base, deadline, self.config.min_updates)
             self._opened_blocks[round_number] = opened.block_number
@@ -374,7 +384,7 @@ class Aggregator:
                 self._nodes = registered_nodes(self.client, to_block=follower.cursor)
                 landed = list(submissions.values())
                 wanted = 0
-            self._nodes.apply(found)
+            self._track(found)
             for event in of_type(found, events.UpdateSubmitted, events.UpdateRejected):
                 if event.round != round_number:
                     continue
@@ -439,6 +449,18 @@ class Aggregator:
         if len(landed) >= 3:
             seconds = self.clock.timestamp_of(landed[-1]) - self.clock.timestamp_of(opened_block)
             self._submission_rate = min(max(len(landed) / max(seconds, 1), 0.1), 10_000.0)
+
+    def await_verdicts(self, model_hash: str) -> AttestationCounts:
+        """The auditors' counts on `model_hash` once a round may build on it or one failed it
+        (`chain.rounds.wait_for_verdicts`, woken by this aggregator's follower, in chain time)."""
+        return wait_for_verdicts(self.client, model_hash, follower=self._following(), clock=self.clock, seen=self._track)
+
+    def _track(self, found: list[events.LedgerEvent]) -> None:
+        """Keep the node set and the newest version current from events the follower handed out."""
+        self._nodes.apply(found)
+        commits = of_type(found, events.ModelCommitted)
+        if commits and self._latest is not None:
+            self._latest = commits[-1].model_hash
 
     def _following(self) -> LedgerFollower:
         """The follower over this ledger's new blocks (and the node set as of its cursor)."""
@@ -564,7 +586,7 @@ class Aggregator:
             return self._closed_result(self.client.get_round(info.round))
         timings["chain"] = timings.get("chain", 0.0) + time.perf_counter() - started
         commit = of_type(finalized.events, events.ModelCommitted)
-        self._latest = (model_hash, finalized.block_number)
+        self._latest = model_hash
         report(
             log,
             "committed",

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from ledger.chain import events
+from ledger.chain.rounds import copies_of_earlier
 from ledger.core.aggregation import Update, Weights
 from ledger.core.reasons import RejectReason
 from ledger.privacy.judge import ClaimVerdict
 from ledger.store.base import BlobNotFound, BlobStore, BlobTooLarge, BufferedBlobStore, HashMismatch
 
 from aggregator.merge import Merge, merge_key, start_merge
-from aggregator.validate import Accepted, Rejected, validate_blob
+from ledger.core.validation import Accepted, Rejected, validate_blob
 
 
 # Judges a submission's privacy claim (the blob's, or None) against the node's earlier updates.
@@ -144,14 +145,14 @@ def admit_and_merge(
 
     With `privacy`, an update that passes every other check must also have its claim accepted.
     A hash submitted by several nodes is fetched and merged once, for the node that submitted it
-    first on chain; the later copies are rejected as duplicates (see `copies_of_earlier`).
+    first on chain; the later copies are rejected as duplicates (see `duplicates`).
     The submissions of `settled` nodes (their rejection is already on chain) are neither fetched
     nor returned; they only count as the first submitters of their hashes.
     """
     merge = start_merge(rule, rule_params, base)
     # Buffers may be reused only if nothing of an update outlives its turn in the loop below.
     spares = None if merge.keeps_updates else _Spares()
-    refusals: dict[int, Rejected | None] = dict(copies_of_earlier(submissions))  # None: accepted
+    refusals: dict[int, Rejected | None] = dict(duplicates(submissions))  # None: accepted
     skipped = {index for index, submission in enumerate(submissions) if submission.node in settled}
     originals = [index for index in range(len(submissions)) if index not in refusals and index not in skipped]
     unique = [submissions[index] for index in originals]
@@ -181,25 +182,15 @@ def admit_and_merge(
     return RoundIntake(accepted=accepted, rejected=rejected, merge=merge, epsilons=epsilons, timings=timings)
 
 
-def copies_of_earlier(submissions: Sequence[events.UpdateSubmitted]) -> dict[int, Rejected]:
-    """The submissions (by index) whose hash another node submitted earlier on chain, each rejected.
-
-    The same bytes carry no new information, so they count once, for the first submitter in
-    chain order (block, then log index); a copier gains nothing, and whoever copies first still
-    only contributes what the original would have.
-    """
-    first: dict[str, events.UpdateSubmitted] = {}
-    copies: dict[int, Rejected] = {}
-    in_chain_order = sorted(range(len(submissions)), key=lambda i: (submissions[i].ref.block_number, submissions[i].ref.log_index))
-    for index in in_chain_order:
-        submission = submissions[index]
-        earlier = first.setdefault(submission.update_hash, submission)
-        if earlier is not submission:
-            copies[index] = Rejected(
-                RejectReason.DUPLICATE_UPDATE,
-                f"{earlier.node} submitted {submission.update_hash} first (block {earlier.ref.block_number})",
-            )
-    return copies
+def duplicates(submissions: Sequence[events.UpdateSubmitted]) -> dict[int, Rejected]:
+    """The copies of an earlier submission's hash (`ledger.chain.rounds.copies_of_earlier`), rejected."""
+    return {
+        index: Rejected(
+            RejectReason.DUPLICATE_UPDATE,
+            f"{earlier.node} submitted {submissions[index].update_hash} first (block {earlier.ref.block_number})",
+        )
+        for index, earlier in copies_of_earlier(submissions).items()
+    }
 
 
 # ---------------------------------------------------------------------------------- plumbing

@@ -27,6 +27,8 @@ from ledger.privacy.judge import next_claim
 from ledger.chain.rounds import round_submissions
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
+from ledger.store.mirror import MirroredStore
+from ledger.audit.watch import Attested, WatchConfig, Watcher
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.partition import split_examples
@@ -102,7 +104,7 @@ def _accuracy(federation: Federation, weights) -> float:
 
 
 def commit_lying_round(federation: Federation, *, lie: str) -> str:
-    """Train a round honestly, merge it with FedAvg, and commit metadata that lies; returns the model hash.
+    """Train a round honestly, merge it with the pinned rule, and commit metadata that lies; returns the model hash.
 
     lie="rule": the metadata says coordinate_median. lie="update": it names an update from an
     earlier round instead of one really merged (the on-chain root is over the real ones).
@@ -115,12 +117,15 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
         Update(s.update_hash, s.num_samples, deserialize_tensors(store.get(s.update_hash), max_bytes=MAX_BYTES))
         for s in submissions
     ]
-    weights = aggregate("fedavg", updates)
+    policy = federation.aggregator.config.policy
+    rule, params = policy.rule, policy.rule_call_params()
+    base = chain.admin.get_round(round_number).base_model_hash
+    assert base is not None
+    weights = aggregate(rule, updates, base=deserialize_tensors(store.get(base), max_bytes=MAX_BYTES), **params)
     model_hash = store.put(serialize_tensors(weights))
     claimed = [IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in submissions]
-    rule = "fedavg"
     if lie == "rule":
-        rule = "coordinate_median"
+        rule, params = "coordinate_median", {}
     elif lie == "update":
         earlier = federation.results[0].included[0]
         claimed[0] = IncludedUpdate(earlier.update_hash, claimed[0].node, claimed[0].num_samples)
@@ -128,13 +133,12 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
         claimed[0] = IncludedUpdate(claimed[0].update_hash, claimed[0].node, claimed[0].num_samples * 10)
     else:
         raise ValueError(f"unknown lie {lie!r}")
-    base = chain.admin.get_round(round_number).base_model_hash
     metadata = encode_round(
         round_number=round_number,
         base_model_hash=base,
         task_spec=federation.aggregator.spec.spec_hash,
         rule=rule,
-        rule_params={},
+        rule_params=params,
         included=claimed,
         rejected=[],
         metrics={
@@ -150,11 +154,14 @@ def commit_lying_round(federation: Federation, *, lie: str) -> str:
 
 @dataclass
 class History:
-    """Genesis, three honest rounds (round 2 rejects a poisoned update), then three lying rounds."""
+    """Genesis, three honest rounds (round 2 rejects a poisoned update), then three lying rounds,
+    every version attested by one auditor (ok for the honest ones, failed for the lies)."""
 
     federation: Federation
     honest: list[str]  # model hashes of versions 0-3, lineage order
     lies: dict[str, str]  # lie → model hash (versions 4-6)
+    auditor: str = ""
+    attested: list[Attested] = field(default_factory=list)
 
 
 _SHARED: list[History] = []
@@ -166,7 +173,16 @@ def shared_history(tmp_path_factory) -> History:
         federation = run_federation(tmp_path_factory.mktemp("blobs"), rounds=3, poisoned_round=2)
         honest = federation.model_hashes
         lies = {lie: commit_lying_round(federation, lie=lie) for lie in ("rule", "update", "samples")}
-        _SHARED.append(History(federation, honest, lies))
+        auditor = federation.chain.new_account("auditor")
+        federation.chain.admin.set_auditor(auditor.address, True)
+        own = LocalBlobStore(tmp_path_factory.mktemp("auditor"), max_bytes=MAX_BYTES)
+        watcher = Watcher(
+            federation.chain.client(auditor),
+            MirroredStore(own, federation.store),
+            publish=federation.store,  # where the API finds the reports
+            config=WatchConfig(max_bytes=MAX_BYTES),
+        )
+        _SHARED.append(History(federation, honest, lies, auditor.address, watcher.run_once()))
     return _SHARED[0]
 
 

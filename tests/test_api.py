@@ -274,6 +274,10 @@ def test_nodes_list_contribution_counts(client, service) -> None:
         "submission_count": 4,
         "included_count": 3,
         "rejected_count": 1,
+        "last_round": 4,
+        "rejections": [
+            {"code": 7, "name": "non_finite", "description": "a tensor holds NaN or infinity", "count": 1}
+        ],
     }
     revoked = by_address[service.nodes[-1]]
     assert revoked["active"] is False and revoked["revoked_block"] is not None

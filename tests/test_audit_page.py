@@ -5,8 +5,9 @@ free port. Chromium starts with `--remote-debugging-port=0` and a private profil
 the port it chose from `DevToolsActivePort`, attaches to the page target with a small websocket
 client and evaluates JavaScript to read what the page rendered, clicks "verify" and waits (polling
 with a deadline) for the verdict. It also records every request the page made (all same-origin:
-no CDN) and every console error or CSP violation (none allowed), and saves a full-page screenshot
-to /tmp/fedledger-audit-page.png (and a private federation's to /tmp/fedledger-audit-page-private.png).
+no CDN) and every console error or CSP violation (none allowed), and saves full-page screenshots
+at 1400 and 400 px wide to /tmp/fedledger-audit-page-<width>.png, checking nothing scrolls sideways
+(and a private federation's to /tmp/fedledger-audit-page-private.png).
 
 Chromium comes from Debian: `apt-get install -y chromium` (CI installs it; see .ci/).
 """
@@ -14,6 +15,7 @@ Chromium comes from Debian: `apt-get install -y chromium` (CI installs it; see .
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ from ledger.core.polling import WaitTimeout, poll_until
 
 CHROMIUM = os.environ.get("FEDLEDGER_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/fedledger-audit-page.png")
+NARROW, WIDE = 400, 1400
 PRIVATE_SCREENSHOT = Path("/tmp/fedledger-audit-page-private.png")
 STARTUP_SECONDS = 30.0
 RENDER_SECONDS = 30.0
@@ -235,7 +238,7 @@ def test_page_and_assets_are_served_under_a_strict_csp(service: RunningServer) -
     assert page.headers["Content-Type"].startswith("text/html")
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
-    for asset in ("audit.js", "audit.css", "favicon.svg"):
+    for asset in ("audit.js", "audit.css", "favicon.svg", "reference.js", "reference.html"):
         response = requests.get(f"{service.url}/assets/{asset}", timeout=10)
         assert response.status_code == 200, asset
         assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -327,7 +330,7 @@ def test_verify_button_names_the_lie(page: Page, history: History) -> None:
     text = _click_verify(page, lie)
 
     assert text.startswith("✘ not verified")
-    assert _data(page, _row(lie) + " li.finding", "kind") == ["rederived_mismatch"]
+    assert _data(page, _row(lie) + " .verdict li.finding", "kind") == ["rule_not_pinned", "rederived_mismatch"]
     assert page.evaluate(f"{_graph_node(lie)}.classList.contains('failed')")
 
 
@@ -363,19 +366,122 @@ def test_no_console_errors_or_csp_violations(page: Page) -> None:
     assert (logged, thrown, console) == ([], [], [])
 
 
+# --------------------------------------------------------------------------- attestations, checked, nodes, metrics, blobs
+
+
+def test_each_version_shows_its_attestation_and_the_lies_are_red_with_findings(page: Page, history: History) -> None:
+    for model_hash in history.honest:
+        assert page.evaluate(f"{_one(_row(model_hash))}.className") == "attested-ok"
+        assert _data(page, _row(model_hash) + " ul.attested > li", "ok") == ["true"]
+    for lie, model_hash in history.lies.items():
+        assert page.evaluate(f"{_one(_row(model_hash))}.className") == "attested-failed", lie
+        assert _data(page, _row(model_hash) + " ul.attested > li", "auditor") == [history.auditor]
+    kinds = _data(page, _row(history.lies["update"]) + " ul.attested li.finding", "kind")
+    assert {"root_mismatch", "not_submitted", "rederived_mismatch"} <= set(kinds)
+    [block] = _texts(page, _row(history.lies["rule"]) + " ul.attested .block")
+    assert block == f"block {history.attested[4].block_number}"
+
+
+def test_an_attestation_links_its_report(page: Page, history: History, service: RunningServer) -> None:
+    [link] = page.evaluate(f"{_all(_row(history.lies['rule']) + ' ul.attested a.blob')}.map(a => a.getAttribute('href'))")
+
+    report = requests.get(service.url + link, timeout=10)
+
+    assert link == f"/blobs/{history.attested[4].report_hash}"
+    assert hashlib.sha256(report.content).hexdigest() == history.attested[4].report_hash
+    assert report.json()["verdict"]["model_hash"] == history.lies["rule"]
+
+
+def test_the_page_says_every_answer_was_checked_against_the_chain(page: Page) -> None:
+    banner = page.evaluate(f"{_one('#chain-check')}.textContent")
+
+    assert page.evaluate(f"{_one('#chain-check')}.className") == "chain-check checked"
+    assert banner.startswith("✔ Every answer below was compared with the chain's events")
+
+
+def test_nodes_section_tallies_each_node(page: Page, history: History) -> None:
+    nodes = [node.address for node in history.federation.nodes]
+    assert _data(page, "#nodes tbody tr", "node") == nodes
+
+    poisoner = f"#nodes tr[data-node='{nodes[-1]}']"
+    cells = _texts(page, poisoner + " td")
+    assert cells[1:4] == ["active", "6", "5"]  # submitted in all six rounds, rejected once
+    assert _texts(page, poisoner + " .node-rejections li") == ["norm_too_large × 1"]
+    assert cells[5] == "round 6"
+    assert _texts(page, f"#nodes tr[data-node='{nodes[0]}'] .node-rejections") == ["none"]
+
+
+def test_hovering_a_point_shows_every_recorded_metric(page: Page) -> None:
+    point = _one('#accuracy-svg circle.point[data-round="3"]')
+    page.evaluate(f"{point}.dispatchEvent(new MouseEvent('mouseenter'))")
+
+    tooltip = _one("#accuracy-tooltip")
+    assert page.evaluate(f"{tooltip}.hidden") is False
+    assert _data(page, "#accuracy-tooltip tr", "metric") == ["test_accuracy", "test_loss", "test_samples"]
+    assert page.evaluate(f"{tooltip}.textContent").startswith("round 3 · version 3")
+    page.evaluate(f"{point}.dispatchEvent(new MouseEvent('mouseleave'))")
+    assert page.evaluate(f"{tooltip}.hidden") is True
+
+
+def test_every_blob_has_a_download_link_that_serves_its_bytes(page: Page, history: History, service: RunningServer) -> None:
+    links = page.evaluate(f"{_all('#versions td.blobs a.blob')}.map(a => a.getAttribute('href'))")
+    assert len(links) == 2 * len(history.honest + list(history.lies.values()))
+    page.evaluate(f"{_all('#rounds details')}.forEach(d => {{ d.open = true; }})")
+    page.wait_for(f"{_all('#rounds ul.updates a.blob')}.length === 30", timeout=RENDER_SECONDS, what="every update link")
+    links += page.evaluate(f"{_all('#rounds ul.updates a.blob')}.map(a => a.getAttribute('href'))")
+
+    for link in links[:3] + links[-3:]:
+        blob = requests.get(service.url + link, timeout=10)
+        assert blob.status_code == 200 and hashlib.sha256(blob.content).hexdigest() == link.rsplit("/", 1)[1]
+
+
+def test_the_api_reference_is_rendered_from_the_openapi_document(chromium: Page, service: RunningServer) -> None:
+    document = requests.get(f"{service.url}/api/v1/openapi.json", timeout=10).json()
+    chromium.send("Page.navigate", url=service.url + "/api")
+    chromium.wait_for("document.body && document.body.dataset.ready", timeout=RENDER_SECONDS, what="the reference to render")
+
+    assert chromium.evaluate("document.body.dataset.ready") == "true"
+    assert _data(chromium, "#paths article.endpoint", "path") == list(document["paths"])
+    assert _data(chromium, "#schema-list article.schema", "schema") == list(document["components"]["schemas"])
+    assert "409" in _data(chromium, "#paths article[data-path='/api/v1/models/{model_hash}/lineage'] tr", "status")
+    chromium.send("Page.navigate", url=service.url + "/")  # back to the audit page for the tests below
+    chromium.wait_for("document.body && document.body.dataset.ready", timeout=RENDER_SECONDS, what="the page to load again")
+
+
+@pytest.mark.parametrize("width", [WIDE, NARROW])
+def test_screenshot_without_horizontal_page_scroll(page: Page, width: int) -> None:
+    """The full page at a desktop and a phone width, for a person to look at; nothing scrolls sideways."""
+    page.send("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=width == NARROW)
+    page.wait_for(
+        f"window.innerWidth === {width} && {_one('#accuracy-svg')}.getBoundingClientRect().width <= {width}",
+        timeout=RENDER_SECONDS,
+        what=f"the page to reflow to {width} px",
+    )
+    scroll_width, client_width, height = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth, document.documentElement.scrollHeight]"
+    )
+    wider = page.evaluate(
+        f"{_all('body *')}.filter(e => e.getBoundingClientRect().right > {client_width} + 1 && !e.closest('.figure.scroll'))"
+        ".map(e => e.tagName + '.' + e.className).slice(0, 5)"
+    )
+
+    assert scroll_width == client_width <= width  # the page never scrolls sideways (a vertical scrollbar may take room)
+    assert wider == []  # only the lineage graph is wider than the page, inside its own scrolling box
+    page.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=width == NARROW)
+    shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    path = SCREENSHOT.with_name(f"fedledger-audit-page-{width}.png")
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.stat().st_size > 10_000
+
+
 def _screenshot(page: Page, path: Path) -> None:
+    """The full page at desktop width, for a person to look at."""
     width, height = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
     page.send(
         "Emulation.setDeviceMetricsOverride", width=max(width, 1280), height=height, deviceScaleFactor=1, mobile=False
     )
     shot = page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
     path.write_bytes(base64.b64decode(shot["data"]))
-
-
-def test_screenshot(page: Page) -> None:
-    """The full page after the clicks above, for a person to look at."""
-    _screenshot(page, SCREENSHOT)
-    assert SCREENSHOT.stat().st_size > 10_000
 
 
 # --------------------------------------------------------------------------- a private federation (last: it navigates away)

@@ -132,3 +132,15 @@ def test_updates_bench_compares_encodings_and_runs_a_private_federation() -> Non
     private = report["privacy"]["runs"]["epsilon_8"]
     assert private["verified"] and private["rejected_updates"] == 0
     assert Decimal(private["epsilon_recorded_after_last_round"]) <= Decimal("8")
+
+
+@pytest.mark.devnet
+def test_watch_bench_times_a_watcher_on_anvil() -> None:
+    from ledger.cli.bench.watch import measure_watch
+
+    report = measure_watch(node_counts=(2,), rounds=1, poll_seconds=0.05)
+
+    [figures] = report["by_nodes"].values()
+    assert figures["updates_per_version"] == 2
+    assert 0 < figures["rederive_seconds"] <= figures["commit_to_attestation_seconds"]
+    assert figures["blocks_after_commit"] >= 1

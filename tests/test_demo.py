@@ -20,13 +20,14 @@ from ledger.core.reasons import RejectReason
 
 
 @pytest.mark.devnet
-def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path):
+def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node_and_auditors_catch_a_lying_aggregator(tmp_path):
     """With int8 updates: each node process reads the encoding genesis pins and follows it."""
     var = tmp_path / "var"
     port, api_port = free_port(), free_port()
     env = dict(os.environ, FEDLEDGER_HOME=str(var))
     command = [sys.executable, "-m", "ledger.cli", "demo", "--nodes", "3", "--rounds", "2", "--tamper", "1"]
     command += ["--epochs", "1", "--port", str(port), "--api-port", str(api_port), "--encoding", "int8"]
+    command += ["--auditors", "1", "--lying-aggregator", "root"]  # two auditor processes: test_audit_watch
     try:
         completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -44,6 +45,12 @@ def test_demo_on_anvil_with_separate_processes_rejects_a_tampering_node(tmp_path
         assert {(e.round, e.reason_code) for e in rejected} == {(1, RejectReason.HASH_MISMATCH), (2, RejectReason.HASH_MISMATCH)}
         submitted = reader.events(event_type=events.UpdateSubmitted)
         assert len(submitted) == 6 and len({e.node for e in submitted}) == 3
+        # The auditor process attested every version: genesis ok, both lying versions failed (the
+        # stranger in the root is the base itself, so it is a no_change too: included_invalid).
+        verdicts = re.findall(r"^  v(\d) .* auditor \S+  (ok|FAILED \(.*\))$", out, re.MULTILINE)
+        lie = "FAILED (not_submitted, included_invalid)"
+        assert sorted(verdicts) == [("0", "ok"), ("1", lie), ("2", lie)], out
+        assert reader.attestation_quorum() == 1
     finally:
         subprocess.run([sys.executable, "-m", "ledger.cli", "devnet", "stop", "--port", str(port)], env=env, timeout=60)
 

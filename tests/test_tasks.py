@@ -151,8 +151,9 @@ def test_a_fine_tuning_update_carrying_the_backbone_is_rejected(tmp_path: Path) 
 
 
 def test_a_model_whose_frozen_tensors_were_altered_fails_re_derivation(tmp_path: Path) -> None:
-    federation = _federation(DIGITS_FINETUNE, tmp_path)
+    federation = _federation(DIGITS_FINETUNE, tmp_path, rule="fedavg")  # the rule and its params are honest
     admin, store, spec = federation.chain.admin, federation.store, federation.aggregator.spec
+    params = federation.aggregator.config.policy.rule_call_params()
     info = federation.aggregator.open_round()
     for node in federation.nodes:
         node.participate(info.round)
@@ -163,13 +164,13 @@ def test_a_model_whose_frozen_tensors_were_altered_fails_re_derivation(tmp_path:
     ]
     base = deserialize_tensors(store.get(info.base_model_hash), max_bytes=MAX_BYTES)
     base["backbone.0.bias"] = base["backbone.0.bias"] + 1e-3  # the lie: a "frozen" tensor moved
-    model_hash = store.put(serialize_tensors(with_frozen(aggregate("fedavg", updates), base, spec)))
+    model_hash = store.put(serialize_tensors(with_frozen(aggregate("fedavg", updates, **params), base, spec)))
     metadata = encode_round(
         round_number=info.round,
         base_model_hash=info.base_model_hash,
         task_spec=spec.spec_hash,
         rule="fedavg",
-        rule_params={},
+        rule_params=params,
         included=[IncludedUpdate(s.update_hash, s.node, s.num_samples) for s in submissions],
         rejected=[],
         metrics={},

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 from federation import MAX_BYTES, History, shared_history
+from support import DictStore
 from flask.testing import FlaskClient
 
 from ledger.api.app import create_app
@@ -22,7 +23,6 @@ from ledger.audit.rederive import ChainFacts, FindingKind, Verdict, read_chain_f
 from ledger.core.metadata import encode_genesis
 from ledger.core.policy import FederationPolicy
 from ledger.core.safe_json import canonical_json
-from ledger.store.base import BlobNotFound
 from ledger.store.local import LocalBlobStore
 
 
@@ -87,8 +87,15 @@ def test_verdict_json_shape(history: History) -> None:
     assert body["summary"] == "version 1 re-derived from 5 updates with arc_nnm_trimmed_mean: hash matches the chain"
     assert set(body) == {
         "model_hash", "version", "round", "kind", "verified", "summary", "parent_hash",
-        "metadata_hash", "rederived_hash", "rule", "updates", "findings",
+        "metadata_hash", "rederived_hash", "rule", "updates", "policy", "policy_source", "rejections", "findings",
     }  # fmt: skip
+    assert body["policy_source"] == {"event": "genesis", "blob": _facts(history, history.honest[0]).version.metadata_hash, "from_round": 0}
+    assert body["policy"] == {
+        "rule": {"name": "arc_nnm_trimmed_mean", "params": {"byzantine_fraction": 0.4}},
+        "limits": {"max_update_bytes": 64 * 1024 * 1024, "max_norm": 100.0, "max_num_samples": 10_000},
+        "encoding": "f32",
+        "privacy": None,
+    }
     assert body["parent_hash"] == history.honest[0]
 
 
@@ -168,11 +175,17 @@ def test_genesis_with_a_deleted_blob_still_rebuilds_but_fails(history: History, 
 # --------------------------------------------------------------------------- a lying aggregator
 
 
-def test_metadata_lying_about_the_rule_is_a_rederived_mismatch(history: History) -> None:
+def test_metadata_lying_about_the_rule_is_a_rederived_mismatch_and_not_the_pinned_rule(history: History) -> None:
     verdict = _verify(history, history.lies["rule"])
 
     assert not verdict.ok
-    [finding] = verdict.findings
+    pinned, finding = verdict.findings
+    assert pinned.kind is FindingKind.RULE_NOT_PINNED
+    policy = history.federation.aggregator.config.policy
+    assert (pinned.expected, pinned.actual) == (
+        {"name": policy.rule, "params": policy.rule_call_params()},
+        {"name": "coordinate_median", "params": {}},
+    )
     assert finding.kind is FindingKind.REDERIVED_MISMATCH
     assert finding.expected == history.lies["rule"]
     assert finding.actual == verdict.rederived_hash != history.lies["rule"]
@@ -213,32 +226,11 @@ def test_facts_that_disagree_with_the_metadata(history: History) -> None:
 
     verdict = rederive(tampered, history.federation.store, max_bytes=MAX_BYTES)
 
-    assert _kinds(verdict) == {FindingKind.REJECTIONS_MISMATCH}
+    # The poisoned submission is now neither included nor (on this chain) rejected: censored.
+    assert _kinds(verdict) == {FindingKind.REJECTIONS_MISMATCH, FindingKind.CENSORED_SUBMISSION}
 
 
 # --------------------------------------------------------------------------- judging crafted records (pure)
-
-
-class DictStore:
-    """An in-memory BlobStore: `rederive` needs nothing else."""
-
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        self.blobs = dict(blobs)
-
-    def put(self, data: bytes) -> str:
-        self.blobs[sha256_hex(data)] = data
-        return sha256_hex(data)
-
-    def put_as(self, name: str, data: bytes) -> None:
-        self.blobs[name] = data
-
-    def get(self, name: str) -> bytes:
-        if name not in self.blobs:
-            raise BlobNotFound(name)
-        return self.blobs[name]
-
-    def exists(self, name: str) -> bool:
-        return name in self.blobs
 
 
 def _with_metadata(history: History, round_index: int, edit) -> tuple[ChainFacts, DictStore]:
@@ -310,8 +302,9 @@ def test_an_included_blob_that_is_not_safetensors(history: History) -> None:
 
     verdict = rederive(facts, store, max_bytes=MAX_BYTES)
 
+    # The pinned validation refuses it, with the reason the aggregator would have recorded.
     malformed = [f for f in verdict.findings if f.kind is FindingKind.BLOB_MALFORMED]
-    assert [(f.subject, f.role) for f in malformed] == [(garbage_hash, "update")]
+    assert [(f.subject, f.role, f.actual) for f in malformed] == [(garbage_hash, "update", "malformed")]
     assert {FindingKind.ROOT_MISMATCH, FindingKind.NOT_SUBMITTED} <= _kinds(verdict)
 
 
@@ -427,7 +420,7 @@ def test_endpoint_reports_a_lie_with_200(api: FlaskClient, history: History) -> 
 
     assert response.status_code == 200
     assert response.json["verified"] is False
-    assert [f["kind"] for f in response.json["findings"]] == ["rederived_mismatch"]
+    assert [f["kind"] for f in response.json["findings"]] == ["rule_not_pinned", "rederived_mismatch"]
 
 
 @pytest.mark.parametrize("bad", ["abc", "0x" + "a" * 63, "g" * 64, "a" * 65])

@@ -16,6 +16,8 @@ from werkzeug.exceptions import HTTPException
 from ledger.api.quota import UploadQuota
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
+from ledger.chain.mirror import ChainMirror
+from ledger.index.consistency import MetadataReader
 from ledger.store.base import BlobStore
 
 def create_app(
@@ -26,11 +28,14 @@ def create_app(
     config: dict[str, Any] | None = None,
     database_url: str | None = None,
     index_sessions: sessionmaker[Session] | None = None,
+    ledger_from_block: int = 0,
     node_quota_bytes: int | None = None,
 ) -> Flask:
     """`database_url` (or ready `index_sessions`) serves the audit API from the SQL index; the URL's
-    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`). A node may store
-    `node_quota_bytes` per round (default: twice `max_blob_bytes`, a full-size update and a retry)."""
+    schema is checked first (`SchemaOutOfDate`: run `fedledger db upgrade`). With a `ledger`, every
+    answer from the index is first compared with the chain's events from `ledger_from_block` on.
+    A node may store `node_quota_bytes` per round (default: twice `max_blob_bytes`, a full-size
+    update and a retry)."""
     owned_engine = None
     if database_url is not None and index_sessions is None:
         from ledger.index.db import open_index
@@ -42,8 +47,16 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=max_blob_bytes, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)
+    mirror = ChainMirror(ledger.w3, ledger.address, from_block=ledger_from_block) if ledger is not None else None
     quota = UploadQuota(node_round_bytes=node_quota_bytes or 2 * max_blob_bytes)
-    app.extensions["fedledger"] = Services(store=store, ledger=ledger, max_blob_bytes=max_blob_bytes, uploads=quota)
+    app.extensions["fedledger"] = Services(
+        store=store,
+        ledger=ledger,
+        max_blob_bytes=max_blob_bytes,
+        uploads=quota,
+        mirror=mirror,
+        metadata=MetadataReader(store),
+    )
 
     from ledger.api.blobs import blueprint as blobs_blueprint
 

@@ -1,9 +1,10 @@
 """`/blobs/<sha256>`: the ledger service's content-addressed blob store over HTTP.
 
 PUT takes a blob only with an upload signature (see `ledger.store.protocol.blob_upload_message`)
-whose signer is, at the moment of the request, a registered node or an aggregator on the chain:
-the chain decides who may write, the URL is the bytes' hash, and the body must hash to it. A node
-may store at most its quota per round (`ledger.api.quota`), with at most two uploads in flight.
+whose signer is, at the moment of the request, a registered node, an aggregator or an auditor
+(whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
+the bytes' hash, and the body must hash to it. A node may store at most its quota per round
+(`ledger.api.quota`), with at most two uploads in flight.
 GET re-hashes the stored bytes and refuses to serve any that no longer match their name.
 
 Errors are JSON `{"error": <HTTP reason>, "detail": <what to do>, ...}` with the offending values
@@ -121,7 +122,7 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
     # Role checked before the body is read, so strangers cannot make us hash or store anything.
     try:
         is_node = ledger.is_node(signer)
-        allowed = is_node or ledger.is_aggregator(signer)
+        allowed = is_node or ledger.is_aggregator(signer) or ledger.is_auditor(signer)
         round_number = ledger.counters().last_round if is_node else 0
     except Exception:  # the RPC can fail in many ways; none of them means "allowed"
         log.exception("cannot check the role of %s for upload of %s", signer, name)
@@ -130,7 +131,7 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
         log.warning("refused upload of %s: signer %s is not a node or aggregator", name, signer)
         return _problem(
             403,
-            f"{signer} is not a registered node or an aggregator of ledger {ledger.address} on chain "
+            f"{signer} is not a registered node, an aggregator or an auditor of ledger {ledger.address} on chain "
             f"{ledger.chain_id}; if that is not your address, you signed for another hash, chain or contract",
             signer=signer,
         )

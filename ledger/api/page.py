@@ -1,4 +1,4 @@
-"""`/`: the audit page, plain HTML/CSS/JS over the JSON API; every asset ships in `ledger/api/static/`.
+"""`/`: the audit page, and `/api`: the API reference; plain HTML/CSS/JS, every asset in `ledger/api/static/`.
 
 No build step and nothing from a CDN: the page draws its lineage graph and accuracy chart as inline
 SVG with its own script. A strict Content-Security-Policy keeps it that way (only same-origin
@@ -20,6 +20,12 @@ _CSP = (
 @blueprint.get("/")
 def audit_page() -> Response:
     return blueprint.send_static_file("index.html")
+
+
+@blueprint.get("/api")
+def api_reference() -> Response:
+    """The API reference, rendered in the browser from `/api/v1/openapi.json` by `reference.js`."""
+    return blueprint.send_static_file("reference.html")
 
 
 @blueprint.after_request

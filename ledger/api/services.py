@@ -1,4 +1,5 @@
-"""What every blueprint of the ledger service shares: the blob store, a read-only ledger client, upload quotas."""
+"""What every blueprint of the ledger service shares: the blob store, a read-only ledger client, upload
+quotas, the chain's events."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from flask import Flask, current_app
 
 from ledger.api.quota import UploadQuota
 from ledger.chain.client import LedgerClient
+from ledger.chain.mirror import ChainMirror
+from ledger.index.consistency import MetadataReader
 from ledger.store.base import BlobStore
 
 
@@ -17,6 +20,8 @@ class Services:
     ledger: LedgerClient | None
     max_blob_bytes: int
     uploads: UploadQuota
+    mirror: ChainMirror | None = None  # the chain's events, which index answers are checked against
+    metadata: MetadataReader | None = None  # metadata blobs, which the rows taken from them are checked against
 
 
 def services(app: Flask | None = None) -> Services:

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from ledger.audit.facts import ChainFacts
-from ledger.audit.verdict import Finding, FindingKind, Verdict
+from ledger.audit.verdict import Finding, FindingKind, RejectionCheck, Verdict
 from ledger.chain import events
-from ledger.core.encoding import DecodedUpdate, DecodeError, decode_update
+from ledger.core.aggregation import RULES
 from ledger.core.hashing import sha256_hex
 from ledger.core.merkle import merkle_root
 from ledger.core.metadata import GenesisRecord, MetadataError, MetadataRecord, RoundRecord, decode
-from ledger.core.reasons import RejectReason
+from ledger.core.policy import FederationPolicy
 from ledger.core.serialization import MalformedBlob, deserialize_tensors
 from ledger.core.errors import Unavailable
 from ledger.core.task import Task, TaskError
@@ -31,11 +31,6 @@ from ledger.tasks.spec import task_spec
 
 # Room for the small built-in models and far beyond; a blob over this is not one of ours (it is still reported).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-_DECODE_FINDINGS = {
-    RejectReason.ENCODING_MISMATCH: FindingKind.ENCODING_MISMATCH,
-    RejectReason.NAME_MISMATCH: FindingKind.SHAPE_MISMATCH,
-    RejectReason.SHAPE_MISMATCH: FindingKind.SHAPE_MISMATCH,
-}
 
 
 @dataclass
@@ -50,6 +45,9 @@ class Judgement:
     rederived_hash: str | None = None
     rule: Mapping[str, Any] | None = None
     updates: tuple[str, ...] = ()
+    policy: FederationPolicy | None = None
+    policy_source: Mapping[str, Any] | None = None  # which pinned blob (genesis or PolicyChanged) it came from
+    rejections: list[RejectionCheck] = field(default_factory=list)
 
     @property
     def metadata_subject(self) -> str:
@@ -62,13 +60,20 @@ class Judgement:
 
     def fetch(self, name: str, role: str) -> bytes | None:
         """The blob's bytes, re-hashed here too (never trust a store); None after recording why not."""
+        got = self.get(name, role)
+        if isinstance(got, Finding):
+            self.findings.append(got)
+            return None
+        return got
+
+    def get(self, name: str, role: str) -> bytes | Finding:
+        """The blob's bytes re-hashed, or the finding that says why not (not recorded: see `fetch`)."""
         try:
             data = self.store.get(name)
         except BlobNotFound:
-            self.find(FindingKind.MISSING_BLOB, name, role, f"the store has no {role} blob with this hash")
-            return None
+            return Finding(FindingKind.MISSING_BLOB, name, role, f"the store has no {role} blob with this hash")
         except HashMismatch as exc:
-            self.find(
+            return Finding(
                 FindingKind.HASH_MISMATCH,
                 name,
                 role,
@@ -76,15 +81,13 @@ class Judgement:
                 expected=name,
                 actual=exc.actual,
             )
-            return None
         except Unavailable:
             raise  # an unreachable store is no verdict on the version: the caller says "could not check"
         except BlobStoreError as exc:
-            self.find(FindingKind.BLOB_UNREADABLE, name, role, f"the store could not serve the {role} blob: {exc}")
-            return None
+            return Finding(FindingKind.BLOB_UNREADABLE, name, role, f"the store could not serve the {role} blob: {exc}")
         actual = sha256_hex(data)
         if actual != name:
-            self.find(
+            return Finding(
                 FindingKind.HASH_MISMATCH,
                 name,
                 role,
@@ -92,7 +95,6 @@ class Judgement:
                 expected=name,
                 actual=actual,
             )
-            return None
         return data
 
     def tensors(self, name: str, role: str, blob: bytes) -> dict[str, torch.Tensor] | None:
@@ -117,18 +119,6 @@ class Judgement:
             actual={k: list(v) for k, v in shapes.items()},
         )
         return False
-
-    def decoded_update(
-        self, name: str, blob: bytes, base: Mapping[str, torch.Tensor], encoding: str
-    ) -> DecodedUpdate | None:
-        """The update decoded against `base` (the tensors that travel) in the pinned encoding, or None
-        after recording why not."""
-        try:
-            return decode_update(blob, base, encoding, max_bytes=self.max_bytes)
-        except DecodeError as exc:
-            kind = _DECODE_FINDINGS.get(exc.reason, FindingKind.BLOB_MALFORMED)
-            self.find(kind, name, "update", f"the update blob is not an update in the pinned encoding {encoding!r}: {exc.detail}")
-            return None
 
     def metadata(self) -> MetadataRecord | None:
         """The version's metadata record, or None after recording why not."""
@@ -208,6 +198,20 @@ class Judgement:
             return None
         return task
 
+    def known_rule(self, name: str, named_by: str) -> bool:
+        """Whether this build can run rule `name` (`named_by`: who names it, for the finding)."""
+        if name in RULES:
+            return True
+        self.find(
+            FindingKind.RULE_UNKNOWN,
+            name,
+            "rule",
+            f"{named_by} names rule {name!r}, which this build cannot run",
+            expected=sorted(RULES),
+            actual=name,
+        )
+        return False
+
     def compare_rederived(self, how: str) -> None:
         if self.rederived_hash != self.version.model_hash:
             self.find(
@@ -231,6 +235,9 @@ class Judgement:
             rule=self.rule,
             updates=self.updates,
             findings=tuple(self.findings),
+            policy=self.policy.to_json() if self.policy is not None else None,
+            policy_source=self.policy_source,
+            rejections=tuple(self.rejections),
         )
 
 
@@ -278,33 +285,47 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
             actual=root,
         )
 
-    # Several nodes may submit one hash (a copy is rejected as a duplicate): match (hash, node).
-    submitted = {(event.update_hash, event.node.lower()): event for event in facts.submissions}
-    submitters: dict[str, list[str]] = {}
+    # Keyed by node: the contract takes one submission per node per round, but two nodes may
+    # submit byte-identical updates, so an update hash alone does not name a submission.
+    by_node = {event.node.lower(): event for event in facts.submissions}
+    nodes_of_hash: dict[str, list[str]] = {}
     for submission in facts.submissions:
-        submitters.setdefault(submission.update_hash, []).append(submission.node)
-    rejected_nodes = {rejection.node: rejection for rejection in facts.rejections}
+        nodes_of_hash.setdefault(submission.update_hash, []).append(submission.node)
+    rejected_nodes = {event.node.lower(): event for event in facts.rejections}
+    listed: set[str] = set()
     for item in record.included:
-        event = submitted.get((item.update_hash, item.node.lower()))
-        signers = submitters.get(item.update_hash, [])
-        if event is None and signers:
+        node = item.node.lower()
+        event = by_node.get(node)
+        if event is None or event.update_hash != item.update_hash:
+            submitters = nodes_of_hash.get(item.update_hash)
+            if submitters is None:
+                audit.find(
+                    FindingKind.NOT_SUBMITTED,
+                    item.update_hash,
+                    "update",
+                    f"no node submitted this update in round {version.round}",
+                )
+            else:
+                audit.find(
+                    FindingKind.SUBMISSION_MISMATCH,
+                    item.update_hash,
+                    "update",
+                    "the metadata credits this update to another node than the one(s) that signed its submission",
+                    expected=submitters,
+                    actual=item.node,
+                )
+            continue
+        if node in listed:
             audit.find(
-                FindingKind.SUBMISSION_MISMATCH,
+                FindingKind.INCLUDED_TWICE,
                 item.update_hash,
                 "update",
-                "the metadata credits this update to another node than the one that signed its submission",
-                expected=signers[0] if len(signers) == 1 else signers,
-                actual=item.node,
+                f"the metadata lists the submission of {event.node} more than once, weighting it twice",
+                expected=1,
+                actual=sum(1 for other in record.included if other.node.lower() == node),
             )
             continue
-        if event is None:
-            audit.find(
-                FindingKind.NOT_SUBMITTED,
-                item.update_hash,
-                "update",
-                f"no node submitted this update in round {version.round}",
-            )
-            continue
+        listed.add(node)
         if event.num_samples != item.num_samples:
             audit.find(
                 FindingKind.SUBMISSION_MISMATCH,
@@ -314,7 +335,7 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 expected=event.num_samples,
                 actual=item.num_samples,
             )
-        rejection = rejected_nodes.get(event.node)
+        rejection = rejected_nodes.get(node)
         if rejection is not None:
             audit.find(
                 FindingKind.REJECTED_INCLUDED,
@@ -323,6 +344,20 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
                 f"the chain records this update as rejected (reason {rejection.reason_code}) yet it is included",
                 expected="not rejected",
                 actual=rejection.reason_code,
+            )
+
+    for submission in facts.submissions:
+        node = submission.node.lower()
+        if node not in listed and node not in rejected_nodes:
+            audit.find(
+                FindingKind.CENSORED_SUBMISSION,
+                submission.update_hash,
+                "update",
+                f"{submission.node} submitted this update in round {version.round} "
+                f"(block {submission.ref.block_number}); "
+                "the version neither includes it nor does the chain record its rejection",
+                expected="included or rejected",
+                actual="neither",
             )
 
     on_chain = sorted((event.update_hash, event.node.lower(), event.reason_code) for event in facts.rejections)
@@ -336,3 +371,8 @@ def check_against_chain(audit: Judgement, record: RoundRecord, facts: ChainFacts
             expected=[list(item) for item in on_chain],
             actual=[list(item) for item in claimed],
         )
+
+
+def chain_samples(facts: ChainFacts) -> dict[tuple[str, str], int]:
+    """(node, update hash) → the sample count the node signed on chain: the weight the rule must use."""
+    return {(event.node.lower(), event.update_hash): event.num_samples for event in facts.submissions}

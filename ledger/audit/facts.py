@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from ledger.chain import events
 from ledger.chain.client import LedgerClient
+from ledger.chain.mirror import ChainMirror, ChainRecord
 from ledger.chain.rounds import committed_models
 from ledger.core.hashing import sha256_hex
-from ledger.core.metadata import GenesisRecord, MetadataError, decode
+from ledger.core.metadata import GenesisRecord, MetadataError, decode_genesis
 from ledger.store.base import BlobStore
 
 
@@ -22,45 +23,87 @@ class ChainFacts:
     submissions: tuple[events.UpdateSubmitted, ...] = ()  # of the version's round
     rejections: tuple[events.UpdateRejected, ...] = ()
     earlier_submissions: tuple[events.UpdateSubmitted, ...] = ()  # of every earlier round (what nodes spent)
+    opened: events.RoundOpened | None = None  # the version's round's opening
+    # Up to the version's commit: policy changes, and what decided which versions rounds could open on.
+    governance: tuple[events.LedgerEvent, ...] = ()
+    attestation_quorum: int = 0
+
+    @property
+    def genesis(self) -> events.ModelCommitted | None:
+        """Version 0, whose metadata pins the federation's policy."""
+        return next((event for event in self.committed.values() if event.parent_hash is None), None)
+
+    def numbered(self, version: int) -> events.ModelCommitted | None:
+        return next((event for event in self.committed.values() if event.version == version), None)
+
+    @property
+    def policy_change(self) -> events.PolicyChanged | None:
+        """The last `PolicyChanged` in force for the version's round (None: genesis's policy holds)."""
+        changes = [
+            e for e in self.governance if isinstance(e, events.PolicyChanged) and 0 < e.from_round <= self.version.round
+        ]
+        return changes[-1] if changes else None
 
 
-def read_chain_facts(client: LedgerClient, model_hash: str, from_block: int = 0) -> ChainFacts | None:
-    """The chain's record for `model_hash`, or None if it is not a committed version.
+def facts_from_record(record: ChainRecord, model_hash: str, *, attestation_quorum: int) -> ChainFacts | None:
+    """The chain's record of `model_hash` (None if it is not a committed version), from a `ChainRecord`.
 
-    A round's submissions and rejections all lie between its parent's commit (the round opens on a
-    committed base) and its own, so only those blocks are searched for them, in one query; a second
-    query reads every earlier round's submissions, which the privacy re-checks need.
+    Governance events (policy changes, attestations, auditors) count up to the version's commit:
+    what could have decided how its round was run.
+    Every earlier round's submissions come too: what each node spent, for the privacy re-checks.
     """
-    committed = {event.model_hash: event for event in committed_models(client, from_block)}
-    version = committed.get(model_hash)
+    version = record.versions.get(model_hash)
     if version is None:
         return None
     if version.parent_hash is None:
-        return ChainFacts(version=version, committed=committed)
-    parent = committed.get(version.parent_hash)
-    start = max(from_block, parent.ref.block_number) if parent is not None else from_block
-    round_events = events.fetch_events(
-        client.w3,
-        client.address,
-        start,
-        version.ref.block_number,
-        event_names=[events.UpdateSubmitted.event_name, events.UpdateRejected.event_name],
-        topic_filters=["0x" + version.round.to_bytes(32, "big").hex()],
-    )
-    # Earlier rounds' submissions (what each node spent before): an abandoned round between the
-    # parent and this one has its submissions after the parent's commit, so search from the start.
-    earlier = events.fetch_events(
-        client.w3, client.address, from_block, version.ref.block_number, event_names=[events.UpdateSubmitted.event_name]
-    )
+        return ChainFacts(version=version, committed=dict(record.versions), attestation_quorum=attestation_quorum)
+    before = version.ref.block_number
     return ChainFacts(
         version=version,
-        committed=committed,
-        submissions=tuple(e for e in round_events if isinstance(e, events.UpdateSubmitted)),
-        rejections=tuple(e for e in round_events if isinstance(e, events.UpdateRejected)),
+        committed=dict(record.versions),
+        submissions=tuple(record.submissions.get(version.round, {}).values()),
+        rejections=tuple(record.rejections.get(version.round, {}).values()),
         earlier_submissions=tuple(
-            e for e in earlier if isinstance(e, events.UpdateSubmitted) and e.round < version.round
+            e
+            for number in sorted(record.submissions)
+            if number < version.round
+            for e in record.submissions[number].values()
+            if e.ref.block_number <= before
         ),
+        opened=record.opened.get(version.round),
+        governance=tuple(e for e in record.governance if e.ref.block_number <= before),
+        attestation_quorum=attestation_quorum,
     )
+
+
+def read_chain_facts(client: LedgerClient, model_hash: str, from_block: int = 0) -> ChainFacts | None:
+    """`facts_from_record` over the ledger's events read now, from `from_block` (one `eth_getLogs`)."""
+    record = ChainMirror(client.w3, client.address, from_block=from_block).record()
+    return facts_from_record(record, model_hash, attestation_quorum=client.attestation_quorum())
+
+
+def could_open_on(facts: ChainFacts, model_hash: str, block: int) -> bool:
+    """Whether the quorum gate let a round open on `model_hash` at `block` (always, without a gate).
+
+    The contract's rule, replayed from events: at least `attestation_quorum` ok attestations by
+    accounts that held the auditor role at `block`, and no failing attestation left unresolved.
+    """
+    quorum = facts.attestation_quorum
+    if quorum == 0:
+        return True
+    auditors: set[str] = set()
+    ok: set[str] = set()
+    failing: set[str] = set()
+    for event in facts.governance:
+        if event.ref.block_number > block:
+            break
+        if isinstance(event, events.AuditorSet):
+            (auditors.add if event.enabled else auditors.discard)(event.account)
+        elif isinstance(event, events.VersionAttested) and event.model_hash == model_hash:
+            (ok if event.ok else failing).add(event.auditor)
+        elif isinstance(event, events.AttestationResolved) and event.model_hash == model_hash:
+            failing.discard(event.auditor)
+    return len(ok & auditors) >= quorum and not failing
 
 
 def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0) -> GenesisRecord:
@@ -73,7 +116,4 @@ def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0)
     blob = store.get(metadata_hash)
     if sha256_hex(blob) != metadata_hash:  # never trust a store
         raise MetadataError(f"the store served genesis metadata whose bytes do not hash to {metadata_hash}")
-    record = decode(blob)
-    if not isinstance(record, GenesisRecord):
-        raise MetadataError(f"the genesis metadata {metadata_hash} is a {record.kind} record")
-    return record
+    return decode_genesis(blob)

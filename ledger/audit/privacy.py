@@ -4,7 +4,8 @@ The auditor reads each node's earlier updates from the chain's events and the st
 the aggregator did (`ledger.privacy.history`), and judges each claim with the same accountant
 (`ledger.privacy.judge`): an included update must have its claim accepted, a rejection for a
 privacy reason must be reproduced, and the ε the metadata records per node must be the claims'.
-Rejections for the wrong encoding are re-checked against the encoding the blob states.
+(Rejections for the wrong encoding are re-checked with every other content reason, by
+`ledger.audit.decisions`.)
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ def check_privacy(
     `included_claims` are the claims of the included updates (by hash), as decoded from their blobs.
     """
     meta = audit.metadata_subject
-    _check_encoding_rejections(audit, facts, policy)
     dp = policy.privacy
     if dp is None:
         if record.privacy is not None:
@@ -47,13 +47,14 @@ def check_privacy(
                 expected=None, actual=dict(record.privacy),
             )  # fmt: skip
         return
-    submitted = {event.update_hash: event for event in facts.submissions}
+    # By node and hash: two nodes may submit byte-identical updates (each with its own budget).
+    submitted = {(event.node.lower(), event.update_hash): event for event in facts.submissions}
     earlier = earlier_entries(
         facts.earlier_submissions, audit.store, dp, before_round=facts.version.round, nodes={e.node for e in facts.submissions}
     )
     verified: dict[str, str] = {}
     for item in record.included:
-        event = submitted.get(item.update_hash)
+        event = submitted.get((item.node.lower(), item.update_hash))
         if event is None or item.update_hash not in included_claims:
             continue  # not submitted, or its blob is unusable: already a finding
         verdict = judge_claim(dp, included_claims[item.update_hash], num_samples=event.num_samples, earlier=earlier[event.node])
@@ -68,7 +69,7 @@ def check_privacy(
     for rejection in facts.rejections:
         if rejection.reason_code not in _PRIVACY_REASONS:
             continue
-        event = submitted.get(rejection.update_hash)
+        event = submitted.get((rejection.node.lower(), rejection.update_hash))
         blob = audit.fetch(rejection.update_hash, "update")
         if event is None or blob is None:
             continue
@@ -97,22 +98,3 @@ def check_privacy(
             "the ε the metadata records per node is not the ε the nodes' verified claims state",
             expected=verified, actual=None if record.privacy is None else recorded,
         )  # fmt: skip
-
-
-def _check_encoding_rejections(audit: Judgement, facts: ChainFacts, policy: FederationPolicy) -> None:
-    for rejection in facts.rejections:
-        if rejection.reason_code != RejectReason.ENCODING_MISMATCH:
-            continue
-        blob = audit.fetch(rejection.update_hash, "update")
-        if blob is None:
-            continue
-        try:
-            stated: str | None = read_update_metadata(blob)[0]
-        except DecodeError:
-            stated = None  # unreadable: the aggregator would have found it malformed
-        if stated is None or stated == policy.encoding:
-            audit.find(
-                FindingKind.ENCODING_MISMATCH, rejection.update_hash, "update",
-                f"rejected for its encoding, yet the blob states {stated!r} and the pinned encoding is {policy.encoding!r}",
-                expected=f"an encoding other than {policy.encoding!r}", actual=stated,
-            )  # fmt: skip

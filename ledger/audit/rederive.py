@@ -3,13 +3,17 @@
 For a round version: re-fetch (and re-hash) the model, its parent, the metadata blob, the genesis
 metadata (which pins the policy and the task spec) and every update the metadata names; check the
 named updates against the chain (Merkle root, count, each one submitted in that round by that node
-with that sample count, none rejected); decode each in the pinned encoding against the parent's
-trainable tensors (an update holds exactly those, per the pinned manifest); re-check every privacy
-claim, recorded ε and privacy or encoding rejection (`ledger.audit.privacy`); re-run the recorded
-rule with its parameters, copy the frozen tensors from the parent, serialize canonically and
-compare the SHA-256 with the chain's model hash. A round needs only the pinned manifest, not the
-task's code. For genesis: find the pinned task (installed, or given), check its spec is the pinned
-one, rebuild the model from the recorded seed and compare.
+with that sample count, none rejected, none a copy of an earlier submission, and no submission
+left neither included nor rejected);
+check the aggregator's decisions against the policy in force for the round, pinned at genesis or
+by `PolicyChanged` (`ledger.audit.decisions`: rule and parameters, each inclusion decoded in the
+pinned encoding against the parent's trainable tensors and re-validated, each rejection's reason
+re-checked, the parent the latest version it could build on); re-check every privacy claim,
+recorded ε and privacy rejection (`ledger.audit.privacy`); re-run the recorded rule with its
+parameters, copy the frozen tensors from the parent, serialize canonically and compare the SHA-256
+with the chain's model hash. A round needs only the pinned manifest, not the task's code. For
+genesis: find the pinned task (installed, or given), check its spec is the pinned one, rebuild the
+model from the recorded seed and compare.
 
 Bad data never raises: every problem becomes a `Finding` in the `Verdict`. Only failing to read
 the chain itself (`read_chain_facts`) raises, since then there is nothing to judge against.
@@ -18,20 +22,25 @@ The judging (`rederive`) touches nothing but the store it is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ledger.audit.checks import DEFAULT_MAX_BYTES, Judgement, check_against_chain
+from ledger.audit.decisions import (
+    check_included_originals,
+    check_parent_is_latest,
+    check_pinned_recipe,
+    policy_in_force,
+    recheck_rejections,
+    validated_updates,
+)
 from ledger.audit.facts import ChainFacts, read_chain_facts
 from ledger.audit.privacy import check_privacy
 from ledger.audit.verdict import FindingKind, Verdict
 from ledger.chain.client import LedgerClient
-from ledger.core.aggregation import RULES, Update, aggregate
+from ledger.core.aggregation import aggregate
 from ledger.core.hashing import sha256_hex
+from ledger.core.manifest import trainable_part, with_frozen
 from ledger.core.metadata import GenesisRecord, RoundRecord
 from ledger.core.model import state_tensors
 from ledger.core.serialization import serialize_tensors
-from ledger.core.manifest import trainable_part, with_frozen
 from ledger.core.task import Task
 from ledger.store.base import BlobStore
 
@@ -73,6 +82,9 @@ def _rederive_genesis(audit: Judgement) -> None:
             actual=record.kind,
         )
         return
+    audit.policy = record.policy
+    audit.policy_source = {"event": "genesis", "blob": version.metadata_hash, "from_round": 0}
+    audit.known_rule(record.policy.rule, "the policy pinned at genesis")
     task = audit.installed_task(record.task)
     if task is None:
         return
@@ -111,6 +123,9 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
         parent_blob = audit.fetch(parent_hash, "parent")
         if parent_blob is not None:
             parent_tensors = audit.tensors(parent_hash, "parent", parent_blob)
+    check_parent_is_latest(audit, facts)
+    genesis = audit.pinned_genesis(facts.genesis)
+    policy = policy_in_force(audit, facts, genesis)
 
     record = audit.metadata()
     if record is None:
@@ -123,73 +138,53 @@ def _rederive_round(audit: Judgement, facts: ChainFacts) -> None:
             f"the chain records a round version (it has a parent) but the metadata kind is {record.kind!r}",
         )
         return
-    recipe = record
-    check_against_chain(audit, recipe, facts)
-    audit.rule = {"name": recipe.rule.name, "params": dict(recipe.rule.params)}
-    audit.updates = tuple(item.update_hash for item in recipe.included)
-
-    genesis = audit.pinned_genesis(next((e for e in facts.committed.values() if e.parent_hash is None), None))
+    check_against_chain(audit, record, facts)
+    check_included_originals(audit, record, facts)
+    if policy is not None:
+        check_pinned_recipe(audit, record, policy)
+    audit.rule = {"name": record.rule.name, "params": dict(record.rule.params)}
+    audit.updates = tuple(item.update_hash for item in record.included)
     if genesis is None:
         return
-    policy, spec = genesis.policy, genesis.task
-    if recipe.task_spec != spec.spec_hash:
+    spec = genesis.task
+    if record.task_spec != spec.spec_hash:
         audit.find(
             FindingKind.METADATA_MISMATCH,
             audit.metadata_subject,
             "metadata",
             "the metadata names another task spec than the one pinned at genesis",
             expected=spec.spec_hash,
-            actual=recipe.task_spec,
+            actual=record.task_spec,
         )
         return
-    if parent_tensors is not None and not audit.fits(parent_hash, "parent", parent_tensors, spec):
-        parent_tensors = None
+    # Updates carry exactly the trainable tensors of the pinned manifest: they are decoded and
+    # validated against the parent's trainable part, and the frozen rest is copied from the parent.
+    travelling = None
+    if parent_tensors is not None and audit.fits(parent_hash, "parent", parent_tensors, spec):
+        travelling = trainable_part(parent_tensors, spec)
+    recheck_rejections(audit, facts, travelling, policy)
 
-    blobs = {item.update_hash: audit.fetch(item.update_hash, "update") for item in recipe.included}
-    if parent_tensors is None:
-        return  # updates decode against the parent, and frozen tensors come from it: nothing to re-run
-    travelling = trainable_part(parent_tensors, spec)  # what updates carry, and are decoded against
-
-    # Weights come from the blobs; sample counts from the chain (the nodes' signed word), not the
-    # metadata, matched on (hash, node): a copied hash is another node's submission.
-    samples = {(event.update_hash, event.node.lower()): event.num_samples for event in facts.submissions}
-    updates: list[Update] = []
-    claims: dict[str, Mapping[str, Any] | None] = {}
-    for item in recipe.included:
-        blob = blobs[item.update_hash]
-        decoded = audit.decoded_update(item.update_hash, blob, travelling, policy.encoding) if blob is not None else None
-        if decoded is None:
-            continue
-        claims[item.update_hash] = decoded.privacy
-        num_samples = samples.get((item.update_hash, item.node.lower()), item.num_samples)
-        updates.append(Update(item.update_hash, num_samples, decoded.tensors))
-    check_privacy(audit, recipe, facts, policy, claims)
-    if len(updates) != len(recipe.included) or not updates:
+    updates, claims = validated_updates(audit, record, facts, travelling, policy)
+    if policy is not None:
+        check_privacy(audit, record, facts, policy, claims)
+    if parent_tensors is None or travelling is None or len(updates) != len(record.included) or not updates:
         return  # a missing or unusable input is already a finding; re-running without it proves nothing
-    frozen = [t.name for t in spec.tensors if not t.trainable]
 
-    if recipe.rule.name not in RULES:
-        audit.find(
-            FindingKind.RULE_UNKNOWN,
-            recipe.rule.name,
-            "rule",
-            f"the metadata names rule {recipe.rule.name!r}, which this build cannot run",
-            expected=sorted(RULES),
-            actual=recipe.rule.name,
-        )
+    if not audit.known_rule(record.rule.name, "the metadata"):
         return
     try:
         # Rules on changes see the parent's travelling tensors, as the aggregator's did.
-        weights = aggregate(recipe.rule.name, updates, base=travelling, **recipe.rule.params)
+        weights = aggregate(record.rule.name, updates, base=travelling, **record.rule.params)
         rederived = serialize_tensors(with_frozen(weights, parent_tensors, spec))
     except Exception as exc:  # the params are whatever the metadata says: any refusal is a finding
         audit.find(
             FindingKind.AGGREGATION_FAILED,
-            recipe.rule.name,
+            record.rule.name,
             "rule",
-            f"{recipe.rule.name} with params {dict(recipe.rule.params)} refused the recorded updates: {exc}",
+            f"{record.rule.name} with params {dict(record.rule.params)} refused the recorded updates: {exc}",
         )
         return
     audit.rederived_hash = sha256_hex(rederived)
-    how = f"re-running {recipe.rule.name} {dict(recipe.rule.params)} over {len(updates)} updates"
+    frozen = [t.name for t in spec.tensors if not t.trainable]
+    how = f"re-running {record.rule.name} {dict(record.rule.params)} over {len(updates)} updates"
     audit.compare_rederived(how + (", frozen tensors from the parent" if frozen else ""))

@@ -34,6 +34,15 @@ class FindingKind(str, Enum):
     RULE_UNKNOWN = "rule_unknown"  # the metadata names an aggregation rule this build does not have
     AGGREGATION_FAILED = "aggregation_failed"  # the rule refused the recorded parameters or updates
     REDERIVED_MISMATCH = "rederived_mismatch"  # re-running the recorded recipe gives other bytes
+    # The aggregator's decisions, re-checked against the policy pinned at genesis:
+    POLICY_UNAVAILABLE = "policy_unavailable"  # the pinned policy cannot be read, so decisions go unchecked
+    RULE_NOT_PINNED = "rule_not_pinned"  # the version was built with another rule or parameters than pinned
+    CENSORED_SUBMISSION = "censored_submission"  # a submission of the round neither included nor rejected
+    INCLUDED_TWICE = "included_twice"  # the metadata lists one node's submission more than once
+    INCLUDED_INVALID = "included_invalid"  # an included update fails the pinned validation (e.g. norm bound)
+    REJECTION_UNFOUNDED = "rejection_unfounded"  # re-validating the rejected bytes does not give the reason
+    REJECTION_UNVERIFIABLE = "rejection_unverifiable"  # a content reason whose bytes nobody can re-check
+    FORKED_LINEAGE = "forked_lineage"  # the round built on an older version than the latest
     ENCODING_MISMATCH = "encoding_mismatch"  # an included update is not in the encoding genesis pins, or a
     # rejection for that reason is not borne out by the blob
     PRIVACY_MISMATCH = "privacy_mismatch"  # a privacy claim, a recorded ε or a privacy rejection the
@@ -62,6 +71,37 @@ class Finding:
         }
 
 
+class RejectionStatus(str, Enum):
+    """How a recorded rejection fared when re-checked (the values are printed as they are)."""
+
+    CONFIRMED = "confirmed"  # re-validating the bytes under the pinned policy gives the same reason
+    REFUTED = "refuted"  # it gives another outcome: a `rejection_unfounded` finding
+    CORROBORATED = "corroborated"  # an availability reason, and the auditor's own fetch fails too
+    UNVERIFIABLE = "unverifiable"  # see `RejectionCheck.detail` for why it cannot be decided
+
+
+@dataclass(frozen=True)
+class RejectionCheck:
+    """One on-chain rejection of the round, and whether its reason held when re-checked."""
+
+    node: str
+    update_hash: str
+    reason_code: int
+    reason: str  # the code's name, or "unknown"
+    status: RejectionStatus
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "update_hash": self.update_hash,
+            "reason_code": self.reason_code,
+            "reason": self.reason,
+            "status": self.status.value,
+            "detail": self.detail,
+        }
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of re-deriving one version; `ok` exactly when there is no finding."""
@@ -76,6 +116,9 @@ class Verdict:
     rule: Mapping[str, Any] | None
     updates: tuple[str, ...]
     findings: tuple[Finding, ...]
+    policy: Mapping[str, Any] | None = None  # the pinned policy the decisions were checked against
+    policy_source: Mapping[str, Any] | None = None  # where it is pinned: genesis or a PolicyChanged event
+    rejections: tuple[RejectionCheck, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -110,5 +153,8 @@ class Verdict:
             "rederived_hash": self.rederived_hash,
             "rule": dict(self.rule) if self.rule is not None else None,
             "updates": list(self.updates),
+            "policy": dict(self.policy) if self.policy is not None else None,
+            "policy_source": dict(self.policy_source) if self.policy_source is not None else None,
+            "rejections": [check.to_json() for check in self.rejections],
             "findings": [finding.to_json() for finding in self.findings],
         }

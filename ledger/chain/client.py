@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar, cast
@@ -86,6 +86,10 @@ class AttestationCounts:
     current_ok: int
     failed: int
     unresolved: int
+
+    def opens_rounds(self, quorum: int) -> bool:
+        """Whether `openRound` may build on the version under an attestation quorum `quorum`."""
+        return quorum == 0 or (self.current_ok >= quorum and self.unresolved == 0)
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,11 @@ class LedgerClient:
     def set_auditor(self, account: str, enabled: bool) -> TxResult:
         return self._transact("setAuditor", to_checksum_address(account), enabled)
 
-    def attest_version(self, model_hash: HashLike, ok: bool, report_hash: HashLike) -> TxResult:
-        return self._transact("attestVersion", to_bytes32(model_hash), ok, to_bytes32(report_hash))
+    def attest_version(
+        self, model_hash: HashLike, ok: bool, report_hash: HashLike, *, on_sent: Callable[[str], None] | None = None
+    ) -> TxResult:
+        """`on_sent(tx_hash)` runs once the transaction is sent, before its receipt is awaited."""
+        return self._transact("attestVersion", to_bytes32(model_hash), ok, to_bytes32(report_hash), on_sent=on_sent)
 
     def resolve_attestation(self, model_hash: HashLike, auditor: str, resolution_hash: HashLike) -> TxResult:
         return self._transact(
@@ -347,13 +354,19 @@ class LedgerClient:
             raise LedgerError(f"{name} needs a signing account; this client is read-only")
         return _prepare(self.w3, self.account, getattr(self.contract.functions, name)(*args), name)
 
-    def send(self, prepared: PreparedTx) -> TxResult:
-        """Send a prepared transaction and await its receipt; a mined revert raises its typed error."""
-        receipt = _submit(self.w3, prepared, self.receipt_timeout)
+    def send(self, prepared: PreparedTx, *, on_sent: Callable[[str], None] | None = None) -> TxResult:
+        """Send a prepared transaction and await its receipt; a mined revert raises its typed error.
+
+        `on_sent(tx_hash)` runs once the transaction is sent, before its receipt is awaited.
+        """
+        _broadcast(self.w3, prepared.raw, prepared.tx_hash)
+        if on_sent is not None:
+            on_sent(prepared.tx_hash[2:])
+        receipt = _settle(self.w3, prepared, self.receipt_timeout)
         return self._result(prepared.function, prepared.tx_hash[2:], receipt)
 
-    def _transact(self, name: str, *args: Any) -> TxResult:
-        return self.send(self.prepare(name, *args))
+    def _transact(self, name: str, *args: Any, on_sent: Callable[[str], None] | None = None) -> TxResult:
+        return self.send(self.prepare(name, *args), on_sent=on_sent)
 
     def _transact_many(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[TxResult]:
         """Independent calls of one function without a round trip to a receipt between them.

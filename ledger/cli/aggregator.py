@@ -49,6 +49,7 @@ def checked_rule(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from aggregator.misbehaviour import MODES
     from ledger.cli.policy_options import add_policy_arguments
     from ledger.core.policy import DEFAULT_MAX_NUM_SAMPLES
     from ledger.cli.wiring import add_ledger_arguments, add_task_arguments
@@ -82,6 +83,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--register", action="append", default=[], metavar="ADDRESS", help="register a node first (admin only; repeatable)")
     run.add_argument("--model-seed", type=int, default=0, help="seed of the genesis model")
     run.add_argument("--threads", type=int, default=1, help="torch threads for evaluation (default 1: the model is small)")
+    run.add_argument(
+        "--misbehave",
+        choices=MODES,
+        help="demo only: lie this way each round (aggregator.misbehaviour), for auditors to catch",
+    )
     add_policy_arguments(run)
     run.set_defaults(handler=_run)
 
@@ -133,7 +139,12 @@ def _run(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         privacy=privacy,
     )
-    aggregator = Aggregator(client, store, test_data, config)
+    if args.misbehave:
+        from aggregator.misbehaviour import LyingAggregator
+
+        aggregator: Aggregator = LyingAggregator(client, store, test_data, config, mode=args.misbehave)
+    else:
+        aggregator = Aggregator(client, store, test_data, config)
     dp = "no DP" if privacy is None else f"DP σ {privacy.noise_multiplier}, ε budget {privacy.epsilon_budget}"
     report(
         log,

@@ -153,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.api.gc import Collector, PinnedHashes
     from ledger.api.server import listen, serve_forever
     from ledger.cli.errors import CommandError, UsageError
+    from ledger.cli.wiring import deployment_block
     from ledger.index.db import SchemaOutOfDate, service_database_url
 
     options = _server_options(args)
@@ -162,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.gc_interval_minutes < 0:
         raise UsageError(f"--gc-interval-minutes must be 0 (off) or positive, got {args.gc_interval_minutes}")
     settings, ledger, store = _open_ledger(args)
+    from_block = deployment_block(ledger)  # where the chain's events, which answers are checked against, start
     database_url = service_database_url(args.database_url)
     quota = int(args.node_quota_mb * MIB) if args.node_quota_mb is not None else None
     try:
@@ -170,6 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
             ledger=ledger,
             max_blob_bytes=settings.max_blob_bytes,
             database_url=database_url,
+            ledger_from_block=from_block,
             node_quota_bytes=quota,
         )
     except SchemaOutOfDate as exc:  # refuse to serve an index the code cannot read

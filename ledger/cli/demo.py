@@ -1,11 +1,12 @@
 """`fedledger demo`: a real federation — aggregator and N edge nodes — on a devnet or in one process.
 
 With `--chain anvil` (default) it starts the devnet if none runs, deploys a fresh ledger, serves
-the blob store over HTTP, and runs the aggregator and every node as separate OS processes
-(`fedledger aggregator run`, `fedledger node run`). With `--chain memory` everything runs in this
+the blob store over HTTP, and runs the aggregator, every node and every auditor as separate OS
+processes (`fedledger aggregator run`, `fedledger node run`, `fedledger audit watch`). With `--chain memory` everything runs in this
 process on the in-process chain. Either way it federates `--task` (default digits-mlp) on shares of
 the task's bundled data, prints a table per round and the lineage at the end (or, with `--json`,
-one JSON document), and says what it is doing while it waits: each child as it
+one JSON document), with `--auditors K` every auditor's verdict on every version (a lying
+aggregator's versions attested failed, naming what it did), and says what it is doing while it waits: each child as it
 starts and becomes ready, each node's submission as it lands (the children log JSON lines to their
 files under var/demo/; the demo relays the ones that matter).
 
@@ -79,6 +80,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--api-port", type=int, default=8600)
     demo.add_argument("--serve", action="store_true", help="afterwards keep serving the audit page and API until Ctrl-C")
     demo.add_argument("--json", action="store_true", help="print the rounds and the lineage as one JSON document at the end")
+    demo.add_argument(
+        "--auditors",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K independent auditors re-derive and attest every version; a round opens only on a version all K attested ok",
+    )
+    demo.add_argument(
+        "--lying-aggregator",
+        metavar="MODE",
+        help="the aggregator lies this way each round: model, root, count, false-reject, censor, over-norm, rule or fork",
+    )
     add_policy_arguments(demo)
     demo.set_defaults(handler=_run)
 
@@ -98,6 +111,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     args.rule_params = checked_rule(args)
+    if args.auditors < 0:
+        raise UsageError("--auditors must be 0 or more")
+    if args.lying_aggregator is not None:
+        from aggregator.misbehaviour import MODES
+
+        if args.lying_aggregator not in MODES:
+            raise UsageError(f"--lying-aggregator takes one of {', '.join(MODES)}")
     if args.min_updates is None:
         args.min_updates = args.nodes // 2 + 1
     if args.threads is None:
@@ -169,7 +189,12 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
         round_seconds=args.round_seconds,
         encoding=args.encoding,
         privacy=args.privacy,
+        attestation_quorum=args.auditors,
+        misbehaviour=args.lying_aggregator,
     )
+    watchers = _in_process_watchers(federation.chain, store, args.auditors)
+    for watcher in watchers:  # genesis first: under the quorum, round 1 opens only on an attested genesis
+        watcher.run_once()
     for node in federation.nodes:
         node.warm_up()
     seconds = []
@@ -181,13 +206,31 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
             report(log, "node", "round {round}: node {index} {outcome}", round=result.round, index=index, outcome=outcome.value)
         if not args.json:
             print_round(result)
+        for watcher in watchers:  # each new version is judged before the next round opens on it
+            watcher.run_once()
         if set(federation.outcomes) == {Outcome.BUDGET_EXHAUSTED}:
             report(log, "budget", "every node has spent its ε budget ({budget}): stopping", budget=args.privacy.epsilon_budget)
             break
-    _finish(args, federation.chain.admin, store, chain="memory", seconds=seconds)
+    attestations = attestation_rows(federation.chain.admin, [w.store.own for w in watchers]) if watchers else None
+    _finish(args, federation.chain.admin, store, chain="memory", seconds=seconds, attestations=attestations)
     if args.serve:
         _serve_memory(args, federation.chain, store)
     return 0
+
+
+def _in_process_watchers(chain: Any, store: Any, count: int) -> list[Any]:
+    """`count` auditors with their own keys and folders, judging in this process (memory chain)."""
+    from ledger.audit.watch import Watcher
+    from ledger.store.local import LocalBlobStore
+    from ledger.store.mirror import MirroredStore
+
+    watchers = []
+    for index in range(count):
+        account = chain.new_account(f"demo-auditor-{index}")
+        chain.admin.set_auditor(account.address, True)
+        own = LocalBlobStore(home_dir() / "memory" / "auditors" / account.address, max_bytes=store.max_bytes)
+        watchers.append(Watcher(chain.client(account), MirroredStore(own, store), publish=store))
+    return watchers
 
 
 def _serve_memory(args: argparse.Namespace, chain: Any, store: Any) -> None:
@@ -294,17 +337,31 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from ledger.core.progress import report
     from ledger.store.http import HttpBlobStore
 
-    if args.nodes > DEV_ACCOUNT_COUNT - 1:
-        raise UsageError(f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes")
+    if args.nodes + args.auditors > DEV_ACCOUNT_COUNT - 1:
+        raise UsageError(
+            f"the devnet funds {DEV_ACCOUNT_COUNT} dev accounts: at most {DEV_ACCOUNT_COUNT - 1} nodes and auditors together"
+        )
     devnet = Devnet(port=args.port) if args.port else Devnet()
     status = devnet.start()
     report(log, "devnet", "devnet: {url}, chain id {chain_id}, block {block}", url=devnet.rpc_url, chain_id=status.chain_id, block=status.block_number)
     w3 = connect(devnet.rpc_url)
-    admin, record, _ = deploy(w3, dev_account(0))
+    admin, record, _ = deploy(w3, dev_account(0), attestation_quorum=args.auditors)
     report(log, "deployed", "deployed FederatedLedger at {address} (block {block})", address=record.address, block=record.block_number)
     for index in range(args.nodes):
         admin.register_node(dev_account(index + 1).address)
     report(log, "registered", "registered {nodes} nodes (dev accounts 1..{nodes})", nodes=args.nodes)
+    auditor_keys = [args.nodes + 1 + index for index in range(args.auditors)]
+    for key in auditor_keys:
+        admin.set_auditor(dev_account(key).address, True)
+    if auditor_keys:
+        report(
+            log,
+            "auditors",
+            "granted the auditor role to dev accounts {first}..{last}; a round opens only on a version {auditors} auditor(s) attested ok",
+            first=auditor_keys[0],
+            last=auditor_keys[-1],
+            auditors=args.auditors,
+        )
 
     run_dir = home_dir() / "demo" / record.address.lower()
     logs = run_dir / "logs"
@@ -351,6 +408,10 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         poll_until(service_answers, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the ledger service")
         report(log, "service", "ledger service (blob store) at {url}", url=store_url)
 
+        for key in auditor_keys:
+            command = fedledger + ["audit", "watch", *chain_args, "--dev-key", str(key), "--store", store_url]
+            command += ["--auditor-dir", str(run_dir / f"auditor-{key}"), "--poll-seconds", "0.2"]
+            children.append(_Child(f"auditor {key}", command, logs / f"auditor-{key}.log", env, relay=QUIET))
         nodes: list[_Child] = []
         for index in range(args.nodes):
             command = fedledger + ["--log-format", "json", "node", "run", *chain_args, *task_args, "--dev-key", str(index + 1)]
@@ -381,6 +442,8 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         if args.round_seconds is not None:
             aggregator_command += ["--round-seconds", str(args.round_seconds)]
         aggregator_command += ["--threads", str(args.threads), *policy_argv(args)]
+        if args.lying_aggregator:
+            aggregator_command += ["--misbehave", args.lying_aggregator]
         for name, value in args.rule_params.items():
             aggregator_command += ["--rule-param", f"{name}={json.dumps(value)}"]
         report(log, "starting", "starting the aggregator ({rounds} rounds)", rounds=args.rounds)
@@ -405,8 +468,12 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             except subprocess.TimeoutExpired:
                 child.process.terminate()
         store = HttpBlobStore.from_ledger(store_url, admin, account=None, max_bytes=512 << 20)
+        attestations = None
+        if auditor_keys:
+            _wait_attested(admin, len(auditor_keys))
+            attestations = attestation_rows(admin, [store])
         _wait_indexed(store_url, int(w3.eth.block_number))
-        _finish(args, admin, store, chain="anvil", seconds=seconds)
+        _finish(args, admin, store, chain="anvil", seconds=seconds, attestations=attestations)
         if args.serve:
             print(f"audit page: {store_url}/  (API under {store_url}/api/v1; Ctrl-C to stop)", file=sys.stderr, flush=True)
             try:
@@ -455,6 +522,21 @@ def _migrate(database_url: str) -> None:
         engine.dispose()
 
 
+def _wait_attested(client: Any, auditors: int, timeout: float = 120.0) -> None:
+    """Until every auditor has attested every committed version."""
+    from ledger.chain.rounds import committed_models
+    from ledger.core.polling import poll_until
+
+    def done() -> bool:
+        for version in committed_models(client):
+            counts = client.attestation_counts(version.model_hash)
+            if counts.ok + counts.failed < auditors:
+                return False
+        return True
+
+    poll_until(done, timeout=timeout, interval=0.2, what=f"{auditors} auditor(s) to attest every version")
+
+
 def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
     """Poll the API until the indexer child has mirrored every block up to `head`."""
     import requests
@@ -474,8 +556,32 @@ def _wait_indexed(service_url: str, head: int, timeout: float = 60.0) -> None:
 # ------------------------------------------------------------------ the end
 
 
-def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str, seconds: Sequence[float]) -> None:
-    """The lineage table and the time per round, or the whole run as one JSON document with `--json`.
+def attestation_rows(client: Any, stores: Any) -> list[Any]:
+    """Each auditor's verdict per version, with the finding kinds of its report (from any of `stores`)."""
+    from ledger.chain import events
+    from ledger.cli.report import AttestationRow
+    from ledger.core.safe_json import parse_untrusted_json
+
+    versions = {e.model_hash: e.version for e in client.events(event_type=events.ModelCommitted)}
+    rows = []
+    for attested in client.events(event_type=events.VersionAttested):
+        kinds: tuple[str, ...] = ()
+        for store in stores:
+            try:
+                report = parse_untrusted_json(store.get(attested.report_hash))
+                kinds = tuple(dict.fromkeys(f["kind"] for f in report["verdict"]["findings"]))
+                break
+            except Exception:  # not in this store, or not a report: the verdict still shows
+                continue
+        rows.append(AttestationRow(versions.get(attested.model_hash, -1), attested.model_hash, attested.auditor, attested.ok, kinds))
+    return rows
+
+
+def _finish(
+    args: argparse.Namespace, client: Any, store: Any, *, chain: str, seconds: Sequence[float], attestations: Sequence[Any] | None = None
+) -> None:
+    """The lineage table, the auditors' `attestations` (if any) and the time per round, or the whole
+    run as one JSON document with `--json`.
 
     A round's time runs from its opening to its commit (or abandon): the federation's pace, without
     the processes' start-up.
@@ -483,7 +589,7 @@ def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str, se
     from dataclasses import asdict
 
     from ledger.cli.bench.common import median
-    from ledger.cli.report import format_lineage
+    from ledger.cli.report import format_attestations, format_lineage
     from ledger.cli.rounds import round_status
     from ledger.cli.versions import version_rows
     from ledger.core.progress import report
@@ -496,6 +602,8 @@ def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str, se
     }
     if not args.json:
         print(format_lineage(rows), flush=True)
+        if attestations is not None:
+            print(format_attestations(attestations), flush=True)
         report(log, "pace", "{rounds} rounds: {mean} s per round on average (median {median} s)", **per_round)
         return
     document = {
@@ -507,4 +615,6 @@ def _finish(args: argparse.Namespace, client: Any, store: Any, *, chain: str, se
         "versions": [asdict(row) for row in rows],
         "seconds_per_round": {**per_round, "each": [round(value, 3) for value in seconds]},
     }
+    if attestations is not None:
+        document["attestations"] = [asdict(row) for row in sorted(attestations, key=lambda r: (r.version, r.auditor))]
     print(json.dumps(document, indent=2), flush=True)

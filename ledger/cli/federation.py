@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
+from aggregator.misbehaviour import LyingAggregator
 from edge_node.node import EdgeNode, Outcome, TrainingConfig
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.core.task import Task
@@ -54,15 +55,18 @@ def start_federation(
     alpha: float = 0.5,
     node_hooks: Mapping[int, Mapping[str, Any]] | None = None,
     parallel: int = 1,
+    attestation_quorum: int = 0,
+    misbehaviour: str | None = None,
     **aggregator_config: Any,
 ) -> InProcessFederation:
     """A fresh chain with `nodes` registered nodes, each holding a share of the task's bundled data; genesis committed.
 
     `node_hooks[k]` are extra `EdgeNode` keyword arguments for node k (the demo's misbehaving nodes);
+    `misbehaviour` makes the aggregator lie that way (`aggregator.misbehaviour.MODES`);
     `aggregator_config` are `AggregatorConfig` fields (rule, min_updates, ...).
     """
     overrides = dict(hyperparameters or {})
-    chain = start_in_process_ledger(nodes)
+    chain = start_in_process_ledger(nodes, attestation_quorum=attestation_quorum)
     data = task.bundled_data()
     shares = split_examples(data.train, nodes, iid=iid, alpha=alpha, seed=0)
     edge_nodes = [
@@ -77,6 +81,9 @@ def start_federation(
         for index, (client, share) in enumerate(zip(chain.nodes, shares))
     ]
     config = AggregatorConfig(task=task, hyperparameters=overrides, **aggregator_config)
-    aggregator = Aggregator(chain.admin, store, data.test, config)
+    if misbehaviour is None:
+        aggregator = Aggregator(chain.admin, store, data.test, config)
+    else:
+        aggregator = LyingAggregator(chain.admin, store, data.test, config, mode=misbehaviour)
     aggregator.ensure_genesis()
     return InProcessFederation(chain, store, aggregator, edge_nodes, parallel=parallel)

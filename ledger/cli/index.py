@@ -124,9 +124,8 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _indexer(args: argparse.Namespace) -> Any:
-    from ledger.chain.deploy import DeploymentNotFound, load_deployment
     from ledger.cli.errors import UsageError
-    from ledger.cli.wiring import blob_store, ledger_client
+    from ledger.cli.wiring import blob_store, deployment_block, ledger_client
     from ledger.index.db import open_index
     from ledger.index.indexer import Indexer, IndexerConfig
 
@@ -137,13 +136,7 @@ def _indexer(args: argparse.Namespace) -> Any:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     client = ledger_client(args, account=None)  # the chain answers and the address holds our ledger
-    start_block = args.from_block
-    if start_block is None:
-        try:
-            record = load_deployment(client.w3)
-            start_block = record.block_number if record.address == client.address else 0
-        except DeploymentNotFound:
-            start_block = 0
+    start_block = args.from_block if args.from_block is not None else deployment_block(client)
     store = blob_store(args, client)
     return Indexer(client.w3, client.address, sessions, start_block=start_block, store=store, config=config)
 

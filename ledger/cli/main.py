@@ -40,6 +40,8 @@ COMMANDS: dict[str, Command] = {
     "data": Command("ledger.cli.data", "write per-node data files from a task's bundled data set"),
     "demo": Command("ledger.cli.demo", "run a federated training demo end to end"),
     "audit": Command("ledger.cli.audit", "check committed model versions against the chain"),
+    "export": Command("ledger.cli.export", "a committed version as ONNX/safetensors with signed provenance; verify one"),
+    "keys": Command("ledger.cli.keys", "create a signing key pair for exports (--signing)"),
     "bench": Command("ledger.cli.bench.common", "run a benchmark and print its figures as JSON"),
 }
 

@@ -108,3 +108,21 @@ def print_round(result: RoundResult) -> None:
         ),
         flush=True,
     )
+
+
+@dataclass(frozen=True)
+class AttestationRow:
+    version: int
+    model_hash: str
+    auditor: str
+    ok: bool
+    findings: tuple[str, ...]  # finding kinds from the auditor's report
+
+
+def format_attestations(rows: Sequence[AttestationRow]) -> str:
+    """Per version, each auditor's verdict; a failing one with the findings its report names."""
+    lines = ["attestations (on chain):"]
+    for row in sorted(rows, key=lambda r: (r.version, r.auditor)):
+        verdict = "ok" if row.ok else "FAILED" + (f" ({', '.join(row.findings)})" if row.findings else "")
+        lines.append(f"  v{row.version:<3} {short(row.model_hash)}  auditor {short(row.auditor, 14)}  {verdict}")
+    return "\n".join(lines)

@@ -167,12 +167,12 @@ def resolve_model_hash(client: LedgerClient, text: str) -> str:
     from ledger.core.hashing import normalize_hash
 
     if text == "latest":
-        from ledger.chain.rounds import committed_models
+        from ledger.chain.rounds import latest_model_hash
 
-        versions = committed_models(client)
-        if not versions:
-            raise CommandError(f"ledger {client.address} has no committed version yet")
-        return versions[-1].model_hash
+        try:
+            return latest_model_hash(client)
+        except LookupError as exc:
+            raise CommandError(str(exc)) from exc
     try:
         return normalize_hash(text)
     except (TypeError, ValueError) as exc:
@@ -251,3 +251,14 @@ def resolve_task(args: argparse.Namespace) -> tuple[Task, dict[str, Any]]:
     except TaskError as exc:
         raise UsageError(str(exc)) from exc
     return task, overrides
+
+
+def deployment_block(client: LedgerClient) -> int:
+    """The block the ledger was deployed in (its deployment record's), else 0: where reading starts."""
+    from ledger.chain.deploy import DeploymentNotFound, load_deployment
+
+    try:
+        record = load_deployment(client.w3)
+    except DeploymentNotFound:
+        return 0
+    return record.block_number if record.address == client.address else 0

@@ -24,6 +24,7 @@ from ledger.core.safe_json import (
 from ledger.core.task_spec import TaskSpec, TaskSpecError
 
 FORMAT = "fedledger-model-metadata/3"
+POLICY_FORMAT = "fedledger-policy/1"  # the blob `setPolicy(policyHash)` pins when the policy changes
 
 
 class MetadataError(ValueError):
@@ -130,24 +131,52 @@ def encode_round(
     )
 
 
+def encode_policy(policy: FederationPolicy) -> bytes:
+    """The blob an admin stores and pins with `setPolicy` to change the policy from the next round on."""
+    return canonical_json({"format": POLICY_FORMAT, "policy": policy.to_json()})
+
+
 # --------------------------------------------------------------------------- reading
+
+
+def decode_policy(blob: bytes) -> FederationPolicy:
+    """The policy in a `setPolicy` blob; `MetadataError` naming what is wrong for anything else."""
+    document = _document(blob, POLICY_FORMAT, "policy")
+    try:
+        return FederationPolicy.from_json(document.get("policy"))
+    except PolicyError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def decode(blob: bytes) -> MetadataRecord:
     """The record in `blob`; `MetadataError` naming what is wrong for anything else."""
-    try:
-        document = parse_untrusted_json(blob)
-    except UntrustedJsonError as exc:
-        raise MetadataError(f"the metadata is not usable JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        actual = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise MetadataError(f"the metadata is not a {FORMAT} object (format {actual!r})")
+    document = _document(blob, FORMAT, "metadata")
     kind = document.get("kind")
     if kind == "genesis":
         return _genesis(document)
     if kind == "round":
         return _round(document)
     raise MetadataError(f"'kind' must be 'genesis' or 'round', got {kind!r}")
+
+
+def decode_genesis(blob: bytes) -> GenesisRecord:
+    """The genesis record in `blob`; `MetadataError` for anything else, a round record included."""
+    record = decode(blob)
+    if not isinstance(record, GenesisRecord):
+        raise MetadataError(f"the metadata is a {record.kind} record, not a genesis record")
+    return record
+
+
+def _document(blob: bytes, format_name: str, what: str) -> dict[str, Any]:
+    """The JSON object in `blob` if it declares `format_name`; `MetadataError` otherwise."""
+    try:
+        document = parse_untrusted_json(blob)
+    except UntrustedJsonError as exc:
+        raise MetadataError(f"the {what} is not usable JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        actual = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise MetadataError(f"the {what} is not a {format_name} object (format {actual!r})")
+    return document
 
 
 def _genesis(document: Mapping[str, Any]) -> GenesisRecord:

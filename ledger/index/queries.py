@@ -6,8 +6,9 @@ walks parent links with one recursive CTE (one round trip, whatever the depth).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
@@ -56,6 +57,8 @@ class NodeTally:
     submissions: int = 0
     rejected: int = 0
     included: int = 0
+    last_round: int | None = None  # the latest round the node submitted in
+    reasons: dict[int, int] = field(default_factory=dict)  # rejection reason code → how many
 
 
 def cursor(session: Session) -> IndexerCursor | None:
@@ -150,6 +153,10 @@ def versions(session: Session, page: Page) -> Paged[ModelVersion]:
     return Paged(list(session.scalars(_page(base, page, ModelVersion.version))), _total(session, base))
 
 
+def version_by_number(session: Session, number: int) -> ModelVersion | None:
+    return session.get(ModelVersion, number)
+
+
 def version_by_hash(session: Session, model_hash: str) -> ModelVersion | None:
     return session.scalars(select(ModelVersion).where(ModelVersion.model_hash == model_hash)).first()
 
@@ -234,6 +241,31 @@ def _heads_statement(rounds: int) -> Any:
         for i in range(rounds)
     ]
     return union_all(*(select(arm) for arm in arms))
+
+
+def undecided_rounds(session: Session, numbers: Sequence[int]) -> set[int]:
+    """Rounds among `numbers` with a submission whose inclusion the index left undecided (NULL)."""
+    if not numbers:
+        return set()
+    return set(
+        session.scalars(
+            select(Submission.round).where(Submission.round.in_(numbers), Submission.included.is_(None)).distinct()
+        )
+    )
+
+
+def included_by_round(session: Session, numbers: Sequence[int]) -> dict[int, list[Row[Any]]]:
+    """Included updates of several rounds at once (one query, plain rows), by hash within a round."""
+    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
+    if numbers:
+        table = Submission.__table__
+        for row in session.execute(
+            select(table)
+            .where(table.c.round.in_(numbers), table.c.included.is_(True))
+            .order_by(table.c.round, table.c.update_hash, table.c.node)
+        ).all():
+            grouped[row.round].append(row)
+    return grouped
 
 
 def lineage(session: Session, tip: ModelVersion, page: Page) -> Paged[Row[Any]]:
@@ -321,11 +353,23 @@ def node_tallies(session: Session, addresses: Sequence[str]) -> dict[str, NodeTa
             func.count(),
             func.count(Submission.rejected_reason),
             func.sum(case((Submission.included.is_(True), 1), else_=0)),
+            func.max(Submission.round),
         )
         .where(Submission.node.in_(addresses))
         .group_by(Submission.node)
-    )
-    return {node: NodeTally(int(n), int(rej), int(inc or 0)) for node, n, rej, inc in rows}
+    ).all()
+    reasons: dict[str, dict[int, int]] = defaultdict(dict)
+    for node, code, n in session.execute(
+        select(Submission.node, Submission.rejected_reason, func.count())
+        .where(Submission.node.in_(addresses), Submission.rejected_reason.is_not(None))
+        .group_by(Submission.node, Submission.rejected_reason)
+    ):
+        if code is not None:
+            reasons[node][int(code)] = int(n)
+    return {
+        node: NodeTally(int(n), int(rej), int(inc or 0), int(last), dict(sorted(reasons[node].items())))
+        for node, n, rej, inc, last in rows
+    }
 
 
 def contributions(session: Session, address: str, page: Page) -> Paged[Submission]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save as raw_safetensors_save
 
-from aggregator.validate import Accepted, Rejected, validate_blob
+from ledger.core.validation import Accepted, Rejected, validate_blob
 from ledger.core.encoding import (
     DecodeError,
     complete_with_base,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from aggregator.validate import Accepted, Rejected
+from ledger.core.validation import Accepted, Rejected
 from aggregator.intake import Limits, admit_and_merge, check_update, checked_in_merge_order
 from ledger.chain import events
 from ledger.core.aggregation import Update, fedavg

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save as raw_safetensors_save
 
-from aggregator.validate import Accepted, Rejected, validate_blob, validate_update
+from ledger.core.validation import Accepted, Rejected, validate_blob, validate_update
 from ledger.core.reasons import RejectReason
 from ledger.core.serialization import serialize_tensors
 

@@ -34,7 +34,7 @@ function setAttrs(node, attrs) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -53,6 +53,9 @@ function percent(value) {
   return typeof value === "number" && isFinite(value) ? (100 * value).toFixed(1) + "%" : "—";
 }
 
+// Every index answer says whether it was compared with the chain; the page says so too.
+const CHECKS = { checked: 0, unchecked: [], block: null };
+
 async function getJSON(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
   let body = null;
@@ -65,9 +68,31 @@ async function getJSON(path) {
     const detail = (body && (body.detail || body.error)) || response.statusText;
     const error = new Error(`${path}: ${response.status} ${detail}`);
     error.status = response.status;
+    error.differences = (body && body.differences) || [];
     throw error;
   }
+  if (body && body.checked_against_chain === true) {
+    CHECKS.checked += 1;
+    CHECKS.block = body.checked_at_block;
+  } else if (body && body.checked_against_chain === false) {
+    CHECKS.unchecked.push(body.unchecked_reason || path);
+  }
   return body;
+}
+
+function blobLink(hash, label) {
+  // A download of the blob's exact bytes: `sha256sum` of the file prints `hash`.
+  if (!hash) return el("span", { class: "none", text: "—" });
+  return el("a", { class: "blob", href: `/blobs/${hash}`, download: `${hash}.${label === "metadata" || label === "report" ? "json" : "safetensors"}`,
+    title: `download the ${label} blob ${hash}`, text: label });
+}
+
+function labelCells(table) {
+  // Narrow screens show each row as a card: every cell carries its column's name.
+  const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of table.querySelectorAll("tbody tr")) {
+    [...row.children].forEach((cell, index) => cell.setAttribute("data-label", names[index] || ""));
+  }
 }
 
 // ------------------------------------------------------------------ the API (see /api/v1/openapi.json)
@@ -159,7 +184,19 @@ async function loadLedger() {
     })
   );
   const included = await includedOf(models);
-  return { summary, rounds, models, nodes, rejections, included, privacy };
+  const attestations = await attestationsOf(summary);
+  return { summary, rounds, models, nodes, rejections, included, privacy, attestations };
+}
+
+async function attestationsOf(summary) {
+  // model hash → the auditors' verdicts on it, read from the chain by the service.
+  const byVersion = new Map();
+  if (!summary.attestations) return byVersion;
+  for (const attestation of await getAll(`${API}/attestations`)) {
+    if (!byVersion.has(attestation.model_hash)) byVersion.set(attestation.model_hash, []);
+    byVersion.get(attestation.model_hash).push(attestation);
+  }
+  return byVersion;
 }
 
 function accuracyOf(model) {
@@ -278,9 +315,11 @@ function renderLineage(state) {
   for (const [i, model] of models.entries()) {
     const genesis = model.parent_hash === null;
     const verify = () => verifyVersion(model.model_hash);
+    const verdicts = state.attestations.get(model.model_hash) || [];
+    const attested = verdicts.some((a) => !a.ok) ? " attested-failed" : verdicts.length ? " attested-ok" : "";
     chart.append(
       svg("g", {
-        class: `version${genesis ? " genesis" : ""}`, "data-hash": model.model_hash, "data-version": model.version,
+        class: `version${genesis ? " genesis" : ""}${attested}`, "data-hash": model.model_hash, "data-version": model.version,
         tabindex: 0, role: "button", "aria-label": `verify version ${model.version}`,
         onclick: verify, onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") verify(); },
       },
@@ -301,14 +340,14 @@ function renderAccuracy({ models }) {
   const box = document.getElementById("accuracy");
   const points = models
     .filter((m) => m.version > 0 && accuracyOf(m) !== undefined)
-    .map((m) => ({ round: m.round, accuracy: accuracyOf(m), version: m.version }))
+    .map((m) => ({ round: m.round, accuracy: accuracyOf(m), version: m.version, metrics: m.metrics, hash: m.model_hash }))
     .sort((a, b) => a.round - b.round);
   if (!points.length) {
     box.replaceChildren(el("p", { class: "empty", text: "No round has committed a model with a test accuracy yet." }));
     return;
   }
-  const width = Math.max(520, box.clientWidth - 18), height = 260;
-  const m = { left: 52, right: 20, top: 16, bottom: 40 };
+  const width = Math.max(260, box.clientWidth - 18), height = width < 480 ? 200 : 260;
+  const m = { left: 44, right: 14, top: 16, bottom: 40 };
   const values = points.map((p) => p.accuracy);
   const lo = Math.max(0, Math.floor((Math.min(...values) - 0.05) * 10) / 10);
   const hi = Math.min(1, Math.ceil((Math.max(...values) + 0.02) * 10) / 10);
@@ -327,7 +366,7 @@ function renderAccuracy({ models }) {
     grid.append(svg("line", { x1: m.left, x2: width - m.right, y1: sy(a), y2: sy(a) }));
     axis.append(svg("text", { class: "label", x: m.left - 8, y: sy(a) + 4, "text-anchor": "end", text: `${Math.round(a * 100)}%` }));
   }
-  const every = Math.ceil(points.length / 20);
+  const every = Math.ceil(points.length / Math.max(2, Math.floor(plotW / 36)));
   for (const [k, p] of points.entries()) {
     if (k % every === 0 || k === points.length - 1) {
       axis.append(svg("text", { class: "label", x: sx(p.round), y: height - m.bottom + 18, "text-anchor": "middle", text: p.round }));
@@ -338,30 +377,73 @@ function renderAccuracy({ models }) {
   axis.append(svg("text", { class: "label", x: m.left + plotW / 2, y: height - 6, "text-anchor": "middle", text: "round" }));
   chart.append(grid, axis);
   chart.append(svg("path", { class: "line", d: points.map((p, k) => `${k ? "L" : "M"} ${sx(p.round)} ${sy(p.accuracy)}`).join(" ") }));
+  const tip = el("div", { class: "tooltip", id: "accuracy-tooltip", role: "tooltip", hidden: true });
   for (const p of points) {
-    chart.append(svg("circle", { class: "point", cx: sx(p.round), cy: sy(p.accuracy), r: 4.5, "data-round": p.round },
-      svg("title", { text: `round ${p.round} (version ${p.version}): ${percent(p.accuracy)}` })));
+    const show = () => showMetrics(tip, box, p, sx(p.round), sy(p.accuracy));
+    chart.append(svg("circle", {
+      class: "point", cx: sx(p.round), cy: sy(p.accuracy), r: 5, "data-round": p.round, tabindex: 0,
+      "aria-label": `round ${p.round}: ${percent(p.accuracy)}`,
+      onmouseenter: show, onfocus: show, onclick: show,
+      onmouseleave: () => { tip.hidden = true; }, onblur: () => { tip.hidden = true; },
+    }));
   }
-  box.replaceChildren(chart);
+  box.replaceChildren(chart, tip);
+}
+
+function showMetrics(tip, box, point, x, y) {
+  // Every metric the version's metadata recorded, not only the accuracy drawn.
+  const rows = Object.entries(point.metrics || {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, value]) =>
+    el("tr", { "data-metric": name }, el("th", { text: name }),
+      el("td", { text: typeof value === "number" && name.includes("accuracy") ? `${value} (${percent(value)})` : JSON.stringify(value) })));
+  tip.replaceChildren(
+    el("div", { class: "tip-title", text: `round ${point.round} · version ${point.version}` }),
+    el("div", { class: "hash", text: short(point.hash, 18) }),
+    el("table", {}, el("tbody", {}, rows)));
+  tip.hidden = false;
+  const left = Math.min(Math.max(0, x + 12), Math.max(0, box.clientWidth - tip.offsetWidth - 4));
+  tip.style.left = `${left}px`;
+  tip.style.top = `${Math.max(0, y - tip.offsetHeight - 8)}px`;
 }
 
 // ------------------------------------------------------------------ tables
 
-function renderVersions({ models }) {
+function renderAttestations(list) {
+  if (!list.length) return el("span", { class: "none", text: "none yet" });
+  return el("ul", { class: "attested" }, list.map((a) =>
+    el("li", { class: a.ok ? "ok" : a.resolved ? "resolved" : "failed", "data-auditor": a.auditor, "data-ok": String(a.ok) },
+      el("span", { class: "verdict-mark", text: a.ok ? "✔ ok" : a.resolved ? "✘ failed (resolved)" : "✘ failed" }), " ",
+      el("span", { class: "hash", title: a.auditor, text: short(a.auditor, 10) }), " ",
+      blobLink(a.report_hash, "report"), " ",
+      el("span", { class: "block", text: `block ${a.block_number}` }),
+      a.report && a.report.findings && a.report.findings.length
+        ? el("ul", { class: "findings" }, a.report.findings.map((f) =>
+            el("li", { class: "finding", "data-kind": f.kind }, el("span", { class: "kind", text: f.kind }), ": ",
+              el("span", { class: "detail", text: f.detail || "" }))))
+        : null)));
+}
+
+function renderVersions({ models, attestations }) {
   const body = document.querySelector("#versions tbody");
   body.replaceChildren(...models.map((model) => {
     const genesis = model.parent_hash === null;
-    return el("tr", { "data-hash": model.model_hash, "data-version": model.version },
+    const verdicts = attestations.get(model.model_hash) || [];
+    const failing = verdicts.some((a) => !a.ok);
+    const attested = verdicts.length > 0 && !failing;
+    return el("tr", { "data-hash": model.model_hash, "data-version": model.version,
+      class: failing ? "attested-failed" : attested ? "attested-ok" : null },
       el("td", { class: "num", text: genesis ? `${model.version} (genesis)` : model.version }),
       el("td", { class: "num", text: genesis ? "—" : model.round }),
       el("td", { class: "model-hash" }, el("span", { class: "hash", title: model.model_hash, text: model.model_hash })),
       el("td", { class: "rule", text: model.rule ? model.rule.name : genesis ? "seeded init" : "—" }),
       el("td", { class: "num", text: genesis ? "—" : model.included_count }),
       el("td", { class: "num", text: percent(accuracyOf(model)) }),
+      el("td", { class: "blobs" }, blobLink(model.model_hash, "model"), " ", blobLink(model.metadata_hash, "metadata")),
+      el("td", { class: "attestations" }, renderAttestations(attestations.get(model.model_hash) || [])),
       el("td", { class: "verification" },
         el("button", { type: "button", class: "verify", "data-hash": model.model_hash, onclick: () => verifyVersion(model.model_hash), text: "verify" }),
         el("div", { class: "verdict", "aria-live": "polite" })));
   }));
+  labelCells(document.getElementById("versions"));
 }
 
 function rejectionItem(submission) {
@@ -389,8 +471,51 @@ function renderRounds({ rounds, models, rejections }) {
       el("td", { class: "num", text: round.state === "finalized" ? round.included_count : "—" }),
       el("td", { class: "rejections-cell" },
         refused.length ? el("ul", { class: "rejections" }, refused.map(rejectionItem)) : el("span", { class: "none", text: "none" })),
-      el("td", { class: "num", text: percent(accuracyOf(byHash.get(round.model_hash))) }));
+      el("td", { class: "num", text: percent(accuracyOf(byHash.get(round.model_hash))) }),
+      el("td", { class: "updates-cell" }, round.submission_count ? updatesDetails(round) : el("span", { class: "none", text: "none" })));
   }));
+  labelCells(document.getElementById("rounds"));
+}
+
+function updatesDetails(round) {
+  // The round's submissions, each with a link to its blob; read from the API the first time it opens.
+  const list = el("ul", { class: "updates" });
+  const details = el("details", { "data-round": round.round },
+    el("summary", { text: `${round.submission_count} update blob${round.submission_count === 1 ? "" : "s"}` }), list);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || details.dataset.loaded) return;
+    details.dataset.loaded = "true";
+    try {
+      const submissions = await submissionsOf(round.round);
+      list.replaceChildren(...submissions.map((s) =>
+        el("li", { "data-node": s.node, "data-hash": s.update_hash },
+          blobLink(s.update_hash, "update"), " ", hashSpan(s.update_hash, 12), " from ",
+          el("span", { class: "hash", title: s.node, text: short(s.node, 10) }),
+          el("span", { class: s.rejection ? "reason" : s.included ? "in" : "none",
+            text: s.rejection ? ` rejected: ${s.rejection.name || s.rejection.code}` : s.included ? " included" : "" }))));
+    } catch (error) {
+      list.replaceChildren(el("li", { class: "reason", text: error.message }));
+    }
+  });
+  return details;
+}
+
+// ------------------------------------------------------------------ nodes
+
+function renderNodes({ nodes }) {
+  const body = document.querySelector("#nodes tbody");
+  body.replaceChildren(...nodes.map((node) =>
+    el("tr", { "data-node": node.address, class: node.active ? null : "revoked" },
+      el("td", { class: "node" }, el("span", { class: "hash", title: node.address, text: node.address })),
+      el("td", {}, el("span", { class: `pill ${node.active ? "finalized" : "abandoned"}`, text: node.active ? "active" : "revoked" })),
+      el("td", { class: "num", text: node.submission_count }),
+      el("td", { class: "num", text: node.included_count }),
+      el("td", { class: "node-rejections" }, node.rejections.length
+        ? el("ul", { class: "rejections" }, node.rejections.map((r) =>
+            el("li", { "data-code": r.code }, el("span", { class: "reason", text: r.name || `reason ${r.code}` }), ` × ${r.count}`)))
+        : el("span", { class: "none", text: "none" })),
+      el("td", { class: "num", text: node.last_round === null ? "never" : `round ${node.last_round}` }))));
+  labelCells(document.getElementById("nodes"));
 }
 
 // ------------------------------------------------------------------ privacy
@@ -486,25 +611,56 @@ async function verifyVersion(hash) {
 
 // ------------------------------------------------------------------ start
 
+function renderChainCheck(error) {
+  const banner = document.getElementById("chain-check");
+  banner.hidden = false;
+  if (error && error.status === 409) {
+    banner.className = "chain-check conflict";
+    banner.replaceChildren(
+      el("strong", { text: "The index disagrees with the chain: " }), error.message,
+      el("ul", {}, error.differences.map((d) =>
+        el("li", { class: "difference", "data-what": d.what }, `${d.key} ${d.field}: index ${JSON.stringify(d.index)}, chain ${JSON.stringify(d.chain)} (${d.detail})`))));
+  } else if (CHECKS.unchecked.length) {
+    banner.className = "chain-check unchecked";
+    banner.textContent = `Not checked against the chain: ${[...new Set(CHECKS.unchecked)].join("; ")}`;
+  } else {
+    banner.className = "chain-check checked";
+    banner.textContent = `✔ Every answer below was compared with the chain's events (${CHECKS.checked} answers, as of block ${CHECKS.block}).`;
+  }
+}
+
+let STATE = null;
+
 async function start() {
   const status = document.getElementById("status");
   try {
     const state = await loadLedger();
+    STATE = state;
     renderSummary(state);
     renderLineage(state);
     renderAccuracy(state);
     renderVersions(state);
     renderRounds(state);
     renderPrivacy(state);
+    renderNodes(state);
+    renderChainCheck(null);
     status.textContent = `${state.models.length} versions, ${state.rounds.length} rounds`;
     status.className = "status ready";
     document.body.dataset.ready = "true";
   } catch (error) {
     status.textContent = `Could not load the ledger: ${error.message}`;
     status.className = "status error";
+    renderChainCheck(error);
     document.body.dataset.ready = "error";
   }
 }
+
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  // The accuracy chart is drawn to the width it has: redraw it when that changes.
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => { if (STATE) renderAccuracy(STATE); }, 100);
+});
 
 window.fedledgerVerify = verifyVersion;
 document.addEventListener("DOMContentLoaded", start);

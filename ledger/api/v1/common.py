@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from flask import abort, request, url_for
+from flask import Response, abort, jsonify, request, url_for
 from sqlalchemy import Row
 from web3 import Web3
+from werkzeug.http import HTTP_STATUS_CODES
 
 from ledger.core.hashing import normalize_hash
 from ledger.index.models import ModelVersion, Node, Round, Submission
@@ -27,6 +28,13 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+def problem(status: int, detail: str, **fields: Any) -> Response:
+    """A JSON error answer (`error`, `detail`, extra fields) for routes that answer errors themselves."""
+    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail, **fields)
+    response.status_code = status
+    return response
 
 
 def hash_arg(text: str, what: str = "hash") -> str:
@@ -195,6 +203,8 @@ def node_brief(row: Node, tally: NodeTally) -> dict[str, Any]:
         "submission_count": tally.submissions,
         "included_count": tally.included,
         "rejected_count": tally.rejected,
+        "last_round": tally.last_round,
+        "rejections": [{**(reject_reason(code) or {}), "count": count} for code, count in tally.reasons.items()],
     }
 
 

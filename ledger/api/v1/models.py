@@ -8,6 +8,7 @@ from flask import Blueprint, abort, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import DEFAULT_LIMIT, contributor, envelope, hash_arg, page_arg, version
 from ledger.index import queries
 from ledger.index.models import ModelVersion
@@ -22,7 +23,9 @@ blueprint = Blueprint("api_models", __name__)
 def list_models() -> ResponseReturnValue:
     session = get_session()
     page = page_arg()
-    return jsonify(envelope(queries.versions(session, page), page, version))
+    found = queries.versions(session, page)
+    check = checked.chain_check(session, checked.versions(found.items))
+    return jsonify({**envelope(found, page, version), **check})
 
 
 def _version_or_404(session: Any, text: str) -> ModelVersion:
@@ -43,6 +46,7 @@ def get_model(model_hash: str) -> ResponseReturnValue:
     body["children"] = queries.children(session, row.model_hash)
     body["inclusion_known"] = row.round == 0 or queries.included_hashes(session, row.round) != []
     body["included_updates"] = envelope(queries.included_updates(session, row.round, page), page, contributor)
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), checked.inclusions(session, [row.round]))))
     return jsonify(body)
 
 
@@ -52,7 +56,9 @@ def get_included(model_hash: str) -> ResponseReturnValue:
     session = get_session()
     page = page_arg()
     row = _version_or_404(session, model_hash)
-    return jsonify(envelope(queries.included_updates(session, row.round, page), page, contributor))
+    body = envelope(queries.included_updates(session, row.round, page), page, contributor)
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), checked.inclusions(session, [row.round]))))
+    return jsonify(body)
 
 
 @blueprint.get("/models/<model_hash>/lineage")
@@ -67,6 +73,12 @@ def get_lineage(model_hash: str) -> ResponseReturnValue:
     heads = queries.included_heads(session, [v.round for v in found.items if v.round > 0], STEP_UPDATES)
     # One url_for, then a substitution per step: building a URL costs ~0.2 ms, 50 of them a page's budget.
     rest_url = url_for("api_models.get_included", model_hash=_PLACEHOLDER, limit=DEFAULT_LIMIT, offset=STEP_UPDATES)
+    # Each step against its ModelCommitted (so the parent links walked are the chain's), and each
+    # step's included updates (all of them, not only the embedded head) against its Merkle root
+    # and the round's submissions and rejections.
+    check = checked.chain_check(
+        session, checked.all_of(checked.versions([tip, *found.items]), checked.inclusions(session, [v.round for v in found.items]))
+    )
 
     def step(item: Any) -> dict[str, Any]:
         head = heads.get(item.round) if item.round > 0 else None
@@ -83,4 +95,5 @@ def get_lineage(model_hash: str) -> ResponseReturnValue:
 
     body = envelope(found, page, step)
     body["model_hash"] = tip.model_hash
+    body.update(check)
     return jsonify(body)

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import address_arg, envelope, node_brief, page_arg, submission
 from ledger.index import queries
 from ledger.index.models import Submission
@@ -22,7 +23,8 @@ def list_nodes() -> ResponseReturnValue:
     page = page_arg()
     found = queries.nodes(session, page)
     tallies = queries.node_tallies(session, [n.address for n in found.items])
-    return jsonify(envelope(found, page, lambda n: node_brief(n, tallies.get(n.address, NodeTally()))))
+    check = checked.chain_check(session, checked.nodes([(n, tallies.get(n.address, NodeTally())) for n in found.items]))
+    return jsonify({**envelope(found, page, lambda n: node_brief(n, tallies.get(n.address, NodeTally()))), **check})
 
 
 @blueprint.get("/nodes/<address>")
@@ -44,4 +46,16 @@ def get_node(address: str) -> ResponseReturnValue:
 
     body = node_brief(row, tally)
     body["contributions"] = envelope(found, page, contribution)
+    rounds = [u.round for u in found.items]
+    body.update(
+        checked.chain_check(
+            session,
+            checked.all_of(
+                checked.nodes([(row, tally)]),
+                checked.submissions(found.items),
+                checked.versions(list(built.values())),
+                checked.inclusions(session, rounds),
+            ),
+        )
+    )
     return jsonify(body)

@@ -49,6 +49,40 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["error", "detail"],
         "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
     },
+    "Checked": {
+        "type": "object",
+        "required": ["checked_against_chain"],
+        "description": "every answer from the index says whether its rows were compared with the chain's events",
+        "properties": {
+            "checked_against_chain": {"type": "boolean"},
+            "checked_at_block": {**_INT, "description": "the index's block: the chain's events up to it were compared"},
+            "unchecked_reason": {"type": "string", "description": "why not (no chain connection, chain unreadable)"},
+        },
+    },
+    "Conflict": {
+        "type": "object",
+        "required": ["error", "detail", "differences"],
+        "description": "the index disagrees with the chain; `fedledger index rebuild` repairs it",
+        "properties": {
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+            "checked_at_block": _INT,
+            "differences": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "what": {"type": "string", "enum": ["cursor", "summary", "version", "round", "submission", "inclusion", "node"]},
+                        "key": {"type": "string", "description": "the row: a model hash, 'round 3', 'round 3 / 0xNode…'"},
+                        "field": {"type": "string"},
+                        "index": {"description": "the index's value"},
+                        "chain": {"description": "the value the chain's events give"},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
     "Reason": {
         "type": "object",
         "nullable": True,
@@ -133,6 +167,12 @@ _SCHEMAS: dict[str, Any] = {
             "submission_count": _INT,
             "included_count": _INT,
             "rejected_count": _INT,
+            "last_round": {**_NULLABLE_INT, "description": "the latest round it submitted in"},
+            "rejections": {
+                "type": "array",
+                "description": "its rejected updates, counted by reason",
+                "items": {"allOf": [_ref("Reason"), {"type": "object", "properties": {"count": _INT}}]},
+            },
         },
     },
     "Inclusion": {
@@ -168,6 +208,37 @@ _SCHEMAS: dict[str, Any] = {
             "versions": {"type": "object", "properties": {"total": _INT}},
             "events": {"type": "object", "properties": {"total": _INT}},
             "latest_version": {"allOf": [_ref("Version")], "nullable": True},
+            "attestations": {
+                "type": "object",
+                "nullable": True,
+                "description": "from the chain: the deployment's quorum and the auditors' verdicts so far",
+                "properties": {"quorum": _INT, "total": _INT, "failed": _INT, "failed_versions": _INT},
+            },
+        },
+    },
+    "Attestation": {
+        "type": "object",
+        "description": "an auditor's verdict on a version, from the chain's VersionAttested event",
+        "properties": {
+            "model_hash": _HASH,
+            "version": _NULLABLE_INT,
+            "auditor": _ADDRESS,
+            "ok": {"type": "boolean"},
+            "report_hash": {**_HASH, "description": "SHA-256 of the auditor's JSON report (download it from /blobs/)"},
+            "block_number": _INT,
+            "tx_hash": _HASH,
+            "resolved": {"type": "boolean", "description": "the admin lifted this failing verdict from the quorum gate"},
+            "resolution_hash": _NULLABLE_HASH,
+            "report": {
+                "type": "object",
+                "nullable": True,
+                "description": "the report's verdict, when the blob store holds it",
+                "properties": {
+                    "verified": {"type": "boolean"},
+                    "summary": {"type": "string", "nullable": True},
+                    "findings": {"type": "array", "items": {"type": "object"}},
+                },
+            },
         },
     },
 }
@@ -201,8 +272,18 @@ def _get(
     params: Sequence[dict[str, Any]] = (),
     paged: bool = True,
     errors: dict[str, str] | None = None,
+    checked: bool = True,
 ) -> dict[str, Any]:
-    responses = {"200": ok, "400": _error("malformed argument")}
+    """A GET operation; `checked` ones answer from the index after comparing it with the chain."""
+    if checked:
+        schema = ok["content"]["application/json"]["schema"]
+        ok = {**ok, "content": {"application/json": {"schema": {"allOf": [schema, _ref("Checked")]}}}}
+    responses: dict[str, Any] = {"200": ok, "400": _error("malformed argument")}
+    if checked:
+        responses["409"] = {
+            "description": "the index disagrees with the chain (the differences are listed)",
+            "content": {"application/json": {"schema": _ref("Conflict")}},
+        }
     for code, description in (errors or {}).items():
         responses[code] = _error(description)
     return {"get": {"summary": summary, "parameters": [*params, *(_PAGING if paged else [])], "responses": responses}}
@@ -264,7 +345,37 @@ _PATHS: dict[str, Any] = {
         params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
         paged=False,
         errors={"404": "not a committed version", "503": "the chain cannot be read"},
+        checked=False,
     ),
+    "/api/v1/models/{model_hash}/export": {
+        "get": {
+            "summary": (
+                "The version's export folder (safetensors and/or ONNX, its pinned metadata, provenance.json) as a tar, "
+                "built from the chain and the blob store; UNSIGNED (X-Fedledger-Signed: false): check it with "
+                "`fedledger export verify DIR --unsigned`, or export with your own key"
+            ),
+            "parameters": [
+                _path_param("model_hash", _HASH_PARAM, "model hash"),
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["both", "onnx", "safetensors"], "default": "both"},
+                    "description": "which model files the folder holds",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "an uncompressed tar holding one folder",
+                    "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": _error("malformed hash or format"),
+                "404": _error("not a committed version"),
+                "500": _error("the export failed (e.g. ONNX parity does not hold)"),
+                "503": _error("the chain or the blob store cannot be read"),
+            },
+        }
+    },
     "/api/v1/updates/{update_hash}": _get(
         "Every submission of this update hash, each with its Merkle inclusion proof (paginated)",
         _ok(
@@ -292,6 +403,39 @@ _PATHS: dict[str, Any] = {
         ),
         params=[_path_param("address", {"type": "string"}, "node address, any case")],
         errors={"404": "never registered"},
+    ),
+    "/api/v1/attestations": _get(
+        "Every auditor's verdict on every version, in chain order, with the report's findings (read from the chain)",
+        _ok(
+            "a page of attestations",
+            {"allOf": [_page_of(_ref("Attestation")), {"type": "object", "properties": {"from_chain": {"type": "boolean"}, "block": _INT}}]},
+        ),
+        errors={"503": "no chain connection, or the chain cannot be read"},
+        checked=False,
+    ),
+    "/api/v1/models/{model_hash}/attestations": _get(
+        "One version's attestations, the quorum, and its ok / failed / unresolved counts (read from the chain)",
+        _ok(
+            "the version's attestations",
+            {
+                "type": "object",
+                "properties": {
+                    "model_hash": _HASH,
+                    "version": _INT,
+                    "attestation_quorum": _INT,
+                    "ok_count": _INT,
+                    "failed_count": _INT,
+                    "unresolved_count": _INT,
+                    "attestations": {"type": "array", "items": _ref("Attestation")},
+                    "from_chain": {"type": "boolean"},
+                    "block": _INT,
+                },
+            },
+        ),
+        params=[_path_param("model_hash", _HASH_PARAM, "model hash")],
+        paged=False,
+        errors={"404": "not a committed version", "503": "no chain connection, or the chain cannot be read"},
+        checked=False,
     ),
     "/api/v1/privacy": _get(
         "The update encoding and privacy policy genesis pins, and each node's cumulative ε per round",
@@ -321,7 +465,7 @@ _PATHS: dict[str, Any] = {
             },
         ),
     ),
-    "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False),
+    "/api/v1/openapi.json": _get("This document", _ok("OpenAPI 3 document", {"type": "object"}), paged=False, checked=False),
 }
 
 
@@ -333,7 +477,9 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Read-only JSON over the SQL index of the FederatedLedger contract's events. The chain is the "
-                "source of truth; every answer can be checked against it (hashes, Merkle proofs, lineage)."
+                "source of truth: every answer from the index is compared with the chain's events first and "
+                "says so (`checked_against_chain`), or answers 409 listing where the index differs; every "
+                "answer can also be checked independently (hashes, Merkle proofs, lineage)."
             ),
         },
         "paths": _PATHS,

@@ -1,6 +1,7 @@
 """`/api/v1/privacy`: the update encoding and privacy policy genesis pins, and each node's ε per round.
 
-The ε values are the ones each round's metadata records (the accountant's verification of the
+Every row is checked against the chain and the metadata blob it came from (`checked`). The ε
+values are the ones each round's metadata records (the accountant's verification of the
 nodes' claims, re-checked by `verify`); a round lists every node whose claim was verified, the
 included ones and those rejected for exceeding the budget.
 """
@@ -13,6 +14,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import envelope, page_arg
 from ledger.index import queries
 from ledger.index.models import ModelVersion
@@ -30,9 +32,13 @@ def privacy() -> ResponseReturnValue:
     session = get_session()
     page = page_arg()
     policy = queries.genesis_policy(session)
+    found = queries.private_versions(session, page)
+    genesis = queries.version_by_number(session, 0)
     body = {
         "encoding": None if policy is None else policy.get("encoding", "f32"),
         "policy": None if policy is None else policy.get("privacy"),
-        "rounds": envelope(queries.private_versions(session, page), page, _round_epsilons),
+        "rounds": envelope(found, page, _round_epsilons),
     }
+    # Each version row (and genesis, whose row holds the policy) against the chain and its metadata blob.
+    body.update(checked.chain_check(session, checked.versions([*found.items, *([genesis] if genesis else [])])))
     return jsonify(body)

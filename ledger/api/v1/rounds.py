@@ -6,6 +6,7 @@ from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import envelope, page_arg, round_arg, round_brief, submission
 from ledger.index import queries
 from ledger.index.queries import RoundTally
@@ -21,9 +22,16 @@ def list_rounds() -> ResponseReturnValue:
     numbers = [r.round for r in found.items]
     tallies = queries.round_tallies(session, numbers)
     committed = queries.versions_of_rounds(session, numbers)
-    return jsonify(
-        envelope(found, page, lambda r: round_brief(r, tallies.get(r.round, RoundTally()), committed.get(r.round)))
+    check = checked.chain_check(
+        session,
+        checked.all_of(
+            checked.rounds([(r, tallies.get(r.round, RoundTally())) for r in found.items]),
+            checked.versions(list(committed.values())),
+            checked.inclusions(session, numbers),
+        ),
     )
+    body = envelope(found, page, lambda r: round_brief(r, tallies.get(r.round, RoundTally()), committed.get(r.round)))
+    return jsonify({**body, **check})
 
 
 @blueprint.get("/rounds/<number>")
@@ -38,7 +46,19 @@ def get_round(number: str) -> ResponseReturnValue:
     tally = queries.round_tallies(session, [round_number]).get(round_number, RoundTally())
     committed = queries.versions_of_rounds(session, [round_number]).get(round_number)
     body = round_brief(row, tally, committed)
-    body["submissions"] = envelope(queries.submissions(session, round_number, page), page, submission)
+    found = queries.submissions(session, round_number, page)
+    body["submissions"] = envelope(found, page, submission)
+    body.update(
+        checked.chain_check(
+            session,
+            checked.all_of(
+                checked.rounds([(row, tally)]),
+                checked.versions([committed] if committed is not None else []),
+                checked.submissions(found.items),
+                checked.inclusions(session, [round_number]),
+            ),
+        )
+    )
     return jsonify(body)
 
 

@@ -10,6 +10,8 @@ from flask.typing import ResponseReturnValue
 
 from ledger.api.services import services
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
+from ledger.api.v1.attestations import attestation_summary
 from ledger.api.v1.common import version
 from ledger.index import queries
 from ledger.index.db import head_revision
@@ -44,7 +46,26 @@ def summary() -> ResponseReturnValue:
         "events": {"total": counts.events},
         "latest_version": version(latest) if latest else None,
     }
+    body.update(
+        checked.chain_check(
+            session, checked.all_of(checked.counts(counts), checked.versions([latest] if latest is not None else []))
+        )
+    )
+    body["attestations"] = _attestations()
     return jsonify(body)
+
+
+def _attestations() -> dict[str, Any] | None:
+    """The quorum and the auditors' verdicts so far, from the chain (None without a chain connection)."""
+    mirror = services().mirror
+    if mirror is None:
+        return None
+    try:
+        with mirror.lock:
+            return attestation_summary(mirror.record())
+    except Exception:  # an unreachable chain must not break the summary of what is indexed
+        log.warning("cannot read the chain's attestations", exc_info=True)
+        return None
 
 
 def _head_block() -> int | None:

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 
 from ledger.api.db import get_session
+from ledger.api.v1 import checked
 from ledger.api.v1.common import envelope, hash_arg, hex_list, page_arg, submission
 from ledger.index import queries
 from ledger.index.models import ModelVersion, Submission
@@ -29,13 +30,23 @@ def get_update(update_hash: str) -> ResponseReturnValue:
     found = queries.submissions_of_hash(session, wanted, page)
     if found.total == 0:
         abort(404, description=f"no node submitted an update with hash {wanted} (or it is not indexed yet)")
-    built = queries.versions_of_rounds(session, sorted({u.round for u in found.items}))
+    rounds = sorted({u.round for u in found.items})
+    built = queries.versions_of_rounds(session, rounds)
+    # The proofs are computed from the index's included sets: each set is checked against the
+    # chain's root first, as is every submission and the version it went into.
+    check = checked.chain_check(
+        session,
+        checked.all_of(
+            checked.submissions(found.items), checked.versions(list(built.values())), checked.inclusions(session, rounds)
+        ),
+    )
 
     def with_proof(update: Submission) -> dict[str, Any]:
         return {**submission(update), "inclusion": _inclusion(session, update, built.get(update.round))}
 
     body: dict[str, Any] = {"update_hash": wanted}
     body["submissions"] = envelope(found, page, with_proof)
+    body.update(check)
     return jsonify(body)
 
 

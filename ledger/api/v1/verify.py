@@ -11,13 +11,12 @@ store cannot be reached ("could not check" is no verdict); otherwise
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from werkzeug.http import HTTP_STATUS_CODES
 
 from ledger.api.services import services
-from ledger.api.v1.common import hash_arg
+from ledger.api.v1.common import hash_arg, problem
+from ledger.audit.facts import facts_from_record
 from ledger.audit.rederive import read_chain_facts, rederive
 from ledger.core.errors import Unavailable
 
@@ -26,31 +25,30 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("verify", __name__)
 
 
-def _problem(status: int, detail: str, **fields: Any) -> Response:
-    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail, **fields)
-    response.status_code = status
-    return response
-
-
 @blueprint.get("/models/<model_hash>/verify")
 def verify_model(model_hash: str) -> Response:
     """The verdict JSON (`Verdict.to_json`): `verified`, `summary`, `findings`, and what was re-derived."""
     model_hash = hash_arg(model_hash, "model hash")  # 400 unless a SHA-256; 0x and upper case accepted
     found = services()
     if found.ledger is None:
-        return _problem(503, "this service has no ledger configured, so there is no record to verify against")
+        return problem(503, "this service has no ledger configured, so there is no record to verify against")
     try:
-        facts = read_chain_facts(found.ledger, model_hash)
+        if found.mirror is not None:  # the service's copy of the chain's events, read up to the head now
+            with found.mirror.lock:
+                record = found.mirror.record()
+                facts = facts_from_record(record, model_hash, attestation_quorum=found.ledger.attestation_quorum())
+        else:
+            facts = read_chain_facts(found.ledger, model_hash)
     except Exception:  # the RPC can fail in many ways; none of them is a verdict
         log.exception("cannot read the chain's record of %s", model_hash)
-        return _problem(503, "the chain could not be read; retry later", model_hash=model_hash)
+        return problem(503, "the chain could not be read; retry later", model_hash=model_hash)
     if facts is None:
-        return _problem(404, f"{model_hash} is not a committed model version on this ledger", model_hash=model_hash)
+        return problem(404, f"{model_hash} is not a committed model version on this ledger", model_hash=model_hash)
     try:
         verdict = rederive(facts, found.store, max_bytes=found.max_blob_bytes)
     except Unavailable as exc:  # no verdict: the blobs could not be fetched at all
         log.warning("cannot verify %s: %s", model_hash, exc)
-        return _problem(503, f"could not check: {exc}; retry later", model_hash=model_hash)
+        return problem(503, f"could not check: {exc}; retry later", model_hash=model_hash)
     if verdict.ok:
         log.info("verified version %d (%s)", verdict.version, model_hash)
     else:

@@ -29,6 +29,7 @@ BENCH_MODULES = (
     "ledger.cli.bench.tasks",
     "ledger.cli.bench.robustness",
     "ledger.cli.bench.load",
+    "ledger.cli.bench.watch",
 )
 
 

@@ -4,6 +4,7 @@
   abandoned round, a revoked node, metadata blobs in a store), for tests of the index and API.
 - `anvil_bulk_history`: thousands of events on anvil quickly: transactions are sent as JSON-RPC
   batches from impersonated accounts, with automine off and one `evm_mine` per phase of a round.
+- `moved_update`: an update blob of the real model's shape, a chosen distance from its base.
 
 Hashes are SHA-256 of labels, not of real models: the index never needs the blobs' content.
 """
@@ -363,3 +364,21 @@ def _sql_version(v: int, model_hash: str, parent: str | None, root: str | None, 
         "tx_hash": label_hash(f"sql/commit-{v}"),
         "log_index": 0,
     }
+
+
+# --------------------------------------------------------------------------- crafted updates
+
+
+def moved_update(base: Any, *, seed: int, norm: float) -> bytes:
+    """`base` (name → tensor) plus a random change of L2 norm `norm`, serialized canonically: an
+    update of the real model's shape with no training behind it (for auditors' tests and benches)."""
+    import math
+
+    import torch
+
+    from ledger.core.serialization import serialize_tensors
+
+    generator = torch.Generator().manual_seed(seed)
+    change = {name: torch.randn(tensor.shape, generator=generator) for name, tensor in base.items()}
+    scale = norm / math.sqrt(sum(float((c.double() ** 2).sum()) for c in change.values()))
+    return serialize_tensors({name: base[name] + scale * change[name] for name in base})

@@ -1,5 +1,9 @@
 """Checks an update against the round's base model before it may be aggregated.
 
+The aggregator's intake runs these checks to decide, the auditor's re-derivation runs them again
+under the policy pinned at genesis to re-check each inclusion and rejection: one definition of
+"valid" for both, so it lives in the core.
+
 Pure: bytes or tensors in, a verdict out. A refused update is a result (`Rejected` with the
 `RejectReason` the chain records), not an exception, so the aggregator can record it and go on.
 Checks run cheapest first, and the size limit is applied to the raw bytes before parsing. The
