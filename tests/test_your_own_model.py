@@ -83,7 +83,7 @@ def test_your_own_model_walkthrough_in_a_fresh_virtualenv_on_anvil(tmp_path: Pat
                 continue
             done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}\n{_logs(background)}"
-            outputs[command.removeprefix(".venv/bin/")] = done.stdout
+            outputs[command.removeprefix(".venv/bin/")] = done.stdout + done.stderr  # progress lines are on stderr
     finally:
         for _, process, _ in background:
             if process.poll() is None:

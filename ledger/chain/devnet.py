@@ -158,6 +158,13 @@ class Devnet:
         return self.state_dir / f"state-{self.port}.json"
 
     @property
+    def history_cache(self) -> Path:
+        # anvil moves old blocks' states out of memory to disk; by default into ~/.foundry/anvil/tmp,
+        # where a killed anvil leaves them forever (61 GB after a day of tests here). Kept beside
+        # the devnet instead, and cleared whenever this port's anvil starts.
+        return self.state_dir / f"anvil-{self.port}-history"
+
+    @property
     def persister_pid_file(self) -> Path:
         return self.state_dir / f"persist-{self.port}.pid"
 
@@ -320,6 +327,7 @@ class Devnet:
         """Launch anvil in its own session so it outlives this process and ignores our Ctrl-C."""
         if self.log_file.exists():
             self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+        shutil.rmtree(self.history_cache, ignore_errors=True)  # a dead anvil's; the state file is what persists
         command = [
             str(binary),
             "--host", HOST,
@@ -328,6 +336,7 @@ class Devnet:
             *(("--state", str(self.state_file)) if self.persist else ()),
             *(("--block-time", f"{self.block_time:g}") if self.block_time else ()),
             "--accounts", str(DEV_ACCOUNT_COUNT),
+            "--cache-path", str(self.history_cache),
             # Errors still reach the log; the banner (dev private keys) and per-call lines do not.
             "--quiet",
             *self.extra_args,
