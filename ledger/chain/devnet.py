@@ -98,6 +98,9 @@ def default_port() -> int:
         raise DevnetError(f"{PORT_ENV}={raw!r} is not a port number") from None
 
 
+MAX_PERSISTED_STATES = 64
+
+
 def default_state_dir() -> Path:
     """Where pid, log and state files go: var/devnet (moved by $FEDLEDGER_HOME)."""
     return home_dir() / "devnet"
@@ -337,6 +340,9 @@ class Devnet:
             *(("--block-time", f"{self.block_time:g}") if self.block_time else ()),
             "--accounts", str(DEV_ACCOUNT_COUNT),
             "--cache-path", str(self.history_cache),
+            # Nothing here reads state at old blocks (logs and receipts need none), so keep at most
+            # this many old states on disk: 10,000 blocks leave ~20 MB instead of several GB.
+            "--max-persisted-states", str(MAX_PERSISTED_STATES),
             # Errors still reach the log; the banner (dev private keys) and per-call lines do not.
             "--quiet",
             *self.extra_args,
