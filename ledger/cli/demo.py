@@ -326,16 +326,14 @@ def _relay(children: Sequence[_Child]) -> None:
             report(log, "child_exit", "{name} exited with code {code}: see {path}", name=child.name, code=child.process.returncode, path=str(child.log_path))
 
 
-def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+def _prepare_ledger(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, list[int]]:
+    """Start the devnet, deploy a fresh ledger, register the nodes and grant the auditors: (devnet, w3, admin, record, auditor keys)."""
     from ledger.chain.connect import connect
     from ledger.chain.deploy import deploy
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
-    from ledger.cli.errors import CommandError, UsageError
-    from ledger.cli.policy_options import policy_argv
-    from ledger.core.polling import poll_until
+    from ledger.cli.errors import UsageError
     from ledger.core.progress import report
-    from ledger.store.http import HttpBlobStore
 
     if args.nodes + args.auditors > DEV_ACCOUNT_COUNT - 1:
         raise UsageError(
@@ -362,6 +360,47 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             last=auditor_keys[-1],
             auditors=args.auditors,
         )
+    return devnet, w3, admin, record, auditor_keys
+
+
+def _node_command(args: argparse.Namespace, index: int, role_args: list[str], store_url: str, blobs_dir: Path) -> list[str]:
+    """`fedledger node run` for demo node `index` (dev account index + 1), with its misbehaviour if any."""
+    command = ["--log-format", "json", "node", "run", *role_args, "--dev-key", str(index + 1)]
+    command += ["--store", store_url, "--node-index", str(index), "--num-nodes", str(args.nodes)]
+    command += ["--rounds", str(args.rounds), "--threads", str(args.threads)]
+    if not args.iid:
+        command += ["--non-iid", "--alpha", str(args.alpha)]
+    if index in args.tamper:
+        command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
+    elif index in args.poison:
+        command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
+    return command
+
+
+def _aggregator_command(args: argparse.Namespace, role_args: list[str], store_url: str) -> list[str]:
+    """`fedledger aggregator run` with the demo's rule, policy, window and (if asked) its lie."""
+    from ledger.cli.policy_options import policy_argv
+
+    command = ["--log-format", "json", "aggregator", "run", *role_args, "--dev-key", "0"]
+    command += ["--store", store_url, "--rounds", str(args.rounds), "--rule", args.rule]
+    command += ["--min-updates", str(args.min_updates)]
+    if args.round_seconds is not None:
+        command += ["--round-seconds", str(args.round_seconds)]
+    command += ["--threads", str(args.threads), *policy_argv(args)]
+    if args.lying_aggregator:
+        command += ["--misbehave", args.lying_aggregator]
+    for name, value in args.rule_params.items():
+        command += ["--rule-param", f"{name}={json.dumps(value)}"]
+    return command
+
+
+def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from ledger.cli.errors import CommandError
+    from ledger.core.polling import poll_until
+    from ledger.core.progress import report
+    from ledger.store.http import HttpBlobStore
+
+    devnet, w3, admin, record, auditor_keys = _prepare_ledger(args)
 
     run_dir = home_dir() / "demo" / record.address.lower()
     logs = run_dir / "logs"
@@ -414,15 +453,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             children.append(_Child(f"auditor {key}", command, logs / f"auditor-{key}.log", env, relay=QUIET))
         nodes: list[_Child] = []
         for index in range(args.nodes):
-            command = fedledger + ["--log-format", "json", "node", "run", *chain_args, *task_args, "--dev-key", str(index + 1)]
-            command += ["--store", store_url, "--node-index", str(index), "--num-nodes", str(args.nodes)]
-            command += ["--rounds", str(args.rounds), "--threads", str(args.threads)]
-            if not args.iid:
-                command += ["--non-iid", "--alpha", str(args.alpha)]
-            if index in args.tamper:
-                command += ["--misbehave", "tamper", "--tamper-dir", str(blobs_dir)]
-            elif index in args.poison:
-                command += ["--misbehave", "poison" if args.attack == "nan_or_scaled" else args.attack]
+            command = fedledger + _node_command(args, index, [*chain_args, *task_args], store_url, blobs_dir)
             nodes.append(_Child(f"node {index}", command, logs / f"node-{index}.log", env, relay=RELAYED_EVENTS))
         children += nodes
         report(log, "starting", "started {count} nodes ({threads} torch thread(s) each); waiting for them to be ready",
@@ -436,16 +467,7 @@ def _run_anvil(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             return all(child.ready for child in nodes)
 
         poll_until(nodes_ready, timeout=CHILD_READY_TIMEOUT, interval=0.2, what="the nodes to start")
-        aggregator_command = fedledger + ["--log-format", "json", "aggregator", "run", *chain_args, *task_args, "--dev-key", "0"]
-        aggregator_command += ["--store", store_url, "--rounds", str(args.rounds), "--rule", args.rule]
-        aggregator_command += ["--min-updates", str(args.min_updates)]
-        if args.round_seconds is not None:
-            aggregator_command += ["--round-seconds", str(args.round_seconds)]
-        aggregator_command += ["--threads", str(args.threads), *policy_argv(args)]
-        if args.lying_aggregator:
-            aggregator_command += ["--misbehave", args.lying_aggregator]
-        for name, value in args.rule_params.items():
-            aggregator_command += ["--rule-param", f"{name}={json.dumps(value)}"]
+        aggregator_command = fedledger + _aggregator_command(args, [*chain_args, *task_args], store_url)
         report(log, "starting", "starting the aggregator ({rounds} rounds)", rounds=args.rounds)
         # Its round tables go to our stdout (a file with --json); its progress is relayed from its log.
         tables = (logs / "aggregator.out").open("wb") if args.json else sys.stdout
