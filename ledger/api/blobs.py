@@ -120,14 +120,14 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
         return _unauthorized(str(exc))
 
     # Role checked before the body is read, so strangers cannot make us hash or store anything.
+    assert found.roles is not None  # the app makes one whenever it has a ledger
     try:
-        is_node = ledger.is_node(signer)
-        allowed = is_node or ledger.is_aggregator(signer) or ledger.is_auditor(signer)
-        round_number = ledger.counters().last_round if is_node else 0
+        standing = found.roles.standing(signer)  # the chain's head now; roles re-read after any role event
     except Exception:  # the RPC can fail in many ways; none of them means "allowed"
         log.exception("cannot check the role of %s for upload of %s", signer, name)
         return _problem(503, "the chain could not be asked whether the signer may upload; retry later")
-    if not allowed:
+    is_node, round_number = standing.is_node, standing.round
+    if not standing.may_upload:
         log.warning("refused upload of %s: signer %s is not a node or aggregator", name, signer)
         return _problem(
             403,
