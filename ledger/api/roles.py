@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from eth_typing import HexStr
+
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror, ChainRecord
 
@@ -41,6 +43,18 @@ class _Roles:
     is_auditor: bool
 
 
+@dataclass(frozen=True)
+class _HeadView:
+    """What one head read found: the mirror's record and the facts taken from it under its lock."""
+
+    record: ChainRecord
+    head: int
+    head_hash: str
+    role_changes: int
+    contiguous: bool
+    opened: int  # the highest round opened in the record (0: none)
+
+
 class RoleBook:
     """Signers' roles per the chain's head, cached while no role event lands (see the module docstring)."""
 
@@ -54,33 +68,72 @@ class RoleBook:
         self._roles: dict[str, _Roles] = {}
         self._round_at: str | None = None  # head hash the round number was read at
         self._round = 0
+        self._reads = threading.Condition()  # head reads: started, done, one at a time
+        self._started = self._done = 0
+        self._reading = False
+        self._view: _HeadView | None = None
 
     def standing(self, signer: str) -> Standing:
-        """`signer`'s roles as of the current head block (read now; see the module docstring)."""
-        with self.mirror.lock:
-            record = self.mirror.record()
-            head, head_hash = record.block_number, record.block_hash
-            # A record that starts after our last answer could hide a role event in between.
-            contiguous = head + 1 >= self.mirror.from_block
-        at = "0x" + head_hash if head_hash is not None else head
+        """`signer`'s roles as of a head block read after this call began (see the module docstring)."""
+        view = self._fresh_view()
+        at = HexStr("0x" + view.head_hash)  # pinned by hash: the very block the head read found
         with self._lock:
-            if not contiguous or record is not self._record or record.role_changes != self._role_changes:
+            if not view.contiguous or view.record is not self._record or view.role_changes != self._role_changes:
                 self._roles.clear()
-                self._record, self._role_changes = (record if contiguous else None), record.role_changes
+                self._record, self._role_changes = (view.record if view.contiguous else None), view.role_changes
             roles = self._roles.get(signer)
             if roles is None:
                 roles = self._read_roles(signer, at)
                 if len(self._roles) >= MAX_SIGNERS:
                     self._roles.clear()
-                if contiguous:
+                if view.contiguous:
                     self._roles[signer] = roles
-            if roles.is_node and self._round_at != head_hash:
-                self._round = self.ledger.counters(block=at).last_round
-                self._round_at = head_hash
-            round_number = self._round if roles.is_node else 0
-        return Standing(roles.is_node, roles.is_aggregator, roles.is_auditor, round_number, head)
+            round_number = self._last_round(view, at) if roles.is_node else 0
+        return Standing(roles.is_node, roles.is_aggregator, roles.is_auditor, round_number, view.head)
 
-    def _read_roles(self, signer: str, at: int | str) -> _Roles:
+    def _fresh_view(self) -> _HeadView:
+        """The mirror's record at a head read that *started* after this call: concurrent uploads
+        share one read (those arriving while a read is under way wait for, and share, the next)."""
+        with self._reads:
+            wanted = self._started + 1
+            while self._done < wanted:
+                if self._reading:
+                    self._reads.wait()
+                    continue
+                self._started += 1
+                self._reading = True
+                generation = self._started
+                self._reads.release()
+                try:
+                    view = self._read_head()
+                finally:
+                    self._reads.acquire()
+                    self._reading = False
+                    self._reads.notify_all()
+                self._view, self._done = view, generation
+            assert self._view is not None
+            return self._view
+
+    def _read_head(self) -> _HeadView:
+        with self.mirror.lock:
+            record = self.mirror.record()
+            assert record.block_hash is not None
+            # A record that starts after our last answer could hide a role event in between.
+            contiguous = record.block_number + 1 >= self.mirror.from_block
+            opened = max(record.opened, default=0)
+            return _HeadView(record, record.block_number, record.block_hash, record.role_changes, contiguous, opened)
+
+    def _last_round(self, view: _HeadView, at: HexStr) -> int:
+        """Rounds open in order, so the highest RoundOpened in the record is the contract's last
+        round; only a record that starts after every opening has to ask (once per head)."""
+        if view.opened and view.contiguous:
+            return view.opened
+        if self._round_at != view.head_hash:
+            self._round = self.ledger.counters(block=at).last_round
+            self._round_at = view.head_hash
+        return self._round
+
+    def _read_roles(self, signer: str, at: HexStr) -> _Roles:
         self.reads += 1
         is_node = self.ledger.is_node(signer, block=at)
         if is_node:  # a node needs nothing else to upload
