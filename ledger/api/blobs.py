@@ -1,8 +1,9 @@
 """`/blobs/<sha256>`: the ledger service's content-addressed blob store over HTTP.
 
 PUT takes a blob only with an upload signature (see `ledger.store.protocol.blob_upload_message`)
-whose signer is, at the moment of the request, a registered node, an aggregator or an auditor
-(whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
+whose signer is, at a head block read after the request arrived (`ledger.api.roles`: roles are
+read again after every role event, so a revocation counts from its block), a registered node, an
+aggregator or an auditor (whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
 the bytes' hash, and the body must hash to it. A node may store at most its quota per round
 (`ledger.api.quota`), with at most two uploads in flight.
 GET re-hashes the stored bytes and refuses to serve any that no longer match their name.
