@@ -18,6 +18,7 @@ from flask import Flask, Response
 
 from ledger.api.app import create_app
 from ledger.api.server import RunningServer, serve_in_thread
+from ledger.api.services import services
 from ledger.chain.client import LedgerClient
 from ledger.core.hashing import sha256_hex
 from ledger.store.protocol import CONTENT_HASH_HEADER, SIGNATURE_HEADER, blob_upload_message, recover_upload_signer, sign_upload
@@ -188,6 +189,35 @@ def test_revoked_node_is_refused_with_403(service: Service, node) -> None:
         uploader.put(b"after revocation")
 
     assert refused.value.status == 403
+
+
+def test_roles_are_read_once_per_role_change_and_a_revocation_counts_from_its_block(
+    ledger_chain: InProcessLedger, tmp_path
+) -> None:
+    """The service caches a signer's roles while no role event lands: two uploads at one head block
+    read the roles once; a revocation is a new block with a NodeRevoked event, so the very next
+    upload reads them again and is refused, and a re-registration is honoured just as fast."""
+    app = _service_app(ledger_chain, LocalBlobStore(tmp_path / "served", max_bytes=LIMIT))
+    book = services(app).roles
+    assert book is not None
+    node = ledger_chain.nodes[0].account
+    with serve_in_thread(app) as server:
+        uploader = Service(chain=ledger_chain, blobs=services(app).store, server=server).store(node)  # type: ignore[arg-type]
+        uploader.put(b"first upload")
+        reads, head = book.reads, ledger_chain.w3.eth.block_number
+        uploader.put(b"second upload, same head block")
+        assert ledger_chain.w3.eth.block_number == head
+        assert book.reads == reads  # answered from the cache
+
+        ledger_chain.admin.revoke_node(node.address)  # one block later
+        with pytest.raises(UploadRefused) as refused:
+            uploader.put(b"after revocation")
+        assert refused.value.status == 403
+        assert book.reads == reads + 1
+
+        ledger_chain.admin.register_node(node.address)
+        uploader.put(b"after re-registration")
+        assert services(app).store.exists(sha256_hex(b"after re-registration"))
 
 
 def test_signature_over_another_hash_is_refused(service: Service, node) -> None:

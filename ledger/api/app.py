@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from ledger.api.quota import UploadQuota
+from ledger.api.roles import RoleBook
 from ledger.api.services import Services
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror
@@ -56,6 +57,7 @@ def create_app(
         uploads=quota,
         mirror=mirror,
         metadata=MetadataReader(store),
+        roles=RoleBook(ledger, mirror) if ledger is not None and mirror is not None else None,
     )
 
     from ledger.api.blobs import blueprint as blobs_blueprint

@@ -1,8 +1,9 @@
 """`/blobs/<sha256>`: the ledger service's content-addressed blob store over HTTP.
 
 PUT takes a blob only with an upload signature (see `ledger.store.protocol.blob_upload_message`)
-whose signer is, at the moment of the request, a registered node, an aggregator or an auditor
-(whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
+whose signer is, at a head block read after the request arrived (`ledger.api.roles`: roles are
+read again after every role event, so a revocation counts from its block), a registered node, an
+aggregator or an auditor (whose reports the audit page links to) on the chain: the chain decides who may write, the URL is
 the bytes' hash, and the body must hash to it. A node may store at most its quota per round
 (`ledger.api.quota`), with at most two uploads in flight.
 GET re-hashes the stored bytes and refuses to serve any that no longer match their name.
@@ -120,14 +121,14 @@ def put_blob(name: str) -> Response | tuple[Response, int]:
         return _unauthorized(str(exc))
 
     # Role checked before the body is read, so strangers cannot make us hash or store anything.
+    assert found.roles is not None  # the app makes one whenever it has a ledger
     try:
-        is_node = ledger.is_node(signer)
-        allowed = is_node or ledger.is_aggregator(signer) or ledger.is_auditor(signer)
-        round_number = ledger.counters().last_round if is_node else 0
+        standing = found.roles.standing(signer)  # the chain's head now; roles re-read after any role event
     except Exception:  # the RPC can fail in many ways; none of them means "allowed"
         log.exception("cannot check the role of %s for upload of %s", signer, name)
         return _problem(503, "the chain could not be asked whether the signer may upload; retry later")
-    if not allowed:
+    is_node, round_number = standing.is_node, standing.round
+    if not standing.may_upload:
         log.warning("refused upload of %s: signer %s is not a node or aggregator", name, signer)
         return _problem(
             403,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from ledger.api.quota import UploadQuota
+from ledger.api.roles import RoleBook
 from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror
 from ledger.index.consistency import MetadataReader
@@ -22,6 +23,7 @@ class Services:
     uploads: UploadQuota
     mirror: ChainMirror | None = None  # the chain's events, which index answers are checked against
     metadata: MetadataReader | None = None  # metadata blobs, which the rows taken from them are checked against
+    roles: RoleBook | None = None  # who may upload, per head block (with a ledger)
 
 
 def services(app: Flask | None = None) -> Services:

@@ -20,7 +20,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound
-from web3.types import TxParams
+from web3.types import BlockIdentifier, TxParams
 
 from ledger.core import hashing
 from ledger.chain.artifact import load_artifact
@@ -248,14 +248,14 @@ class LedgerClient:
     def admin(self) -> str:
         return to_checksum_address(self._call("admin"))
 
-    def is_node(self, account: str) -> bool:
-        return bool(self._call("isNode", to_checksum_address(account)))
+    def is_node(self, account: str, *, block: BlockIdentifier = "latest") -> bool:
+        return bool(self._call("isNode", to_checksum_address(account), block=block))
 
-    def is_aggregator(self, account: str) -> bool:
-        return bool(self._call("isAggregator", to_checksum_address(account)))
+    def is_aggregator(self, account: str, *, block: BlockIdentifier = "latest") -> bool:
+        return bool(self._call("isAggregator", to_checksum_address(account), block=block))
 
-    def is_auditor(self, account: str) -> bool:
-        return bool(self._call("isAuditor", to_checksum_address(account)))
+    def is_auditor(self, account: str, *, block: BlockIdentifier = "latest") -> bool:
+        return bool(self._call("isAuditor", to_checksum_address(account), block=block))
 
     def pending_admin(self) -> str | None:
         pending = to_checksum_address(self._call("pendingAdmin"))
@@ -279,8 +279,8 @@ class LedgerClient:
     def genesis_hash(self) -> str | None:
         return _hash_or_none(self._call("genesisHash"))
 
-    def counters(self) -> Counters:
-        last_round, version_count = self._call("counters")
+    def counters(self, *, block: BlockIdentifier = "latest") -> Counters:
+        last_round, version_count = self._call("counters", block=block)
         return Counters(last_round=int(last_round), version_count=int(version_count))
 
     def get_round(self, round: int) -> RoundInfo:
@@ -333,9 +333,10 @@ class LedgerClient:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
+        """A view function's answer at `block` (a number, a hash, or "latest")."""
         try:
-            return getattr(self.contract.functions, name)(*args).call()
+            return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
         except LedgerError:
             raise
         except Exception as exc:  # providers raise many types; decode what we can

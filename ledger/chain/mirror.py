@@ -23,6 +23,8 @@ from ledger.chain import events as ev
 from ledger.core.merkle import merkle_root
 
 GOVERNANCE = (ev.PolicyChanged, ev.VersionAttested, ev.AttestationResolved, ev.AuditorSet)
+# Every event the contract emits when an account's roles change (each role setter emits one of them).
+ROLE_CHANGES = (ev.NodeRegistered, ev.NodeRevoked, ev.AggregatorSet, ev.AuditorSet, ev.AdminTransferred)
 
 
 @dataclass
@@ -44,10 +46,13 @@ class ChainRecord:
     attestations: list[ev.VersionAttested] = field(default_factory=list)  # chain order
     resolutions: dict[tuple[str, str], ev.AttestationResolved] = field(default_factory=dict)  # (model, auditor) →
     governance: list[ev.LedgerEvent] = field(default_factory=list)  # policy, attestations, auditors: chain order
+    role_changes: int = 0  # ROLE_CHANGES events seen: unchanged means every account's roles are too
     _expected: dict[int, frozenset[tuple[str, str]] | None] = field(default_factory=dict)
 
     def add(self, event: ev.LedgerEvent) -> None:
         self.event_blocks.append(event.ref.block_number)
+        if isinstance(event, ROLE_CHANGES):
+            self.role_changes += 1
         if isinstance(event, GOVERNANCE):
             self.governance.append(event)
         if isinstance(event, ev.ModelCommitted):
