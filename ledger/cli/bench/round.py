@@ -42,7 +42,8 @@ ROUNDS = 5
 WARMUP_ROUNDS = 1  # first-use costs (torch's first backward pass, connection pools) are not a round's
 EPOCHS = 5
 PHASES = ("training", "chain", "hashing_storage", "waiting", "aggregation")
-LEDGER_SHARE_TARGET = 1.0  # seconds per round on the critical path
+LEDGER_SHARE_TARGET = 0.3  # seconds per round on the critical path (issue 15, on a quiet machine)
+ROUND_TARGET = 0.4  # median wall time of a round, same conditions
 PROCESS_START_TIMEOUT = 300.0
 ROUND_TIMEOUT = 300.0
 
@@ -331,6 +332,7 @@ def _report(
     phase_names = (*PHASES, "ledger_share", "sum_of_phases")
     warmup, measured = per_round[:WARMUP_ROUNDS], per_round[WARMUP_ROUNDS:]
     medians = {name: median([r["critical_path"][name] for r in measured]) for name in phase_names}
+    wall_median = median([r["wall_seconds"] for r in measured])
     ledger_share = medians["ledger_share"]
     return {
         "benchmark": "round",
@@ -346,7 +348,7 @@ def _report(
         "cpus": os.cpu_count(),
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "warmup_rounds": WARMUP_ROUNDS,
-        "wall_seconds_median": round(median([r["wall_seconds"] for r in measured]), 4),
+        "wall_seconds_median": round(wall_median, 4),
         "critical_path_median": rounded(medians),
         "per_round": [
             {
@@ -370,8 +372,8 @@ def _report(
             "ledger_share = chain + hashing_storage + waiting. Medians over the rounds after the warm-up "
             "round(s). Times from time.monotonic (system-wide)."
         ),
-        "target": {"ledger_share_seconds_max": LEDGER_SHARE_TARGET},
-        "meets_target": ledger_share <= LEDGER_SHARE_TARGET,
+        "target": {"ledger_share_seconds_max": LEDGER_SHARE_TARGET, "round_seconds_max": ROUND_TARGET},
+        "meets_target": ledger_share <= LEDGER_SHARE_TARGET and wall_median <= ROUND_TARGET,
     }
 
 
