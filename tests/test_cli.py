@@ -48,3 +48,18 @@ def test_the_node_command_offers_every_attack_of_the_demo_attackers() -> None:
     from ledger.cli.node import ATTACKS as OFFERED
 
     assert OFFERED == ATTACKS  # the light CLI module keeps its own copy: they must not drift
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [(["--max-norm", "-1"], "max_norm"), (["--max-norm", "nan"], "max_norm"), (["--max-num-samples", "-1"], "max_num_samples"),
+     (["--max-update-mb", "0"], "--max-update-mb"), (["--max-update-mb", "nan"], "--max-update-mb")],
+)  # fmt: skip
+def test_a_bad_aggregator_limit_is_a_usage_error_before_the_chain_is_asked(option: list[str], named: str, tmp_path: Path) -> None:
+    unreachable = ["--rpc-url", f"http://127.0.0.1:{free_port()}", "--dev-key", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "aggregator", "run", *unreachable, *option],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and named in done.stderr
