@@ -63,3 +63,16 @@ def test_a_bad_aggregator_limit_is_a_usage_error_before_the_chain_is_asked(optio
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and named in done.stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--non-iid", "--alpha", "-1"], ["--non-iid", "--alpha", "nan"], ["--alpha", "inf"], ["--round-seconds", "0"]],
+)
+def test_an_odd_demo_option_is_a_usage_error(option: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "demo", "--chain", "memory", "--rounds", "1", *option],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and option[-2] in done.stderr

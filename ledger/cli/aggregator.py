@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.core.progress import report
 
-    if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds or 1) < 1 or args.threads < 1:
+    if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds is not None and args.round_seconds < 1) or args.threads < 1:
         raise UsageError("--rounds, --min-updates, --round-seconds and --threads must be at least 1")
     rule_params = checked_rule(args)
     task, overrides = resolve_task(args)
