@@ -76,3 +76,18 @@ def test_an_odd_demo_option_is_a_usage_error(option: list[str], tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and option[-2] in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [("notaurl", 2), ("nosuch://x/y", 2), (f"postgresql://u:secret@127.0.0.1:{free_port()}/x", 3)],
+)
+def test_a_bad_or_unreachable_database_url_is_one_line_and_keeps_the_password(url: str, code: int, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "db", "upgrade", "--database-url", url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedledger: error: the index database"), done.stderr
+    assert "secret" not in done.stderr
