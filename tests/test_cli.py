@@ -91,3 +91,16 @@ def test_a_bad_or_unreachable_database_url_is_one_line_and_keeps_the_password(ur
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fedledger: error: the index database"), done.stderr
     assert "secret" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["round", "status", "-1"], ["round", "abandon", "-1", "--dev-key", "0"], ["deploy", "--attestation-quorum", "-1"], ["deploy", "--attestation-quorum", "256"]],
+)  # fmt: skip
+def test_a_negative_round_or_an_out_of_range_quorum_is_a_usage_error(command: list[str], tmp_path: Path) -> None:
+    unreachable = ["--rpc-url", f"http://127.0.0.1:{free_port()}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *command, *unreachable], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and ("must be 0 or more" in done.stderr or "must be 0..32" in done.stderr)

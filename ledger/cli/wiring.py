@@ -215,6 +215,17 @@ def add_share_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--alpha", type=positive_number, default=0.5, help="Dirichlet concentration for --non-iid")
 
 
+def natural_number(text: str) -> int:
+    """An integer >= 0 (argparse type), e.g. a round number: -1 is a usage error, not a chain call."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """A finite number above 0 (argparse type): nan, inf and 0 are refused as usage errors."""
     try:
