@@ -104,3 +104,15 @@ def test_a_negative_round_or_an_out_of_range_quorum_is_a_usage_error(command: li
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and ("must be 0 or more" in done.stderr or "must be 0..32" in done.stderr)
+
+
+def test_a_blobs_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from ledger.cli.errors import UsageError
+    from ledger.cli.wiring import blob_store
+
+    monkeypatch.delenv("FEDLEDGER_STORE_URL", raising=False)
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(UsageError, match="is not a folder"):  # the local store never asks the client
+        blob_store(argparse.Namespace(blobs_dir=tmp_path / "afile"), client=None)  # type: ignore[arg-type]

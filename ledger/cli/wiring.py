@@ -160,7 +160,10 @@ def blob_store(args: argparse.Namespace, client: LedgerClient, *, check: bool = 
         return store
     from ledger.store.local import LocalBlobStore
 
-    return LocalBlobStore(configured.blobs_dir, max_bytes=configured.max_blob_bytes)
+    try:
+        return LocalBlobStore(configured.blobs_dir, max_bytes=configured.max_blob_bytes)
+    except ValueError as exc:  # --blobs-dir names a file
+        raise UsageError(str(exc)) from exc
 
 
 def resolve_model_hash(client: LedgerClient, text: str) -> str:
