@@ -85,3 +85,9 @@ def test_fedledger_api_gc_deletes_what_the_chain_does_not_pin(tmp_path, capsys) 
     report = json.loads(capsys.readouterr().out)
     assert report["deleted"] == [orphan] and report["kept_pinned"] == 2
     assert store.exists(genesis) and store.exists(metadata) and not store.exists(orphan)
+
+
+@pytest.mark.parametrize("grace", [{"grace_seconds": float("nan")}, {"temp_grace_seconds": float("nan")}, {"grace_seconds": -1.0}])
+def test_a_grace_period_that_is_not_a_number_is_refused_rather_than_deleting_fresh_uploads(grace: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="grace periods must be non-negative"):
+        GcPolicy(**grace)

@@ -301,3 +301,18 @@ def test_a_node_stores_at_most_its_quota_per_round(service: Service) -> None:
     chain.admin.open_round(2, genesis, chain.now() + 600, 1)
     uploader.put(third)  # a new round, a new quota
     assert service.blobs.get(sha256_hex(third)) == third
+
+
+def test_a_port_outside_0_to_65535_is_refused_rather_than_wrapped() -> None:
+    from ledger.api.server import listen
+
+    with pytest.raises(ValueError, match="0..65535"):
+        listen("127.0.0.1", 65536 + 4464)  # getaddrinfo alone would bind port 4464
+
+
+@pytest.mark.parametrize("option", [["--node-quota-mb", "nan"], ["--node-quota-mb", "inf"], ["--gc-interval-minutes", "nan"]])
+def test_api_serve_refuses_a_quota_or_interval_that_is_not_a_number(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.cli.main import main
+
+    assert main(["api", "serve", "--port", "0", *option]) == 2  # refused before the chain is asked
+    assert option[0] in capsys.readouterr().err

@@ -43,7 +43,7 @@ class GcPolicy:
     temp_grace_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.grace_seconds < 0 or self.temp_grace_seconds < 0:
+        if not (self.grace_seconds >= 0 and self.temp_grace_seconds >= 0):  # NaN too: every age would be past it
             raise ValueError(f"grace periods must be non-negative, got {self.grace_seconds}, {self.temp_grace_seconds}")
 
 

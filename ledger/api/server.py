@@ -79,6 +79,8 @@ class RunningServer:
 
 def listen(host: str, port: int, *, backlog: int = ServerOptions.backlog) -> socket.socket:
     """A listening TCP socket on `host:port` (port 0: a free one); `OSError` if it cannot be had."""
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap it: 70000 listened on 4464
+        raise ValueError(f"a TCP port is 0..65535, got {port}")
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     if len({info[4][0] for info in infos}) > 1:
         raise ValueError(f"the service listens on one IP address, and {host!r} names several: pick one")

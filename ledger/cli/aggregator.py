@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from ledger.core.errors import LedgerError
     from ledger.core.progress import report
 
-    if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds or 1) < 1 or args.threads < 1:
+    if args.rounds < 1 or args.min_updates < 1 or (args.round_seconds is not None and args.round_seconds < 1) or args.threads < 1:
         raise UsageError("--rounds, --min-updates, --round-seconds and --threads must be at least 1")
     rule_params = checked_rule(args)
     task, overrides = resolve_task(args)
@@ -110,20 +111,12 @@ def _run(args: argparse.Namespace) -> int:
         test_data = load_data_file(task, args.test_data) if args.test_data else task.bundled_data().test
     except LedgerError as exc:  # a task with no bundled data
         raise CommandError(str(exc)) from exc
-    account = signing_account(args)
-    set_role("aggregator")
-    client = ledger_client(args, account=account, role=Role.AGGREGATOR)
-    if args.register:
-        check_role(client, account.address, Role.ADMIN)
-    store = blob_store(args, client)
-    for address in args.register:
-        if not client.is_node(address):
-            client.register_node(address)
-            report(log, "registered", "registered node {node}", node=address)
-
     from aggregator.coordinator import Aggregator, AggregatorConfig
+    from ledger.core.policy import PolicyError
     from ledger.core.threads import pin_threads
 
+    if not math.isfinite(args.max_update_mb) or args.max_update_mb <= 0:
+        raise UsageError(f"--max-update-mb must be a positive number, got {args.max_update_mb}")
     pin_threads(args.threads)
     config = AggregatorConfig(
         task=task,
@@ -139,6 +132,21 @@ def _run(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         privacy=privacy,
     )
+    try:  # checked before anything touches the chain: a bad limit is never pinned at genesis
+        config.policy
+    except PolicyError as exc:
+        raise UsageError(f"the --max-* options do not make a policy: {exc}") from exc
+    account = signing_account(args)
+    set_role("aggregator")
+    client = ledger_client(args, account=account, role=Role.AGGREGATOR)
+    if args.register:
+        check_role(client, account.address, Role.ADMIN)
+    store = blob_store(args, client)
+    for address in args.register:
+        if not client.is_node(address):
+            client.register_node(address)
+            report(log, "registered", "registered node {node}", node=address)
+
     if args.misbehave:
         from aggregator.misbehaviour import LyingAggregator
 

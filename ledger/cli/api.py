@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from pathlib import Path
@@ -158,9 +159,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = _server_options(args)
     policy = _gc_policy(args)
-    if args.node_quota_mb is not None and args.node_quota_mb <= 0:
+    if args.node_quota_mb is not None and not 0 < args.node_quota_mb < math.inf:  # NaN too
         raise UsageError(f"--node-quota-mb must be positive, got {args.node_quota_mb}")
-    if args.gc_interval_minutes < 0:
+    if not 0 <= args.gc_interval_minutes < math.inf:
         raise UsageError(f"--gc-interval-minutes must be 0 (off) or positive, got {args.gc_interval_minutes}")
     settings, ledger, store = _open_ledger(args)
     from_block = deployment_block(ledger)  # where the chain's events, which answers are checked against, start

@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     bad = sorted(set(args.tamper) | set(args.poison))
     if any(not 0 <= k < args.nodes for k in bad):
         raise UsageError(f"--tamper/--poison take node indexes 0..{args.nodes - 1}")
-    if args.nodes < 1 or args.rounds < 1 or (args.round_seconds or 1) < 1:
+    if args.nodes < 1 or args.rounds < 1 or (args.round_seconds is not None and args.round_seconds < 1):
         raise UsageError("--nodes, --rounds and --round-seconds must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")

@@ -27,8 +27,11 @@ def _deploy(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ledger.chain.deploy import deploy, deployment_path
+    from ledger.cli.errors import UsageError
     from ledger.cli.wiring import connect_chain, signing_account
 
+    if not 0 <= args.attestation_quorum <= 255:  # the constructor takes a uint8 (and reverts above 32)
+        raise UsageError(f"--attestation-quorum must be 0..32, got {args.attestation_quorum}")
     if args.keystore is None and args.dev_key is None:
         args.dev_key = 0  # the devnet's first account; the client refuses it on any other chain
     account = signing_account(args)

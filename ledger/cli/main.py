@@ -113,7 +113,7 @@ def as_command_error(exc: BaseException) -> CommandError | None:
     fedledger's own errors are named for the user: an unreachable chain or store exits 3, a
     contract refusal, a bad record or a store refusal exits 1.
     """
-    from ledger.cli.errors import DependencyUnavailable
+    from ledger.cli.errors import DependencyUnavailable, UsageError
     from ledger.core.errors import LedgerError, Unavailable
 
     if isinstance(exc, CommandError):
@@ -128,4 +128,9 @@ def as_command_error(exc: BaseException) -> CommandError | None:
         return CommandError(str(exc))
     if devnet is not None and isinstance(exc, devnet.DevnetError):
         return CommandError(str(exc))
+    database = sys.modules.get("sqlalchemy.exc")
+    if database is not None and isinstance(exc, database.ArgumentError):  # an unparsable --database-url
+        return UsageError(f"the index database URL is not usable: {exc}")
+    if database is not None and isinstance(exc, database.OperationalError):  # the database does not answer
+        return DependencyUnavailable(f"the index database is unavailable: {str(exc).splitlines()[0]}")
     return None

@@ -14,17 +14,17 @@ from typing import Any
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ledger.cli.wiring import add_chain_arguments, add_key_arguments
+    from ledger.cli.wiring import add_chain_arguments, add_key_arguments, natural_number
 
     rounds = subparsers.add_parser("round", help="show a round's state, or abandon one after its deadline")
     sub = rounds.add_subparsers(dest="round_command", required=True, metavar="ACTION")
     status = sub.add_parser("status", help="state, deadline (chain time), submitted / rejected / missing nodes")
-    status.add_argument("round", type=int, nargs="?", help="round number (default: the latest)")
+    status.add_argument("round", type=natural_number, nargs="?", help="round number (default: the latest)")
     add_chain_arguments(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
     abandon = sub.add_parser("abandon", help="close an open round without a model, after its deadline (aggregator key)")
-    abandon.add_argument("round", type=int, help="round number")
+    abandon.add_argument("round", type=natural_number, help="round number")
     add_chain_arguments(abandon)
     add_key_arguments(abandon)
     abandon.add_argument("--json", action="store_true", help="print JSON")

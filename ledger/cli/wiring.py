@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,7 +160,10 @@ def blob_store(args: argparse.Namespace, client: LedgerClient, *, check: bool = 
         return store
     from ledger.store.local import LocalBlobStore
 
-    return LocalBlobStore(configured.blobs_dir, max_bytes=configured.max_blob_bytes)
+    try:
+        return LocalBlobStore(configured.blobs_dir, max_bytes=configured.max_blob_bytes)
+    except ValueError as exc:  # --blobs-dir names a file
+        raise UsageError(str(exc)) from exc
 
 
 def resolve_model_hash(client: LedgerClient, text: str) -> str:
@@ -211,7 +215,29 @@ def add_share_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     skew = parser.add_mutually_exclusive_group()
     skew.add_argument("--iid", dest="iid", action="store_true", default=True, help="equal random shares (default)")
     skew.add_argument("--non-iid", dest="iid", action="store_false", help="Dirichlet(alpha) label skew")
-    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for --non-iid")
+    parser.add_argument("--alpha", type=positive_number, default=0.5, help="Dirichlet concentration for --non-iid")
+
+
+def natural_number(text: str) -> int:
+    """An integer >= 0 (argparse type), e.g. a round number: -1 is a usage error, not a chain call."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (argparse type): nan, inf and 0 are refused as usage errors."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
 
 
 def add_hyperparameter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

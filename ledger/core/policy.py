@@ -151,6 +151,10 @@ class FederationPolicy:
     max_num_samples: int | None = DEFAULT_MAX_NUM_SAMPLES
 
     def __post_init__(self) -> None:
+        if type(self.max_update_bytes) is not int or self.max_update_bytes <= 0:
+            raise PolicyError(f"max_update_bytes must be a positive integer, got {self.max_update_bytes!r}")
+        if not _positive_finite(self.max_norm):
+            raise PolicyError(f"max_norm must be a positive finite number, got {self.max_norm!r}")
         if self.max_num_samples is not None and (type(self.max_num_samples) is not int or self.max_num_samples < 1):
             raise PolicyError(f"max_num_samples must be a positive integer, got {self.max_num_samples!r}")
 

@@ -149,8 +149,9 @@ def _plain_layout_views(data: bytes | memoryview, header: dict[str, Any]) -> dic
 
 
 def _naturals(value: Any) -> bool:
-    """A JSON list of non-negative integers (bool is an int subclass; JSON has no bools here)."""
-    return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
+    """A JSON list of non-negative integers torch can size a tensor with (below 2**63; bool is an
+    int subclass; JSON has no bools here). Anything else goes to safetensors' parser to refuse."""
+    return isinstance(value, list) and all(type(item) is int and 0 <= item < 2**63 for item in value)
 
 
 def read_header(data: bytes | memoryview) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class LocalBlobStore:
     def __init__(self, root: Path, max_bytes: int) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if Path(root).exists() and not Path(root).is_dir():  # else every write would fail later, as a 500
+            raise ValueError(f"the blob folder {root} is not a folder")
         self.root = Path(root)
         self.max_bytes = max_bytes
 

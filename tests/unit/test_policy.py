@@ -44,3 +44,9 @@ def test_a_policy_pinned_before_the_cap_still_reads_and_a_bad_cap_is_refused() -
     for bad in (0, -1, 1.5, True, "10"):
         with pytest.raises(PolicyError, match="max_num_samples"):
             FederationPolicy.from_json({**old, "limits": {**old["limits"], "max_num_samples": bad}})
+
+
+@pytest.mark.parametrize("limits", [{"max_norm": -1.0}, {"max_norm": float("nan")}, {"max_norm": float("inf")}, {"max_update_bytes": 0}, {"max_update_bytes": -1048576}])
+def test_a_policy_with_a_bad_limit_cannot_be_built_so_it_is_never_pinned(limits: dict[str, float]) -> None:
+    with pytest.raises(PolicyError, match=next(iter(limits))):
+        FederationPolicy(rule=DEFAULT_RULE, **limits)  # type: ignore[arg-type]

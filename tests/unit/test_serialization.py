@@ -210,6 +210,7 @@ FOUR = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
         pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16], "extra": 1}}, FOUR), id="extra-key"),
         pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [4], "data_offsets": [0, 16]}}, FOUR, prefix=b" "), id="space-before-header"),
         pytest.param(_raw_blob({"a": {"dtype": "F16", "shape": [8], "data_offsets": [0, 16]}}, FOUR), id="fp16"),
+        pytest.param(_raw_blob({"a": {"dtype": F32, "shape": [0, 2**63], "data_offsets": [0, 0]}}, b""), id="empty-with-a-dim-over-int64"),
     ],
 )
 def test_tensor_views_accept_and_refuse_exactly_what_deserialize_tensors_does(data: bytes) -> None:

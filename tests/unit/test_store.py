@@ -163,3 +163,9 @@ def test_get_buffer_reads_into_a_spare_that_fits_and_allocates_otherwise(store: 
 
     assert into_roomy.obj is roomy and into_roomy == BLOB
     assert into_tight.obj is not tight and into_tight == BLOB
+
+
+def test_a_blob_folder_that_is_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(ValueError, match="is not a folder"):
+        LocalBlobStore(tmp_path / "afile", max_bytes=1024)
