@@ -80,9 +80,10 @@ def test_an_odd_demo_option_is_a_usage_error(option: list[str], tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("url", "code"),
-    [("notaurl", 2), ("nosuch://x/y", 2), (f"postgresql://u:secret@127.0.0.1:{free_port()}/x", 3)],
+    [("notaurl", 2), ("nosuch://x/y", 2), ("postgresql://u:secret@127.0.0.1:{port}/x", 3)],
 )
 def test_a_bad_or_unreachable_database_url_is_one_line_and_keeps_the_password(url: str, code: int, tmp_path: Path) -> None:
+    url = url.format(port=free_port())  # chosen here, not at collection: every xdist worker must collect the same ids
     done = subprocess.run(
         [sys.executable, "-m", "ledger.cli", "db", "upgrade", "--database-url", url],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
