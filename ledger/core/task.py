@@ -117,6 +117,10 @@ class Task(ABC):
         """Write `data` in the format `load_data` reads (`fedledger data split` uses it)."""
         raise TaskError(f"task {self.name!r} cannot write data files")
 
+    def check_hyperparameters(self, hyperparameters: Mapping[str, Hyperparameter]) -> None:
+        """Raise ValueError naming a value this task cannot train with, so it is refused before it
+        is pinned at genesis (default: any value of the right type)."""
+
     def assets(self) -> Mapping[str, str]:
         """Inputs beyond the code that fix the model (e.g. pre-trained weights): name → SHA-256 hex."""
         return {}
@@ -133,6 +137,10 @@ def resolve_hyperparameters(task: Task, overrides: Mapping[str, object]) -> dict
             known = ", ".join(sorted(resolved)) or "none"
             raise TaskError(f"task {task.name!r} has no hyperparameter {name!r} (it has: {known})")
         resolved[name] = _coerced(task.name, name, resolved[name], value)
+    try:
+        task.check_hyperparameters(resolved)
+    except ValueError as exc:
+        raise TaskError(f"task {task.name!r}: {exc}") from None
     return resolved
 
 

@@ -17,9 +17,17 @@ from torch import nn
 
 from ledger.core.model import state_tensors
 from ledger.core.task import Examples, Task, TrainConfig
+from ledger.core.task_spec import Hyperparameter
 
 # Heavy-ball momentum: a few local epochs then reach a useful model on small shards.
 MOMENTUM = 0.9
+
+
+def check_sgd(epochs: int, batch_size: int, lr: float) -> None:
+    """The values minibatch SGD can run with; ValueError naming the first that it cannot."""
+    for name, value, ok in (("epochs", epochs, epochs >= 1), ("batch_size", batch_size, batch_size >= 1), ("lr", lr, lr > 0)):
+        if not ok:
+            raise ValueError(f"hyperparameter {name!r} must be {'> 0' if name == 'lr' else '>= 1'}, got {value!r}")
 
 
 def train_classifier(
@@ -37,8 +45,7 @@ def train_classifier(
 
     Parameters for which `trainable(name)` is false are frozen (no gradient, never stepped).
     """
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    check_sgd(epochs, batch_size, lr)
     if len(data) == 0:
         raise ValueError("cannot train on an empty data set")
     parameters = []
@@ -87,6 +94,9 @@ class ClassifierTask(Task):
     """
 
     hyperparameters = MappingProxyType({"epochs": 5, "batch_size": 32, "lr": 0.05})
+
+    def check_hyperparameters(self, hyperparameters: Mapping[str, Hyperparameter]) -> None:
+        check_sgd(int(hyperparameters["epochs"]), int(hyperparameters["batch_size"]), float(hyperparameters["lr"]))
 
     def train(self, model: nn.Module, data: Examples, config: TrainConfig) -> Mapping[str, torch.Tensor]:
         h = config.hyperparameters

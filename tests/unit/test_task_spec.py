@@ -192,3 +192,10 @@ def test_a_manifest_marks_frozen_tensors_and_refuses_integer_buffers() -> None:
         tensor_manifest(batch_norm.state_dict(), lambda name: True)
     with pytest.raises(ValueError, match="no trainable tensor"):
         tensor_manifest(model.state_dict(), lambda name: False)
+
+
+@pytest.mark.parametrize("override", [{"epochs": 0}, {"epochs": -1}, {"batch_size": 0}, {"lr": -1.0}, {"lr": 0}])
+def test_a_hyperparameter_the_task_cannot_train_with_is_refused_before_it_is_pinned(override: dict[str, object]) -> None:
+    [name] = override
+    with pytest.raises(TaskError, match=f"task 'digits-mlp': hyperparameter '{name}' must be"):
+        resolve_hyperparameters(DIGITS_MLP, override)
