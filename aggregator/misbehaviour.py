@@ -19,7 +19,7 @@ round's decision, `_decide`, so the resumable round loop records and commits the
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,7 +53,7 @@ class LyingAggregator(Aggregator):
         self.mode = mode
         self.pinned = config  # what genesis pins; the rounds may run with another configuration
         if mode == "over-norm":
-            self.config = dataclasses.replace(config, max_norm=math.inf)
+            self.config = dataclasses.replace(config, max_norm=sys.float_info.max)  # no bound a real update reaches
         elif mode == "rule":
             self.config = dataclasses.replace(config, rule="krum", rule_params={"num_byzantine": 0})
         if mode == "count":
