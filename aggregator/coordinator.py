@@ -324,9 +324,10 @@ class Aggregator:
         One loop, woken by each new block (`ledger.chain.follow`): each pass takes the new blocks'
         events (submissions, node registrations) and judges the deadline against the last of those
         blocks, so no submission can follow a "closed". It moves on when every active node has
-        submitted or the deadline passed; if too few updates are valid (or the rule refuses them)
-        before the deadline, it waits for another submission or the deadline. Nothing re-reads the
-        chain's history while it waits.
+        submitted (save those whose next update would exceed the privacy budget: by the nodes' own
+        rule they publish nothing) or the deadline passed; if too few updates are valid (or the rule
+        refuses them) before the deadline, it waits for another submission or the deadline. Nothing
+        re-reads the chain's history while it waits.
         """
         info = self.client.get_round(round_number)
         if info.state is not RoundState.OPEN:
@@ -369,6 +370,7 @@ class Aggregator:
         landed = list(submissions.values())  # submissions not yet handed to the prefetcher
         wanted = 0
         found = follower.read()
+        spent = self._spent_nodes(round_number)
         while True:
             if follower.rewinds != rewinds:  # a reorg, or a devnet restarted from an older state
                 rewinds = follower.rewinds
@@ -384,6 +386,7 @@ class Aggregator:
                 self._nodes = registered_nodes(self.client, to_block=follower.cursor)
                 landed = list(submissions.values())
                 wanted = 0
+                spent = self._spent_nodes(round_number)
             self._track(found)
             for event in of_type(found, events.UpdateSubmitted, events.UpdateRejected):
                 if event.round != round_number:
@@ -396,11 +399,13 @@ class Aggregator:
             if prefetch is not None:
                 prefetch.add(landed)  # fetched while the round stays open
             landed = []
-            expected = max(len(self._nodes), 1)
+            # A node that has spent its privacy budget will not publish: it is not waited for.
+            expected = max(sum(1 for node in self._nodes if node not in spent), 1)
+            submitted = sum(1 for node in submissions if node not in spent)
             wanted = max(wanted, expected)
             # Judged on the last block whose events we hold: no submission can follow a block past it.
             closed = self.clock.timestamp_of(follower.cursor) > info.deadline
-            if closed or len(submissions) >= wanted:
+            if closed or submitted >= wanted:
                 self._measure_rate(opened_block, submissions.values())
                 started = time.perf_counter()
                 timings["wait_submissions"] = started - waiting_since - timings.get("verify", 0.0)
@@ -417,7 +422,7 @@ class Aggregator:
                     why, detail = decision.refusal
                     report(log, why.name.lower(), "round {round}: {detail}; waiting for more updates or the deadline",
                            round=round_number, detail=detail)
-                wanted = len(submissions) + 1  # too few valid updates: wait for one more, or the deadline
+                wanted = submitted + 1  # too few valid updates: wait for one more, or the deadline
             upcoming = self.clock.next_timestamp()
             left = max(info.deadline - upcoming, 0)
             state = (len(submissions), left // WAITING_REPORT_SECONDS)
@@ -432,6 +437,25 @@ class Aggregator:
             read_started = time.perf_counter()
             found = follower.read_to(head)
             timings["event_reads"] = time.perf_counter() - read_started  # the last read: the one the round closes on
+
+    def _spent_nodes(self, round_number: int) -> frozenset[str]:
+        """The active nodes that have spent their privacy budget (named once in the progress line)."""
+        if self._privacy_book is None:
+            return frozenset()
+        spent = self._privacy_book.spent(round_number, self._nodes)
+        if spent:
+            report(
+                log,
+                "budget_spent",
+                "round {round}: waiting for {expected} nodes ({count} "
+                + ("has" if len(spent) == 1 else "have")
+                + " spent their privacy budget: {nodes})",
+                round=round_number,
+                expected=len(self._nodes) - len(spent),
+                count=len(spent),
+                nodes=", ".join(spent),
+            )
+        return frozenset(spent)
 
     def _round_so_far(
         self, round_number: int, opened_block: int, to_block: int

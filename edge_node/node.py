@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -48,7 +47,7 @@ from ledger.core.task import Examples, Task
 from ledger.core.task_spec import TaskSpec, check_spec
 from ledger.privacy.accountant import Spend
 from ledger.privacy.history import PrivacyBook
-from ledger.privacy.judge import Unaccountable, next_claim
+from ledger.privacy.judge import Unaccountable, next_claim, over_budget
 from ledger.store.base import BlobStore
 from ledger.store.relay import RelayFolder
 from ledger.tasks.digits import DIGITS_MLP
@@ -174,7 +173,7 @@ class EdgeNode:
             if spent is None:
                 return Participation(round_number, Outcome.UNACCOUNTABLE)
             upcoming = next_claim(policy.privacy, num_samples=len(self.shard), earlier=spent)
-            if Decimal(upcoming.epsilon) > Decimal(policy.privacy.epsilon_budget):
+            if over_budget(policy.privacy, upcoming.epsilon):
                 return Participation(round_number, Outcome.BUDGET_EXHAUSTED, epsilon=upcoming.epsilon)
             claim = upcoming.to_json()
         started = time.perf_counter()

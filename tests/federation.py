@@ -8,6 +8,7 @@ plays an aggregator whose metadata misstates what it did, committed on chain lik
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,8 @@ class PrivateHistory:
     participations: list[list[Participation]]  # per round, nodes 0.. that went through EdgeNode
     liar: str  # node 3's round-1 update hash
     spender: str  # node 4's round-1 update hash
+    closed_at: int = 0  # chain time of round 2's finalize
+    progress: list[str] = field(default_factory=list)  # the aggregator's progress lines while closing round 2
 
     @property
     def model_hashes(self) -> list[str]:
@@ -246,11 +249,29 @@ def run_private_federation(root: Path) -> PrivateHistory:
     one = aggregator.close_round(first.round)
     second = aggregator.open_round()
     everyone = [node.participate(second.round) for node in nodes]
-    chain.advance_time(61)  # node 4 will not submit: close at the deadline rather than wait for it
-    two = aggregator.close_round(second.round)
+    lines: list[str] = []
+    handler, logger = _Lines(lines), logging.getLogger("aggregator.coordinator")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:  # node 4 has spent its budget: the round closes on nodes 0–3 without waiting for the deadline
+        two = aggregator.close_round(second.round)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     return PrivateHistory(
-        chain, store, [c.account.address for c in chain.nodes], [one, two], [honest, everyone], liar, spender
+        chain, store, [c.account.address for c in chain.nodes], [one, two], [honest, everyone], liar, spender,
+        closed_at=chain.now(), progress=lines,
     )
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 _SHARED_PRIVATE: list[PrivateHistory] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from federation import MAX_BYTES, PrivateHistory, shared_private_history, submit_crafted
+from federation import MAX_BYTES, PRIVACY, PrivateHistory, shared_private_history, submit_crafted
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, PolicyConflict
 from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
@@ -30,6 +30,7 @@ from ledger.core.policy import FederationPolicy, PrivacyPolicy
 from ledger.core.reasons import RejectReason
 from ledger.core.safe_json import canonical_json
 from ledger.core.task import Examples
+from ledger.privacy.history import PrivacyBook
 from ledger.store.local import LocalBlobStore
 from ledger.tasks.digits import DIGITS_MLP
 from ledger.tasks.partition import split_examples
@@ -119,6 +120,16 @@ def test_a_rejected_update_still_counts_and_an_exhausted_node_stops_publishing(p
     assert outcomes[4].update_hash is None
     assert len(two.included) == 4 and not two.rejected
     assert decode(private.store.get(two.metadata_hash)).privacy == {a: "0.953006" for a in private.addresses[:4]}
+
+
+def test_the_aggregator_does_not_wait_for_a_node_that_has_spent_its_budget(private: PrivateHistory) -> None:
+    chain, address = private.chain, private.addresses
+    book = PrivacyBook(chain.admin, private.store, PRIVACY)
+
+    assert book.spent(1, address) == [] and book.spent(2, address) == [address[4]]  # the node's own rule
+    assert private.closed_at <= chain.admin.get_round(2).deadline  # closed on nodes 0–3, not at the deadline
+    named = [line for line in private.progress if "spent their privacy budget" in line]
+    assert named == [f"round 2: waiting for 4 nodes (1 has spent their privacy budget: {address[4]})"]
 
 
 def test_every_private_version_rederives_and_a_misrecorded_epsilon_is_caught(private: PrivateHistory) -> None:

@@ -5,6 +5,7 @@ what each spent comes from the claim inside the blob the event names, re-hashed 
 that cannot be read or holds no claim on policy is `Unaccountable`, and `judge_claim` refuses the
 node's later claims: its ε is unknown. The aggregator and the node keep a `PrivacyBook` (it reads
 each round's events and blobs once); the auditor calls `earlier_entries` on the events it read.
+`PrivacyBook.spent` tells the aggregator which nodes will not publish again, so it does not wait for them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ledger.core.encoding import DecodeError, read_update_metadata
 from ledger.core.hashing import sha256_hex
 from ledger.core.policy import PrivacyPolicy
 from ledger.privacy.claims import ClaimError
-from ledger.privacy.judge import Entry, Unaccountable, spend_of
+from ledger.privacy.accountant import Spend
+from ledger.privacy.judge import Entry, Unaccountable, next_claim, over_budget, spend_of
 from ledger.store.base import BlobStore, BlobStoreError
 
 
@@ -84,3 +86,23 @@ class PrivacyBook:
         return earlier_entries(
             self._submissions, self.store, self.policy, before_round=round_number, nodes=nodes, known=self._known
         )
+
+    def spent(self, round_number: int, nodes: Iterable[str]) -> list[str]:
+        """Those of `nodes` that will not publish in `round_number`: the node's own rule (`next_claim`,
+        `over_budget`) on its earlier updates, with the sample count of its last one.
+
+        A node with no earlier update, or one that cannot be accounted for, is not counted as spent.
+        """
+        nodes = list(nodes)
+        history = self.earlier(round_number, nodes)
+        samples = {s.node.lower(): s.num_samples for s in sorted(self._submissions, key=lambda s: s.round) if s.round < round_number}
+        spent = []
+        for node in nodes:
+            entries = history[node]
+            spends = [entry for entry in entries if isinstance(entry, Spend)]
+            if not spends or len(spends) != len(entries):
+                continue
+            upcoming = next_claim(self.policy, num_samples=samples[node.lower()], earlier=spends)
+            if over_budget(self.policy, upcoming.epsilon):
+                spent.append(node)
+        return spent

@@ -103,13 +103,19 @@ def judge_claim(
         return ClaimVerdict(
             invalid, f"the claim says ε {document['epsilon']}; the accountant gives {expected} from the node's claims"
         )
-    if claimed > Decimal(policy.epsilon_budget):
+    if over_budget(policy, document["epsilon"]):
         return ClaimVerdict(
             RejectReason.PRIVACY_BUDGET_EXHAUSTED,
             f"ε {document['epsilon']} exceeds the per-node budget {policy.epsilon_budget}",
             document["epsilon"],
         )
     return ClaimVerdict(None, "ok", document["epsilon"])
+
+
+def over_budget(policy: PrivacyPolicy, epsilon: str) -> bool:
+    """The budget rule, compared as decimal text, exactly: the node applies it to its next claim
+    (then publishes nothing), the aggregator to every claim it judges and to whom it waits for."""
+    return Decimal(epsilon) > Decimal(policy.epsilon_budget)
 
 
 def next_claim(policy: PrivacyPolicy, *, num_samples: int, earlier: Sequence[Spend]) -> PrivacyClaim:
