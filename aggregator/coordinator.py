@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ledger.audit.facts import read_genesis
+from ledger.audit.facts import read_genesis, read_policy_in_force
 from ledger.chain import errors, events
 from ledger.chain.client import AttestationCounts, LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
@@ -104,7 +105,7 @@ class AggregatorConfig:
     round_seconds: int | None = None
     max_update_bytes: int = 64 * 1024 * 1024
     max_norm: float = 100.0
-    max_num_samples: int = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
+    max_num_samples: int | None = DEFAULT_MAX_NUM_SAMPLES  # cap on the sample count an update is weighted by
     model_seed: int = 0
     workers: int = 2  # threads fetching and re-hashing blobs ahead of validation
     # Bytes of updates fetched while the round is open, so closing it does not wait on the store.
@@ -137,7 +138,26 @@ class AggregatorConfig:
 
 
 class PolicyConflict(LedgerError):
-    """The chain's genesis pins another policy than this aggregator was configured with."""
+    """The chain pins another policy for the round than this aggregator was configured with, in a
+    part it cannot take over by itself (the encoding or the privacy policy: nodes follow those)."""
+
+
+# What the aggregator alone applies: a change of these is taken over at a round's open, not refused.
+_APPLIED_HERE = ("rule", "rule_params", "max_update_bytes", "max_norm", "max_num_samples")
+
+
+def _restart_hint(field_name: str, pinned: Any) -> str:
+    """The `aggregator run` options that configure `pinned` (encoding or privacy)."""
+    if field_name == "encoding":
+        return f"--encoding {pinned}"
+    if pinned is None:
+        return "no --dp-* options"
+    privacy: PrivacyPolicy = pinned
+    return (
+        f"--dp-noise-multiplier {privacy.noise_multiplier!r} --dp-max-grad-norm {privacy.max_grad_norm!r} "
+        f"--dp-delta {privacy.delta!r} --dp-epsilon-budget {privacy.epsilon_budget} "
+        f"--dp-batch-size {privacy.batch_size} --dp-epochs {privacy.epochs}"
+    )
 
 
 @dataclass(frozen=True)
@@ -217,9 +237,9 @@ class Aggregator:
 
         Deterministic (the model seed fixes the bytes), so a crash before the commit's receipt
         just makes the restart store the same blobs and find, or send, the same commit. A genesis
-        already on chain must pin this configuration's policy (`PolicyConflict` if not) and this
-        aggregator's task spec (`TaskSpecMismatch`, naming the field): every decision is re-checked
-        against the pinned ones.
+        already on chain must pin this aggregator's task spec (`TaskSpecMismatch`, naming the field),
+        and the policy in force for the next round must be this configuration's (`follow_policy`):
+        every decision is re-checked against the pinned ones.
         """
         existing = self.client.genesis_hash()
         if existing is not None:
@@ -227,12 +247,9 @@ class Aggregator:
                 genesis = read_genesis(self.client, self.store)
             except (LookupError, BlobStoreError, MetadataError) as exc:
                 raise PolicyConflict(f"cannot read the policy the chain's genesis pins: {exc}") from exc
-            if genesis.policy != self.config.policy:
-                raise PolicyConflict(
-                    f"the chain's genesis pins the policy {genesis.policy.to_json()}; this aggregator was started with "
-                    f"{self.config.policy.to_json()}"
-                )
             check_spec("aggregator", genesis.task, self.spec)
+            # A round open on chain runs under the same policy as the next would: setPolicy needs no round open.
+            self.follow_policy(self.client.counters().last_round + 1)
             return existing
         weights = state_tensors(self.config.task.build_model(self.config.model_seed))
         problem = manifest_mismatch(self.spec, weights)
@@ -248,6 +265,48 @@ class Aggregator:
         assert committed is not None
         report(log, "genesis", "committed genesis {model_hash}", model_hash=committed)
         return committed
+
+    def follow_policy(self, round_number: int) -> None:
+        """Run round `round_number` under the policy the chain has in force for it, as auditors judge it.
+
+        A change is an explicit event (`setPolicy`), never this process's choice: rule, parameters and
+        limits are taken over (a progress line says so); a different encoding or privacy policy, which
+        nodes follow too, is `PolicyConflict` naming the first differing field and the options to restart with.
+        """
+        try:
+            pinned = read_policy_in_force(self.client, self.store, round_number)
+        except (LookupError, BlobStoreError, MetadataError) as exc:
+            raise PolicyConflict(f"cannot read the policy in force for round {round_number}: {exc}") from exc
+        mine = self.config.policy
+        if pinned.policy == mine:
+            return
+        differing = [f.name for f in dataclasses.fields(mine) if getattr(mine, f.name) != getattr(pinned.policy, f.name)]
+        refused = [name for name in differing if name not in _APPLIED_HERE]
+        if refused:
+            name = refused[0]
+            value = getattr(pinned.policy, name)
+            shown = value.to_json() if isinstance(value, PrivacyPolicy) else value
+            raise PolicyConflict(
+                f"round {round_number} runs under the policy of {pinned.source}, which differs from this aggregator's in "
+                f"{name}: the chain pins {{{name!r}: {shown!r}}}; restart the aggregator with {_restart_hint(name, value)}"
+            )
+        policy = pinned.policy
+        self.config = dataclasses.replace(
+            self.config,
+            rule=policy.rule,
+            rule_params=dict(policy.rule_params),
+            max_update_bytes=policy.max_update_bytes,
+            max_norm=policy.max_norm,
+            max_num_samples=policy.max_num_samples,
+        )
+        report(
+            log,
+            "policy_applied",
+            "round {round}: applying the policy of {source} (differs in {fields})",
+            round=round_number,
+            source=pinned.source,
+            fields=", ".join(differing),
+        )
 
     def latest_model(self) -> str:
         """The newest committed version: read once, then kept current from the follower's blocks
@@ -267,6 +326,7 @@ class Aggregator:
             current = self.client.counters().last_round
             if current and self.client.get_round(current).state is RoundState.OPEN:
                 report(log, "resume", "round {round}: open on chain; picking it up", round=current)
+                self.follow_policy(current)
                 try:
                     on_result(self.close_round(current))
                 except RoundVanished as exc:
@@ -288,6 +348,7 @@ class Aggregator:
         `VersionRefused` if they failed it.
         """
         round_number = self.client.counters().last_round + 1
+        self.follow_policy(round_number)
         base = self.latest_model()
         counts = self.await_verdicts(base)
         if counts.unresolved:

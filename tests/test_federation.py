@@ -305,3 +305,38 @@ def test_a_round_whose_aggregate_is_already_committed_is_abandoned_not_wedged(le
     assert ledger_chain.admin.get_round(second.round).state is RoundState.ABANDONED
     third = aggregator.open_round()  # the federation goes on from the latest version
     assert (third.round, third.base_model_hash) == (3, version_1)
+
+
+# ---------------------------------------------------------------- policy changes (setPolicy)
+
+
+def test_the_aggregator_follows_a_set_policy_it_can_apply_and_refuses_one_nodes_must_follow(ledger_chain, store, digits):
+    from dataclasses import replace
+
+    from aggregator.coordinator import PolicyConflict
+    from ledger.core.metadata import encode_policy
+
+    aggregator = make_aggregator(ledger_chain, store, digits, min_updates=1)
+    nodes = make_nodes(ledger_chain, store, digits)
+    first = aggregator.open_round()
+    nodes[0].participate(first.round)
+    aggregator.close_round(first.round)
+    started_with = aggregator.config.policy
+    tighter = replace(started_with, max_norm=50.0)
+    ledger_chain.admin.set_policy(store.put(encode_policy(tighter)))  # from round 2 on
+
+    second = aggregator.open_round()  # started with max_norm 100: takes over the pinned 50
+    assert aggregator.config.policy == tighter
+    nodes[1].participate(second.round)
+    result = aggregator.close_round(second.round)
+    verdict = _audit(ledger_chain, store, result.model_hash)
+    assert result.committed and verdict.findings == () and verdict.rederived_hash == result.model_hash
+    assert verdict.policy_source["event"] == "PolicyChanged"
+
+    ledger_chain.admin.set_policy(store.put(encode_policy(replace(tighter, encoding="f16"))))  # nodes follow encodings
+    with pytest.raises(PolicyConflict, match=r"round 3 .* in encoding: the chain pins \{'encoding': 'f16'\}; .*--encoding f16"):
+        aggregator.open_round()
+    assert ledger_chain.admin.counters().last_round == 2  # refused before opening
+    restarted = make_aggregator(ledger_chain, store, digits, min_updates=1, encoding="f16")
+    assert restarted.config.policy == replace(tighter, encoding="f16")
+    assert restarted.open_round().round == 3

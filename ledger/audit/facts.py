@@ -10,7 +10,8 @@ from ledger.chain.client import LedgerClient
 from ledger.chain.mirror import ChainMirror, ChainRecord
 from ledger.chain.rounds import committed_models
 from ledger.core.hashing import sha256_hex
-from ledger.core.metadata import GenesisRecord, MetadataError, decode_genesis
+from ledger.core.metadata import GenesisRecord, MetadataError, decode_genesis, decode_policy
+from ledger.core.policy import FederationPolicy
 from ledger.store.base import BlobStore
 
 
@@ -39,10 +40,7 @@ class ChainFacts:
     @property
     def policy_change(self) -> events.PolicyChanged | None:
         """The last `PolicyChanged` in force for the version's round (None: genesis's policy holds)."""
-        changes = [
-            e for e in self.governance if isinstance(e, events.PolicyChanged) and 0 < e.from_round <= self.version.round
-        ]
-        return changes[-1] if changes else None
+        return events.policy_change_for(self.governance, self.version.round)
 
 
 def facts_from_record(record: ChainRecord, model_hash: str, *, attestation_quorum: int) -> ChainFacts | None:
@@ -112,8 +110,29 @@ def read_genesis(client: LedgerClient, store: BlobStore, *, from_block: int = 0)
     versions = committed_models(client, from_block)
     if not versions or versions[0].metadata_hash is None:
         raise LookupError("no genesis with a metadata blob is committed on this ledger yet")
-    metadata_hash = versions[0].metadata_hash
-    blob = store.get(metadata_hash)
-    if sha256_hex(blob) != metadata_hash:  # never trust a store
-        raise MetadataError(f"the store served genesis metadata whose bytes do not hash to {metadata_hash}")
-    return decode_genesis(blob)
+    return decode_genesis(_pinned_blob(store, versions[0].metadata_hash, "genesis metadata"))
+
+
+@dataclass(frozen=True)
+class PolicyInForce:
+    policy: FederationPolicy
+    source: str  # where the chain pinned it, for messages: genesis, or which PolicyChanged
+
+
+def read_policy_in_force(client: LedgerClient, store: BlobStore, round_number: int, *, from_block: int = 0) -> PolicyInForce:
+    """The policy round `round_number` runs under, by the rule the auditor judges it by
+    (`events.policy_change_for`): the last `PolicyChanged` for it, else genesis's; its blob read
+    through `store` and re-hashed. `LookupError`, `BlobStoreError` or `MetadataError` if unreadable."""
+    changes = client.events(from_block, event_type=events.PolicyChanged)
+    change = events.policy_change_for(changes, round_number)
+    if change is None:
+        return PolicyInForce(read_genesis(client, store, from_block=from_block).policy, "genesis")
+    policy = decode_policy(_pinned_blob(store, change.policy_hash, "policy"))
+    return PolicyInForce(policy, f"PolicyChanged from round {change.from_round} (block {change.ref.block_number})")
+
+
+def _pinned_blob(store: BlobStore, blob_hash: str, what: str) -> bytes:
+    blob = store.get(blob_hash)
+    if sha256_hex(blob) != blob_hash:  # never trust a store
+        raise MetadataError(f"the store served {what} whose bytes do not hash to {blob_hash}")
+    return blob

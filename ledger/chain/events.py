@@ -144,6 +144,14 @@ class PolicyChanged(LedgerEvent):
     event_name: ClassVar[str] = "PolicyChanged"
 
 
+def policy_change_for(governance: Iterable[LedgerEvent], round_number: int) -> PolicyChanged | None:
+    """The `PolicyChanged` round `round_number` runs under: the last with 0 < fromRound <= round, in
+    chain order (None: genesis's policy holds). The contract's rule; the auditor and the aggregator
+    both decide by it."""
+    changes = [e for e in governance if isinstance(e, PolicyChanged) and 0 < e.from_round <= round_number]
+    return changes[-1] if changes else None
+
+
 EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     cls.event_name: cls
     for cls in (
