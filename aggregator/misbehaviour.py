@@ -59,6 +59,9 @@ class LyingAggregator(Aggregator):
         if mode == "count":
             self.client = _CountInflating(client)  # type: ignore[assignment]
 
+    def follow_policy(self, round_number: int) -> None:
+        """A liar keeps the rule and limits it chose (`over-norm`, `rule`): catching that is the auditors' job."""
+
     def ensure_genesis(self) -> str:
         lying, self.config = self.config, self.pinned
         try:
