@@ -7,7 +7,28 @@ from pathlib import Path
 import pytest
 
 from ledger.core.polling import free_port
-from support import build_wheel, h
+from support import MAX_BYTES, build_wheel, h
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits task's bundled split and five IID node shares (one thread: the same bits every run)."""
+    import torch
+
+    from ledger.tasks.digits import DIGITS_MLP
+    from ledger.tasks.partition import split_examples
+
+    torch.set_num_threads(1)
+    split = DIGITS_MLP.bundled_data()
+    return split, split_examples(split.train, 5, iid=True, seed=0)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A blob folder that holds a few models' worth of bytes."""
+    from ledger.store.local import LocalBlobStore
+
+    return LocalBlobStore(tmp_path / "blobs", max_bytes=4 * MAX_BYTES)
 
 
 @pytest.fixture

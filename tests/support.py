@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 300
+MAX_BYTES = 1 << 20  # the digits MLP is ~19 KB: room for honest updates, not for a 2 MB one
 
 from ledger.core.hashing import sha256_hex
 from ledger.store.base import BlobNotFound

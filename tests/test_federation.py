@@ -21,23 +21,9 @@ from ledger.core.reasons import AbandonReason, RejectReason
 from ledger.chain.rounds import round_rejections
 from ledger.core.serialization import deserialize_tensors, serialize_tensors
 from ledger.store.local import LocalBlobStore
-from ledger.tasks.digits import DIGITS_MLP
-from ledger.tasks.partition import split_examples
+from support import MAX_BYTES
 
-MAX_BYTES = 1 << 20  # the MLP is ~19 KB: room for honest updates, not for a 2 MB one
 HYPER = {"epochs": 2}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    split = DIGITS_MLP.bundled_data()
-    return split, split_examples(split.train, 5, iid=True, seed=0)
-
-
-@pytest.fixture
-def store(tmp_path):
-    return LocalBlobStore(tmp_path / "blobs", max_bytes=4 * MAX_BYTES)
 
 
 def make_aggregator(chain, store, digits, **config):

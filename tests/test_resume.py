@@ -7,7 +7,6 @@ on the same chain and store); the kill -9 versions with real processes are in te
 from __future__ import annotations
 
 import pytest
-import torch
 
 from aggregator.coordinator import Aggregator, AggregatorConfig
 from edge_node.node import EdgeNode, Outcome, TrainingConfig
@@ -16,25 +15,9 @@ from ledger.chain.client import RoundState
 from ledger.chain.clock import ChainClock
 from ledger.chain.follow import NewHeads
 from ledger.chain.rounds import round_rejections, round_submissions
-from ledger.tasks.digits import DIGITS_MLP
-from ledger.tasks.partition import split_examples
 from ledger.core.hashing import sha256_hex
 from ledger.core.reasons import AbandonReason, RejectReason
-from ledger.store.local import LocalBlobStore
-
-MAX_BYTES = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    split = DIGITS_MLP.bundled_data()
-    return split, split_examples(split.train, 5, iid=True, seed=0)
-
-
-@pytest.fixture
-def store(tmp_path):
-    return LocalBlobStore(tmp_path / "blobs", max_bytes=4 * MAX_BYTES)
+from support import MAX_BYTES
 
 
 def fresh_aggregator(chain, store, digits, **config):

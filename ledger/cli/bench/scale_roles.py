@@ -174,7 +174,7 @@ def driver_process(
             while not stop.is_set():
                 round_number = reader.counters().last_round
                 if not round_number or round_number in handled:
-                    time.sleep(POLL_SECONDS)
+                    stop.wait(POLL_SECONDS)  # wakes at once when the bench stops the drivers
                     continue
                 handled.add(round_number)
                 info = reader.get_round(round_number)
