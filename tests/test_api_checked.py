@@ -265,3 +265,52 @@ def test_a_versions_attestations_and_the_summary_count_the_failures(service: Ser
     summary = service.client.get(f"{API}/summary").json
     assert summary["attestations"] == {"quorum": 0, "total": 7, "failed": 3, "failed_versions": 3}
     assert service.client.get(f"{API}/models/{'ab' * 32}/attestations").status_code == 404
+
+
+# --------------------------------------------------------------------------- pages check what they show
+
+
+def test_a_page_checks_what_it_shows_and_the_page_showing_an_edited_row_answers_409(anvil_devnet, tmp_path) -> None:
+    """Rounds of 18 included updates: a lineage step embeds 10 of them and the total, and is checked
+    for those without reading the other 8 (that keeps its cost flat at 1,000-update rounds). A row
+    it does not show, edited, is caught by the pages that show it; a changed total, by the lineage."""
+    from ledger.chain.connect import connect
+    from ledger.api.v1.models import STEP_UPDATES
+    from ledger.cli.bench.synthetic import anvil_bulk_history
+
+    bulk = anvil_bulk_history(anvil_devnet.rpc_url, nodes=20, rounds=2, reject_every=10)
+    w3 = connect(anvil_devnet.rpc_url)
+    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    Indexer(w3, bulk.address, db.session_factory(engine), start_block=bulk.deploy_block).run_once()
+    engine.dispose()
+    app = create_app(
+        store=LocalBlobStore(tmp_path / "blobs", 1 << 20), ledger=LedgerClient(w3, bulk.address),
+        max_blob_bytes=1 << 20, database_url=url, ledger_from_block=bulk.deploy_block,
+    )  # fmt: skip
+    client = app.test_client()
+    tip = client.get(f"{API}/models?limit=1&order=desc").json["items"][0]["model_hash"]
+    lineage = f"{API}/models/{tip}/lineage"
+    step = client.get(lineage).json["items"][0]
+    assert step["round"] == 2 and step["included_updates"]["total"] == 18 > STEP_UPDATES
+    shown = {u["update_hash"] for u in step["included_updates"]["items"]}
+    with sqlite3.connect(tmp_path / "index.sqlite") as connection:
+        unshown = [h for (h,) in connection.execute("SELECT update_hash FROM updates WHERE round = 2 AND included = 1") if h not in shown]
+    assert len(unshown) == 18 - STEP_UPDATES
+
+    _edit(tmp_path / "index.sqlite", "UPDATE updates SET num_samples = num_samples + 1 WHERE update_hash = ?", unshown[0])
+
+    assert client.get(lineage).status_code == 200  # it shows nothing of that row
+    rest = client.get(step["included_updates"]["next"])
+    assert rest.status_code == 409
+    assert [(d["field"], d["index"] - d["chain"]) for d in rest.json["differences"]] == [("num_samples", 1)]
+    assert client.get(f"{API}/rounds/2").status_code == 409
+
+    _edit(tmp_path / "index.sqlite", "UPDATE updates SET included = 0 WHERE update_hash = ?", unshown[1])
+
+    dropped = client.get(lineage)
+    assert dropped.status_code == 409  # the step's total is now one short of the chain's count
+    assert {(d["field"], d["index"], d["chain"]) for d in dropped.json["differences"]} >= {("included", False, True)}
+    assert unshown[1] in " ".join(d["detail"] for d in dropped.json["differences"])
+    app.extensions["fedledger_index_engine"].dispose()

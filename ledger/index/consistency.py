@@ -217,6 +217,31 @@ def inclusion_differences(
     return found
 
 
+def inclusion_page_agrees(
+    record: ChainRecord, as_of: int, round_number: int, *, included: Sequence[Any], excluded: Sequence[Any], total: int | None
+) -> bool:
+    """Whether what an answer shows of a round's inclusions agrees with the chain, without reading
+    the round's other rows: the rows it shows as `included` and as not (`excluded`), and the
+    number of included updates it gives (`total`, None if it gives none).
+
+    True only when the chain itself tells the included set (`expected_included`: the unrejected
+    submissions give the committed root and count), `total` is that set's size, each included row
+    is in it with its submission's sample count, and no excluded row is. Anything else is not a
+    verdict: the caller then compares the whole round (`inclusion_differences`), naming each difference.
+    """
+    if not _visible(record.committed_round.get(round_number), as_of):
+        return False
+    expected = record.expected_included(round_number)
+    if expected is None or (total is not None and total != len(expected)):
+        return False
+    submitted = record.submissions.get(round_number, {})
+    for row in included:
+        event = submitted.get(row.node)
+        if (row.node, row.update_hash) not in expected or event is None or row.num_samples != event.num_samples:
+            return False
+    return not any((row.node, row.update_hash) in expected for row in excluded)
+
+
 def submission_differences(record: ChainRecord, as_of: int, rows: Iterable[Any]) -> list[Difference]:
     """Each submission row against its `UpdateSubmitted`, and its rejection against `UpdateRejected`."""
     found = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Row, Select, bindparam, case, func, literal, select, text, union_all
+from sqlalchemy import BigInteger, Row, Select, bindparam, case, column, func, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
 from ledger.index.models import ChainEvent, IndexerCursor, ModelVersion, Node, Round, Submission
@@ -185,13 +185,17 @@ class IncludedHead:
 def included_heads(session: Session, numbers: Sequence[int], limit: int) -> dict[int, IncludedHead]:
     """The first `limit` included updates of each of several rounds, with each round's total.
 
-    Two queries whose cost is bounded by `limit` per round, however many updates a round
-    included, both straight from the (round, included, update_hash, node) index: the totals as a
-    count, the heads as per-round `LIMIT` reads (a LATERAL join on PostgreSQL, whose planner takes
-    ~10 ms over a 50-arm UNION ALL; the UNION ALL elsewhere, e.g. SQLite, which has no LATERAL).
+    Straight from the (round, included, update_hash, node) index: the totals as an index-only
+    count, the heads as per-round `LIMIT` reads. On PostgreSQL both in one LATERAL statement (one
+    round trip; its planner takes ~10 ms over a 50-arm UNION ALL); elsewhere, e.g. SQLite, which
+    has no LATERAL, a count and a UNION ALL of the per-round reads.
     """
     heads: dict[int, IncludedHead] = {}
     if not numbers:
+        return heads
+    if session.get_bind().dialect.name == "postgresql":
+        for row in session.execute(_LATERAL_HEADS, {"rounds": sorted(set(numbers)), "per_round": limit}).all():
+            heads.setdefault(row.round, IncludedHead([], int(row.total))).rows.append(row)
         return heads
     table = Submission.__table__
     totals = session.execute(
@@ -203,25 +207,25 @@ def included_heads(session: Session, numbers: Sequence[int], limit: int) -> dict
         heads[number] = IncludedHead([], int(total))
     if heads:
         wanted = sorted(heads)
-        parameters: dict[str, Any]
-        statement: Any
-        if session.get_bind().dialect.name == "postgresql":
-            statement, parameters = _LATERAL_HEADS, {"rounds": wanted}
-        else:
-            statement, parameters = _heads_statement(len(wanted)), {f"round_{i}": n for i, n in enumerate(wanted)}
-        for row in session.execute(statement, {**parameters, "per_round": limit}).all():
+        parameters = {f"round_{i}": n for i, n in enumerate(wanted)}
+        for row in session.execute(_heads_statement(len(wanted)), {**parameters, "per_round": limit}).all():
             heads[row.round].rows.append(row)
     return heads
 
 
+# Each wanted round's first rows, each with the round's included count (a round with none has no
+# row: it is left out, as the count query elsewhere leaves it out).
 _LATERAL_HEADS = text(
-    "SELECT head.round, head.update_hash, head.node, head.num_samples "
-    "FROM unnest(CAST(:rounds AS BIGINT[])) AS wanted(round) CROSS JOIN LATERAL ("
-    "SELECT round, update_hash, node, num_samples FROM updates "
+    "SELECT wanted.round, counted.total, head.update_hash, head.node, head.num_samples "
+    "FROM unnest(CAST(:rounds AS BIGINT[])) AS wanted(round) "
+    "CROSS JOIN LATERAL (SELECT count(*) AS total FROM updates "
+    "WHERE updates.round = wanted.round AND included = true) AS counted "
+    "CROSS JOIN LATERAL (SELECT update_hash, node, num_samples FROM updates "
     "WHERE updates.round = wanted.round AND included = true ORDER BY update_hash, node LIMIT :per_round) AS head "
-    "ORDER BY head.round, head.update_hash, head.node"
+    "ORDER BY wanted.round, head.update_hash, head.node"
 ).columns(
     Submission.__table__.c.round,
+    column("total", BigInteger),
     Submission.__table__.c.update_hash,
     Submission.__table__.c.node,
     Submission.__table__.c.num_samples,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, jsonify
@@ -24,6 +25,7 @@ from ledger.index.consistency import (
     Difference,
     cursor_differences,
     inclusion_differences,
+    inclusion_page_agrees,
     node_differences,
     round_differences,
     submission_differences,
@@ -123,6 +125,48 @@ def inclusions(session: Session, numbers: Iterable[int], included: Mapping[int, 
         ]
 
     return compare
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What an answer shows of one round's inclusions: rows it shows as included, rows it shows as
+    not included, and the number of included updates it gives (None if it gives none)."""
+
+    included: Sequence[Any] = ()
+    excluded: Sequence[Any] = ()
+    total: int | None = None
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], total: int | None = None) -> Shown:
+        """Submission rows shown with their inclusion flags (`included` True, or not)."""
+        return cls([r for r in rows if r.included is True], [r for r in rows if r.included is not True], total)
+
+
+def shown_inclusions(session: Session, shown: Mapping[int, Shown]) -> Compare:
+    """What an answer shows of each round's inclusions, checked at the cost of what it shows, not of
+    the round's size: a round is settled by `inclusion_page_agrees` when the chain tells its included
+    set, and only otherwise (or when what is shown disagrees) are all its included rows read and
+    compared, naming each difference. Rows an answer does not show are checked by the answers that
+    show them (`/models/<hash>/included`, `/rounds/<n>`)."""
+
+    def compare(record: ChainRecord, as_of: int) -> list[Difference]:
+        doubtful = [
+            number
+            for number, page in sorted(shown.items())
+            if number > 0
+            and not inclusion_page_agrees(record, as_of, number, included=page.included, excluded=page.excluded, total=page.total)
+        ]
+        return inclusions(session, doubtful)(record, as_of) if doubtful else []
+
+    return compare
+
+
+def shown_rows(rows: Iterable[Any]) -> dict[int, Shown]:
+    """Submission rows an answer shows with their inclusion flags, by round (no totals)."""
+    by_round: dict[int, list[Any]] = {}
+    for row in rows:
+        by_round.setdefault(row.round, []).append(row)
+    return {number: Shown.of(found) for number, found in by_round.items()}
 
 
 def rounds(rows: Sequence[tuple[Any, Any]]) -> Compare:

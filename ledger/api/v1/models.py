@@ -45,8 +45,9 @@ def get_model(model_hash: str) -> ResponseReturnValue:
     body = version(row)
     body["children"] = queries.children(session, row.model_hash)
     body["inclusion_known"] = row.round == 0 or queries.included_hashes(session, row.round) != []
-    body["included_updates"] = envelope(queries.included_updates(session, row.round, page), page, contributor)
-    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), checked.inclusions(session, [row.round]))))
+    included = queries.included_updates(session, row.round, page)
+    body["included_updates"] = envelope(included, page, contributor)
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included))))
     return jsonify(body)
 
 
@@ -56,9 +57,15 @@ def get_included(model_hash: str) -> ResponseReturnValue:
     session = get_session()
     page = page_arg()
     row = _version_or_404(session, model_hash)
-    body = envelope(queries.included_updates(session, row.round, page), page, contributor)
-    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), checked.inclusions(session, [row.round]))))
+    included = queries.included_updates(session, row.round, page)
+    body = envelope(included, page, contributor)
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included))))
     return jsonify(body)
+
+
+def _shown(row: ModelVersion, included: queries.Paged[Any]) -> checked.Compare:
+    """The version's included updates as a page shows them: its rows and its total."""
+    return checked.shown_inclusions(get_session(), {row.round: checked.Shown(included.items, total=included.total)})
 
 
 @blueprint.get("/models/<model_hash>/lineage")
@@ -73,12 +80,10 @@ def get_lineage(model_hash: str) -> ResponseReturnValue:
     heads = queries.included_heads(session, [v.round for v in found.items if v.round > 0], STEP_UPDATES)
     # One url_for, then a substitution per step: building a URL costs ~0.2 ms, 50 of them a page's budget.
     rest_url = url_for("api_models.get_included", model_hash=_PLACEHOLDER, limit=DEFAULT_LIMIT, offset=STEP_UPDATES)
-    # Each step against its ModelCommitted (so the parent links walked are the chain's), and each
-    # step's included updates (all of them, not only the embedded head) against its Merkle root
-    # and the round's submissions and rejections.
-    check = checked.chain_check(
-        session, checked.all_of(checked.versions([tip, *found.items]), checked.inclusions(session, [v.round for v in found.items]))
-    )
+    # Each step against its ModelCommitted (so the parent links walked are the chain's), and what
+    # each step shows of its included updates (the embedded head and the total) against the chain.
+    shown = {v.round: checked.Shown(heads[v.round].rows, total=heads[v.round].total) if v.round in heads else checked.Shown(total=0) for v in found.items}
+    check = checked.chain_check(session, checked.all_of(checked.versions([tip, *found.items]), checked.shown_inclusions(session, shown)))
 
     def step(item: Any) -> dict[str, Any]:
         head = heads.get(item.round) if item.round > 0 else None

@@ -46,7 +46,6 @@ def get_node(address: str) -> ResponseReturnValue:
 
     body = node_brief(row, tally)
     body["contributions"] = envelope(found, page, contribution)
-    rounds = [u.round for u in found.items]
     body.update(
         checked.chain_check(
             session,
@@ -54,7 +53,7 @@ def get_node(address: str) -> ResponseReturnValue:
                 checked.nodes([(row, tally)]),
                 checked.submissions(found.items),
                 checked.versions(list(built.values())),
-                checked.inclusions(session, rounds),
+                checked.shown_inclusions(session, checked.shown_rows(found.items)),
             ),
         )
     )

@@ -27,7 +27,7 @@ def list_rounds() -> ResponseReturnValue:
         checked.all_of(
             checked.rounds([(r, tallies.get(r.round, RoundTally())) for r in found.items]),
             checked.versions(list(committed.values())),
-            checked.inclusions(session, numbers),
+            checked.shown_inclusions(session, {n: checked.Shown(total=tallies.get(n, RoundTally()).included) for n in numbers}),
         ),
     )
     body = envelope(found, page, lambda r: round_brief(r, tallies.get(r.round, RoundTally()), committed.get(r.round)))
@@ -55,10 +55,11 @@ def get_round(number: str) -> ResponseReturnValue:
                 checked.rounds([(row, tally)]),
                 checked.versions([committed] if committed is not None else []),
                 checked.submissions(found.items),
-                checked.inclusions(session, [round_number]),
+                checked.shown_inclusions(session, {round_number: checked.Shown.of(found.items, tally.included)}),
             ),
         )
     )
     return jsonify(body)
+
 
 

@@ -14,6 +14,7 @@ A throwaway anvil gets 1,000 rounds of 100 submissions (every 10th rejected) thr
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -123,6 +124,7 @@ def measure_history(*, rounds: int, nodes: int, databases: Sequence[str], api_re
 def _index_and_serve(w3: Any, history: Any, url: str, *, rounds: int, api_requests: int) -> dict[str, Any]:
     from ledger.api.app import create_app
     from ledger.api.server import serve_in_thread
+    from ledger.chain.client import LedgerClient
     from ledger.index import queries
     from ledger.index.db import make_engine, session_factory, transaction, upgrade
     from ledger.index.indexer import Indexer
@@ -143,7 +145,14 @@ def _index_and_serve(w3: Any, history: Any, url: str, *, rounds: int, api_reques
             assert tip is not None
             tip_hash = tip.model_hash
         with tempfile.TemporaryDirectory(prefix="fedledger-bench-history-blobs-") as blobs:
-            app = create_app(store=LocalBlobStore(Path(blobs), 1 << 20), ledger=None, max_blob_bytes=1 << 20, index_sessions=sessions)
+            # Answers are checked against the chain, as `fedledger api serve` checks them.
+            app = create_app(
+                store=LocalBlobStore(Path(blobs), 1 << 20),
+                ledger=LedgerClient(w3, history.address),
+                max_blob_bytes=1 << 20,
+                index_sessions=sessions,
+                ledger_from_block=history.deploy_block,
+            )
             cases = {
                 "lineage": f"/api/v1/models/{tip_hash}/lineage",
                 "round_page_last": f"/api/v1/rounds/{rounds}",
@@ -151,12 +160,12 @@ def _index_and_serve(w3: Any, history: Any, url: str, *, rounds: int, api_reques
                 "summary": "/api/v1/summary",
             }
             with serve_in_thread(app, threads=4) as server:
-                api = {
-                    name: http_latency(server.host, server.port, path, requests=api_requests).summary(
-                        label=path.replace(tip_hash, "<tip>")
-                    )
-                    for name, path in cases.items()
-                }
+                api = {}
+                for name, path in cases.items():
+                    latency = http_latency(server.host, server.port, path, requests=api_requests)
+                    if json.loads(latency.last_body).get("checked_against_chain") is not True:
+                        raise RuntimeError(f"{path} was not checked against the chain: {latency.last_body[:300]!r}")
+                    api[name] = latency.summary(label=path.replace(tip_hash, "<tip>"))
     finally:
         engine.dispose()
     return {
