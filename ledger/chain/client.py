@@ -19,10 +19,12 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import TransactionNotFound
-from web3.types import BlockIdentifier, TxParams
+from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.providers import JSONBaseProvider
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams
 
 from ledger.core import hashing
+from ledger.chain import calldata
 from ledger.chain.artifact import load_artifact
 from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
 from ledger.chain.events import LedgerEvent, fetch_events
@@ -129,6 +131,9 @@ class LedgerClient:
         if account is not None:
             guard_dev_key(w3, account.address, self.chain_id)
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
+        # Over JSON-RPC (anvil, geth, an L2) calls and transactions are encoded from the ABI and
+        # sent as plain requests; web3's contract machinery serves the in-process chain.
+        self._json_rpc = isinstance(w3.provider, JSONBaseProvider)
 
     @classmethod
     def deploy(
@@ -335,6 +340,11 @@ class LedgerClient:
 
     def _call(self, name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
         """A view function's answer at `block` (a number, a hash, or "latest")."""
+        if self._json_rpc and isinstance(block, (int, str)) and not isinstance(block, bool):
+            function = calldata.functions()[name]
+            at = hex(block) if isinstance(block, int) else block
+            call = {"to": self.address, "data": "0x" + function.encode(args).hex()}
+            return function.decode(_answer(self.w3.provider.make_request(RPCEndpoint("eth_call"), [call, at]), name))
         try:
             return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
         except LedgerError:
@@ -353,6 +363,8 @@ class LedgerClient:
         """
         if self.account is None:
             raise LedgerError(f"{name} needs a signing account; this client is read-only")
+        if self._json_rpc:
+            return _prepare_json_rpc(self.w3, self.account, self.address, name, args)
         return _prepare(self.w3, self.account, getattr(self.contract.functions, name)(*args), name)
 
     def send(self, prepared: PreparedTx, *, on_sent: Callable[[str], None] | None = None) -> TxResult:
@@ -460,6 +472,45 @@ def _prepare(
             raise
         raise decode_revert(data) from exc
     return _signed(account, name, tx)
+
+
+def _prepare_json_rpc(w3: Web3, account: LocalAccount, address: str, name: str, args: Sequence[Any]) -> PreparedTx:
+    """`_prepare` over JSON-RPC in one batch request: the nonce, the gas (a simulation against the
+    pending block, surfacing a revert as its typed error) and that block's base fee."""
+    data = calldata.encode_call(name, args)
+    call = {"from": account.address, "to": address, "data": data}
+    chain_id = int(w3.eth.chain_id)
+    tip = _TIP_WEI.get(chain_id)
+    if tip is None:
+        tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    provider = cast(JSONBaseProvider, w3.provider)
+    answers = provider.make_batch_request(
+        [
+            (RPCEndpoint("eth_getTransactionCount"), [account.address, "pending"]),
+            (RPCEndpoint("eth_estimateGas"), [call, "pending"]),
+            (RPCEndpoint("eth_getBlockByNumber"), ["pending", False]),
+        ]
+    )
+    if not isinstance(answers, list) or len(answers) != 3:  # an endpoint refusing the batch as a whole
+        raise LedgerError(f"{name}: the chain refused the batch request: {answers}")
+    nonce, gas, block = (_answer(answer, name) for answer in answers)
+    base_fee = int((block or {}).get("baseFeePerGas") or "0x0", 16)
+    tx = {
+        "type": 2, "chainId": chain_id, "from": account.address, "to": address, "data": data, "value": 0,
+        "nonce": int(nonce, 16), "gas": int(gas, 16), "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip,
+    }  # fmt: skip
+    return _signed(account, name, tx)
+
+
+def _answer(response: Any, name: str) -> Any:
+    """A JSON-RPC answer's result; a revert as its typed error, any other error as it came."""
+    error = response.get("error") if isinstance(response, dict) else None
+    if error is None:
+        return response["result"]
+    data = revert_data_from(Web3RPCError(str(error), rpc_response=response))
+    if data is not None:
+        raise decode_revert(data)
+    raise Web3RPCError(f"{name}: {error.get('message', error) if isinstance(error, dict) else error}", rpc_response=response)
 
 
 def _signed(account: LocalAccount, name: str, tx: Any) -> PreparedTx:

@@ -9,10 +9,12 @@ transaction is safe: the same bytes are the same transaction (see `client._send`
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import requests
 from web3 import HTTPProvider, Web3
+from web3._utils.http_session_manager import HTTPSessionManager
 from web3.types import RPCEndpoint
 
 from ledger.config import DEFAULT_RPC_URL
@@ -31,12 +33,35 @@ class ChainUnavailable(Unavailable):
     """No chain answered at the given endpoint."""
 
 
+class _Sessions(HTTPSessionManager):
+    """web3's per-thread `requests` sessions, each reading the environment's proxy settings for the
+    endpoint once, when made: requests otherwise scans the whole environment twice per request
+    (~0.5 ms of a ~2 ms JSON-RPC call, paid on every wake of every waiting process)."""
+
+    def cache_and_return_session(self, endpoint_uri: Any, session: Any = None, request_timeout: float | None = None) -> requests.Session:
+        made = super().cache_and_return_session(endpoint_uri, session, request_timeout)
+        if made.trust_env:
+            made.proxies.update(requests.utils.get_environ_proxies(str(endpoint_uri)))
+            made.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            made.trust_env = False
+        return made
+
+
 class PatientHTTPProvider(HTTPProvider):
     """web3's HTTP provider, retrying every request on transport failures for up to `patience` seconds."""
 
     def __init__(self, endpoint_uri: str, *, patience: float, **kwargs: Any) -> None:
         super().__init__(endpoint_uri, exception_retry_configuration=None, **kwargs)
+        self._request_session_manager = _Sessions()
         self.backoff = Backoff(patience=patience)
+
+    def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> Any:
+        """Several requests in one round trip, retried like one (web3's own batch is not)."""
+        raw = self._make_request(RPCEndpoint("batch"), self.encode_batch_rpc_request(batch_requests))
+        response = self.decode_rpc_response(raw)
+        if not isinstance(response, list):  # an error about the batch as a whole
+            return response
+        return sorted(response, key=lambda answer: int(answer["id"]))
 
     def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
         return retry_patiently(

@@ -19,15 +19,18 @@ from contextlib import ExitStack
 from typing import Any
 
 from web3 import Web3
-from web3.exceptions import BlockNotFound
+from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.providers import HTTPProvider
 
-from ledger.chain.events import LedgerEvent, fetch_events
+from ledger.chain.events import LedgerEvent, decode_logs, fetch_events
 from ledger.core.polling import POLL_SECONDS
 
 log = logging.getLogger(__name__)
 
 _RECONNECT_SECONDS = 2.0  # after the socket broke, poll at least this long before dialling again
+_REQUEST_SECONDS = 30.0  # a read over the socket unanswered this long: the socket is given up
+_MAX_MESSAGE_BYTES = 64 << 20  # an eth_getLogs answer over many blocks can be large
+_NO_SOCKET: Any = object()  # `NewHeads.request` had no socket to ask over
 
 
 def websocket_url(w3: Web3) -> str | None:
@@ -44,7 +47,14 @@ def websocket_url(w3: Web3) -> str | None:
 
 
 class NewHeads:
-    """Blocks until the chain's head passes a block number, or a timeout passes."""
+    """Blocks until the chain's head passes a block number, or a timeout passes.
+
+    Subscribed, a wait costs no request at all: the notification carries the new head's number,
+    hash and parent hash (`header`), notifications that queued up while the process was busy are
+    taken at once (the newest counts), and `request` sends reads over the same socket. Each
+    request over HTTP costs ~2 ms of CPU, which at ten nodes woken by every block of a round was a
+    large part of the round.
+    """
 
     def __init__(self, w3: Web3, *, poll_seconds: float = POLL_SECONDS, websocket: bool = True) -> None:
         self.w3 = w3
@@ -53,6 +63,10 @@ class NewHeads:
         self._socket: Any = None
         self._stack = ExitStack()
         self._broken_at = -_RECONNECT_SECONDS
+        self._header: dict[str, Any] | None = None  # the newest head notified
+        self._known = -1  # the newest head number seen by notification (-1: ask over HTTP first)
+        self._queued: list[str] = []  # notifications read while waiting for a request's answer
+        self._request_id = 1
 
     @property
     def subscribed(self) -> bool:
@@ -62,25 +76,59 @@ class NewHeads:
     def head(self) -> int:
         return int(self.w3.eth.block_number)
 
+    def header(self, number: int) -> dict[str, Any] | None:
+        """The notified header (`number`, `hash`, `parentHash`, hex) of block `number` if it is the
+        newest notified, once: a header is not reused, so a block re-mined at that height after the
+        chain went back is read again."""
+        header, self._header = self._header, None
+        return header if header is not None and int(header["number"], 16) == number else None
+
     def wait(self, after: int, timeout: float) -> int:
         """The head number as soon as it is past `after`, else the head when `timeout` seconds have passed."""
         give_up = time.monotonic() + timeout
         self._subscribe()
-        head = self.head()  # read after subscribing: a block mined in between still wakes us
+        if self._socket is not None and self._known >= 0:
+            head = self._drain()
+        else:
+            head = self.head()  # read after subscribing: a block mined in between still wakes us
+            if self._socket is not None:
+                self._known = head
         while head <= after:
             left = give_up - time.monotonic()
             if left <= 0:
                 return head
             if self._socket is not None:
                 woke = self._next_notification(left)
-                head = woke if woke is not None else self.head()
+                head = self._drain() if woke is not None else self.head()
             else:
                 time.sleep(min(self.poll_seconds, left))
                 head = self.head()
         return head
 
+    def request(self, method: str, params: list[Any]) -> Any:
+        """`method`'s result over the subscription's socket; `_NO_SOCKET` when there is none (or it broke)."""
+        if self._socket is None:
+            return _NO_SOCKET
+        self._request_id += 1
+        wanted = self._request_id
+        try:
+            self._socket.send(json.dumps({"jsonrpc": "2.0", "id": wanted, "method": method, "params": params}))
+            while True:
+                text = self._socket.recv(timeout=_REQUEST_SECONDS)
+                message = json.loads(text)
+                if message.get("id") == wanted:
+                    break
+                self._queued.append(text)  # a notification: the next wait takes it
+        except Exception as exc:  # closed, timed out or garbage: the caller asks over HTTP instead
+            self._lost(exc)
+            return _NO_SOCKET
+        if "error" in message:
+            raise Web3RPCError(f"{method} failed: {message['error']}", rpc_response=message)
+        return message.get("result")
+
     def close(self) -> None:
         socket, self._socket = self._socket, None
+        self._known, self._header, self._queued = -1, None, []
         if socket is not None:
             try:
                 self._stack.close()
@@ -98,7 +146,7 @@ class NewHeads:
 
         stack = ExitStack()
         try:
-            socket = stack.enter_context(connect(self._url, open_timeout=2.0, close_timeout=1.0, max_size=1 << 20))
+            socket = stack.enter_context(connect(self._url, open_timeout=2.0, close_timeout=1.0, max_size=_MAX_MESSAGE_BYTES))
             socket.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
             reply = json.loads(socket.recv(timeout=2.0))
             if "result" not in reply:
@@ -112,19 +160,46 @@ class NewHeads:
 
     def _next_notification(self, timeout: float) -> int | None:
         """The block number of the next new-head notification; None on timeout or a broken socket."""
+        if self._queued:
+            return self._take(self._queued.pop(0))
         try:
-            message = json.loads(self._socket.recv(timeout=timeout))
+            text = self._socket.recv(timeout=timeout)
         except TimeoutError:
             return None
         except Exception as exc:  # closed (the node restarted), or garbage: fall back to polling
-            log.debug("newHeads subscription lost (%s): polling until it can be made again", exc)
-            self.close()
-            self._broken_at = time.monotonic()
+            self._lost(exc)
             return None
+        return self._take(text)
+
+    def _drain(self) -> int:
+        """Take every notification already here without blocking; the newest head number known."""
+        while self._socket is not None:
+            if self._queued:
+                self._take(self._queued.pop(0))
+                continue
+            try:
+                text = self._socket.recv(timeout=0)
+            except TimeoutError:
+                break
+            except Exception as exc:
+                self._lost(exc)
+                break
+            self._take(text)
+        return self._known
+
+    def _take(self, text: str) -> int | None:
         try:
-            return int(message["params"]["result"]["number"], 16)
+            header = json.loads(text)["params"]["result"]
+            number = int(header["number"], 16)
         except (KeyError, TypeError, ValueError):
             return None
+        self._known, self._header = number, header  # in chain order: the newest is the head, even a lower one
+        return number
+
+    def _lost(self, exc: Exception) -> None:
+        log.debug("newHeads subscription lost (%s): polling until it can be made again", exc)
+        self.close()
+        self._broken_at = time.monotonic()
 
 
 class LedgerFollower:
@@ -168,25 +243,43 @@ class LedgerFollower:
         """
         if head == self.cursor:
             return []
-        try:
-            block = self.w3.eth.get_block(head)
-        except BlockNotFound:  # the head moved back between the two reads: seen on the next one
+        block = self._block(head)
+        if block is None:  # the head moved back between the two reads: seen on the next one
             return []
-        if head < self.cursor or not self._on_chain(head, block):
+        block_hash, parent_hash = block
+        if head < self.cursor or not self._on_chain(head, parent_hash):
             log.info("the chain went back under block %d (head %d): reading it again from there", self.cursor, head)
             self.rewinds += 1
-            self.cursor, self._cursor_hash = head, bytes(block["hash"])
+            self.cursor, self._cursor_hash = head, block_hash
             return []
-        found = fetch_events(self.w3, self.address, self.cursor + 1, head)
-        self.cursor, self._cursor_hash = head, bytes(block["hash"])
+        found = self._events(self.cursor + 1, head)
+        self.cursor, self._cursor_hash = head, block_hash
         return found
 
-    def _on_chain(self, head: int, block: Any) -> bool:
+    def _block(self, number: int) -> tuple[bytes, bytes] | None:
+        """(hash, parent hash) of block `number`: from its new-head notification when there is one."""
+        header = self.heads.header(number)
+        if header is not None:
+            return bytes.fromhex(header["hash"][2:]), bytes.fromhex(header["parentHash"][2:])
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return bytes(block["hash"]), bytes(block["parentHash"])
+
+    def _events(self, first: int, last: int) -> list[LedgerEvent]:
+        """The ledger's events in [first, last]: over the subscription's socket when there is one."""
+        logs = self.heads.request("eth_getLogs", [{"address": self.address, "fromBlock": hex(first), "toBlock": hex(last)}])
+        if logs is _NO_SOCKET:
+            return fetch_events(self.w3, self.address, first, last)
+        return list(decode_logs(self.w3, logs))
+
+    def _on_chain(self, head: int, parent_hash: bytes) -> bool:
         """Whether the block the cursor stands on is still the chain's block at that height."""
         if self._cursor_hash is None:
             return True
         if head == self.cursor + 1:
-            return bytes(block["parentHash"]) == self._cursor_hash
+            return parent_hash == self._cursor_hash
         try:
             return bytes(self.w3.eth.get_block(self.cursor)["hash"]) == self._cursor_hash
         except BlockNotFound:

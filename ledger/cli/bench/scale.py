@@ -157,11 +157,9 @@ def measure_nodes(
 
 def register_nodes(rpc_url: str, admin: Any, addresses: Sequence[str]) -> None:
     """Fund and register `addresses` in one block (admin's dev key is unlocked on anvil)."""
-    from ledger.chain.artifact import load_artifact
+    from ledger.chain.calldata import encode_call as encode
     from ledger.chain.devnet import rpc_batch, rpc_call
-    from ledger.cli.bench.synthetic import calldata_encoder
 
-    encode = calldata_encoder(load_artifact().abi)
     rpc_batch(rpc_url, [("anvil_setBalance", [address, hex(10**21)]) for address in addresses], timeout=120)
     nonce = int(admin.w3.eth.get_transaction_count(admin.account.address))
     calls = [

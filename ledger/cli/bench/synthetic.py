@@ -163,24 +163,6 @@ class BulkHistory:
     node_addresses: tuple[str, ...]
 
 
-def calldata_encoder(abi: list[dict[str, Any]]) -> Callable[[str, Sequence[Any]], str]:
-    """`encode(function_name, args)` → 0x calldata, from the committed ABI (one encode per call)."""
-    from eth_abi import encode
-    from eth_utils import function_abi_to_4byte_selector
-
-    table = {
-        item["name"]: (function_abi_to_4byte_selector(cast(Any, item)), [arg["type"] for arg in item["inputs"]])
-        for item in abi
-        if item.get("type") == "function"
-    }
-
-    def encode_call(name: str, args: Sequence[Any]) -> str:
-        selector, types = table[name]
-        return "0x" + (selector + encode(types, list(args))).hex()
-
-    return encode_call
-
-
 def anvil_bulk_history(
     rpc_url: str,
     *,
@@ -206,7 +188,8 @@ def anvil_bulk_history(
     admin_account = dev_account(0)
     client, deployed = LedgerClient.deploy(w3, admin_account)
     admin = admin_account.address
-    encode = calldata_encoder(load_artifact().abi)
+    from ledger.chain.calldata import encode_call as encode
+
     node_addresses = tuple(to_checksum_address("0x" + label_hash(f"{label}/node-{i}")[:40]) for i in range(nodes))
     nonces: dict[str, int] = {address: 0 for address in node_addresses}
     nonces[admin] = int(w3.eth.get_transaction_count(admin))
