@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from ledger.core.merkle import merkle_root
 from ledger.chain.devnet import rpc_batch, rpc_call
@@ -178,7 +178,7 @@ def anvil_bulk_history(
     """
     from eth_utils import to_checksum_address
 
-    from ledger.chain.artifact import load_artifact
+    from ledger.chain.calldata import encode_call as encode
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.chain.devkeys import dev_account
@@ -188,8 +188,6 @@ def anvil_bulk_history(
     admin_account = dev_account(0)
     client, deployed = LedgerClient.deploy(w3, admin_account)
     admin = admin_account.address
-    from ledger.chain.calldata import encode_call as encode
-
     node_addresses = tuple(to_checksum_address("0x" + label_hash(f"{label}/node-{i}")[:40]) for i in range(nodes))
     nonces: dict[str, int] = {address: 0 for address in node_addresses}
     nonces[admin] = int(w3.eth.get_transaction_count(admin))
