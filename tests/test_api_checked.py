@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from federation import MAX_BYTES, History, shared_history
@@ -270,16 +271,13 @@ def test_a_versions_attestations_and_the_summary_count_the_failures(service: Ser
 # --------------------------------------------------------------------------- pages check what they show
 
 
-def test_a_page_checks_what_it_shows_and_the_page_showing_an_edited_row_answers_409(anvil_devnet, tmp_path) -> None:
-    """Rounds of 18 included updates: a lineage step embeds 10 of them and the total, and is checked
-    for those without reading the other 8 (that keeps its cost flat at 1,000-update rounds). A row
-    it does not show, edited, is caught by the pages that show it; a changed total, by the lineage."""
+def _bulk_service(rpc_url: str, tmp_path: Path) -> tuple[Any, FlaskClient]:
+    """Two rounds of 20 submissions on anvil (2 rejected each: 18 included), indexed and served."""
     from ledger.chain.connect import connect
-    from ledger.api.v1.models import STEP_UPDATES
     from ledger.cli.bench.synthetic import anvil_bulk_history
 
-    bulk = anvil_bulk_history(anvil_devnet.rpc_url, nodes=20, rounds=2, reject_every=10)
-    w3 = connect(anvil_devnet.rpc_url)
+    bulk = anvil_bulk_history(rpc_url, nodes=20, rounds=2, reject_every=10)
+    w3 = connect(rpc_url)
     url = f"sqlite:///{tmp_path / 'index.sqlite'}"
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -289,7 +287,16 @@ def test_a_page_checks_what_it_shows_and_the_page_showing_an_edited_row_answers_
         store=LocalBlobStore(tmp_path / "blobs", 1 << 20), ledger=LedgerClient(w3, bulk.address),
         max_blob_bytes=1 << 20, database_url=url, ledger_from_block=bulk.deploy_block,
     )  # fmt: skip
-    client = app.test_client()
+    return app, app.test_client()
+
+
+def test_a_page_checks_what_it_shows_and_the_page_showing_an_edited_row_answers_409(anvil_devnet, tmp_path) -> None:
+    """Rounds of 18 included updates: a lineage step embeds 10 of them and the total, and is checked
+    for those without reading the other 8 (that keeps its cost flat at 1,000-update rounds). A row
+    it does not show, edited, is caught by the pages that show it; a changed total, by the lineage."""
+    from ledger.api.v1.models import STEP_UPDATES
+
+    app, client = _bulk_service(anvil_devnet.rpc_url, tmp_path)
     tip = client.get(f"{API}/models?limit=1&order=desc").json["items"][0]["model_hash"]
     lineage = f"{API}/models/{tip}/lineage"
     step = client.get(lineage).json["items"][0]
@@ -313,4 +320,26 @@ def test_a_page_checks_what_it_shows_and_the_page_showing_an_edited_row_answers_
     assert dropped.status_code == 409  # the step's total is now one short of the chain's count
     assert {(d["field"], d["index"], d["chain"]) for d in dropped.json["differences"]} >= {("included", False, True)}
     assert unshown[1] in " ".join(d["detail"] for d in dropped.json["differences"])
+    app.extensions["fedledger_index_engine"].dispose()
+
+
+def test_a_page_cannot_show_another_row_in_place_of_one_the_chain_included(anvil_devnet, tmp_path) -> None:
+    """The total unchanged and every shown row genuine, yet the first included update dropped and a
+    rejected one (sorting after the 10th) marked included: the first page would show the 11th in
+    the first one's place. Each page of included updates must be the chain's own at its position."""
+    app, client = _bulk_service(anvil_devnet.rpc_url, tmp_path)
+    tip = client.get(f"{API}/models?limit=1&order=desc").json["items"][0]["model_hash"]
+    with sqlite3.connect(tmp_path / "index.sqlite") as connection:
+        included = [h for (h,) in connection.execute("SELECT update_hash FROM updates WHERE round = 2 AND included = 1 ORDER BY update_hash, node")]
+        rejected = [h for (h,) in connection.execute("SELECT update_hash FROM updates WHERE round = 2 AND included = 0")]
+    later = [h for h in rejected if h > included[9]]
+    if not later:
+        pytest.fail(f"the history has no rejected update sorting after the 10th included one: {rejected}")
+    _edit(tmp_path / "index.sqlite", "UPDATE updates SET included = 0 WHERE update_hash = ?", included[0])
+    _edit(tmp_path / "index.sqlite", "UPDATE updates SET included = 1 WHERE update_hash = ?", later[0])
+
+    for path in (f"/models/{tip}/lineage", f"/models/{tip}?limit=10", f"/models/{tip}/included?limit=10", "/rounds/2"):
+        answer = client.get(API + path)
+        assert answer.status_code == 409, path
+        assert {(d["index"], d["chain"]) for d in answer.json["differences"]} == {(False, True), (True, False)}, path
     app.extensions["fedledger_index_engine"].dispose()

@@ -125,3 +125,38 @@ class _count_requests:
 
     def __exit__(self, *exc_info) -> None:
         self.provider.make_request = self.original
+
+
+def test_a_chain_that_went_back_without_notifying_does_not_make_waits_spin(anvil: Devnet) -> None:
+    """anvil sends no newHeads notification on `evm_revert`: the notified head is then a block the
+    chain no longer has. Waits must not keep returning it (the indexer's and the watcher's loops
+    would spin at full speed), and the follower must rewind to the chain's real head."""
+    w3 = connect(anvil.rpc_url)
+    admin, _ = LedgerClient.deploy(w3, dev_account(0))
+    follower = LedgerFollower.from_head(w3, admin.address)
+    assert follower.wait(timeout=0.1) == [] and follower.heads.subscribed
+    snapshot = rpc_call(anvil.rpc_url, "evm_snapshot")
+    for index in (6, 7, 8):
+        admin.register_node(dev_account(index).address)
+    while follower.cursor < w3.eth.block_number:
+        follower.wait(timeout=30)
+    rpc_call(anvil.rpc_url, "evm_revert", [snapshot])
+    real_head = w3.eth.block_number
+
+    returns = [follower.heads.wait(after=real_head, timeout=0.2) for _ in range(5)]
+    assert returns == [real_head] * 5  # each waited its timeout out: nothing past the real head
+
+    assert follower.wait(timeout=0.2) == [] and follower.rewinds == 1 and follower.cursor == real_head
+    admin.register_node(dev_account(9).address)  # the chain goes on from there, and so does the follower
+    found = follower.wait(timeout=30)
+    assert [e.node for e in of_type(found, events.NodeRegistered)] == [dev_account(9).address]
+
+
+def test_a_socket_found_broken_by_a_zero_timeout_wait_still_gives_the_real_head(anvil: Devnet) -> None:
+    w3 = connect(anvil.rpc_url)
+    follower = LedgerFollower.from_head(w3, LedgerClient.deploy(w3, dev_account(0))[0].address)
+    assert follower.wait(timeout=0.1) == [] and follower.heads.subscribed
+    follower.heads._socket.close()
+
+    assert follower.heads.wait(after=follower.cursor, timeout=0) == w3.eth.block_number
+    assert follower.wait(timeout=0) == []

@@ -61,7 +61,7 @@ class PatientHTTPProvider(HTTPProvider):
         response = self.decode_rpc_response(raw)
         if not isinstance(response, list):  # an error about the batch as a whole
             return response
-        return sorted(response, key=lambda answer: int(answer["id"]))
+        return sorted(response, key=lambda answer: int(answer.get("id") or 0))
 
     def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
         return retry_patiently(

@@ -87,22 +87,33 @@ class NewHeads:
         """The head number as soon as it is past `after`, else the head when `timeout` seconds have passed."""
         give_up = time.monotonic() + timeout
         self._subscribe()
-        if self._socket is not None and self._known >= 0:
-            head = self._drain()
-        else:
-            head = self.head()  # read after subscribing: a block mined in between still wakes us
-            if self._socket is not None:
-                self._known = head
+        known = self._known
+        head = self._drain() if self._socket is not None and known >= 0 else -1
+        # Ask over HTTP: right after subscribing (a block mined in between still wakes us), without
+        # a socket, and when the head past `after` was known before this call rather than notified
+        # during it: a chain that went back (evm_revert, a restart from older state) notifies nothing.
+        if head < 0 or (head == known and head > after):
+            head = self._confirmed_head()
         while head <= after:
             left = give_up - time.monotonic()
             if left <= 0:
                 return head
             if self._socket is not None:
                 woke = self._next_notification(left)
-                head = self._drain() if woke is not None else self.head()
+                head = self._drain() if woke is not None and self._socket is not None else self._confirmed_head()
             else:
                 time.sleep(min(self.poll_seconds, left))
                 head = self.head()
+        return head
+
+    def forget(self) -> None:
+        """Drop the notified head: the chain does not have it (any more); the next wait asks over HTTP."""
+        self._known, self._header = -1, None
+
+    def _confirmed_head(self) -> int:
+        head = self.head()
+        if self._socket is not None:
+            self._known = head
         return head
 
     def request(self, method: str, params: list[Any]) -> Any:
@@ -245,9 +256,11 @@ class LedgerFollower:
             return []
         block = self._block(head)
         if block is None:  # the head moved back between the two reads: seen on the next one
+            self.heads.forget()
             return []
         block_hash, parent_hash = block
         if head < self.cursor or not self._on_chain(head, parent_hash):
+            self.heads.forget()
             log.info("the chain went back under block %d (head %d): reading it again from there", self.cursor, head)
             self.rewinds += 1
             self.cursor, self._cursor_hash = head, block_hash

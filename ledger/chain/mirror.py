@@ -48,6 +48,7 @@ class ChainRecord:
     governance: list[ev.LedgerEvent] = field(default_factory=list)  # policy, attestations, auditors: chain order
     role_changes: int = 0  # ROLE_CHANGES events seen: unchanged means every account's roles are too
     _expected: dict[int, frozenset[tuple[str, str]] | None] = field(default_factory=dict)
+    _ordered: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
     def add(self, event: ev.LedgerEvent) -> None:
         self.event_blocks.append(event.ref.block_number)
@@ -100,6 +101,15 @@ class ChainRecord:
         self._expected[round_number] = answer
         return answer
 
+    def expected_order(self, round_number: int) -> list[tuple[str, str]] | None:
+        """`expected_included` as (update hash, node), in the order the index pages it (by hash, then node)."""
+        if round_number not in self._ordered:
+            expected = self.expected_included(round_number)
+            if expected is None:
+                return None
+            self._ordered[round_number] = sorted((update_hash, node) for node, update_hash in expected)
+        return self._ordered[round_number]
+
 
 class ChainMirror:
     """The ledger's events, read once and extended as the chain grows; rebuilt after a reorg.
@@ -136,6 +146,7 @@ class ChainMirror:
             for event in ev.fetch_events(self.w3, self.address, start, head):
                 current.add(event)
             current._expected.clear()
+            current._ordered.clear()
         current.block_number, current.block_hash = head, head_hash
         self._record = current
         return current

@@ -218,11 +218,22 @@ def inclusion_differences(
 
 
 def inclusion_page_agrees(
-    record: ChainRecord, as_of: int, round_number: int, *, included: Sequence[Any], excluded: Sequence[Any], total: int | None
+    record: ChainRecord,
+    as_of: int,
+    round_number: int,
+    *,
+    included: Sequence[Any],
+    excluded: Sequence[Any],
+    total: int | None,
+    offset: int | None = None,
+    descending: bool = False,
 ) -> bool:
     """Whether what an answer shows of a round's inclusions agrees with the chain, without reading
     the round's other rows: the rows it shows as `included` and as not (`excluded`), and the
-    number of included updates it gives (`total`, None if it gives none).
+    number of included updates it gives (`total`, None if it gives none). With `offset`, the
+    included rows are a page of the round's included updates (by hash, then node; `descending`
+    reversed) and must be the chain's own at that position: a page cannot show another row in
+    place of one the chain included.
 
     True only when the chain itself tells the included set (`expected_included`: the unrejected
     submissions give the committed root and count), `total` is that set's size, each included row
@@ -238,6 +249,12 @@ def inclusion_page_agrees(
     for row in included:
         event = submitted.get(row.node)
         if (row.node, row.update_hash) not in expected or event is None or row.num_samples != event.num_samples:
+            return False
+    if offset is not None:
+        order = record.expected_order(round_number) or []
+        if descending:
+            order = order[::-1]
+        if [(row.update_hash, row.node) for row in included] != order[offset : offset + len(included)]:
             return False
     return not any((row.node, row.update_hash) in expected for row in excluded)
 

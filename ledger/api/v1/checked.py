@@ -135,6 +135,10 @@ class Shown:
     included: Sequence[Any] = ()
     excluded: Sequence[Any] = ()
     total: int | None = None
+    # Set when `included` is a page of the round's included updates (by hash, then node): they
+    # must then be the chain's own at that position.
+    offset: int | None = None
+    descending: bool = False
 
     @classmethod
     def of(cls, rows: Sequence[Any], total: int | None = None) -> Shown:
@@ -154,7 +158,10 @@ def shown_inclusions(session: Session, shown: Mapping[int, Shown]) -> Compare:
             number
             for number, page in sorted(shown.items())
             if number > 0
-            and not inclusion_page_agrees(record, as_of, number, included=page.included, excluded=page.excluded, total=page.total)
+            and not inclusion_page_agrees(
+                record, as_of, number, included=page.included, excluded=page.excluded, total=page.total,
+                offset=page.offset, descending=page.descending,
+            )  # fmt: skip
         ]
         return inclusions(session, doubtful)(record, as_of) if doubtful else []
 

@@ -47,7 +47,7 @@ def get_model(model_hash: str) -> ResponseReturnValue:
     body["inclusion_known"] = row.round == 0 or queries.included_hashes(session, row.round) != []
     included = queries.included_updates(session, row.round, page)
     body["included_updates"] = envelope(included, page, contributor)
-    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included))))
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included, page))))
     return jsonify(body)
 
 
@@ -59,13 +59,14 @@ def get_included(model_hash: str) -> ResponseReturnValue:
     row = _version_or_404(session, model_hash)
     included = queries.included_updates(session, row.round, page)
     body = envelope(included, page, contributor)
-    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included))))
+    body.update(checked.chain_check(session, checked.all_of(checked.versions([row]), _shown(row, included, page))))
     return jsonify(body)
 
 
-def _shown(row: ModelVersion, included: queries.Paged[Any]) -> checked.Compare:
-    """The version's included updates as a page shows them: its rows and its total."""
-    return checked.shown_inclusions(get_session(), {row.round: checked.Shown(included.items, total=included.total)})
+def _shown(row: ModelVersion, included: queries.Paged[Any], page: queries.Page) -> checked.Compare:
+    """The version's included updates as a page shows them: its rows, at its position, and its total."""
+    shown = checked.Shown(included.items, total=included.total, offset=page.offset, descending=page.descending)
+    return checked.shown_inclusions(get_session(), {row.round: shown})
 
 
 @blueprint.get("/models/<model_hash>/lineage")
@@ -82,7 +83,10 @@ def get_lineage(model_hash: str) -> ResponseReturnValue:
     rest_url = url_for("api_models.get_included", model_hash=_PLACEHOLDER, limit=DEFAULT_LIMIT, offset=STEP_UPDATES)
     # Each step against its ModelCommitted (so the parent links walked are the chain's), and what
     # each step shows of its included updates (the embedded head and the total) against the chain.
-    shown = {v.round: checked.Shown(heads[v.round].rows, total=heads[v.round].total) if v.round in heads else checked.Shown(total=0) for v in found.items}
+    shown = {
+        v.round: checked.Shown(heads[v.round].rows, total=heads[v.round].total, offset=0) if v.round in heads else checked.Shown(total=0)
+        for v in found.items
+    }
     check = checked.chain_check(session, checked.all_of(checked.versions([tip, *found.items]), checked.shown_inclusions(session, shown)))
 
     def step(item: Any) -> dict[str, Any]:
