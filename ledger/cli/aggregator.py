@@ -113,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     from aggregator.coordinator import Aggregator, AggregatorConfig
     from ledger.core.policy import PolicyError
+    from ledger.core.heap import freeze_heap
     from ledger.core.threads import pin_threads
 
     if not math.isfinite(args.max_update_mb) or args.max_update_mb <= 0:
@@ -168,5 +169,6 @@ def _run(args: argparse.Namespace) -> int:
         dp=dp,
         rounds=args.rounds,
     )
+    freeze_heap()
     aggregator.run(args.rounds, print_round)
     return 0

@@ -153,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.api.app import create_app
     from ledger.api.gc import Collector, PinnedHashes
     from ledger.api.server import listen, serve_forever
+    from ledger.core.heap import freeze_heap
     from ledger.cli.errors import CommandError, UsageError
     from ledger.cli.wiring import deployment_block
     from ledger.index.db import SchemaOutOfDate, service_database_url
@@ -200,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     # SIGTERM (service managers, containers) stops like Ctrl-C; uvicorn shuts down gracefully,
     # then re-raises the signal under this handler, which exits 0.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    freeze_heap()
     try:
         serve_forever(app, sock, options)
     finally:

@@ -156,6 +156,7 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
     from ledger.cli.report import print_round
     from ledger.config import Settings
     from ledger.core.progress import report
+    from ledger.core.heap import freeze_heap
     from ledger.core.threads import cores, pin_threads
     from ledger.store.local import LocalBlobStore
 
@@ -197,6 +198,7 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
         watcher.run_once()
     for node in federation.nodes:
         node.warm_up()
+    freeze_heap()
     seconds = []
     for _ in range(args.rounds):
         started = time.perf_counter()

@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from edge_node.misbehaviour import attack_named, poison_transform, tamper_at_rest
     from edge_node.node import EdgeNode, Outcome, TrainingConfig, UnsupportedPolicy
+    from ledger.core.heap import freeze_heap
     from ledger.core.threads import pin_threads
 
     threads = pin_threads(args.threads)
@@ -152,6 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=threads,
     )
     follower = LedgerFollower.from_head(client.w3, client.address)
+    freeze_heap()
     handled: set[int] = set()
     last_round = client.counters().last_round
     while True:

@@ -94,6 +94,7 @@ def _node_process(
         from ledger.chain.devkeys import dev_account
         from ledger.chain.follow import LedgerFollower, of_type
         from ledger.config import Settings
+        from ledger.core.heap import freeze_heap
         from ledger.core.threads import DEFAULT_THREADS, pin_threads
         from ledger.tasks.digits import DIGITS_MLP
         from ledger.tasks.partition import split_examples
@@ -109,6 +110,7 @@ def _node_process(
         node = EdgeNode(client, store, shard, config, max_model_bytes=settings.max_blob_bytes)
         node.warm_up()
         follower = LedgerFollower.from_head(client.w3, address)
+        freeze_heap()  # as `fedledger node run` does once started
         reports.put(("ready", index))
         cpu_mark = time.process_time()
         while not stop.is_set():
@@ -197,6 +199,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
     from ledger.chain.connect import connect
     from ledger.chain.client import LedgerClient
     from ledger.config import Settings
+    from ledger.core.heap import freeze_heap
     from ledger.tasks.digits import DIGITS_MLP
     from ledger.chain.devkeys import DEV_ACCOUNT_COUNT, dev_account
     from ledger.chain.devnet import Devnet
@@ -245,6 +248,7 @@ def measure_round(*, nodes: int = NODES, rounds: int = ROUNDS, epochs: int = EPO
                 process.start()
                 processes.append(process)
             _wait_ready(reports, nodes)
+            freeze_heap()  # as `fedledger aggregator run` and `fedledger api serve` do once started
 
             per_round = []
             pending: dict[int, list[NodeRound]] = {}
