@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ledger.audit.facts import read_genesis, read_policy_in_force
+from ledger.audit.facts import PolicyBook, read_genesis
 from ledger.chain import errors, events
 from ledger.chain.client import AttestationCounts, LedgerClient, RoundInfo, RoundState
 from ledger.chain.clock import ChainClock
@@ -224,6 +224,7 @@ class Aggregator:
         self._latest: str | None = None  # the newest committed version's hash, once read
         self._submission_rate = ASSUMED_SUBMISSIONS_PER_SECOND  # measured again at each round's close
         self._privacy_book = None if config.privacy is None else PrivacyBook(client, store, config.privacy)
+        self._policies = PolicyBook(client, store)  # the policy in force, read from new blocks only
 
     @cached_property
     def spec(self) -> TaskSpec:
@@ -274,7 +275,7 @@ class Aggregator:
         nodes follow too, is `PolicyConflict` naming the first differing field and the options to restart with.
         """
         try:
-            pinned = read_policy_in_force(self.client, self.store, round_number)
+            pinned = self._policies.in_force(round_number)
         except (LookupError, BlobStoreError, MetadataError) as exc:
             raise PolicyConflict(f"cannot read the policy in force for round {round_number}: {exc}") from exc
         mine = self.config.policy

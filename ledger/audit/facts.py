@@ -131,6 +131,43 @@ def read_policy_in_force(client: LedgerClient, store: BlobStore, round_number: i
     return PolicyInForce(policy, f"PolicyChanged from round {change.from_round} (block {change.ref.block_number})")
 
 
+class PolicyBook:
+    """`read_policy_in_force` for a process that asks every round (the aggregator): genesis's policy
+    is read once (it never changes) and `PolicyChanged` events only from the block after the last
+    one read, so a round's question costs the new blocks, not the chain's history. A chain that went
+    back under what was read is read again from `from_block`."""
+
+    def __init__(self, client: LedgerClient, store: BlobStore, *, from_block: int = 0) -> None:
+        self.client, self.store, self.from_block = client, store, from_block
+        self._genesis: FederationPolicy | None = None
+        self._changes: list[events.PolicyChanged] = []
+        self._read_to = from_block - 1  # the last block whose PolicyChanged events were read
+        self._read_to_hash: bytes | None = None
+
+    def in_force(self, round_number: int) -> PolicyInForce:
+        """As `read_policy_in_force(client, store, round_number)`."""
+        head = self.client.w3.eth.get_block("latest")
+        if self._read_to_hash is not None and self._block_hash(self._read_to) != self._read_to_hash:
+            self._changes, self._read_to = [], self.from_block - 1  # the chain went back: read again
+        number = int(head["number"])
+        if number > self._read_to:
+            self._changes += self.client.events(self._read_to + 1, number, event_type=events.PolicyChanged)
+            self._read_to, self._read_to_hash = number, bytes(head["hash"])
+        change = events.policy_change_for(self._changes, round_number)
+        if change is not None:
+            policy = decode_policy(_pinned_blob(self.store, change.policy_hash, "policy"))
+            return PolicyInForce(policy, f"PolicyChanged from round {change.from_round} (block {change.ref.block_number})")
+        if self._genesis is None:
+            self._genesis = read_genesis(self.client, self.store, from_block=self.from_block).policy
+        return PolicyInForce(self._genesis, "genesis")
+
+    def _block_hash(self, number: int) -> bytes | None:
+        try:
+            return bytes(self.client.w3.eth.get_block(number)["hash"])
+        except Exception:  # gone: the chain is shorter than what was read
+            return None
+
+
 def _pinned_blob(store: BlobStore, blob_hash: str, what: str) -> bytes:
     blob = store.get(blob_hash)
     if sha256_hex(blob) != blob_hash:  # never trust a store
