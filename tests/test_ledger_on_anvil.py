@@ -102,3 +102,35 @@ def test_walkthrough_never_prints_a_private_key(anvil_devnet, capsys, caplog):
     for index in range(3):
         key = dev_account(index).key.hex().removeprefix("0x")
         assert key not in text.lower()
+
+
+def test_json_rpc_calls_answer_as_web3_did_and_reverts_keep_their_types(anvil_devnet):
+    """Over JSON-RPC the client encodes calls from the ABI (`ledger.chain.calldata`) instead of going
+    through web3's contract layer: every view function answers what web3 answers, value and type,
+    at "latest" and at a block hash, and a revert is its typed error from `eth_call` and from the
+    batch that prepares a transaction."""
+    w3 = connect(anvil_devnet.rpc_url)
+    admin, _ = LedgerClient.deploy(w3, dev_account(0))
+    node = dev_account(1).address
+    admin.register_node(node)
+    admin.commit_genesis("11" * 32, "22" * 32)
+    digest = bytes.fromhex("11" * 32)
+    views = [
+        ("admin", ()), ("pendingAdmin", ()), ("attestationQuorum", ()), ("MAX_AUDITORS", ()), ("counters", ()),
+        ("genesisHash", ()), ("getRound", (1,)), ("isNode", (node,)), ("isAggregator", (node,)), ("isAuditor", (node,)),
+        ("attestationCounts", (digest,)), ("attestationOf", (digest, node)), ("hashSubmission", (1, digest, 5)),
+        ("modelOf", (digest,)), ("rejectionOf", (1, node)), ("submissionOf", (1, node)), ("verifyInclusion", (digest, digest, [])),
+        ("eip712Domain", ()),
+    ]  # fmt: skip
+    at = w3.eth.get_block("latest")["hash"].to_0x_hex()
+    for name, args in views:
+        for block in ("latest", at):
+            ours = admin._call(name, *args, block=block)
+            web3s = getattr(admin.contract.functions, name)(*args).call(block_identifier=block)
+            assert ours == (tuple(web3s) if isinstance(web3s, list) else web3s), (name, block)
+
+    stranger = LedgerClient(w3, admin.address, dev_account(7))
+    with pytest.raises(errors.NotAdmin):
+        stranger._call("registerNode", node)
+    with pytest.raises(errors.NotAdmin):
+        stranger.prepare("registerNode", node)
