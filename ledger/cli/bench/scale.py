@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ledger.core.policy import DEFAULT_RULE
 from ledger.cli.bench.common import (
     add_output_arguments,
     emit,
@@ -72,7 +73,7 @@ def parse_counts(text: str) -> list[int]:
 
 
 def measure_nodes(
-    nodes: int, *, rounds: int, drivers: int, threads: int, reject_every: int, api_requests: int
+    nodes: int, *, rounds: int, drivers: int, threads: int, reject_every: int, api_requests: int, rule: str = DEFAULT_RULE
 ) -> dict[str, Any]:
     """`rounds` rounds of `nodes` nodes on a fresh anvil; see the module docstring."""
     from ledger.api.app import create_app
@@ -105,7 +106,7 @@ def measure_nodes(
                 processes.append(
                     context.Process(
                         target=scale_roles.aggregator_process,
-                        args=(anvil.rpc_url, admin.address, server.url, int(ROUND_TIMEOUT), commands, reports),
+                        args=(anvil.rpc_url, admin.address, server.url, int(ROUND_TIMEOUT), rule, commands, reports),
                         name="bench-scale-aggregator",
                         daemon=True,
                     )
@@ -396,13 +397,14 @@ def measure_scale(
     history_nodes: int,
     databases: Sequence[str],
     time_limit: float = TIME_LIMIT_SECONDS,
+    rule: str = DEFAULT_RULE,
 ) -> dict[str, Any]:
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     started = time.monotonic()
     load_before = os.getloadavg()
     by_nodes = [
-        measure_nodes(n, rounds=rounds, drivers=drivers, threads=threads, reject_every=reject_every, api_requests=api_requests)
+        measure_nodes(n, rounds=rounds, drivers=drivers, threads=threads, reject_every=reject_every, api_requests=api_requests, rule=rule)
         for n in nodes
     ]
     history = None
@@ -437,6 +439,7 @@ def measure_scale(
         "cpus": os.cpu_count(),
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "reject_every": reject_every,
+        "rule": rule,
         "by_nodes": by_nodes,
         "table": [
             {
@@ -475,6 +478,7 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--databases", default="sqlite,postgresql", help="index databases for the long history (default sqlite,postgresql)"
     )
+    parser.add_argument("--rule", default=DEFAULT_RULE, help=f"the aggregator's rule, with its default parameters (default {DEFAULT_RULE})")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_SECONDS, help="seconds the whole run may take")
     add_output_arguments(parser)
     parser.set_defaults(handler=_run)
@@ -487,6 +491,10 @@ def _run(args: argparse.Namespace) -> int:
     unknown = sorted(set(databases) - {"sqlite", "postgresql"})
     if unknown:
         raise UsageError(f"--databases takes sqlite and/or postgresql, not {', '.join(unknown)}")
+    from ledger.core.aggregation import RULES
+
+    if args.rule not in RULES:
+        raise UsageError(f"unknown aggregation rule {args.rule!r}; known: {', '.join(sorted(RULES))}")
     report = measure_scale(
         nodes=args.nodes,
         rounds=args.rounds,
@@ -498,6 +506,7 @@ def _run(args: argparse.Namespace) -> int:
         history_nodes=args.history_nodes,
         databases=databases,
         time_limit=args.time_limit,
+        rule=args.rule,
     )
     emit(report, as_json=args.json)
     return 0 if report["meets_targets"] else 1

@@ -75,7 +75,7 @@ class RoleFailed:
 # ---------------------------------------------------------------------------------- aggregator
 
 
-def aggregator_process(rpc_url: str, address: str, store_url: str, round_seconds: int, commands: Any, reports: Any) -> None:
+def aggregator_process(rpc_url: str, address: str, store_url: str, round_seconds: int, rule: str, commands: Any, reports: Any) -> None:
     """The real `Aggregator` (dev key 0: admin and aggregator): genesis, then one round per command."""
     try:
         from aggregator.coordinator import Aggregator, AggregatorConfig
@@ -91,7 +91,7 @@ def aggregator_process(rpc_url: str, address: str, store_url: str, round_seconds
         account = dev_account(0)
         client = LedgerClient(connect(rpc_url), address, account)
         store = HttpBlobStore.from_ledger(store_url, client, account=account, max_bytes=settings.max_blob_bytes)
-        config = AggregatorConfig(min_updates=1, round_seconds=round_seconds)
+        config = AggregatorConfig(rule=rule, min_updates=1, round_seconds=round_seconds)
         aggregator = Aggregator(client, store, DIGITS_MLP.bundled_data().test, config)
         aggregator.ensure_genesis()
         reports.put(("ready", "aggregator"))
