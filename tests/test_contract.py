@@ -451,3 +451,103 @@ def test_every_contract_error_has_a_python_class():
 
     abi_errors = {item["name"] for item in load_artifact().abi_items("error")}
     assert abi_errors == set(_error_classes())
+
+
+# ------------------------------------------------------------------ the client's in-process path
+
+
+def test_in_process_calls_answer_as_web3_did_without_web3_requests(ledger_chain, genesis_hash, open_round):
+    """On the in-process chain the client encodes calls from the ABI and hands them to eth-tester
+    (`ledger.chain.tester`): each view answers what web3's contract layer answers, at "latest"
+    and at a block number, without a single request through web3; a block hash names its block;
+    a revert is its typed error from a call and from preparing a transaction."""
+    admin = ledger_chain.admin
+    node = ledger_chain.nodes[0]
+    digest = bytes.fromhex("11" * 32)
+    views = [
+        ("admin", ()), ("attestationQuorum", ()), ("counters", ()), ("genesisHash", ()), ("getRound", (1,)),
+        ("isNode", (node.account.address,)), ("attestationCounts", (digest,)), ("hashSubmission", (1, digest, 5)),
+        ("modelOf", (digest,)), ("submissionOf", (1, node.account.address)), ("verifyInclusion", (digest, digest, [])),
+        ("eip712Domain", ()),
+    ]  # fmt: skip
+    number = ledger_chain.w3.eth.block_number
+    requests = []
+    provider = ledger_chain.w3.provider
+    original = provider.make_request
+    provider.make_request = lambda method, params: requests.append(method) or original(method, params)
+    try:
+        answers = {(name, at): admin._call(name, *args, block=at) for name, args in views for at in ("latest", number)}
+    finally:
+        provider.make_request = original
+    assert requests == []
+    for (name, at), ours in answers.items():
+        web3s = getattr(admin.contract.functions, name)(*dict(views)[name]).call(block_identifier=at)
+        assert ours == _as_tuples(web3s), (name, at)
+    at_hash = ledger_chain.w3.eth.get_block(number)["hash"]
+    late = ledger_chain.add_node("late").account.address
+    assert admin._call("isNode", late) is True
+    assert admin._call("isNode", late, block=at_hash) is False
+    assert admin._call("isNode", late, block=at_hash.to_0x_hex()) is False
+
+    with pytest.raises(errors.NotAdmin):
+        node._call("registerNode", node.account.address)
+    with pytest.raises(errors.NotAdmin):
+        node.prepare("registerNode", node.account.address)
+    with pytest.raises(errors.RoundNotOpen):
+        node.prepare("submitUpdate", 2, digest, 5)
+
+
+def _as_tuples(value):
+    """web3 gives a dynamic array inside several outputs as a list, the client eth_abi's tuple."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(item) for item in value)
+    return value
+
+
+def test_in_process_logs_are_web3s_read_block_by_block(ledger_chain, genesis_hash, open_round):
+    """The in-process chain's `eth_getLogs` (`SerializedTesterProvider.logs`, read from py-evm's
+    receipts: eth-tester's own is O(chain) per log) gives the events eth-tester gives, for every
+    filter the ledger uses; with several transactions in one block a log's index is its position in
+    the block, as on anvil or any node."""
+    from ledger.chain.events import decode_logs, fetch_events
+    from ledger.chain.rounds import round_topic
+
+    w3, address = ledger_chain.w3, ledger_chain.address
+    first, second = ledger_chain.nodes[:2]
+    first.submit_update(1, h("u1"), 10)
+    second.submit_update(1, h("u2"), 20)
+    ledger_chain.admin.reject_update(1, second.account.address, 1)
+    head = w3.eth.block_number
+    u1 = "0x" + h("u1")
+    cases = [
+        dict(from_block=0, to_block="latest"),
+        dict(from_block=0, to_block=head - 1),
+        dict(from_block=0, to_block="latest", event_names=["UpdateSubmitted"], topic_filters=[round_topic(1)]),
+        dict(from_block=0, to_block="latest", event_names=["UpdateSubmitted", "UpdateRejected"]),
+        dict(from_block=0, to_block="latest", event_names=["UpdateSubmitted"], topic_filters=[None, None, [u1, "0x" + h("x")]]),
+        dict(from_block=0, to_block="latest", event_names=["UpdateSubmitted"], topic_filters=[round_topic(2)]),
+    ]
+    for case in cases:
+        ours = fetch_events(w3, address, case["from_block"], case["to_block"], event_names=case.get("event_names"), topic_filters=case.get("topic_filters"))
+        topics = [None if case.get("event_names") is None else [events.topic_by_name()[n] for n in case["event_names"]], *case.get("topic_filters", [])]
+        while topics and topics[-1] is None:
+            topics.pop()
+        params = {"address": address, "fromBlock": case["from_block"], "toBlock": case["to_block"], **({"topics": topics} if topics else {})}
+        assert ours == list(decode_logs(w3, w3.eth.get_logs(params))), case
+    assert [type(e).__name__ for e in fetch_events(w3, address, 0, "latest", event_names=["UpdateSubmitted"], topic_filters=[None, None, [u1]])] == ["UpdateSubmitted"]
+    assert fetch_events(w3, address, head, head + 50) == fetch_events(w3, address, head, "latest") != []  # past the head: up to it
+
+    tester = w3.provider.ethereum_tester
+    third, fourth = ledger_chain.nodes[2:4]
+    tester.disable_auto_mine_transactions()
+    try:
+        w3.eth.send_raw_transaction(third.prepare("submitUpdate", 1, bytes.fromhex(h("u3")), 30).raw)
+        w3.eth.send_raw_transaction(fourth.prepare("submitUpdate", 1, bytes.fromhex(h("u4")), 40).raw)
+        tester.mine_blocks(1)
+        mined = w3.eth.block_number
+    finally:
+        tester.enable_auto_mine_transactions()
+    both = fetch_events(w3, address, mined, mined)
+    assert [(type(e).__name__, e.node) for e in both] == [("UpdateSubmitted", third.account.address), ("UpdateSubmitted", fourth.account.address)]
+    assert [e.ref.log_index for e in both] == [0, 1]
+    assert len({e.ref.tx_hash for e in both}) == 2

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -29,6 +29,9 @@ from ledger.chain.artifact import load_artifact
 from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
 from ledger.chain.events import LedgerEvent, fetch_events
 from ledger.chain.keys import guard_dev_key, is_in_process_chain
+
+if TYPE_CHECKING:
+    from ledger.chain.tester import SerializedTesterProvider
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +134,11 @@ class LedgerClient:
         if account is not None:
             guard_dev_key(w3, account.address, self.chain_id)
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
-        # Over JSON-RPC (anvil, geth, an L2) calls and transactions are encoded from the ABI and
-        # sent as plain requests; web3's contract machinery serves the in-process chain.
+        # Calls and transactions are encoded from the ABI and sent as plain JSON-RPC requests (anvil,
+        # geth, an L2) or handed to eth-tester (the in-process chain); web3's contract machinery
+        # serves what neither path takes (a call at a block hash on the in-process chain).
         self._json_rpc = isinstance(w3.provider, JSONBaseProvider)
+        self._tester = _serialized_tester(w3)
 
     @classmethod
     def deploy(
@@ -345,6 +350,10 @@ class LedgerClient:
             at = hex(block) if isinstance(block, int) else block
             call = {"to": self.address, "data": "0x" + function.encode(args).hex()}
             return function.decode(_answer(self.w3.provider.make_request(RPCEndpoint("eth_call"), [call, at]), name))
+        if self._tester is not None:
+            function = calldata.functions()[name]
+            sender = None if self.account is None else self.account.address
+            return function.decode(self._tester.call(sender, self.address, "0x" + function.encode(args).hex(), block))
         try:
             return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
         except LedgerError:
@@ -364,7 +373,9 @@ class LedgerClient:
         if self.account is None:
             raise LedgerError(f"{name} needs a signing account; this client is read-only")
         if self._json_rpc:
-            return _prepare_json_rpc(self.w3, self.account, self.address, name, args)
+            return _prepare_json_rpc(self.w3, self.chain_id, self.account, self.address, name, args)
+        if self._tester is not None:
+            return _prepare_in_process(self._tester, self.w3, self.chain_id, self.account, self.address, name, args)
         return _prepare(self.w3, self.account, getattr(self.contract.functions, name)(*args), name)
 
     def send(self, prepared: PreparedTx, *, on_sent: Callable[[str], None] | None = None) -> TxResult:
@@ -474,12 +485,11 @@ def _prepare(
     return _signed(account, name, tx)
 
 
-def _prepare_json_rpc(w3: Web3, account: LocalAccount, address: str, name: str, args: Sequence[Any]) -> PreparedTx:
+def _prepare_json_rpc(w3: Web3, chain_id: int, account: LocalAccount, address: str, name: str, args: Sequence[Any]) -> PreparedTx:
     """`_prepare` over JSON-RPC in one batch request: the nonce, the gas (a simulation against the
     pending block, surfacing a revert as its typed error) and that block's base fee."""
     data = calldata.encode_call(name, args)
     call = {"from": account.address, "to": address, "data": data}
-    chain_id = int(w3.eth.chain_id)
     tip = _TIP_WEI.get(chain_id)
     if tip is None:
         tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
@@ -500,6 +510,33 @@ def _prepare_json_rpc(w3: Web3, account: LocalAccount, address: str, name: str, 
         "nonce": int(nonce, 16), "gas": int(gas, 16), "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip,
     }  # fmt: skip
     return _signed(account, name, tx)
+
+
+def _prepare_in_process(
+    tester: SerializedTesterProvider, w3: Web3, chain_id: int, account: LocalAccount, address: str, name: str, args: Sequence[Any]
+) -> PreparedTx:
+    """`_prepare` on the in-process chain: one execution at the latest block surfaces a revert as
+    its typed error (py-evm's gas estimate is a binary search of a dozen executions); the gas is
+    `IN_PROCESS_GAS`, the fees those of the pending block."""
+    data = calldata.encode_call(name, args)
+    nonce = tester.pending_nonce(account.address)
+    tester.call(account.address, address, data, "latest")
+    tip = _TIP_WEI.get(chain_id)
+    if tip is None:
+        tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    tx = {
+        "type": 2, "chainId": chain_id, "from": account.address, "to": address, "data": data, "value": 0,
+        "nonce": nonce, "gas": IN_PROCESS_GAS, "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * tester.pending_base_fee() + tip,
+    }  # fmt: skip
+    return _signed(account, name, tx)
+
+
+def _serialized_tester(w3: Web3) -> SerializedTesterProvider | None:
+    if not is_in_process_chain(w3):
+        return None
+    from ledger.chain.tester import SerializedTesterProvider
+
+    return w3.provider if isinstance(w3.provider, SerializedTesterProvider) else None
 
 
 def _answer(response: Any, name: str) -> Any:

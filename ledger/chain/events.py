@@ -18,6 +18,7 @@ from web3.providers import JSONBaseProvider
 from web3.types import FilterParams, RPCEndpoint
 
 from ledger.chain.artifact import load_artifact
+from ledger.chain.tester import SerializedTesterProvider
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,8 @@ def fetch_events(
         params["topics"] = topics
     if isinstance(w3.provider, JSONBaseProvider):
         return list(decode_logs(w3, _raw_get_logs(w3.provider, params)))
+    if isinstance(w3.provider, SerializedTesterProvider):
+        return list(decode_logs(w3, w3.provider.logs(address, from_block, to_block, topics)))
     return list(decode_logs(w3, w3.eth.get_logs(cast(FilterParams, params))))
 
 

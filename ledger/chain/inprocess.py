@@ -6,18 +6,17 @@ Used by `fedledger demo --chain memory`, the gas benchmark and the pytest plugin
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
-from web3 import EthereumTesterProvider, Web3
-from web3.types import RPCEndpoint, RPCResponse
+from web3 import Web3
 from web3.types import Wei
 
 from ledger.chain.client import LedgerClient
+from ledger.chain.tester import SerializedTesterProvider
 
 DEFAULT_NODE_COUNT = 5
 FUNDING_WEI = 100 * 10**18
@@ -26,19 +25,6 @@ FUNDING_WEI = 100 * 10**18
 def deterministic_account(label: str) -> LocalAccount:
     """A throwaway key derived from a label, so test failures are reproducible (test chains only)."""
     return Account.from_key(keccak(text=f"fedledger-test-account:{label}"))
-
-
-class SerializedTesterProvider(EthereumTesterProvider):
-    """web3's py-evm provider, one request at a time: py-evm is not thread-safe, and parties
-    sharing the chain from threads (the demo's nodes train side by side) must not interleave."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.RLock()
-
-    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
-        with self._lock:
-            return super().make_request(method, params)
 
 
 @dataclass

@@ -28,7 +28,7 @@ class InProcessFederation:
     nodes: list[EdgeNode]
     outcomes: list[Outcome] = field(default_factory=list)  # each node's, in the last round
     # How many nodes train at once (threads, one torch thread each); the chain takes their
-    # requests one at a time (`ledger.chain.inprocess.SerializedTesterProvider`).
+    # requests one at a time (`ledger.chain.tester.SerializedTesterProvider`).
     parallel: int = 1
 
     def run_round(self) -> RoundResult:
