@@ -182,7 +182,8 @@ def _run_memory(args: argparse.Namespace, task: Task, overrides: dict[str, Any])
         iid=args.iid,
         alpha=args.alpha,
         node_hooks=hooks,
-        # The nodes train side by side, one torch thread each, as many at once as there are cores.
+        # The nodes may train side by side, one torch thread each, as many at once as there are cores
+        # (when the first round, in turns, shows training was most of their time: `side_by_side`).
         parallel=max(1, cores() // args.threads),
         rule=args.rule,
         rule_params=args.rule_params,

@@ -6,14 +6,15 @@ composition root: it imports both `aggregator` and `edge_node`, which never impo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator.coordinator import Aggregator, AggregatorConfig, RoundResult
 from aggregator.misbehaviour import LyingAggregator
-from edge_node.node import EdgeNode, Outcome, TrainingConfig
+from edge_node.node import EdgeNode, Outcome, Participation, TrainingConfig
 from ledger.chain.inprocess import InProcessLedger, start_in_process_ledger
 from ledger.core.task import Task
 from ledger.store.base import BlobStore
@@ -27,9 +28,11 @@ class InProcessFederation:
     aggregator: Aggregator
     nodes: list[EdgeNode]
     outcomes: list[Outcome] = field(default_factory=list)  # each node's, in the last round
-    # How many nodes train at once (threads, one torch thread each); the chain takes their
+    # How many nodes may train at once (threads, one torch thread each); the chain takes their
     # requests one at a time (`ledger.chain.tester.SerializedTesterProvider`).
     parallel: int = 1
+    # Whether they do, decided by the first round in which a node trained, in turns (`side_by_side`).
+    side_by_side: bool | None = None
 
     def run_round(self) -> RoundResult:
         """Open a round, let every node take part, close it.
@@ -39,9 +42,32 @@ class InProcessFederation:
         and the round is abandoned as it would be on a live chain.
         """
         info = self.aggregator.open_round()
-        with ThreadPoolExecutor(max_workers=max(1, self.parallel), thread_name_prefix="node") as pool:
-            self.outcomes = [p.outcome for p in pool.map(lambda node: node.participate(info.round), self.nodes)]
+
+        def take_part(node: EdgeNode) -> tuple[Participation, float]:
+            started = time.perf_counter()
+            return node.participate(info.round), time.perf_counter() - started
+
+        workers = max(1, self.parallel) if self.side_by_side else 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
+            taken = list(pool.map(take_part, self.nodes))
+        self.outcomes = [p.outcome for p, _ in taken]
+        if self.side_by_side is None and workers == 1:
+            self.side_by_side = side_by_side(taken)
         return self.aggregator.close_round(info.round)
+
+
+def side_by_side(taken: Sequence[tuple[Participation, float]]) -> bool | None:
+    """Whether nodes should train at once, from a round where they took turns (each node's
+    participation and its seconds): when training was most of their time. None if nobody trained.
+
+    Only training runs outside the GIL; the rest is Python taking turns on one chain, slower on
+    threads than one after another. digits-mlp, 5 nodes (training ~40% of a node's time): 0.26 s a
+    round in turns against 0.31 s on two threads; digits-cnn: 0.72 s against 0.53 s.
+    """
+    training = sum(participation.train_seconds for participation, _ in taken)
+    if training == 0:
+        return None
+    return training > 0.5 * sum(seconds for _, seconds in taken)
 
 
 def start_federation(
