@@ -471,14 +471,25 @@ def test_in_process_calls_answer_as_web3_did_without_web3_requests(ledger_chain,
         ("eip712Domain", ()),
     ]  # fmt: skip
     number = ledger_chain.w3.eth.block_number
-    requests = []
+    requests: list[str] = []
+
+    class Recorded(dict):
+        """web3's eth-tester provider looks every request's namespace up here."""
+
+        def __getitem__(self, namespace):
+            requests.append(namespace)
+            return super().__getitem__(namespace)
+
     provider = ledger_chain.w3.provider
-    original = provider.make_request
-    provider.make_request = lambda method, params: requests.append(method) or original(method, params)
+    endpoints = provider.api_endpoints
+    provider.api_endpoints = Recorded(endpoints)
     try:
+        ledger_chain.w3.eth.block_number  # the spy sees a request through web3
+        assert requests == ["eth"]
+        requests.clear()
         answers = {(name, at): admin._call(name, *args, block=at) for name, args in views for at in ("latest", number)}
     finally:
-        provider.make_request = original
+        provider.api_endpoints = endpoints
     assert requests == []
     for (name, at), ours in answers.items():
         web3s = getattr(admin.contract.functions, name)(*dict(views)[name]).call(block_identifier=at)
@@ -495,6 +506,13 @@ def test_in_process_calls_answer_as_web3_did_without_web3_requests(ledger_chain,
         node.prepare("registerNode", node.account.address)
     with pytest.raises(errors.RoundNotOpen):
         node.prepare("submitUpdate", 2, digest, 5)
+
+    # reading needs no funds: an account that never held any reads, now and at an early block
+    from ledger.chain.client import LedgerClient
+    from ledger.chain.inprocess import deterministic_account
+
+    reader = LedgerClient(ledger_chain.w3, admin.address, deterministic_account("never funded"))
+    assert reader.is_node(node.account.address) and reader._call("isNode", late, block=at_hash) is False
 
 
 def _as_tuples(value):
@@ -541,12 +559,16 @@ def test_in_process_logs_are_web3s_read_block_by_block(ledger_chain, genesis_has
     third, fourth = ledger_chain.nodes[2:4]
     tester.disable_auto_mine_transactions()
     try:
-        w3.eth.send_raw_transaction(third.prepare("submitUpdate", 1, bytes.fromhex(h("u3")), 30).raw)
-        w3.eth.send_raw_transaction(fourth.prepare("submitUpdate", 1, bytes.fromhex(h("u4")), 40).raw)
+        sent = [node.prepare("submitUpdate", 1, bytes.fromhex(h(label)), 30) for node, label in ((third, "u3"), (fourth, "u4"))]
+        for tx in sent:
+            w3.eth.send_raw_transaction(tx.raw)
         tester.mine_blocks(1)
         mined = w3.eth.block_number
     finally:
         tester.enable_auto_mine_transactions()
+    # a transaction's own events (its receipt) carry the same references as the block's read
+    receipts = [third._result("submitUpdate", tx.tx_hash[2:], w3.eth.get_transaction_receipt(tx.tx_hash)) for tx in sent]
+    assert [event for result in receipts for event in result.events] == fetch_events(w3, address, mined, mined)
     both = fetch_events(w3, address, mined, mined)
     assert [(type(e).__name__, e.node) for e in both] == [("UpdateSubmitted", third.account.address), ("UpdateSubmitted", fourth.account.address)]
     assert [e.ref.log_index for e in both] == [0, 1]

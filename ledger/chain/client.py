@@ -136,7 +136,7 @@ class LedgerClient:
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
         # Calls and transactions are encoded from the ABI and sent as plain JSON-RPC requests (anvil,
         # geth, an L2) or handed to eth-tester (the in-process chain); web3's contract machinery
-        # serves what neither path takes (a call at a block hash on the in-process chain).
+        # serves any other provider.
         self._json_rpc = isinstance(w3.provider, JSONBaseProvider)
         self._tester = _serialized_tester(w3)
 
@@ -352,8 +352,7 @@ class LedgerClient:
             return function.decode(_answer(self.w3.provider.make_request(RPCEndpoint("eth_call"), [call, at]), name))
         if self._tester is not None:
             function = calldata.functions()[name]
-            sender = None if self.account is None else self.account.address
-            return function.decode(self._tester.call(sender, self.address, "0x" + function.encode(args).hex(), block))
+            return function.decode(self._tester.call(None, self.address, "0x" + function.encode(args).hex(), block))
         try:
             return getattr(self.contract.functions, name)(*args).call(block_identifier=block)
         except LedgerError:
@@ -416,11 +415,16 @@ class LedgerClient:
     def _result(self, name: str, tx_hash: str, receipt: Any) -> TxResult:
         from ledger.chain.events import decode_logs
 
-        ours = [entry for entry in receipt["logs"] if to_checksum_address(entry["address"]) == self.address]
+        block = int(receipt["blockNumber"])
+        if self._tester is not None:  # eth-tester's receipts number logs per transaction, its reads per block
+            mined = self._tester.logs(self.address, block, block, [])
+            ours = [entry for entry in mined if entry["transactionHash"].hex() == tx_hash.removeprefix("0x")]
+        else:
+            ours = [entry for entry in receipt["logs"] if to_checksum_address(entry["address"]) == self.address]
         result = TxResult(
             function=name,
             tx_hash=tx_hash,
-            block_number=int(receipt["blockNumber"]),
+            block_number=block,
             gas_used=int(receipt["gasUsed"]),
             events=tuple(decode_logs(self.w3, ours)),
         )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from web3 import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
-from ledger.chain.errors import LedgerError, decode_revert
+from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ class SerializedTesterProvider(EthereumTesterProvider):
 
     def call(self, sender: str | None, to: str, data: str, block: int | str | bytes = "latest") -> bytes:
         """`eth_call` of 0x-hex `data` at `block` (a number, a tag such as "latest", or a block
-        hash); a revert raises its typed error (`ledger.chain.errors`)."""
+        hash); a revert raises its typed error (`ledger.chain.errors`). Without a `sender`, the
+        chain's first funded account calls (eth-tester wants one that could pay for the call's gas)."""
         transaction = {"from": sender or self._any_account(), "to": to, "data": data}
         answer = self._locked(lambda tester: tester.call(transaction, _block_number(tester, block)), "eth_call")
         return bytes.fromhex(answer.removeprefix("0x"))
@@ -49,7 +50,7 @@ class SerializedTesterProvider(EthereumTesterProvider):
         block = self._locked(lambda tester: tester.get_block_by_number("pending"), "pending block")
         return int(block.get("base_fee_per_gas") or 0)
 
-    def logs(self, address: str, from_block: int, to_block: int | str, topics: Sequence[Any]) -> list[dict[str, Any]]:
+    def logs(self, address: str, from_block: int | str, to_block: int | str, topics: Sequence[Any]) -> list[dict[str, Any]]:
         """`eth_getLogs` read from py-evm's receipts block by block, as JSON-RPC spells a log.
 
         eth-tester's own finds each transaction of each block again by scanning the chain back from
@@ -63,8 +64,8 @@ class SerializedTesterProvider(EthereumTesterProvider):
         with self._lock:
             chain = self._tester().backend.chain
             head = chain.get_canonical_head().block_number
-            last = head if isinstance(to_block, str) else min(int(to_block), head)
-            for number in range(max(0, int(from_block)), last + 1):
+            first, last = _tag_number(from_block, head), min(_tag_number(to_block, head), head)
+            for number in range(max(0, first), last + 1):
                 block = chain.get_canonical_block_by_number(number)
                 position = 0
                 for transaction, receipt in zip(block.transactions, block.get_receipts(chain.chaindb)):
@@ -102,6 +103,13 @@ class SerializedTesterProvider(EthereumTesterProvider):
                 raise _revert(exc, what) from exc
 
 
+def _tag_number(block: int | str, head: int) -> int:
+    """A block number or tag as a number: "earliest" is 0, any other tag the head."""
+    if isinstance(block, str):
+        return 0 if block == "earliest" else head
+    return int(block)
+
+
 def _topic_set(position: Any) -> frozenset[bytes] | None:
     if position is None:
         return None
@@ -134,4 +142,4 @@ def _revert(exc: Exception, what: str) -> LedgerError:
             pass
     if isinstance(detail, bytes):
         return decode_revert(detail)
-    return LedgerError(f"{what} reverted: {detail}")
+    return TransactionReverted(f"{what} reverted: {detail}")
