@@ -416,7 +416,8 @@ class LedgerClient:
         from ledger.chain.events import decode_logs
 
         block = int(receipt["blockNumber"])
-        if self._tester is not None:  # eth-tester's receipts number logs per transaction, its reads per block
+        if self._tester is not None and int(receipt["transactionIndex"]) > 0:
+            # eth-tester's receipts number logs within their transaction, reads (as any node) within the block
             mined = self._tester.logs(self.address, block, block, [])
             ours = [entry for entry in mined if entry["transactionHash"].hex() == tx_hash.removeprefix("0x")]
         else:
