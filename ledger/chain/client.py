@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -29,9 +29,7 @@ from ledger.chain.artifact import load_artifact
 from ledger.chain.errors import LedgerError, TransactionReverted, decode_revert, revert_data_from
 from ledger.chain.events import LedgerEvent, fetch_events
 from ledger.chain.keys import guard_dev_key, is_in_process_chain
-
-if TYPE_CHECKING:
-    from ledger.chain.tester import SerializedTesterProvider
+from ledger.chain.tester import SerializedTesterProvider
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,7 @@ class LedgerClient:
         # geth, an L2) or handed to eth-tester (the in-process chain); web3's contract machinery
         # serves any other provider.
         self._json_rpc = isinstance(w3.provider, JSONBaseProvider)
-        self._tester = _serialized_tester(w3)
+        self._tester = w3.provider if isinstance(w3.provider, SerializedTesterProvider) else None
 
     @classmethod
     def deploy(
@@ -495,9 +493,7 @@ def _prepare_json_rpc(w3: Web3, chain_id: int, account: LocalAccount, address: s
     pending block, surfacing a revert as its typed error) and that block's base fee."""
     data = calldata.encode_call(name, args)
     call = {"from": account.address, "to": address, "data": data}
-    tip = _TIP_WEI.get(chain_id)
-    if tip is None:
-        tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    tip = _tip(w3, chain_id)
     provider = cast(JSONBaseProvider, w3.provider)
     answers = provider.make_batch_request(
         [
@@ -526,22 +522,12 @@ def _prepare_in_process(
     data = calldata.encode_call(name, args)
     nonce = tester.pending_nonce(account.address)
     tester.call(account.address, address, data, "latest")
-    tip = _TIP_WEI.get(chain_id)
-    if tip is None:
-        tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    tip = _tip(w3, chain_id)
     tx = {
         "type": 2, "chainId": chain_id, "from": account.address, "to": address, "data": data, "value": 0,
         "nonce": nonce, "gas": IN_PROCESS_GAS, "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * tester.pending_base_fee() + tip,
     }  # fmt: skip
     return _signed(account, name, tx)
-
-
-def _serialized_tester(w3: Web3) -> SerializedTesterProvider | None:
-    if not is_in_process_chain(w3):
-        return None
-    from ledger.chain.tester import SerializedTesterProvider
-
-    return w3.provider if isinstance(w3.provider, SerializedTesterProvider) else None
 
 
 def _answer(response: Any, name: str) -> Any:
@@ -580,12 +566,18 @@ IN_PROCESS_GAS = 1_000_000
 _TIP_WEI: dict[int, int] = {}  # per chain id: the priority fee the node suggested once
 
 
-def _fees(w3: Web3, block: str) -> dict[str, int]:
-    """EIP-1559 fees for a transaction landing in `block`: the tip asked once per chain, 2 × base fee + tip."""
-    chain_id = int(w3.eth.chain_id)
+def _tip(w3: Web3, chain_id: int) -> int:
+    """The priority fee for chain `chain_id`, asked of its node once."""
     tip = _TIP_WEI.get(chain_id)
     if tip is None:
         tip = _TIP_WEI[chain_id] = int(w3.eth.max_priority_fee)
+    return tip
+
+
+def _fees(w3: Web3, block: str) -> dict[str, int]:
+    """EIP-1559 fees for a transaction landing in `block`: the tip asked once per chain, 2 × base fee + tip."""
+    chain_id = int(w3.eth.chain_id)
+    tip = _tip(w3, chain_id)
     base_fee = int(w3.eth.get_block(block).get("baseFeePerGas") or 0)  # type: ignore[arg-type]
     return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip}
 
